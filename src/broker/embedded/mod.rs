@@ -1,0 +1,502 @@
+//! The embedded broker: a segmented append-only log per topic partition
+//! under the data directory, with checksummed records, group commit and
+//! durable consumer-group cursors. Nothing to install.
+//!
+//! Layout: `<data>/topics/<topic>/<partition>/<first offset>.log` and
+//! `<data>/groups/<topic>/<group>.cursor`; `<data>/LOCK` keeps a second
+//! process off the same directory.
+//!
+//! Each topic has one writer thread. Publishers send it append requests over
+//! a bounded channel; it takes every request waiting, writes them, fsyncs
+//! each touched partition once and only then answers them all (group commit).
+
+mod partition;
+mod record;
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{error, info};
+
+use self::partition::{Partition, PartitionWriter};
+use super::{Appended, BrokerError, ReadBatch, Record, Result};
+use crate::cursor::Cursor;
+use crate::topic::{Retention, Topics};
+
+pub use self::record::MAX_PAYLOAD_BYTES;
+
+/// Append requests waiting for a topic's writer. When full, publishers wait:
+/// that is the backpressure a full disk or a slow fsync exerts.
+const APPEND_QUEUE_CAPACITY: usize = 1024;
+/// Most bytes one group commit takes before it syncs and answers.
+const GROUP_COMMIT_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// How often retention runs.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(1);
+
+/// When appends become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// fsync before answering: an acknowledged event survives power loss.
+    Always,
+    /// Answer after the write and fsync every interval: an acknowledged
+    /// event survives a process crash but not a power loss within it.
+    Interval(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    pub data_dir: PathBuf,
+    pub fsync: FsyncPolicy,
+}
+
+enum Command {
+    Append {
+        records: Vec<Record>,
+        reply: oneshot::Sender<Result<Vec<Appended>>>,
+    },
+    Tick,
+    Close(oneshot::Sender<()>),
+}
+
+struct TopicLog {
+    name: String,
+    partitions: Vec<Arc<Partition>>,
+    commands: mpsc::Sender<Command>,
+    /// Bumped after every commit; readers waiting for new events watch it.
+    committed: watch::Sender<u64>,
+    /// Set when a failed write could not be undone: appends are refused
+    /// until a restart recovers the log.
+    failed: AtomicBool,
+}
+
+pub struct EmbeddedBroker {
+    data_dir: PathBuf,
+    topics: HashMap<String, Arc<TopicLog>>,
+    writers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    ticker: tokio::task::JoinHandle<()>,
+    closed: AtomicBool,
+    _lock: File,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn unavailable(context: &str, err: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(format!("{context}: {err}"))
+}
+
+impl EmbeddedBroker {
+    pub async fn open(config: EmbeddedConfig, topics: &Topics) -> Result<Self> {
+        let fsync = config.fsync;
+        let data_dir = config.data_dir.clone();
+        let topics: Vec<_> = topics.iter().cloned().collect();
+        let opened = tokio::task::spawn_blocking(move || open_all(&data_dir, &topics))
+            .await
+            .map_err(|err| unavailable("opening the log", err))?
+            .map_err(|err| unavailable("opening the log", err))?;
+        let (lock, logs) = opened;
+        let mut by_name = HashMap::new();
+        let mut writers = Vec::new();
+        for (topic, partition_writers) in logs {
+            let (commands, receiver) = mpsc::channel(APPEND_QUEUE_CAPACITY);
+            let log = Arc::new(TopicLog {
+                name: topic.name.clone(),
+                partitions: partition_writers.iter().map(|w| Arc::clone(&w.partition)).collect(),
+                commands,
+                committed: watch::Sender::new(0),
+                failed: AtomicBool::new(false),
+            });
+            let writer_log = Arc::clone(&log);
+            let retention = topic.retention;
+            let handle = std::thread::Builder::new()
+                .name(format!("log-{}", topic.name))
+                .spawn(move || run_writer(&writer_log, partition_writers, receiver, fsync, retention))
+                .map_err(|err| unavailable("starting a log writer", err))?;
+            writers.push(handle);
+            by_name.insert(topic.name.clone(), log);
+        }
+        let tick = match fsync {
+            FsyncPolicy::Always => RETENTION_INTERVAL,
+            FsyncPolicy::Interval(interval) => interval.min(RETENTION_INTERVAL),
+        };
+        let senders: Vec<_> = by_name.values().map(|log| log.commands.clone()).collect();
+        let ticker = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                for sender in &senders {
+                    // A full queue means the writer is busy and will get to
+                    // syncing anyway; skip rather than wait.
+                    let _ = sender.try_send(Command::Tick);
+                }
+            }
+        });
+        info!(data_dir = %config.data_dir.display(), topics = by_name.len(), "embedded log open");
+        Ok(Self {
+            data_dir: config.data_dir,
+            topics: by_name,
+            writers: Mutex::new(writers),
+            ticker,
+            closed: AtomicBool::new(false),
+            _lock: lock,
+        })
+    }
+
+    fn log(&self, topic: &str) -> Result<&Arc<TopicLog>> {
+        self.topics
+            .get(topic)
+            .ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))
+    }
+
+    pub async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
+        let log = self.log(topic)?;
+        if log.failed.load(Ordering::Acquire) {
+            return Err(BrokerError::Unavailable(format!(
+                "the log of topic {topic:?} failed a write it could not undo; restart to recover it"
+            )));
+        }
+        if let Some(record) = records.iter().find(|r| r.partition >= log.partitions.len()) {
+            return Err(BrokerError::Unavailable(format!(
+                "partition {} out of range",
+                record.partition
+            )));
+        }
+        let (reply, answer) = oneshot::channel();
+        log.commands
+            .send(Command::Append { records, reply })
+            .await
+            .map_err(|_| BrokerError::Unavailable("the broker is shutting down".into()))?;
+        answer
+            .await
+            .map_err(|_| BrokerError::Unavailable("the log writer stopped".into()))?
+    }
+
+    pub async fn read(&self, topic: &str, from: &Cursor, max: usize, wait: Duration) -> Result<ReadBatch> {
+        let log = Arc::clone(self.log(topic)?);
+        check_cursor(&log, from)?;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changes = log.committed.subscribe();
+        loop {
+            changes.mark_unchanged();
+            let has_new = log
+                .partitions
+                .iter()
+                .zip(from.offsets())
+                .any(|(p, &next)| next != p.end());
+            if has_new {
+                let read_log = Arc::clone(&log);
+                let from = from.clone();
+                let batch = tokio::task::spawn_blocking(move || read_now(&read_log, &from, max))
+                    .await
+                    .map_err(|err| unavailable("reading the log", err))??;
+                if !batch.events.is_empty() || wait.is_zero() {
+                    return Ok(batch);
+                }
+            } else if wait.is_zero() {
+                return Ok(ReadBatch {
+                    events: Vec::new(),
+                    next: from.clone(),
+                });
+            }
+            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+                return Ok(ReadBatch {
+                    events: Vec::new(),
+                    next: from.clone(),
+                });
+            }
+        }
+    }
+
+    pub fn earliest(&self, topic: &str) -> Result<Cursor> {
+        let log = self.log(topic)?;
+        Ok(Cursor::new(log.partitions.iter().map(|p| p.start()).collect()))
+    }
+
+    pub fn latest(&self, topic: &str) -> Result<Cursor> {
+        let log = self.log(topic)?;
+        Ok(Cursor::new(log.partitions.iter().map(|p| p.end()).collect()))
+    }
+
+    fn group_path(&self, topic: &str, group: &str) -> PathBuf {
+        self.data_dir.join("groups").join(topic).join(format!("{group}.cursor"))
+    }
+
+    pub async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
+        let log = self.log(topic)?;
+        check_cursor(log, cursor)?;
+        let path = self.group_path(topic, group);
+        let text = cursor.to_string();
+        tokio::task::spawn_blocking(move || write_atomically(&path, text.as_bytes()))
+            .await
+            .map_err(|err| unavailable("committing a group cursor", err))?
+            .map_err(|err| unavailable("committing a group cursor", err))
+    }
+
+    pub async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
+        let partitions = self.log(topic)?.partitions.len();
+        let path = self.group_path(topic, group);
+        match tokio::fs::read_to_string(&path).await {
+            Ok(text) => Ok(Some(Cursor::parse_for(text.trim(), partitions).map_err(|err| {
+                BrokerError::Corrupt(format!("{}: {err}", path.display()))
+            })?)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(unavailable("reading a group cursor", err)),
+        }
+    }
+
+    pub fn health(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(BrokerError::Unavailable("the broker is shutting down".into()));
+        }
+        match self.topics.values().find(|log| log.failed.load(Ordering::Acquire)) {
+            Some(log) => Err(BrokerError::Unavailable(format!(
+                "the log of topic {:?} failed a write it could not undo",
+                log.name
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    pub async fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.ticker.abort();
+        for log in self.topics.values() {
+            let (done, wait) = oneshot::channel();
+            if log.commands.send(Command::Close(done)).await.is_ok() {
+                let _ = wait.await;
+            }
+        }
+        let handles = std::mem::take(&mut *self.writers.lock().expect("writers lock poisoned"));
+        let _ = tokio::task::spawn_blocking(move || {
+            for handle in handles {
+                let _ = handle.join();
+            }
+        })
+        .await;
+        info!("embedded log closed");
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        self.ticker.abort();
+    }
+}
+
+fn check_cursor(log: &TopicLog, cursor: &Cursor) -> Result<()> {
+    if cursor.partitions() != log.partitions.len() {
+        return Err(crate::cursor::CursorError::PartitionCount {
+            found: cursor.partitions(),
+            expected: log.partitions.len(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+type OpenedLogs = (File, Vec<(Arc<crate::topic::Topic>, Vec<PartitionWriter>)>);
+
+fn open_all(data_dir: &Path, topics: &[Arc<crate::topic::Topic>]) -> io::Result<OpenedLogs> {
+    fs::create_dir_all(data_dir)?;
+    let lock = File::create(data_dir.join("LOCK"))?;
+    lock.try_lock().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "another switchyard process holds {}; stop it or choose another --data-dir",
+                data_dir.display()
+            ),
+        )
+    })?;
+    let mut logs = Vec::new();
+    for topic in topics {
+        let topic_dir = data_dir.join("topics").join(&topic.name);
+        let writers = (0..topic.partitions)
+            .map(|number| PartitionWriter::open(topic_dir.join(number.to_string()), number, topic.segment_bytes))
+            .collect::<io::Result<Vec<_>>>()?;
+        logs.push((Arc::clone(topic), writers));
+    }
+    Ok((lock, logs))
+}
+
+/// Reads up to `max` events across partitions, merged by store time (the
+/// order within each partition is kept), and the cursor after them.
+fn read_now(log: &TopicLog, from: &Cursor, max: usize) -> Result<ReadBatch> {
+    let mut events = Vec::new();
+    for (partition, &next) in log.partitions.iter().zip(from.offsets()) {
+        if next == partition.end() {
+            continue;
+        }
+        match partition.read(next, max, &mut events) {
+            Ok(_) => {}
+            Err(BrokerError::CursorExpired { partition: number, .. }) => {
+                let oldest = log
+                    .partitions
+                    .iter()
+                    .zip(from.offsets())
+                    .map(|(p, &next)| next.max(p.start()))
+                    .collect();
+                return Err(BrokerError::CursorExpired {
+                    partition: number,
+                    oldest: Cursor::new(oldest),
+                });
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    // Stable sort: per-partition order holds because timestamps never go
+    // backwards within a partition.
+    events.sort_by_key(|e| e.timestamp_ms);
+    events.truncate(max);
+    let mut cursor = from.clone();
+    for event in &events {
+        cursor.advance(event.partition, event.offset);
+    }
+    Ok(ReadBatch {
+        events,
+        next: cursor,
+    })
+}
+
+fn run_writer(
+    log: &TopicLog,
+    mut writers: Vec<PartitionWriter>,
+    mut commands: mpsc::Receiver<Command>,
+    fsync: FsyncPolicy,
+    retention: Retention,
+) {
+    let sync_now = fsync == FsyncPolicy::Always;
+    let mut last_retention = std::time::Instant::now();
+    let mut pending: Option<Command> = None;
+    loop {
+        let command = match pending.take() {
+            Some(command) => command,
+            None => match commands.blocking_recv() {
+                Some(command) => command,
+                None => break,
+            },
+        };
+        match command {
+            Command::Tick => {
+                if !sync_now {
+                    for writer in &mut writers {
+                        if let Err(err) = writer.sync() {
+                            error!(topic = %log.name, partition = writer.partition.number, error = %err, "periodic fsync failed");
+                        }
+                    }
+                }
+                if last_retention.elapsed() >= RETENTION_INTERVAL {
+                    last_retention = std::time::Instant::now();
+                    let max_age_ms = retention.max_age.map(|age| age.as_millis() as i64);
+                    for writer in &writers {
+                        writer.partition.apply_retention(now_ms(), max_age_ms, retention.max_bytes);
+                    }
+                }
+            }
+            Command::Close(done) => {
+                for writer in &mut writers {
+                    let _ = writer.sync();
+                }
+                let _ = done.send(());
+                break;
+            }
+            Command::Append { records, reply } => {
+                let mut batch = vec![(records, reply)];
+                let mut bytes: usize = batch[0].0.iter().map(|r| r.payload.len()).sum();
+                while bytes < GROUP_COMMIT_MAX_BYTES {
+                    match commands.try_recv() {
+                        Ok(Command::Append { records, reply }) => {
+                            bytes += records.iter().map(|r| r.payload.len()).sum::<usize>();
+                            batch.push((records, reply));
+                        }
+                        Ok(other) => {
+                            pending = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                commit_batch(log, &mut writers, batch, sync_now);
+            }
+        }
+    }
+}
+
+type Batch = Vec<(Vec<Record>, oneshot::Sender<Result<Vec<Appended>>>)>;
+
+fn commit_batch(log: &TopicLog, writers: &mut [PartitionWriter], batch: Batch, sync: bool) {
+    let now = now_ms();
+    let mut answers = Vec::with_capacity(batch.len());
+    let staged: io::Result<()> = (|| {
+        for (records, _) in &batch {
+            let mut appended = Vec::with_capacity(records.len());
+            for record in records {
+                let (offset, _) = writers[record.partition].stage(now, &record.payload)?;
+                appended.push(Appended {
+                    partition: record.partition,
+                    offset,
+                });
+            }
+            answers.push(appended);
+        }
+        for writer in writers.iter_mut().filter(|w| w.is_touched()) {
+            writer.write(sync)?;
+        }
+        Ok(())
+    })();
+    match staged {
+        Ok(()) => {
+            for writer in writers.iter_mut() {
+                writer.publish();
+            }
+            log.committed.send_modify(|n| *n += 1);
+            for ((_, reply), appended) in batch.into_iter().zip(answers) {
+                let _ = reply.send(Ok(appended));
+            }
+        }
+        Err(err) => {
+            error!(topic = %log.name, error = %err, "append failed; undoing the partial write");
+            for writer in writers.iter_mut() {
+                if let Err(undo) = writer.rollback() {
+                    error!(topic = %log.name, partition = writer.partition.number, error = %undo,
+                        "undoing a failed append failed; refusing appends until restart");
+                    log.failed.store(true, Ordering::Release);
+                }
+            }
+            let message = format!("the log could not store the events: {err}");
+            for (_, reply) in batch {
+                let _ = reply.send(Err(BrokerError::Unavailable(message.clone())));
+            }
+        }
+    }
+}
+
+/// Replaces `path` with `contents` so that a crash leaves the old or the new
+/// contents, never a mix.
+fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let dir = path.parent().expect("group paths have a parent");
+    fs::create_dir_all(dir)?;
+    let temp = path.with_extension("tmp");
+    {
+        let mut file = File::create(&temp)?;
+        io::Write::write_all(&mut file, contents)?;
+        file.sync_all()?;
+    }
+    fs::rename(&temp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,192 @@
+//! The broker contract: one interface, several backends.
+//!
+//! ```text
+//! append(topic, records) -> positions         durable when it returns
+//! read(topic, from, max, wait) -> events      replay, catch-up and tailing
+//! commit / committed(topic, group)            durable consumer-group cursors
+//! earliest / latest / health / close
+//! ```
+//!
+//! Backends are a closed enum: `match` shows the whole set. Only this module
+//! and its children name a concrete broker.
+
+pub mod embedded;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::cursor::Cursor;
+use crate::topic::Topics;
+
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
+
+/// An event to append, already assigned to a partition.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: usize,
+    /// The event in the CloudEvents JSON format.
+    pub payload: Bytes,
+}
+
+/// Where an appended record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub partition: usize,
+    pub offset: u64,
+}
+
+/// An event read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub partition: usize,
+    pub offset: u64,
+    /// Milliseconds since the Unix epoch at which the broker stored it.
+    pub timestamp_ms: i64,
+    pub payload: Bytes,
+}
+
+/// A page of events and the cursor that follows the last of them.
+#[derive(Debug, Clone)]
+pub struct ReadBatch {
+    pub events: Vec<StoredEvent>,
+    pub next: Cursor,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    #[error(
+        "cursor is older than the retained log in partition {partition}; the oldest available cursor is {oldest}"
+    )]
+    CursorExpired { partition: usize, oldest: Cursor },
+    #[error(
+        "cursor is ahead of the log in partition {partition} (which ends at offset {end}); was the data directory reset?"
+    )]
+    CursorAhead { partition: usize, end: u64 },
+    #[error("cursor does not fit the topic: {0}")]
+    BadCursor(#[from] crate::cursor::CursorError),
+    #[error("invalid consumer group name {0:?}: use letters, digits, '.', '_' and '-'")]
+    BadGroup(String),
+    /// The broker cannot store or serve right now; the caller may retry.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl BrokerError {
+    /// Whether a retry later may succeed (maps to 503 + Retry-After).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// Which backend to run, and its settings.
+#[derive(Debug, Clone)]
+pub enum BrokerConfig {
+    Embedded(embedded::EmbeddedConfig),
+}
+
+/// A running broker backend.
+pub enum Broker {
+    Embedded(embedded::EmbeddedBroker),
+}
+
+impl Broker {
+    /// Opens the configured backend for every topic in `topics`.
+    pub async fn open(config: &BrokerConfig, topics: &Topics) -> Result<Self> {
+        match config {
+            BrokerConfig::Embedded(config) => Ok(Self::Embedded(
+                embedded::EmbeddedBroker::open(config.clone(), topics).await?,
+            )),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Embedded(_) => "embedded",
+        }
+    }
+
+    /// Appends records atomically as one unit: either all are durable when
+    /// this returns `Ok`, or the error says none were acknowledged.
+    pub async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
+        match self {
+            Self::Embedded(broker) => broker.append(topic, records).await,
+        }
+    }
+
+    /// Reads up to `max` events after `from`, in order per partition. When
+    /// there are none yet, waits up to `wait` for some to arrive.
+    pub async fn read(
+        &self,
+        topic: &str,
+        from: &Cursor,
+        max: usize,
+        wait: Duration,
+    ) -> Result<ReadBatch> {
+        match self {
+            Self::Embedded(broker) => broker.read(topic, from, max, wait).await,
+        }
+    }
+
+    /// The cursor before the oldest retained event of every partition.
+    pub fn earliest(&self, topic: &str) -> Result<Cursor> {
+        match self {
+            Self::Embedded(broker) => broker.earliest(topic),
+        }
+    }
+
+    /// The cursor after the newest stored event of every partition.
+    pub fn latest(&self, topic: &str) -> Result<Cursor> {
+        match self {
+            Self::Embedded(broker) => broker.latest(topic),
+        }
+    }
+
+    /// Stores a consumer group's cursor durably.
+    pub async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
+        check_group_name(group)?;
+        match self {
+            Self::Embedded(broker) => broker.commit(topic, group, cursor).await,
+        }
+    }
+
+    /// The consumer group's last committed cursor, if it ever committed.
+    pub async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
+        check_group_name(group)?;
+        match self {
+            Self::Embedded(broker) => broker.committed(topic, group).await,
+        }
+    }
+
+    /// `Ok` when the broker can take writes.
+    pub fn health(&self) -> Result<()> {
+        match self {
+            Self::Embedded(broker) => broker.health(),
+        }
+    }
+
+    /// Flushes and stops; appends after this fail as unavailable.
+    pub async fn close(&self) {
+        match self {
+            Self::Embedded(broker) => broker.close().await,
+        }
+    }
+}
+
+fn check_group_name(group: &str) -> Result<()> {
+    let valid = !group.is_empty()
+        && group.len() <= 200
+        && !group.starts_with('.')
+        && group
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(BrokerError::BadGroup(group.chars().take(64).collect()))
+    }
+}

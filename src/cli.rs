@@ -1,0 +1,349 @@
+//! The `switchyard` command line: `serve`, and small clients of a running
+//! server (`publish`, `tail`, `topics`), and `check` for config files.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::config::{Config, Overrides};
+use crate::topic::Topics;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "An event bus for integrations: typed CloudEvents on a durable log, published over HTTP, tailed over SSE",
+    after_help = "Start with `switchyard serve`, then `switchyard publish orders --type order.created '{\"order_id\":\"o-1\",\"amount\":5}'` and `switchyard tail orders --from earliest`."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: HTTP API, SSE fan-out and the embedded log
+    Serve(Overrides),
+    /// Publish one event to a topic and print where it landed
+    Publish {
+        /// Topic to publish to
+        topic: String,
+        /// Event type: wraps the JSON as the data of a new CloudEvent;
+        /// without it the JSON must be a whole CloudEvent
+        #[arg(long = "type", short = 't')]
+        ty: Option<String>,
+        /// Subject of the new event (with --type)
+        #[arg(long, requires = "ty")]
+        subject: Option<String>,
+        /// The JSON: inline, @file, or - for standard input
+        json: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Follow a topic and print each event as one JSON line; reconnects and
+    /// resumes by itself
+    Tail {
+        /// Topic to follow
+        topic: String,
+        /// Where to start: earliest, latest or a cursor
+        #[arg(long, default_value = "latest")]
+        from: String,
+        /// Only these event types (comma-separated)
+        #[arg(long)]
+        types: Option<String>,
+        /// Only events whose subject starts with this
+        #[arg(long)]
+        subject: Option<String>,
+        /// Print the SSE id (cursor) before each event, tab-separated
+        #[arg(long)]
+        cursors: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the server's topics and their event types
+    Topics {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Validate the config file and every topic file; non-zero exit on any problem
+    Check {
+        /// Config file [default: ./switchyard.toml when it exists]
+        #[arg(long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Directory of topic definitions [default: ./topics]
+        #[arg(long, env = "SWITCHYARD_TOPICS_DIR")]
+        topics_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ClientArgs {
+    /// Base URL of the Switchyard server
+    #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+}
+
+impl ClientArgs {
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.url.trim_end_matches('/'))
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve(overrides) => serve(overrides).await,
+        Command::Publish {
+            topic,
+            ty,
+            subject,
+            json,
+            client,
+        } => publish(&client, &topic, ty, subject, &json).await,
+        Command::Tail {
+            topic,
+            from,
+            types,
+            subject,
+            cursors,
+            client,
+        } => tail(&client, &topic, from, types, subject, cursors).await,
+        Command::Topics { client } => topics(&client).await,
+        Command::Check { config, topics_dir } => check(Overrides {
+            config,
+            topics_dir,
+            ..Overrides::default()
+        }),
+    }
+}
+
+async fn serve(overrides: Overrides) -> Result<ExitCode> {
+    let config = Config::load(&overrides).map_err(|problems| {
+        anyhow::anyhow!(
+            "invalid configuration:\n{}",
+            problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
+        )
+    })?;
+    let running = crate::server::start(config).await?;
+    println!("switchyard listening on http://{}", running.local_addr());
+    std::io::stdout().flush()?;
+    let token = running.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+    running.wait().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+fn client() -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .context("building the HTTP client")
+}
+
+/// Prints a server error body readably and turns it into a failure.
+async fn fail_with(response: reqwest::Response) -> Result<ExitCode> {
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or(body);
+    eprintln!("error: {status}: {message}");
+    Ok(ExitCode::FAILURE)
+}
+
+fn read_json_arg(arg: &str) -> Result<Vec<u8>> {
+    let bytes = if arg == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).context("reading standard input")?;
+        buf
+    } else if let Some(path) = arg.strip_prefix('@') {
+        std::fs::read(path).with_context(|| format!("reading {path}"))?
+    } else {
+        arg.as_bytes().to_vec()
+    };
+    serde_json::from_slice::<Value>(&bytes).context("the event is not valid JSON")?;
+    Ok(bytes)
+}
+
+async fn publish(
+    args: &ClientArgs,
+    topic: &str,
+    ty: Option<String>,
+    subject: Option<String>,
+    json: &str,
+) -> Result<ExitCode> {
+    let body = read_json_arg(json)?;
+    let url = args.endpoint(&format!("/v1/topics/{topic}/events"));
+    let request = match &ty {
+        Some(ty) => {
+            let mut query = vec![("type", ty.clone())];
+            query.extend(subject.map(|s| ("subject", s)));
+            client()?
+                .post(url)
+                .query(&query)
+                .header("content-type", "application/json")
+        }
+        None => client()?
+            .post(url)
+            .header("content-type", "application/cloudevents+json"),
+    };
+    let response = request
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {}", args.url))?;
+    if !response.status().is_success() {
+        return fail_with(response).await;
+    }
+    println!("{}", response.text().await?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn topics(args: &ClientArgs) -> Result<ExitCode> {
+    let response = client()?
+        .get(args.endpoint("/v1/topics"))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {}", args.url))?;
+    if !response.status().is_success() {
+        return fail_with(response).await;
+    }
+    let body: Value = response.json().await?;
+    println!("{:<24} {:>10}  TYPES", "TOPIC", "PARTITIONS");
+    for topic in body["topics"].as_array().into_iter().flatten() {
+        let types: Vec<&str> = topic["types"]
+            .as_object()
+            .map(|t| t.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        println!(
+            "{:<24} {:>10}  {}",
+            topic["name"].as_str().unwrap_or(""),
+            topic["partitions"],
+            types.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit code of `tail` when the server says the cursor fell behind retention.
+const EXIT_LAGGED: u8 = 3;
+
+async fn tail(
+    args: &ClientArgs,
+    topic: &str,
+    from: String,
+    types: Option<String>,
+    subject: Option<String>,
+    cursors: bool,
+) -> Result<ExitCode> {
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()?;
+    let url = args.endpoint(&format!("/v1/topics/{topic}/stream"));
+    let mut last_id: Option<String> = None;
+    let mut backoff = Duration::from_millis(crate::stream::RETRY_HINT_MS);
+    let mut stdout = std::io::stdout().lock();
+    loop {
+        let mut query = vec![("from", from.clone())];
+        query.extend(types.clone().map(|t| ("types", t)));
+        query.extend(subject.clone().map(|s| ("subject", s)));
+        let mut request = http.get(&url).query(&query);
+        if let Some(id) = &last_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = match request.send().await {
+            Ok(response) if response.status().is_success() => response,
+            Ok(response) if response.status().is_client_error() => return fail_with(response).await,
+            Ok(response) => {
+                eprintln!("tail: server answered {}; retrying in {backoff:?}", response.status());
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+            Err(err) => {
+                eprintln!("tail: cannot reach {}: {err}; retrying in {backoff:?}", args.url);
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        let mut events = eventsource_stream::EventStream::new(response.bytes_stream());
+        while let Some(item) = events.next().await {
+            let event = match item {
+                Ok(event) => event,
+                Err(err) => {
+                    eprintln!("tail: stream interrupted: {err}; resuming");
+                    break;
+                }
+            };
+            match event.event.as_str() {
+                "lagged" => {
+                    eprintln!("tail: fell behind the topic's retention: {}", event.data);
+                    return Ok(ExitCode::from(EXIT_LAGGED));
+                }
+                "error" => {
+                    eprintln!("tail: server error: {}; resuming", event.data);
+                    break;
+                }
+                _ => {}
+            }
+            if !event.id.is_empty() {
+                last_id = Some(event.id.clone());
+            }
+            if cursors {
+                writeln!(stdout, "{}\t{}", event.id, event.data)?;
+            } else {
+                writeln!(stdout, "{}", event.data)?;
+            }
+            stdout.flush()?;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = Duration::from_millis(crate::stream::RETRY_HINT_MS);
+    }
+}
+
+fn check(overrides: Overrides) -> Result<ExitCode> {
+    let config = match Config::load(&overrides) {
+        Ok(config) => config,
+        Err(problems) => {
+            for problem in problems {
+                eprintln!("{problem}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    match Topics::load(&config.topics_dir) {
+        Ok(topics) => {
+            let types: usize = topics.iter().map(|t| t.types.len()).sum();
+            println!(
+                "ok: {} topics, {types} event types in {}",
+                topics.len(),
+                config.topics_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(problems) => {
+            for problem in &problems {
+                eprintln!("{problem}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

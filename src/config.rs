@@ -1,0 +1,231 @@
+//! Server configuration: `switchyard.toml` (optional), overridden by
+//! command-line flags and `SWITCHYARD_*` environment variables, validated
+//! into [`Config`] in one step at startup.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::broker::BrokerConfig;
+use crate::broker::embedded::{EmbeddedConfig, FsyncPolicy, MAX_PAYLOAD_BYTES};
+use crate::topic::ConfigProblem;
+
+pub const DEFAULT_CONFIG_FILE: &str = "switchyard.toml";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// The validated configuration of `switchyard serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub topics_dir: PathBuf,
+    pub handlers_dir: PathBuf,
+    pub broker: BrokerConfig,
+    /// Largest single event (its JSON form) accepted.
+    pub max_event_bytes: usize,
+    /// Largest publish request body (a batch) accepted.
+    pub max_batch_bytes: usize,
+    /// Interval of SSE heartbeat comments.
+    pub heartbeat: Duration,
+}
+
+/// The file form: every field optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub topics_dir: Option<PathBuf>,
+    pub handlers_dir: Option<PathBuf>,
+    pub broker: Option<String>,
+    pub max_event_bytes: Option<bytesize::ByteSize>,
+    pub max_batch_bytes: Option<bytesize::ByteSize>,
+    pub heartbeat: Option<String>,
+    #[serde(default)]
+    pub embedded: EmbeddedFileConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedFileConfig {
+    pub fsync: Option<String>,
+    pub fsync_interval: Option<String>,
+}
+
+/// Values given on the command line or in the environment; they win over
+/// the file.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Overrides {
+    /// Config file [default: ./switchyard.toml when it exists]
+    #[arg(long, env = "SWITCHYARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "SWITCHYARD_LISTEN")]
+    pub listen: Option<String>,
+    /// Where the embedded broker keeps its log [default: ./data]
+    #[arg(long, env = "SWITCHYARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Directory of topic definitions [default: ./topics]
+    #[arg(long, env = "SWITCHYARD_TOPICS_DIR")]
+    pub topics_dir: Option<PathBuf>,
+    /// Directory of handler definitions [default: ./handlers]
+    #[arg(long, env = "SWITCHYARD_HANDLERS_DIR")]
+    pub handlers_dir: Option<PathBuf>,
+    /// Broker backend [default: embedded]
+    #[arg(long, env = "SWITCHYARD_BROKER")]
+    pub broker: Option<String>,
+    /// When appends are durable: "always" (fsync before answering) or "interval" [default: always]
+    #[arg(long, env = "SWITCHYARD_FSYNC")]
+    pub fsync: Option<String>,
+    /// fsync period in interval mode, e.g. "10ms" [default: 10ms]
+    #[arg(long, env = "SWITCHYARD_FSYNC_INTERVAL")]
+    pub fsync_interval: Option<String>,
+    /// Largest event accepted, e.g. "1MiB" [default: 1MiB]
+    #[arg(long, env = "SWITCHYARD_MAX_EVENT_BYTES")]
+    pub max_event_bytes: Option<String>,
+    /// Interval of SSE heartbeat comments, e.g. "15s" [default: 15s]
+    #[arg(long, env = "SWITCHYARD_HEARTBEAT")]
+    pub heartbeat: Option<String>,
+}
+
+impl Config {
+    /// Reads the config file (when there is one) and applies `overrides`.
+    pub fn load(overrides: &Overrides) -> Result<Self, Vec<ConfigProblem>> {
+        let (file_path, file) = match &overrides.config {
+            Some(path) => (path.clone(), Some(read_file(path)?)),
+            None => {
+                let path = PathBuf::from(DEFAULT_CONFIG_FILE);
+                let file = if path.exists() { Some(read_file(&path)?) } else { None };
+                (path, file)
+            }
+        };
+        Self::resolve(&file_path, file.unwrap_or_default(), overrides)
+    }
+
+    fn resolve(path: &Path, file: FileConfig, o: &Overrides) -> Result<Self, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, reason: String| problems.push(ConfigProblem::new(path, key, reason));
+
+        let listen_text = o.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = listen_text.parse().unwrap_or_else(|_| {
+            problem("listen", format!("{listen_text:?} is not an address like 127.0.0.1:8080"));
+            DEFAULT_LISTEN.parse().expect("the default address parses")
+        });
+        let data_dir = o.data_dir.clone().or(file.data_dir).unwrap_or_else(|| "data".into());
+        let topics_dir = o.topics_dir.clone().or(file.topics_dir).unwrap_or_else(|| "topics".into());
+        let handlers_dir = o.handlers_dir.clone().or(file.handlers_dir).unwrap_or_else(|| "handlers".into());
+
+        let fsync_text = o.fsync.clone().or(file.embedded.fsync).unwrap_or_else(|| "always".into());
+        let interval_text = o.fsync_interval.clone().or(file.embedded.fsync_interval);
+        let fsync = match fsync_text.as_str() {
+            "always" => FsyncPolicy::Always,
+            "interval" => {
+                let text = interval_text.unwrap_or_else(|| "10ms".into());
+                match humantime::parse_duration(&text) {
+                    Ok(d) if !d.is_zero() => FsyncPolicy::Interval(d),
+                    _ => {
+                        problem("embedded.fsync_interval", format!("{text:?} is not a duration like \"10ms\""));
+                        FsyncPolicy::Always
+                    }
+                }
+            }
+            other => {
+                problem("embedded.fsync", format!("{other:?} is not \"always\" or \"interval\""));
+                FsyncPolicy::Always
+            }
+        };
+        let broker_kind = o.broker.clone().or(file.broker).unwrap_or_else(|| "embedded".into());
+        let broker = match broker_kind.as_str() {
+            "embedded" => BrokerConfig::Embedded(EmbeddedConfig {
+                data_dir: data_dir.clone(),
+                fsync,
+            }),
+            other => {
+                problem("broker", format!("{other:?} is not a broker this build supports (embedded)"));
+                BrokerConfig::Embedded(EmbeddedConfig {
+                    data_dir: data_dir.clone(),
+                    fsync,
+                })
+            }
+        };
+
+        let mut bytes = |key: &str, flag: Option<&String>, from_file: Option<bytesize::ByteSize>, default: usize| {
+            let value = match flag {
+                Some(text) => match text.parse::<bytesize::ByteSize>() {
+                    Ok(size) => size.as_u64() as usize,
+                    Err(_) => {
+                        problem(key, format!("{text:?} is not a size like \"1MiB\""));
+                        default
+                    }
+                },
+                None => from_file.map_or(default, |size| size.as_u64() as usize),
+            };
+            if value == 0 || value > MAX_PAYLOAD_BYTES {
+                problem(key, format!("must be between 1 byte and {MAX_PAYLOAD_BYTES} bytes, got {value}"));
+            }
+            value
+        };
+        let max_event_bytes = bytes("max_event_bytes", o.max_event_bytes.as_ref(), file.max_event_bytes, DEFAULT_MAX_EVENT_BYTES);
+        let max_batch_bytes = bytes("max_batch_bytes", None, file.max_batch_bytes, DEFAULT_MAX_BATCH_BYTES).max(max_event_bytes);
+
+        let heartbeat = match o.heartbeat.clone().or(file.heartbeat) {
+            None => DEFAULT_HEARTBEAT,
+            Some(text) => match humantime::parse_duration(&text) {
+                Ok(d) if !d.is_zero() => d,
+                _ => {
+                    problem("heartbeat", format!("{text:?} is not a duration like \"15s\""));
+                    DEFAULT_HEARTBEAT
+                }
+            },
+        };
+
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Self {
+            listen,
+            data_dir,
+            topics_dir,
+            handlers_dir,
+            broker,
+            max_event_bytes,
+            max_batch_bytes,
+            heartbeat,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, Vec<ConfigProblem>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| vec![ConfigProblem::new(path, "", format!("cannot read: {err}"))])?;
+    toml::from_str(&text).map_err(|err| vec![ConfigProblem::new(path, "", err.message().to_owned())])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_and_problems_name_the_key() {
+        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:9000\"\nheartbeat = \"2s\"").unwrap();
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:9100".into()),
+            ..Default::default()
+        };
+        let config = Config::resolve(Path::new("s.toml"), file, &overrides).unwrap();
+        assert_eq!(config.listen.port(), 9100);
+        assert_eq!(config.heartbeat, Duration::from_secs(2));
+
+        let overrides = Overrides {
+            fsync: Some("sometimes".into()),
+            ..Default::default()
+        };
+        let problems = Config::resolve(Path::new("s.toml"), FileConfig::default(), &overrides).unwrap_err();
+        assert_eq!(problems[0].key, "embedded.fsync");
+    }
+}

@@ -1,0 +1,420 @@
+//! The CloudEvents 1.0.2 envelope: parsing the JSON event format and the HTTP
+//! binary mode leniently, serializing strictly. Knows nothing of brokers,
+//! HTTP servers or tokio.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Why an event was refused. `attribute` names the offending attribute (or
+/// JSON path within a batch) so the caller can point the user at it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{attribute}: {reason}")]
+pub struct EventError {
+    pub attribute: String,
+    pub reason: String,
+}
+
+impl EventError {
+    fn new(attribute: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            attribute: attribute.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Prefixes the attribute with the position in a batch, e.g. `/2/type`.
+    fn at_index(self, index: usize) -> Self {
+        Self {
+            attribute: format!("/{index}/{}", self.attribute),
+            reason: self.reason,
+        }
+    }
+}
+
+/// The payload of an event: JSON (`data`) or opaque bytes (`data_base64`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Data {
+    Json(Value),
+    Binary(Vec<u8>),
+}
+
+/// A validated CloudEvent. Required attributes are always present and
+/// extension names always follow the spec's naming rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudEvent {
+    pub id: String,
+    pub source: String,
+    pub ty: String,
+    pub time: Option<String>,
+    pub subject: Option<String>,
+    pub datacontenttype: Option<String>,
+    pub dataschema: Option<String>,
+    pub data: Option<Data>,
+    /// Extension attributes: values are strings, integers or booleans.
+    pub extensions: BTreeMap<String, Value>,
+}
+
+const SPEC_VERSION: &str = "1.0";
+
+/// CloudEvents 1.0.2 §3.1.1: attribute names consist of lower-case ASCII
+/// letters and digits only.
+pub fn is_valid_attribute_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// True when a media type carries JSON (`application/json`, `*/*+json`, `text/json`).
+pub fn is_json_media_type(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+}
+
+impl CloudEvent {
+    /// A new event with a fresh UUIDv7 id and the current time; used when the
+    /// bus wraps plain data into an event.
+    pub fn wrap(source: String, ty: String, data: Value) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            source,
+            ty,
+            time: Some(now_rfc3339()),
+            subject: None,
+            datacontenttype: Some("application/json".to_owned()),
+            dataschema: None,
+            data: Some(Data::Json(data)),
+            extensions: BTreeMap::new(),
+        }
+    }
+
+    /// Parses one event in the JSON event format (structured mode).
+    pub fn from_json(value: Value) -> Result<Self, EventError> {
+        let Value::Object(object) = value else {
+            return Err(EventError::new("", "a CloudEvent must be a JSON object"));
+        };
+        Self::from_object(object)
+    }
+
+    /// Parses a JSON batch (`application/cloudevents-batch+json`). The batch
+    /// is all or nothing: the first bad event fails it, named by its index.
+    pub fn batch_from_json(value: Value) -> Result<Vec<Self>, EventError> {
+        let Value::Array(items) = value else {
+            return Err(EventError::new("", "a batch must be a JSON array of CloudEvents"));
+        };
+        if items.is_empty() {
+            return Err(EventError::new("", "a batch must hold at least one event"));
+        }
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(index, item)| Self::from_json(item).map_err(|e| e.at_index(index)))
+            .collect()
+    }
+
+    fn from_object(mut object: Map<String, Value>) -> Result<Self, EventError> {
+        match object.remove("specversion") {
+            Some(Value::String(v)) if v == SPEC_VERSION => {}
+            Some(Value::String(v)) => {
+                return Err(EventError::new(
+                    "specversion",
+                    format!("unsupported specversion {v:?}, expected \"1.0\""),
+                ));
+            }
+            Some(_) => return Err(EventError::new("specversion", "must be the string \"1.0\"")),
+            None => return Err(EventError::new("specversion", "required attribute is missing")),
+        }
+        let id = required_string(&mut object, "id")?;
+        let source = required_string(&mut object, "source")?;
+        let ty = required_string(&mut object, "type")?;
+        let time = optional_string(&mut object, "time")?;
+        if let Some(time) = &time {
+            check_time(time)?;
+        }
+        let subject = optional_string(&mut object, "subject")?;
+        let datacontenttype = optional_string(&mut object, "datacontenttype")?;
+        let dataschema = optional_string(&mut object, "dataschema")?;
+        let data = match (object.remove("data"), object.remove("data_base64")) {
+            (Some(_), Some(Value::String(_))) => {
+                return Err(EventError::new(
+                    "data_base64",
+                    "an event carries either data or data_base64, not both",
+                ));
+            }
+            (Some(Value::Null) | None, None | Some(Value::Null)) => None,
+            (Some(value), None | Some(Value::Null)) => Some(Data::Json(value)),
+            (None, Some(Value::String(encoded))) => Some(Data::Binary(
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded.as_bytes())
+                    .map_err(|e| EventError::new("data_base64", format!("not valid base64: {e}")))?,
+            )),
+            (_, Some(_)) => return Err(EventError::new("data_base64", "must be a base64 string")),
+        };
+        let mut extensions = BTreeMap::new();
+        for (name, value) in object {
+            if !is_valid_attribute_name(&name) {
+                return Err(EventError::new(
+                    name,
+                    "extension attribute names must be lower-case letters a-z and digits 0-9",
+                ));
+            }
+            match value {
+                Value::Null => {}
+                Value::String(_) | Value::Bool(_) => {
+                    extensions.insert(name, value);
+                }
+                Value::Number(ref n) if n.as_i64().is_some_and(|n| i32::try_from(n).is_ok()) => {
+                    extensions.insert(name, value);
+                }
+                _ => {
+                    return Err(EventError::new(
+                        name,
+                        "extension values must be strings, booleans or 32-bit integers",
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            id,
+            source,
+            ty,
+            time,
+            subject,
+            datacontenttype,
+            dataschema,
+            data,
+            extensions,
+        })
+    }
+
+    /// Parses the HTTP binary content mode: attributes from `ce-` headers
+    /// (percent-encoded or raw UTF-8), the body as data. `headers` yields
+    /// (lower-case name, value) pairs.
+    pub fn from_binary<'a>(
+        headers: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<Self, EventError> {
+        let mut object = Map::new();
+        for (name, raw) in headers {
+            let Some(attribute) = name.strip_prefix("ce-") else {
+                continue;
+            };
+            if matches!(attribute, "data" | "data_base64") {
+                return Err(EventError::new(name, "the body carries the data in binary mode"));
+            }
+            let decoded = percent_encoding::percent_decode(raw).decode_utf8().map_err(|_| {
+                EventError::new(name, "header value is not UTF-8 after percent-decoding")
+            })?;
+            object.insert(attribute.to_owned(), Value::String(decoded.into_owned()));
+        }
+        if let Some(content_type) = content_type {
+            object.insert(
+                "datacontenttype".to_owned(),
+                Value::String(content_type.to_owned()),
+            );
+        }
+        let mut event = Self::from_object(object)?;
+        if !body.is_empty() {
+            event.data = Some(match content_type {
+                Some(ct) if is_json_media_type(ct) => {
+                    Data::Json(serde_json::from_slice(body).map_err(|e| {
+                        EventError::new("data", format!("body is not valid JSON: {e}"))
+                    })?)
+                }
+                Some(ct) if ct.trim_start().to_ascii_lowercase().starts_with("text/") => {
+                    match std::str::from_utf8(body) {
+                        Ok(text) => Data::Json(Value::String(text.to_owned())),
+                        Err(_) => Data::Binary(body.to_vec()),
+                    }
+                }
+                _ => Data::Binary(body.to_vec()),
+            });
+        }
+        Ok(event)
+    }
+
+    /// The JSON data, when the event carries JSON (or none, as `null`).
+    pub fn json_data(&self) -> Option<&Value> {
+        match &self.data {
+            Some(Data::Json(value)) => Some(value),
+            Some(Data::Binary(_)) => None,
+            None => Some(&Value::Null),
+        }
+    }
+
+    /// Serializes in the JSON event format, attributes in a stable order.
+    pub fn to_json(&self) -> Value {
+        let mut object = Map::new();
+        object.insert("specversion".into(), SPEC_VERSION.into());
+        object.insert("id".into(), self.id.clone().into());
+        object.insert("source".into(), self.source.clone().into());
+        object.insert("type".into(), self.ty.clone().into());
+        let optional = [
+            ("time", &self.time),
+            ("subject", &self.subject),
+            ("datacontenttype", &self.datacontenttype),
+            ("dataschema", &self.dataschema),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                object.insert(name.into(), value.clone().into());
+            }
+        }
+        for (name, value) in &self.extensions {
+            object.insert(name.clone(), value.clone());
+        }
+        match &self.data {
+            Some(Data::Json(value)) => {
+                object.insert("data".into(), value.clone());
+            }
+            Some(Data::Binary(bytes)) => {
+                object.insert(
+                    "data_base64".into(),
+                    base64::engine::general_purpose::STANDARD.encode(bytes).into(),
+                );
+            }
+            None => {}
+        }
+        Value::Object(object)
+    }
+
+    /// The compact JSON encoding stored in the log and sent to subscribers.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.to_json()).expect("a JSON value always serializes")
+    }
+}
+
+/// The parts of a stored event that routing and filtering need, read without
+/// building the whole JSON tree.
+#[derive(Debug, serde::Deserialize)]
+pub struct EventHead {
+    #[serde(rename = "type")]
+    pub ty: String,
+    #[serde(default)]
+    pub subject: Option<String>,
+}
+
+impl EventHead {
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .expect("the current time always formats as RFC 3339")
+}
+
+fn check_time(time: &str) -> Result<(), EventError> {
+    OffsetDateTime::parse(time, &Rfc3339)
+        .map(|_| ())
+        .map_err(|_| EventError::new("time", format!("{time:?} is not an RFC 3339 timestamp")))
+}
+
+fn required_string(object: &mut Map<String, Value>, name: &str) -> Result<String, EventError> {
+    match object.remove(name) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(Value::String(_)) => Err(EventError::new(name, "must not be empty")),
+        Some(_) => Err(EventError::new(name, "must be a string")),
+        None => Err(EventError::new(name, "required attribute is missing")),
+    }
+}
+
+fn optional_string(
+    object: &mut Map<String, Value>,
+    name: &str,
+) -> Result<Option<String>, EventError> {
+    match object.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s)),
+        Some(Value::String(_)) => Err(EventError::new(name, "must not be empty when present")),
+        Some(_) => Err(EventError::new(name, "must be a string")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn minimal() -> Value {
+        json!({"specversion": "1.0", "id": "1", "source": "/s", "type": "t"})
+    }
+
+    #[test]
+    fn parses_and_round_trips_structured() {
+        let mut value = minimal();
+        value["data"] = json!({"a": 1});
+        value["partitionkey"] = json!("k");
+        value["time"] = json!("2026-01-02T03:04:05Z");
+        let event = CloudEvent::from_json(value.clone()).unwrap();
+        assert_eq!(event.extensions["partitionkey"], json!("k"));
+        assert_eq!(event.to_json(), value);
+    }
+
+    #[test]
+    fn names_the_missing_or_bad_attribute() {
+        for (attribute, patch) in [
+            ("specversion", json!({"specversion": "0.3"})),
+            ("id", json!({"id": ""})),
+            ("source", json!({"source": 5})),
+            ("time", json!({"time": "yesterday"})),
+            ("Bad_Name", json!({"Bad_Name": "x"})),
+            ("nested", json!({"nested": {"a": 1}})),
+        ] {
+            let mut value = minimal();
+            for (k, v) in patch.as_object().unwrap() {
+                value[k] = v.clone();
+            }
+            let err = CloudEvent::from_json(value).unwrap_err();
+            assert_eq!(err.attribute, attribute, "{err}");
+        }
+        let mut value = minimal();
+        value.as_object_mut().unwrap().remove("type");
+        assert_eq!(CloudEvent::from_json(value).unwrap_err().attribute, "type");
+    }
+
+    #[test]
+    fn batch_errors_name_the_index() {
+        let err = CloudEvent::batch_from_json(json!([minimal(), {"specversion": "1.0"}]))
+            .unwrap_err();
+        assert_eq!(err.attribute, "/1/id");
+    }
+
+    #[test]
+    fn binary_mode_decodes_percent_encoding_and_json_body() {
+        let headers: Vec<(&str, &[u8])> = vec![
+            ("ce-specversion", b"1.0"),
+            ("ce-id", b"abc"),
+            ("ce-source", b"/caf%C3%A9"),
+            ("ce-type", b"order.created"),
+            ("ce-traceparent", b"00-x"),
+            ("content-length", b"9"),
+        ];
+        let event =
+            CloudEvent::from_binary(headers, Some("application/json"), br#"{"n": 1}"#).unwrap();
+        assert_eq!(event.source, "/café");
+        assert_eq!(event.data, Some(Data::Json(json!({"n": 1}))));
+        assert_eq!(event.extensions["traceparent"], json!("00-x"));
+    }
+
+    #[test]
+    fn binary_data_round_trips_as_base64() {
+        let mut value = minimal();
+        value["data_base64"] = json!("AAEC");
+        let event = CloudEvent::from_json(value.clone()).unwrap();
+        assert_eq!(event.data, Some(Data::Binary(vec![0, 1, 2])));
+        assert_eq!(event.to_json(), value);
+    }
+}

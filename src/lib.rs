@@ -1,0 +1,17 @@
+//! Switchyard: an event-driven streaming bus for integrations.
+//!
+//! Typed CloudEvents go in over HTTP (and webhooks), land durably on a
+//! broker (the embedded log by default), and come out as SSE streams and
+//! pages with resumable cursors. See ARCHITECTURE.md for the map.
+
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod cursor;
+pub mod event;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod server;
+pub mod stream;
+pub mod topic;

@@ -1,0 +1,93 @@
+//! Prometheus metrics, per topic and per error code, in the text format.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    pub topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    pub code: String,
+}
+
+type HistogramFamily = Family<TopicLabel, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    published: Family<TopicLabel, Counter>,
+    delivered: Family<TopicLabel, Counter>,
+    publish_seconds: HistogramFamily,
+    subscribers: Family<TopicLabel, Gauge>,
+    errors: Family<ErrorLabel, Counter>,
+}
+
+fn publish_histogram() -> Histogram {
+    // 100 µs .. ~3 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("switchyard");
+        let published = Family::default();
+        let delivered = Family::default();
+        let publish_seconds = HistogramFamily::new_with_constructor(publish_histogram);
+        let subscribers = Family::default();
+        let errors = Family::default();
+        registry.register("events_published", "Events durably appended", published.clone());
+        registry.register("events_delivered", "Events written to SSE subscribers", delivered.clone());
+        registry.register(
+            "publish_duration_seconds",
+            "Time from a publish request's parsed body to its durable append",
+            publish_seconds.clone(),
+        );
+        registry.register("sse_subscribers", "Open SSE streams", subscribers.clone());
+        registry.register("http_errors", "Error responses by error code", errors.clone());
+        Self {
+            registry,
+            published,
+            delivered,
+            publish_seconds,
+            subscribers,
+            errors,
+        }
+    }
+}
+
+fn topic(name: &str) -> TopicLabel {
+    TopicLabel { topic: name.to_owned() }
+}
+
+impl Metrics {
+    pub fn published(&self, name: &str, events: u64, seconds: f64) {
+        self.published.get_or_create(&topic(name)).inc_by(events);
+        self.publish_seconds.get_or_create(&topic(name)).observe(seconds);
+    }
+
+    pub fn delivered(&self, name: &str, events: u64) {
+        self.delivered.get_or_create(&topic(name)).inc_by(events);
+    }
+
+    pub fn subscriber_gauge(&self, name: &str) -> Gauge {
+        self.subscribers.get_or_create(&topic(name)).clone()
+    }
+
+    pub fn error(&self, code: &str) {
+        self.errors.get_or_create(&ErrorLabel { code: code.to_owned() }).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

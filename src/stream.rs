@@ -1,0 +1,366 @@
+//! SSE fan-out: one log reader per topic feeds an in-process broadcast; each
+//! subscriber follows it with its own cursor and SSE framing.
+//!
+//! Slow-consumer policy: the broadcast never waits for anyone. A subscriber
+//! that falls behind it (its socket is full, or it lagged past the channel's
+//! capacity) notices a gap and catches up by reading the log from its own
+//! cursor, then rejoins the broadcast. One whose cursor is older than
+//! retention gets `event: lagged` and is closed. So no subscriber can slow
+//! publishing or another subscriber; the log is the buffer.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::warn;
+
+use crate::broker::{Broker, BrokerError, StoredEvent};
+use crate::cursor::Cursor;
+use crate::event::EventHead;
+use crate::metrics::Metrics;
+
+/// Batches the broadcast holds for subscribers that are momentarily behind;
+/// further behind, they read the log.
+const BROADCAST_CAPACITY: usize = 256;
+/// Events the hub reads from the log at once.
+const HUB_READ_BATCH: usize = 1024;
+/// How long one hub read waits for new events before it asks again.
+const HUB_POLL_WAIT: Duration = Duration::from_secs(1);
+/// Events a subscriber reads from the log per step while catching up.
+const CATCH_UP_BATCH: usize = 512;
+/// Broadcast batches coalesced into one socket write.
+const COALESCE_BATCHES: usize = 32;
+/// The `retry:` hint sent to clients, in ms.
+pub const RETRY_HINT_MS: u64 = 2000;
+
+/// An event as the hub shares it with every subscriber.
+pub struct Delivery {
+    pub partition: usize,
+    pub offset: u64,
+    pub ty: String,
+    pub subject: Option<String>,
+    /// `event: <type>\ndata: <json>\n\n`, the part every subscriber shares.
+    pub frame_tail: Bytes,
+}
+
+impl Delivery {
+    fn from_stored(event: StoredEvent) -> Self {
+        let head = EventHead::parse(&event.payload).unwrap_or(EventHead {
+            ty: String::new(),
+            subject: None,
+        });
+        let mut tail = BytesMut::with_capacity(event.payload.len() + head.ty.len() + 16);
+        // A type with a line break would end the SSE field early; such
+        // events go out as the default `message` type.
+        if !head.ty.is_empty() && !head.ty.contains(['\r', '\n']) {
+            tail.put_slice(b"event: ");
+            tail.put_slice(head.ty.as_bytes());
+            tail.put_u8(b'\n');
+        }
+        tail.put_slice(b"data: ");
+        tail.put_slice(&event.payload);
+        tail.put_slice(b"\n\n");
+        Self {
+            partition: event.partition,
+            offset: event.offset,
+            ty: head.ty,
+            subject: head.subject,
+            frame_tail: tail.freeze(),
+        }
+    }
+}
+
+type Batch = Arc<[Delivery]>;
+
+/// The fan-out hubs, one per topic.
+#[derive(Clone, Default)]
+pub struct Hubs {
+    by_topic: Arc<HashMap<String, broadcast::Sender<Batch>>>,
+}
+
+impl Hubs {
+    /// Starts one hub task per topic, each reading its topic's log from the
+    /// current end on.
+    pub fn start(
+        topics: impl IntoIterator<Item = String>,
+        broker: &Arc<Broker>,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, BrokerError> {
+        let mut by_topic = HashMap::new();
+        for topic in topics {
+            let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
+            let start = broker.latest(&topic)?;
+            tracker.spawn(run_hub(
+                topic.clone(),
+                Arc::clone(broker),
+                sender.clone(),
+                start,
+                shutdown.clone(),
+            ));
+            by_topic.insert(topic, sender);
+        }
+        Ok(Self {
+            by_topic: Arc::new(by_topic),
+        })
+    }
+
+    fn subscribe(&self, topic: &str) -> Option<broadcast::Receiver<Batch>> {
+        self.by_topic.get(topic).map(broadcast::Sender::subscribe)
+    }
+}
+
+async fn run_hub(
+    topic: String,
+    broker: Arc<Broker>,
+    sender: broadcast::Sender<Batch>,
+    mut cursor: Cursor,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            read = broker.read(&topic, &cursor, HUB_READ_BATCH, HUB_POLL_WAIT) => read,
+        };
+        match read {
+            Ok(batch) => {
+                cursor = batch.next;
+                if !batch.events.is_empty() {
+                    let deliveries: Batch = batch.events.into_iter().map(Delivery::from_stored).collect();
+                    // No receivers is fine: nobody is listening.
+                    let _ = sender.send(deliveries);
+                }
+            }
+            Err(BrokerError::CursorExpired { oldest, .. }) => {
+                // Retention outran the hub; subscribers notice the gap and
+                // decide for themselves from their own cursors.
+                warn!(topic = %topic, "fan-out fell behind retention; skipping ahead");
+                cursor = oldest;
+            }
+            Err(err) => {
+                warn!(topic = %topic, error = %err, "fan-out read failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// What a subscriber wants to see.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub types: Option<HashSet<String>>,
+    pub subject_prefix: Option<String>,
+}
+
+impl Filter {
+    fn matches(&self, ty: &str, subject: Option<&str>) -> bool {
+        self.types.as_ref().is_none_or(|types| types.contains(ty))
+            && self
+                .subject_prefix
+                .as_deref()
+                .is_none_or(|prefix| subject.is_some_and(|s| s.starts_with(prefix)))
+    }
+}
+
+/// One SSE client's view of a topic.
+pub struct Subscription {
+    topic: String,
+    broker: Arc<Broker>,
+    receiver: broadcast::Receiver<Batch>,
+    cursor: Cursor,
+    filter: Filter,
+    catching_up: bool,
+    greeted: bool,
+    done: bool,
+    heartbeat: tokio::time::Interval,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+    _gauge: GaugeGuard,
+}
+
+struct GaugeGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+pub struct SubscribeParams {
+    pub topic: String,
+    pub cursor: Cursor,
+    pub filter: Filter,
+    pub heartbeat: Duration,
+}
+
+impl Subscription {
+    /// Joins the topic's broadcast first, then catches up from `cursor`, so
+    /// nothing published in between is missed.
+    pub fn new(
+        params: SubscribeParams,
+        hubs: &Hubs,
+        broker: Arc<Broker>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Option<Self> {
+        let receiver = hubs.subscribe(&params.topic)?;
+        let gauge = metrics.subscriber_gauge(&params.topic);
+        gauge.inc();
+        let mut heartbeat = tokio::time::interval_at(
+            tokio::time::Instant::now() + params.heartbeat,
+            params.heartbeat,
+        );
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Some(Self {
+            topic: params.topic,
+            broker,
+            receiver,
+            cursor: params.cursor,
+            filter: params.filter,
+            catching_up: true,
+            greeted: false,
+            done: false,
+            heartbeat,
+            shutdown,
+            metrics,
+            _gauge: GaugeGuard(gauge),
+        })
+    }
+
+    /// The next bytes to write to the client; `None` ends the stream.
+    pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        if !self.greeted {
+            self.greeted = true;
+            // An id-only frame: per the SSE spec it sets the client's last
+            // event id without dispatching an event, so even a client that
+            // sees no event before reconnecting resumes from here.
+            return Some(Bytes::from(format!("retry: {RETRY_HINT_MS}\nid: {}\n\n", self.cursor)));
+        }
+        while !self.done {
+            if self.catching_up {
+                if let Some(chunk) = self.catch_up_step().await {
+                    return Some(chunk);
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => self.done = true,
+                received = self.receiver.recv() => {
+                    let mut out = BytesMut::new();
+                    let mut delivered = 0;
+                    let mut next = Some(received);
+                    let mut batches = 0;
+                    while let Some(received) = next.take() {
+                        match received {
+                            Ok(batch) => delivered += self.frame_live(&batch, &mut out),
+                            Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
+                            Err(broadcast::error::RecvError::Closed) => self.done = true,
+                        }
+                        batches += 1;
+                        if !self.catching_up && !self.done && batches < COALESCE_BATCHES {
+                            next = match self.receiver.try_recv() {
+                                Ok(batch) => Some(Ok(batch)),
+                                Err(broadcast::error::TryRecvError::Lagged(n)) => Some(Err(broadcast::error::RecvError::Lagged(n))),
+                                Err(_) => None,
+                            };
+                        }
+                    }
+                    if !out.is_empty() {
+                        self.metrics.delivered(&self.topic, delivered);
+                        return Some(out.freeze());
+                    }
+                }
+                _ = self.heartbeat.tick() => return Some(Bytes::from_static(b":\n\n")),
+            }
+        }
+        None
+    }
+
+    /// Frames the events of a broadcast batch this subscriber has not seen.
+    /// A gap (an offset beyond the cursor) switches to catching up.
+    fn frame_live(&mut self, batch: &[Delivery], out: &mut BytesMut) -> u64 {
+        let mut delivered = 0;
+        for delivery in batch {
+            let next = self.cursor.next(delivery.partition);
+            if delivery.offset < next {
+                continue;
+            }
+            if delivery.offset > next {
+                self.catching_up = true;
+                break;
+            }
+            self.cursor.advance(delivery.partition, delivery.offset);
+            if self.filter.matches(&delivery.ty, delivery.subject.as_deref()) {
+                self.write_frame(out, &delivery.frame_tail);
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
+    fn write_frame(&self, out: &mut BytesMut, frame_tail: &[u8]) {
+        use std::fmt::Write;
+        out.put_slice(b"id: ");
+        write!(out, "{}", self.cursor).expect("writing to memory cannot fail");
+        out.put_u8(b'\n');
+        out.put_slice(frame_tail);
+    }
+
+    /// Reads the next page of the log from the subscriber's own cursor.
+    /// Returns frames to send, or `None` to go on (caught up, or filtered).
+    async fn catch_up_step(&mut self) -> Option<Bytes> {
+        let read = tokio::select! {
+            biased;
+            _ = self.shutdown.cancelled() => {
+                self.done = true;
+                return None;
+            }
+            read = self.broker.read(&self.topic, &self.cursor, CATCH_UP_BATCH, Duration::ZERO) => read,
+        };
+        match read {
+            Ok(batch) if batch.events.is_empty() => {
+                self.catching_up = false;
+                None
+            }
+            Ok(batch) => {
+                let mut out = BytesMut::new();
+                let mut delivered = 0;
+                for event in batch.events {
+                    let delivery = Delivery::from_stored(event);
+                    self.cursor.advance(delivery.partition, delivery.offset);
+                    if self.filter.matches(&delivery.ty, delivery.subject.as_deref()) {
+                        self.write_frame(&mut out, &delivery.frame_tail);
+                        delivered += 1;
+                    }
+                }
+                self.cursor = batch.next;
+                if out.is_empty() {
+                    return None;
+                }
+                self.metrics.delivered(&self.topic, delivered);
+                Some(out.freeze())
+            }
+            Err(BrokerError::CursorExpired { oldest, .. }) => {
+                self.done = true;
+                let data = serde_json::json!({
+                    "message": "this subscriber fell behind the topic's retention; events were removed before it read them",
+                    "oldest": oldest.to_string(),
+                });
+                Some(Bytes::from(format!("event: lagged\ndata: {data}\n\n")))
+            }
+            Err(err) => {
+                self.done = true;
+                let data = serde_json::json!({ "message": err.to_string() });
+                Some(Bytes::from(format!("event: error\ndata: {data}\n\n")))
+            }
+        }
+    }
+}

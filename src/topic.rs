@@ -1,0 +1,406 @@
+//! Topics: the registry read from `topics/*.toml`, the JSON Schema of each
+//! event type, and the choice of partition. Knows nothing of brokers or HTTP.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::event::CloudEvent;
+
+/// The most partitions a topic may declare.
+pub const MAX_PARTITIONS: usize = 1024;
+/// Default size at which the embedded log starts a new segment.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// One problem in a config file: which file, which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub file: PathBuf,
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigProblem {
+    pub fn new(file: &Path, key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            file: file.to_owned(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.key, self.reason)
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopic {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default = "one")]
+    partitions: usize,
+    key: Option<String>,
+    retention: Option<String>,
+    retention_bytes: Option<bytesize::ByteSize>,
+    segment_bytes: Option<bytesize::ByteSize>,
+    #[serde(default)]
+    types: BTreeMap<String, RawEventType>,
+}
+
+fn one() -> usize {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEventType {
+    schema: String,
+    #[serde(default)]
+    description: String,
+}
+
+/// How long and how much a topic keeps. Whole segments are removed, so a
+/// partition may briefly hold up to one segment more than the limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age: Option<Duration>,
+    pub max_bytes: Option<u64>,
+}
+
+pub struct EventType {
+    pub description: String,
+    /// The schema file, relative to the topics directory.
+    pub schema_file: String,
+    pub schema: Value,
+    validator: jsonschema::Validator,
+}
+
+pub struct Topic {
+    pub name: String,
+    pub description: String,
+    pub partitions: usize,
+    /// JSON pointer into the event that names the partition key.
+    pub key: Option<String>,
+    pub retention: Retention,
+    pub segment_bytes: u64,
+    pub types: BTreeMap<String, EventType>,
+    /// Spreads events without a key over the partitions.
+    next_unkeyed: AtomicUsize,
+}
+
+/// Why an event does not fit its topic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    #[error("topic {topic:?} does not accept event type {ty:?} (accepted: {})", accepted.join(", "))]
+    UnknownType {
+        topic: String,
+        ty: String,
+        accepted: Vec<String>,
+    },
+    #[error("data at {pointer:?} violates the schema of {ty:?} ({keyword}): {message}")]
+    SchemaViolation {
+        ty: String,
+        pointer: String,
+        keyword: String,
+        message: String,
+    },
+    #[error("event type {ty:?} has a JSON schema, so its data must be JSON, not data_base64")]
+    DataNotJson { ty: String },
+}
+
+impl Topic {
+    /// Checks that the topic accepts the event's type and that its data
+    /// satisfies the type's schema.
+    pub fn validate(&self, event: &CloudEvent) -> Result<(), TopicError> {
+        let Some(event_type) = self.types.get(&event.ty) else {
+            return Err(TopicError::UnknownType {
+                topic: self.name.clone(),
+                ty: event.ty.clone(),
+                accepted: self.types.keys().cloned().collect(),
+            });
+        };
+        let data = event.json_data().ok_or_else(|| TopicError::DataNotJson {
+            ty: event.ty.clone(),
+        })?;
+        if let Some(error) = event_type.validator.iter_errors(data).next() {
+            return Err(TopicError::SchemaViolation {
+                ty: event.ty.clone(),
+                pointer: format!("/data{}", error.instance_path().as_str()),
+                keyword: error.kind().keyword().to_owned(),
+                message: error.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The partition an event goes to: the hash of its key (Kafka's murmur2,
+    /// so keyed events land where a Kafka producer would put them), or the
+    /// next partition in turn when the event has no key.
+    pub fn partition_for(&self, event_json: &Value) -> usize {
+        if self.partitions == 1 {
+            return 0;
+        }
+        let pointers = self.key.as_deref().into_iter().chain(["/partitionkey", "/subject"]);
+        for pointer in pointers {
+            let key = match event_json.pointer(pointer) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                Some(Value::Bool(b)) => b.to_string(),
+                _ => continue,
+            };
+            return (murmur2(key.as_bytes()) & 0x7fff_ffff) as usize % self.partitions;
+        }
+        self.next_unkeyed.fetch_add(1, Ordering::Relaxed) % self.partitions
+    }
+}
+
+/// Kafka's murmur2 (the default partitioner's hash), seed 0x9747b28c.
+fn murmur2(data: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h = SEED ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = chunks.remainder();
+    if tail.len() >= 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= u32::from(tail[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+/// Whether `name` is a valid topic name: `[a-z0-9][a-z0-9.-]*`.
+pub fn is_valid_topic_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && name.len() <= 200
+}
+
+/// All topics, by name.
+#[derive(Default, Clone)]
+pub struct Topics {
+    by_name: BTreeMap<String, Arc<Topic>>,
+}
+
+impl Topics {
+    pub fn get(&self, name: &str) -> Option<&Arc<Topic>> {
+        self.by_name.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Topic>> {
+        self.by_name.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// Loads every `*.toml` in `dir`. Reports every problem found, not just
+    /// the first, so `switchyard check` can list them all.
+    pub fn load(dir: &Path) -> Result<Self, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let mut files = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+                .collect::<Vec<_>>(),
+            Err(err) => {
+                return Err(vec![ConfigProblem::new(
+                    dir,
+                    "",
+                    format!("cannot read the topics directory: {err}"),
+                )]);
+            }
+        };
+        files.sort();
+        let mut by_name = BTreeMap::new();
+        for file in files {
+            match load_topic(dir, &file) {
+                Ok(topic) => {
+                    if by_name.contains_key(&topic.name) {
+                        problems.push(ConfigProblem::new(
+                            &file,
+                            "name",
+                            format!("topic {:?} is declared twice", topic.name),
+                        ));
+                    } else {
+                        by_name.insert(topic.name.clone(), Arc::new(topic));
+                    }
+                }
+                Err(mut found) => problems.append(&mut found),
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self { by_name })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn load_topic(dir: &Path, file: &Path) -> Result<Topic, Vec<ConfigProblem>> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|err| vec![ConfigProblem::new(file, "", format!("cannot read: {err}"))])?;
+    let raw: RawTopic = toml::from_str(&text).map_err(|err| {
+        let key = err
+            .span()
+            .map(|span| format!("line {}", text[..span.start].lines().count().max(1)))
+            .unwrap_or_default();
+        vec![ConfigProblem::new(file, key, err.message().to_owned())]
+    })?;
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, reason: String| problems.push(ConfigProblem::new(file, key, reason));
+
+    if !is_valid_topic_name(&raw.name) {
+        problem(
+            "name",
+            format!("{:?} is not a topic name: use [a-z0-9][a-z0-9.-]*", raw.name),
+        );
+    }
+    if raw.partitions == 0 || raw.partitions > MAX_PARTITIONS {
+        problem(
+            "partitions",
+            format!("must be between 1 and {MAX_PARTITIONS}, got {}", raw.partitions),
+        );
+    }
+    if let Some(key) = &raw.key
+        && !key.starts_with('/')
+    {
+        problem("key", format!("{key:?} is not a JSON pointer (it must start with /)"));
+    }
+    let max_age = match &raw.retention {
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(age) if !age.is_zero() => Some(age),
+            Ok(_) => {
+                problem("retention", "must be longer than zero".into());
+                None
+            }
+            Err(err) => {
+                problem("retention", format!("{text:?} is not a duration like \"7d\": {err}"));
+                None
+            }
+        },
+        None => None,
+    };
+    let segment_bytes = raw.segment_bytes.map_or(DEFAULT_SEGMENT_BYTES, |b| b.as_u64());
+    if segment_bytes < 1024 {
+        problem("segment_bytes", format!("must be at least 1KiB, got {segment_bytes}"));
+    }
+    if raw.types.is_empty() {
+        problem("types", "a topic must declare at least one event type".into());
+    }
+    let mut types = BTreeMap::new();
+    for (name, raw_type) in raw.types {
+        let key = format!("types.{name:?}.schema");
+        let path = dir.join(&raw_type.schema);
+        let schema = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                Ok(schema) => schema,
+                Err(err) => {
+                    problem(&key, format!("{} is not valid JSON: {err}", path.display()));
+                    continue;
+                }
+            },
+            Err(err) => {
+                problem(&key, format!("cannot read {}: {err}", path.display()));
+                continue;
+            }
+        };
+        match jsonschema::draft202012::new(&schema) {
+            Ok(validator) => {
+                types.insert(
+                    name,
+                    EventType {
+                        description: raw_type.description,
+                        schema_file: raw_type.schema,
+                        schema,
+                        validator,
+                    },
+                );
+            }
+            Err(err) => problem(
+                &key,
+                format!("{} is not a valid JSON Schema 2020-12: {err}", path.display()),
+            ),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Topic {
+        name: raw.name,
+        description: raw.description,
+        partitions: raw.partitions,
+        key: raw.key,
+        retention: Retention {
+            max_age,
+            max_bytes: raw.retention_bytes.map(|b| b.as_u64()),
+        },
+        segment_bytes,
+        types,
+        next_unkeyed: AtomicUsize::new(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafka() {
+        // Values from Kafka's UtilsTest.testMurmur2.
+        assert_eq!(murmur2(b"21") as i32, -973932308);
+        assert_eq!(murmur2(b"foobar") as i32, -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
+        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
+        assert_eq!(murmur2(b"abc") as i32, 479470107);
+    }
+
+    #[test]
+    fn topic_names() {
+        for good in ["orders", "a", "github.push", "x-1.y"] {
+            assert!(is_valid_topic_name(good), "{good}");
+        }
+        for bad in ["", "Orders", ".a", "-a", "a b", "a/b", "a_b"] {
+            assert!(!is_valid_topic_name(bad), "{bad}");
+        }
+    }
+}
