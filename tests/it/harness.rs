@@ -1,0 +1,332 @@
+//! Test harness: a real `switchyard serve` process on a loopback port with
+//! its own directory of topics and data, killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// A permissive schema for test events: `n` (integer) is required.
+pub const TEST_SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "required": ["n"],
+  "properties": {
+    "n": { "type": "integer", "minimum": 0 },
+    "k": { "type": "string" },
+    "pad": { "type": "string" }
+  }
+}"#;
+
+/// A directory holding `topics/` and `data/` for one test.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("topics")).unwrap();
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn topics_dir(&self) -> PathBuf {
+        self.path().join("topics")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.path().join("data")
+    }
+
+    /// Declares topic `name` with `partitions`, keyed by `/data/k`, accepting
+    /// `test.event` and `test.other`, plus any `extra` TOML lines.
+    pub fn topic(&self, name: &str, partitions: usize, extra: &str) -> &Self {
+        std::fs::write(self.topics_dir().join("test.schema.json"), TEST_SCHEMA).unwrap();
+        let toml = format!(
+            "name = \"{name}\"\npartitions = {partitions}\nkey = \"/data/k\"\n{extra}\n\
+             [types.\"test.event\"]\nschema = \"test.schema.json\"\n\
+             [types.\"test.other\"]\nschema = \"test.schema.json\"\n"
+        );
+        std::fs::write(self.topics_dir().join(format!("{name}.toml")), toml).unwrap();
+        self
+    }
+
+    /// Starts a server on this workspace.
+    pub fn serve(&self, args: &[&str]) -> Server {
+        Server::start(self.path(), args, None)
+    }
+}
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub addr: String,
+    dir: PathBuf,
+    args: Vec<String>,
+}
+
+/// Limits applied to the server process before it starts.
+#[derive(Clone, Copy)]
+pub struct Limits {
+    /// RLIMIT_FSIZE in bytes: writes past it fail like a full disk.
+    pub file_size: u64,
+}
+
+impl Server {
+    pub fn start(dir: &Path, args: &[&str], limits: Option<Limits>) -> Server {
+        Self::start_owned(dir, args.iter().map(|s| s.to_string()).collect(), limits)
+    }
+
+    fn start_owned(dir: &Path, args: Vec<String>, limits: Option<Limits>) -> Server {
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .unwrap();
+        let mut command = Command::new(BIN);
+        command
+            .current_dir(dir)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--data-dir", "data", "--topics-dir", "topics"])
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            // Copied to the log by this process, so that a file size limit
+            // on the server does not cut its log short.
+            .stderr(Stdio::piped());
+        if let Some(limits) = limits {
+            // SAFETY: only async-signal-safe libc calls between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    // A write past RLIMIT_FSIZE raises SIGXFSZ; ignored, the
+                    // write fails with EFBIG instead, like a full disk.
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let limit = libc::rlimit {
+                        rlim_cur: limits.file_size,
+                        rlim_max: libc::RLIM_INFINITY,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().expect("spawn switchyard");
+        let mut stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut log));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+                panic!("switchyard did not start; its log:\n{log}");
+            }
+        };
+        let url = line
+            .strip_prefix("switchyard listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        let addr = url.trim_start_matches("http://").to_owned();
+        Server {
+            child,
+            url,
+            addr,
+            dir: dir.to_owned(),
+            args,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn events_url(&self, topic: &str) -> String {
+        format!("{}/v1/topics/{topic}/events", self.url)
+    }
+
+    pub fn stream_url(&self, topic: &str) -> String {
+        format!("{}/v1/topics/{topic}/stream", self.url)
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit (bounded).
+    pub fn terminate(&mut self) -> ExitStatus {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("switchyard did not exit within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills this process and starts another on the same directory.
+    pub fn restart(mut self) -> Server {
+        self.kill();
+        Self::start_owned(&self.dir, self.args.clone(), None)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A structured CloudEvent for the test topics.
+pub fn event(id: &str, n: u64, key: &str) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "/tests",
+        "type": "test.event",
+        "data": {"n": n, "k": key},
+    })
+}
+
+/// Publishes one structured event; returns status and body.
+pub async fn publish(client: &reqwest::Client, url: &str, event: &Value) -> (u16, Value) {
+    let response = client
+        .post(url)
+        .header("content-type", "application/cloudevents+json")
+        .body(event.to_string())
+        .send()
+        .await
+        .expect("publish request");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Reads the whole topic from `from` by paging; returns (cursor, event) pairs.
+pub async fn read_all(client: &reqwest::Client, url: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut from = "earliest".to_owned();
+    loop {
+        let page: Value = client
+            .get(url)
+            .query(&[("from", from.as_str()), ("limit", "1000")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let batch = page["events"].as_array().expect("events array").clone();
+        from = page["next"].as_str().expect("next cursor").to_owned();
+        if batch.is_empty() {
+            return events;
+        }
+        events.extend(batch);
+    }
+}
+
+/// One SSE event as a client saw it.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub id: String,
+    pub event: String,
+    pub data: Value,
+}
+
+/// An SSE client built on a third-party SSE parser (eventsource-stream).
+pub struct Sse {
+    events: std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<eventsource_stream::Event, String>> + Send>,
+    >,
+}
+
+impl Sse {
+    pub async fn connect(url: &str, last_event_id: Option<&str>) -> Sse {
+        let client = reqwest::Client::new();
+        let mut request = client.get(url);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.expect("connect SSE");
+        assert_eq!(response.status(), 200, "SSE status");
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/event-stream",
+            "SSE content type"
+        );
+        let events = eventsource_stream::EventStream::new(response.bytes_stream())
+            .map(|item| item.map_err(|e| e.to_string()));
+        Sse {
+            events: Box::pin(events),
+        }
+    }
+
+    /// The next event within `timeout`, or `None` when the stream ended.
+    pub async fn next(&mut self, timeout: Duration) -> Option<SseEvent> {
+        let item = tokio::time::timeout(timeout, self.events.next())
+            .await
+            .expect("timed out waiting for an SSE event")?;
+        let event = item.ok()?;
+        Some(SseEvent {
+            id: event.id,
+            event: event.event,
+            data: serde_json::from_str(&event.data).unwrap_or(Value::String(event.data)),
+        })
+    }
+
+    /// Collects `count` events.
+    pub async fn take(&mut self, count: usize) -> Vec<SseEvent> {
+        let mut out = Vec::with_capacity(count);
+        while out.len() < count {
+            match self.next(Duration::from_secs(20)).await {
+                Some(event) => out.push(event),
+                None => panic!("stream ended after {} of {count} events", out.len()),
+            }
+        }
+        out
+    }
+}

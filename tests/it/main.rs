@@ -1,0 +1,9 @@
+//! Integration tests: the real `switchyard` binary over loopback HTTP, on
+//! real files. Each test has its own workspace (topics, data) and server.
+
+mod cli;
+mod crash;
+mod harness;
+mod publish;
+mod read;
+mod sse;

@@ -1,0 +1,288 @@
+//! SSE: exact resume, filters, slow subscribers, retention, shutdown.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+async fn publish_range(server: &Server, topic: &str, range: std::ops::Range<u64>) {
+    let client = client();
+    let url = server.events_url(topic);
+    for n in range {
+        let (status, body) = publish(&client, &url, &event(&format!("e-{n}"), n, &format!("k{}", n % 7))).await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+fn numbers(events: &[SseEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.data["data"]["n"].as_u64().unwrap()).collect()
+}
+
+/// Every key's events arrive in publish order.
+fn assert_per_key_order(events: &[SseEvent]) {
+    for key in 0..7 {
+        let of_key: Vec<_> = numbers(events).into_iter().filter(|n| n % 7 == key).collect();
+        assert!(of_key.windows(2).all(|w| w[0] < w[1]), "key k{key} out of order: {of_key:?}");
+    }
+}
+
+fn sorted(mut v: Vec<u64>) -> Vec<u64> {
+    v.sort_unstable();
+    v
+}
+
+#[tokio::test]
+async fn resume_after_disconnect_delivers_exactly_the_missed_events() {
+    let ws = Workspace::new();
+    ws.topic("resume", 4, "");
+    let server = ws.serve(&[]);
+    publish_range(&server, "resume", 0..30).await;
+
+    let mut sse = Sse::connect(&format!("{}?from=earliest", server.stream_url("resume")), None).await;
+    let first = sse.take(12).await;
+    assert!(first.iter().all(|e| e.event == "test.event"));
+    let last_id = first.last().unwrap().id.clone();
+    drop(sse);
+
+    publish_range(&server, "resume", 30..50).await;
+    let mut sse = Sse::connect(&server.stream_url("resume"), Some(&last_id)).await;
+    let rest = sse.take(38).await;
+
+    let mut all = first.clone();
+    all.extend(rest.iter().cloned());
+    assert_eq!(sorted(numbers(&all)), (0..50).collect::<Vec<_>>(), "each event exactly once");
+    assert_per_key_order(&all);
+    // Nothing more is pending.
+    publish_range(&server, "resume", 50..51).await;
+    assert_eq!(numbers(&sse.take(1).await), [50]);
+}
+
+#[tokio::test]
+async fn resume_across_a_server_restart() {
+    let ws = Workspace::new();
+    ws.topic("restart", 3, "");
+    let server = ws.serve(&[]);
+    publish_range(&server, "restart", 0..20).await;
+    let mut sse = Sse::connect(&format!("{}?from=earliest", server.stream_url("restart")), None).await;
+    let first = sse.take(9).await;
+    let last_id = first.last().unwrap().id.clone();
+    drop(sse);
+
+    // SIGKILL, restart on the same data, publish more, resume.
+    let server = server.restart();
+    publish_range(&server, "restart", 20..35).await;
+    let mut sse = Sse::connect(&server.stream_url("restart"), Some(&last_id)).await;
+    let rest = sse.take(26).await;
+    let mut all = first;
+    all.extend(rest);
+    assert_eq!(sorted(numbers(&all)), (0..35).collect::<Vec<_>>());
+    assert_per_key_order(&all);
+}
+
+#[tokio::test]
+async fn last_event_id_query_parameter_works_like_the_header() {
+    let ws = Workspace::new();
+    ws.topic("qid", 2, "");
+    let server = ws.serve(&[]);
+    publish_range(&server, "qid", 0..10).await;
+    let mut sse = Sse::connect(&format!("{}?from=earliest", server.stream_url("qid")), None).await;
+    let first = sse.take(4).await;
+    let id = &first.last().unwrap().id;
+
+    let mut by_header = Sse::connect(&server.stream_url("qid"), Some(id)).await;
+    let mut by_query = Sse::connect(&format!("{}?last_event_id={id}", server.stream_url("qid")), None).await;
+    let a = by_header.take(6).await;
+    let b = by_query.take(6).await;
+    assert_eq!(numbers(&a), numbers(&b));
+    let ids_a: Vec<_> = a.iter().map(|e| e.id.clone()).collect();
+    let ids_b: Vec<_> = b.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids_a, ids_b);
+    let mut all = first;
+    all.extend(a);
+    assert_eq!(sorted(numbers(&all)), (0..10).collect::<Vec<_>>());
+
+    // A malformed id is a 400, not a silent restart from somewhere.
+    let response = client().get(server.stream_url("qid")).header("last-event-id", "garbage").send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["header"], "last-event-id");
+}
+
+#[tokio::test]
+async fn filters_by_type_and_subject_prefix() {
+    let ws = Workspace::new();
+    ws.topic("filters", 2, "");
+    let server = ws.serve(&[]);
+    let client = client();
+    let url = server.events_url("filters");
+    let mut by_type = Sse::connect(&format!("{}?types=test.other", server.stream_url("filters")), None).await;
+    let mut by_subject = Sse::connect(&format!("{}?subject=acct/7", server.stream_url("filters")), None).await;
+    for n in 0..12u64 {
+        let mut e = event(&format!("f-{n}"), n, "k");
+        if n % 3 == 0 {
+            e["type"] = json!("test.other");
+        }
+        if n % 4 == 0 {
+            e["subject"] = json!(format!("acct/7/{n}"));
+        } else {
+            e["subject"] = json!(format!("acct/8/{n}"));
+        }
+        let (status, body) = publish(&client, &url, &e).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let other = by_type.take(4).await;
+    assert_eq!(sorted(numbers(&other)), [0, 3, 6, 9]);
+    assert!(other.iter().all(|e| e.event == "test.other"));
+    let acct7 = by_subject.take(3).await;
+    assert_eq!(sorted(numbers(&acct7)), [0, 4, 8]);
+
+    // Resuming a filtered stream still skips what the filter excludes.
+    let mut resumed = Sse::connect(&format!("{}?types=test.other", server.stream_url("filters")), Some(&other[1].id)).await;
+    assert_eq!(sorted(numbers(&resumed.take(2).await)), [6, 9]);
+}
+
+#[tokio::test]
+async fn a_stalled_subscriber_delays_neither_publishers_nor_a_fast_subscriber() {
+    let ws = Workspace::new();
+    ws.topic("stall", 2, "");
+    let server = ws.serve(&[]);
+
+    // A client that sends the request and then never reads.
+    let mut stalled = std::net::TcpStream::connect(&server.addr).unwrap();
+    write!(stalled, "GET /v1/topics/stall/stream?from=earliest HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut fast = Sse::connect(&format!("{}?from=earliest", server.stream_url("stall")), None).await;
+
+    // ~24 MiB: far more than the socket buffers and the broadcast hold.
+    let count = 3000u64;
+    let pad = "x".repeat(8000);
+    let client = client();
+    let url = server.events_url("stall");
+    let started = std::time::Instant::now();
+    let publisher = {
+        let client = client.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            for n in 0..count {
+                let mut e = event(&format!("s-{n}"), n, &format!("k{}", n % 7));
+                e["data"]["pad"] = json!(pad);
+                let (status, body) = publish(&client, &url, &e).await;
+                assert_eq!(status, 200, "{body}");
+            }
+        })
+    };
+    let received = fast.take(count as usize).await;
+    publisher.await.unwrap();
+    assert_eq!(sorted(numbers(&received)), (0..count).collect::<Vec<_>>());
+    assert_per_key_order(&received);
+    eprintln!("fast subscriber got {count} events in {:?} beside a stalled one", started.elapsed());
+
+    // The stalled client, once it reads, still gets every event: it caught
+    // up from the log with its own cursor.
+    stalled.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut seen = HashSet::new();
+    let mut buffer = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    while seen.len() < count as usize {
+        let n = stalled.read(&mut chunk).expect("stalled client read");
+        assert!(n > 0, "stream closed after {} events", seen.len());
+        buffer.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buffer);
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("data: ")
+                && let Ok(value) = serde_json::from_str::<Value>(rest)
+            {
+                seen.insert(value["data"]["n"].as_u64().unwrap());
+            }
+        }
+        // Keep only the unfinished last line for the next round.
+        let keep = buffer.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        buffer.drain(..keep);
+    }
+    assert_eq!(seen.len(), count as usize);
+}
+
+#[tokio::test]
+async fn a_subscriber_behind_retention_gets_lagged_and_is_closed() {
+    let ws = Workspace::new();
+    ws.topic("short", 1, "segment_bytes = \"4KiB\"\nretention_bytes = \"8KiB\"");
+    let server = ws.serve(&[]);
+    let client = client();
+    let url = server.events_url("short");
+    for n in 0..100u64 {
+        let mut e = event(&format!("r-{n}"), n, "k");
+        e["data"]["pad"] = json!("y".repeat(500));
+        let (status, body) = publish(&client, &url, &e).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Retention runs about once a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let oldest = loop {
+        let response = client.get(&url).query(&[("from", "0")]).send().await.unwrap();
+        if response.status() == 410 {
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "cursor_expired");
+            break body["error"]["oldest"].as_str().unwrap().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "retention never removed a segment");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_ne!(oldest, "0");
+
+    let mut sse = Sse::connect(&server.stream_url("short"), Some("0")).await;
+    let lagged = sse.next(Duration::from_secs(10)).await.expect("a lagged event");
+    assert_eq!(lagged.event, "lagged");
+    assert_eq!(lagged.data["oldest"], oldest);
+    assert!(sse.next(Duration::from_secs(10)).await.is_none(), "the stream closes after lagged");
+
+    // From the oldest cursor, the retained tail is there up to the last event.
+    let mut sse = Sse::connect(&server.stream_url("short"), Some(&oldest)).await;
+    let first = sse.take(1).await;
+    let start = first[0].data["data"]["n"].as_u64().unwrap();
+    let rest = sse.take((99 - start) as usize).await;
+    assert_eq!(rest.last().unwrap().data["data"]["n"], 99);
+}
+
+#[tokio::test]
+async fn heartbeats_keep_idle_streams_alive() {
+    let ws = Workspace::new();
+    ws.topic("beat", 1, "");
+    let server = ws.serve(&["--heartbeat", "200ms"]);
+    let mut stream = std::net::TcpStream::connect(&server.addr).unwrap();
+    write!(stream, "GET /v1/topics/beat/stream HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&received).contains("\n:\n") {
+        assert!(std::time::Instant::now() < deadline, "no heartbeat: {}", String::from_utf8_lossy(&received));
+        let n = stream.read(&mut chunk).unwrap();
+        received.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&received).to_lowercase();
+    assert!(text.contains("x-accel-buffering: no"), "{text}");
+    assert!(text.contains("retry: "), "{text}");
+}
+
+#[tokio::test]
+async fn shutdown_completes_with_open_streams() {
+    let ws = Workspace::new();
+    ws.topic("bye", 2, "");
+    let mut server = ws.serve(&[]);
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        streams.push(Sse::connect(&server.stream_url("bye"), None).await);
+    }
+    publish_range(&server, "bye", 0..3).await;
+    for sse in &mut streams {
+        sse.take(3).await;
+    }
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status}");
+    for sse in &mut streams {
+        assert!(sse.next(Duration::from_secs(5)).await.is_none(), "stream ended");
+    }
+    assert!(server.log().contains("stopped"));
+}
