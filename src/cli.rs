@@ -126,7 +126,11 @@ async fn serve(overrides: Overrides) -> Result<ExitCode> {
     let config = Config::load(&overrides).map_err(|problems| {
         anyhow::anyhow!(
             "invalid configuration:\n{}",
-            problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
+            problems
+                .iter()
+                .map(|p| format!("  {p}"))
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     })?;
     let running = crate::server::start(config).await?;
@@ -164,7 +168,11 @@ async fn fail_with(response: reqwest::Response) -> Result<ExitCode> {
     let body = response.text().await.unwrap_or_default();
     let message = serde_json::from_str::<Value>(&body)
         .ok()
-        .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned))
+        .and_then(|v| {
+            v.pointer("/error/message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .unwrap_or(body);
     eprintln!("error: {status}: {message}");
     Ok(ExitCode::FAILURE)
@@ -173,7 +181,9 @@ async fn fail_with(response: reqwest::Response) -> Result<ExitCode> {
 fn read_json_arg(arg: &str) -> Result<Vec<u8>> {
     let bytes = if arg == "-" {
         let mut buf = Vec::new();
-        std::io::stdin().read_to_end(&mut buf).context("reading standard input")?;
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading standard input")?;
         buf
     } else if let Some(path) = arg.strip_prefix('@') {
         std::fs::read(path).with_context(|| format!("reading {path}"))?
@@ -272,14 +282,22 @@ async fn tail(
         }
         let response = match request.send().await {
             Ok(response) if response.status().is_success() => response,
-            Ok(response) if response.status().is_client_error() => return fail_with(response).await,
+            Ok(response) if response.status().is_client_error() => {
+                return fail_with(response).await;
+            }
             Ok(response) => {
-                eprintln!("tail: server answered {}; retrying in {backoff:?}", response.status());
+                eprintln!(
+                    "tail: server answered {}; retrying in {backoff:?}",
+                    response.status()
+                );
                 tokio::time::sleep(backoff).await;
                 continue;
             }
             Err(err) => {
-                eprintln!("tail: cannot reach {}: {err}; retrying in {backoff:?}", args.url);
+                eprintln!(
+                    "tail: cannot reach {}: {err}; retrying in {backoff:?}",
+                    args.url
+                );
                 tokio::time::sleep(backoff).await;
                 continue;
             }

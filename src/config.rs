@@ -100,7 +100,11 @@ impl Config {
             Some(path) => (path.clone(), Some(read_file(path)?)),
             None => {
                 let path = PathBuf::from(DEFAULT_CONFIG_FILE);
-                let file = if path.exists() { Some(read_file(&path)?) } else { None };
+                let file = if path.exists() {
+                    Some(read_file(&path)?)
+                } else {
+                    None
+                };
                 (path, file)
             }
         };
@@ -109,18 +113,42 @@ impl Config {
 
     fn resolve(path: &Path, file: FileConfig, o: &Overrides) -> Result<Self, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
-        let mut problem = |key: &str, reason: String| problems.push(ConfigProblem::new(path, key, reason));
+        let mut problem =
+            |key: &str, reason: String| problems.push(ConfigProblem::new(path, key, reason));
 
-        let listen_text = o.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen_text = o
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen = listen_text.parse().unwrap_or_else(|_| {
-            problem("listen", format!("{listen_text:?} is not an address like 127.0.0.1:8080"));
+            problem(
+                "listen",
+                format!("{listen_text:?} is not an address like 127.0.0.1:8080"),
+            );
             DEFAULT_LISTEN.parse().expect("the default address parses")
         });
-        let data_dir = o.data_dir.clone().or(file.data_dir).unwrap_or_else(|| "data".into());
-        let topics_dir = o.topics_dir.clone().or(file.topics_dir).unwrap_or_else(|| "topics".into());
-        let handlers_dir = o.handlers_dir.clone().or(file.handlers_dir).unwrap_or_else(|| "handlers".into());
+        let data_dir = o
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| "data".into());
+        let topics_dir = o
+            .topics_dir
+            .clone()
+            .or(file.topics_dir)
+            .unwrap_or_else(|| "topics".into());
+        let handlers_dir = o
+            .handlers_dir
+            .clone()
+            .or(file.handlers_dir)
+            .unwrap_or_else(|| "handlers".into());
 
-        let fsync_text = o.fsync.clone().or(file.embedded.fsync).unwrap_or_else(|| "always".into());
+        let fsync_text = o
+            .fsync
+            .clone()
+            .or(file.embedded.fsync)
+            .unwrap_or_else(|| "always".into());
         let interval_text = o.fsync_interval.clone().or(file.embedded.fsync_interval);
         let fsync = match fsync_text.as_str() {
             "always" => FsyncPolicy::Always,
@@ -129,24 +157,37 @@ impl Config {
                 match humantime::parse_duration(&text) {
                     Ok(d) if !d.is_zero() => FsyncPolicy::Interval(d),
                     _ => {
-                        problem("embedded.fsync_interval", format!("{text:?} is not a duration like \"10ms\""));
+                        problem(
+                            "embedded.fsync_interval",
+                            format!("{text:?} is not a duration like \"10ms\""),
+                        );
                         FsyncPolicy::Always
                     }
                 }
             }
             other => {
-                problem("embedded.fsync", format!("{other:?} is not \"always\" or \"interval\""));
+                problem(
+                    "embedded.fsync",
+                    format!("{other:?} is not \"always\" or \"interval\""),
+                );
                 FsyncPolicy::Always
             }
         };
-        let broker_kind = o.broker.clone().or(file.broker).unwrap_or_else(|| "embedded".into());
+        let broker_kind = o
+            .broker
+            .clone()
+            .or(file.broker)
+            .unwrap_or_else(|| "embedded".into());
         let broker = match broker_kind.as_str() {
             "embedded" => BrokerConfig::Embedded(EmbeddedConfig {
                 data_dir: data_dir.clone(),
                 fsync,
             }),
             other => {
-                problem("broker", format!("{other:?} is not a broker this build supports (embedded)"));
+                problem(
+                    "broker",
+                    format!("{other:?} is not a broker this build supports (embedded)"),
+                );
                 BrokerConfig::Embedded(EmbeddedConfig {
                     data_dir: data_dir.clone(),
                     fsync,
@@ -154,7 +195,10 @@ impl Config {
             }
         };
 
-        let mut bytes = |key: &str, flag: Option<&String>, from_file: Option<bytesize::ByteSize>, default: usize| {
+        let mut bytes = |key: &str,
+                         flag: Option<&String>,
+                         from_file: Option<bytesize::ByteSize>,
+                         default: usize| {
             let value = match flag {
                 Some(text) => match text.parse::<bytesize::ByteSize>() {
                     Ok(size) => size.as_u64() as usize,
@@ -166,19 +210,36 @@ impl Config {
                 None => from_file.map_or(default, |size| size.as_u64() as usize),
             };
             if value == 0 || value > MAX_PAYLOAD_BYTES {
-                problem(key, format!("must be between 1 byte and {MAX_PAYLOAD_BYTES} bytes, got {value}"));
+                problem(
+                    key,
+                    format!("must be between 1 byte and {MAX_PAYLOAD_BYTES} bytes, got {value}"),
+                );
             }
             value
         };
-        let max_event_bytes = bytes("max_event_bytes", o.max_event_bytes.as_ref(), file.max_event_bytes, DEFAULT_MAX_EVENT_BYTES);
-        let max_batch_bytes = bytes("max_batch_bytes", None, file.max_batch_bytes, DEFAULT_MAX_BATCH_BYTES).max(max_event_bytes);
+        let max_event_bytes = bytes(
+            "max_event_bytes",
+            o.max_event_bytes.as_ref(),
+            file.max_event_bytes,
+            DEFAULT_MAX_EVENT_BYTES,
+        );
+        let max_batch_bytes = bytes(
+            "max_batch_bytes",
+            None,
+            file.max_batch_bytes,
+            DEFAULT_MAX_BATCH_BYTES,
+        )
+        .max(max_event_bytes);
 
         let heartbeat = match o.heartbeat.clone().or(file.heartbeat) {
             None => DEFAULT_HEARTBEAT,
             Some(text) => match humantime::parse_duration(&text) {
                 Ok(d) if !d.is_zero() => d,
                 _ => {
-                    problem("heartbeat", format!("{text:?} is not a duration like \"15s\""));
+                    problem(
+                        "heartbeat",
+                        format!("{text:?} is not a duration like \"15s\""),
+                    );
                     DEFAULT_HEARTBEAT
                 }
             },
@@ -203,7 +264,8 @@ impl Config {
 fn read_file(path: &Path) -> Result<FileConfig, Vec<ConfigProblem>> {
     let text = std::fs::read_to_string(path)
         .map_err(|err| vec![ConfigProblem::new(path, "", format!("cannot read: {err}"))])?;
-    toml::from_str(&text).map_err(|err| vec![ConfigProblem::new(path, "", err.message().to_owned())])
+    toml::from_str(&text)
+        .map_err(|err| vec![ConfigProblem::new(path, "", err.message().to_owned())])
 }
 
 #[cfg(test)]
@@ -212,7 +274,8 @@ mod tests {
 
     #[test]
     fn flags_win_over_file_and_problems_name_the_key() {
-        let file: FileConfig = toml::from_str("listen = \"127.0.0.1:9000\"\nheartbeat = \"2s\"").unwrap();
+        let file: FileConfig =
+            toml::from_str("listen = \"127.0.0.1:9000\"\nheartbeat = \"2s\"").unwrap();
         let overrides = Overrides {
             listen: Some("127.0.0.1:9100".into()),
             ..Default::default()
@@ -225,7 +288,8 @@ mod tests {
             fsync: Some("sometimes".into()),
             ..Default::default()
         };
-        let problems = Config::resolve(Path::new("s.toml"), FileConfig::default(), &overrides).unwrap_err();
+        let problems =
+            Config::resolve(Path::new("s.toml"), FileConfig::default(), &overrides).unwrap_err();
         assert_eq!(problems[0].key, "embedded.fsync");
     }
 }

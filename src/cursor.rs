@@ -117,7 +117,10 @@ mod tests {
     fn rejects_wrong_partition_count_and_junk() {
         assert_eq!(
             Cursor::parse_for("1.2", 3),
-            Err(CursorError::PartitionCount { found: 2, expected: 3 })
+            Err(CursorError::PartitionCount {
+                found: 2,
+                expected: 3
+            })
         );
         for junk in ["", ".", "1..2", "a", "-1", "+1", "1.2 "] {
             assert!(junk.parse::<Cursor>().is_err(), "{junk:?}");

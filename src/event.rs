@@ -109,7 +109,10 @@ impl CloudEvent {
     /// is all or nothing: the first bad event fails it, named by its index.
     pub fn batch_from_json(value: Value) -> Result<Vec<Self>, EventError> {
         let Value::Array(items) = value else {
-            return Err(EventError::new("", "a batch must be a JSON array of CloudEvents"));
+            return Err(EventError::new(
+                "",
+                "a batch must be a JSON array of CloudEvents",
+            ));
         };
         if items.is_empty() {
             return Err(EventError::new("", "a batch must hold at least one event"));
@@ -131,7 +134,12 @@ impl CloudEvent {
                 ));
             }
             Some(_) => return Err(EventError::new("specversion", "must be the string \"1.0\"")),
-            None => return Err(EventError::new("specversion", "required attribute is missing")),
+            None => {
+                return Err(EventError::new(
+                    "specversion",
+                    "required attribute is missing",
+                ));
+            }
         }
         let id = required_string(&mut object, "id")?;
         let source = required_string(&mut object, "source")?;
@@ -155,7 +163,9 @@ impl CloudEvent {
             (None, Some(Value::String(encoded))) => Some(Data::Binary(
                 base64::engine::general_purpose::STANDARD
                     .decode(encoded.as_bytes())
-                    .map_err(|e| EventError::new("data_base64", format!("not valid base64: {e}")))?,
+                    .map_err(|e| {
+                        EventError::new("data_base64", format!("not valid base64: {e}"))
+                    })?,
             )),
             (_, Some(_)) => return Err(EventError::new("data_base64", "must be a base64 string")),
         };
@@ -210,11 +220,16 @@ impl CloudEvent {
                 continue;
             };
             if matches!(attribute, "data" | "data_base64") {
-                return Err(EventError::new(name, "the body carries the data in binary mode"));
+                return Err(EventError::new(
+                    name,
+                    "the body carries the data in binary mode",
+                ));
             }
-            let decoded = percent_encoding::percent_decode(raw).decode_utf8().map_err(|_| {
-                EventError::new(name, "header value is not UTF-8 after percent-decoding")
-            })?;
+            let decoded = percent_encoding::percent_decode(raw)
+                .decode_utf8()
+                .map_err(|_| {
+                    EventError::new(name, "header value is not UTF-8 after percent-decoding")
+                })?;
             object.insert(attribute.to_owned(), Value::String(decoded.into_owned()));
         }
         if let Some(content_type) = content_type {
@@ -280,7 +295,9 @@ impl CloudEvent {
             Some(Data::Binary(bytes)) => {
                 object.insert(
                     "data_base64".into(),
-                    base64::engine::general_purpose::STANDARD.encode(bytes).into(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(bytes)
+                        .into(),
                 );
             }
             None => {}
@@ -387,8 +404,8 @@ mod tests {
 
     #[test]
     fn batch_errors_name_the_index() {
-        let err = CloudEvent::batch_from_json(json!([minimal(), {"specversion": "1.0"}]))
-            .unwrap_err();
+        let err =
+            CloudEvent::batch_from_json(json!([minimal(), {"specversion": "1.0"}])).unwrap_err();
         assert_eq!(err.attribute, "/1/id");
     }
 

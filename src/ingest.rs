@@ -29,8 +29,14 @@ pub enum IngestError {
         #[source]
         source: TopicError,
     },
-    #[error("event {index} is {size} bytes as JSON, over the limit of {limit} bytes (max_event_bytes)")]
-    TooLarge { index: usize, size: usize, limit: usize },
+    #[error(
+        "event {index} is {size} bytes as JSON, over the limit of {limit} bytes (max_event_bytes)"
+    )]
+    TooLarge {
+        index: usize,
+        size: usize,
+        limit: usize,
+    },
     #[error(transparent)]
     Broker(#[from] BrokerError),
 }
@@ -43,7 +49,12 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn new(topics: Topics, broker: Arc<Broker>, metrics: Arc<Metrics>, max_event_bytes: usize) -> Self {
+    pub fn new(
+        topics: Topics,
+        broker: Arc<Broker>,
+        metrics: Arc<Metrics>,
+        max_event_bytes: usize,
+    ) -> Self {
         Self {
             topics,
             broker,
@@ -55,7 +66,11 @@ impl Ingest {
     /// Validates every event, then appends them all as one unit. Answers
     /// only after the events are durable; nothing is appended when any
     /// event is refused.
-    pub async fn publish(&self, topic_name: &str, events: Vec<CloudEvent>) -> Result<Vec<Published>, IngestError> {
+    pub async fn publish(
+        &self,
+        topic_name: &str,
+        events: Vec<CloudEvent>,
+    ) -> Result<Vec<Published>, IngestError> {
         let topic = self
             .topics
             .get(topic_name)

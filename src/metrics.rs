@@ -41,15 +41,27 @@ impl Default for Metrics {
         let publish_seconds = HistogramFamily::new_with_constructor(publish_histogram);
         let subscribers = Family::default();
         let errors = Family::default();
-        registry.register("events_published", "Events durably appended", published.clone());
-        registry.register("events_delivered", "Events written to SSE subscribers", delivered.clone());
+        registry.register(
+            "events_published",
+            "Events durably appended",
+            published.clone(),
+        );
+        registry.register(
+            "events_delivered",
+            "Events written to SSE subscribers",
+            delivered.clone(),
+        );
         registry.register(
             "publish_duration_seconds",
             "Time from a publish request's parsed body to its durable append",
             publish_seconds.clone(),
         );
         registry.register("sse_subscribers", "Open SSE streams", subscribers.clone());
-        registry.register("http_errors", "Error responses by error code", errors.clone());
+        registry.register(
+            "http_errors",
+            "Error responses by error code",
+            errors.clone(),
+        );
         Self {
             registry,
             published,
@@ -62,13 +74,17 @@ impl Default for Metrics {
 }
 
 fn topic(name: &str) -> TopicLabel {
-    TopicLabel { topic: name.to_owned() }
+    TopicLabel {
+        topic: name.to_owned(),
+    }
 }
 
 impl Metrics {
     pub fn published(&self, name: &str, events: u64, seconds: f64) {
         self.published.get_or_create(&topic(name)).inc_by(events);
-        self.publish_seconds.get_or_create(&topic(name)).observe(seconds);
+        self.publish_seconds
+            .get_or_create(&topic(name))
+            .observe(seconds);
     }
 
     pub fn delivered(&self, name: &str, events: u64) {
@@ -80,7 +96,11 @@ impl Metrics {
     }
 
     pub fn error(&self, code: &str) {
-        self.errors.get_or_create(&ErrorLabel { code: code.to_owned() }).inc();
+        self.errors
+            .get_or_create(&ErrorLabel {
+                code: code.to_owned(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -59,7 +59,10 @@ impl Running {
 
     /// Runs until the shutdown token is cancelled, then shuts down.
     pub async fn wait(self) -> std::io::Result<()> {
-        let served = self.serve.await.unwrap_or_else(|err| Err(std::io::Error::other(err)));
+        let served = self
+            .serve
+            .await
+            .unwrap_or_else(|err| Err(std::io::Error::other(err)));
         self.shutdown.cancel();
         self.tracker.close();
         self.tracker.wait().await;
@@ -76,9 +79,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let metrics = Arc::new(Metrics::default());
-    let hubs = Hubs::start(topics.iter().map(|t| t.name.clone()), &broker, &tracker, &shutdown)?;
+    let hubs = Hubs::start(
+        topics.iter().map(|t| t.name.clone()),
+        &broker,
+        &tracker,
+        &shutdown,
+    )?;
     let state = Arc::new(AppState {
-        ingest: Ingest::new(topics.clone(), Arc::clone(&broker), Arc::clone(&metrics), config.max_event_bytes),
+        ingest: Ingest::new(
+            topics.clone(),
+            Arc::clone(&broker),
+            Arc::clone(&metrics),
+            config.max_event_bytes,
+        ),
         topics,
         broker: Arc::clone(&broker),
         hubs,
@@ -88,10 +101,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         heartbeat: config.heartbeat,
         shutdown: shutdown.clone(),
     });
-    let listener = TcpListener::bind(config.listen).await.map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind {
         addr: config.listen,
         source,

@@ -130,7 +130,11 @@ async fn run_hub(
             Ok(batch) => {
                 cursor = batch.next;
                 if !batch.events.is_empty() {
-                    let deliveries: Batch = batch.events.into_iter().map(Delivery::from_stored).collect();
+                    let deliveries: Batch = batch
+                        .events
+                        .into_iter()
+                        .map(Delivery::from_stored)
+                        .collect();
                     // No receivers is fine: nobody is listening.
                     let _ = sender.send(deliveries);
                 }
@@ -241,7 +245,10 @@ impl Subscription {
             // An id-only frame: per the SSE spec it sets the client's last
             // event id without dispatching an event, so even a client that
             // sees no event before reconnecting resumes from here.
-            return Some(Bytes::from(format!("retry: {RETRY_HINT_MS}\nid: {}\n\n", self.cursor)));
+            return Some(Bytes::from(format!(
+                "retry: {RETRY_HINT_MS}\nid: {}\n\n",
+                self.cursor
+            )));
         }
         while !self.done {
             if self.catching_up {
@@ -298,7 +305,10 @@ impl Subscription {
                 break;
             }
             self.cursor.advance(delivery.partition, delivery.offset);
-            if self.filter.matches(&delivery.ty, delivery.subject.as_deref()) {
+            if self
+                .filter
+                .matches(&delivery.ty, delivery.subject.as_deref())
+            {
                 self.write_frame(out, &delivery.frame_tail);
                 delivered += 1;
             }
@@ -336,7 +346,10 @@ impl Subscription {
                 for event in batch.events {
                     let delivery = Delivery::from_stored(event);
                     self.cursor.advance(delivery.partition, delivery.offset);
-                    if self.filter.matches(&delivery.ty, delivery.subject.as_deref()) {
+                    if self
+                        .filter
+                        .matches(&delivery.ty, delivery.subject.as_deref())
+                    {
                         self.write_frame(&mut out, &delivery.frame_tail);
                         delivered += 1;
                     }

@@ -155,7 +155,11 @@ impl Topic {
         if self.partitions == 1 {
             return 0;
         }
-        let pointers = self.key.as_deref().into_iter().chain(["/partitionkey", "/subject"]);
+        let pointers = self
+            .key
+            .as_deref()
+            .into_iter()
+            .chain(["/partitionkey", "/subject"]);
         for pointer in pointers {
             let key = match event_json.pointer(pointer) {
                 Some(Value::String(s)) => s.clone(),
@@ -286,24 +290,34 @@ fn load_topic(dir: &Path, file: &Path) -> Result<Topic, Vec<ConfigProblem>> {
         vec![ConfigProblem::new(file, key, err.message().to_owned())]
     })?;
     let mut problems = Vec::new();
-    let mut problem = |key: &str, reason: String| problems.push(ConfigProblem::new(file, key, reason));
+    let mut problem =
+        |key: &str, reason: String| problems.push(ConfigProblem::new(file, key, reason));
 
     if !is_valid_topic_name(&raw.name) {
         problem(
             "name",
-            format!("{:?} is not a topic name: use [a-z0-9][a-z0-9.-]*", raw.name),
+            format!(
+                "{:?} is not a topic name: use [a-z0-9][a-z0-9.-]*",
+                raw.name
+            ),
         );
     }
     if raw.partitions == 0 || raw.partitions > MAX_PARTITIONS {
         problem(
             "partitions",
-            format!("must be between 1 and {MAX_PARTITIONS}, got {}", raw.partitions),
+            format!(
+                "must be between 1 and {MAX_PARTITIONS}, got {}",
+                raw.partitions
+            ),
         );
     }
     if let Some(key) = &raw.key
         && !key.starts_with('/')
     {
-        problem("key", format!("{key:?} is not a JSON pointer (it must start with /)"));
+        problem(
+            "key",
+            format!("{key:?} is not a JSON pointer (it must start with /)"),
+        );
     }
     let max_age = match &raw.retention {
         Some(text) => match humantime::parse_duration(text) {
@@ -313,18 +327,29 @@ fn load_topic(dir: &Path, file: &Path) -> Result<Topic, Vec<ConfigProblem>> {
                 None
             }
             Err(err) => {
-                problem("retention", format!("{text:?} is not a duration like \"7d\": {err}"));
+                problem(
+                    "retention",
+                    format!("{text:?} is not a duration like \"7d\": {err}"),
+                );
                 None
             }
         },
         None => None,
     };
-    let segment_bytes = raw.segment_bytes.map_or(DEFAULT_SEGMENT_BYTES, |b| b.as_u64());
+    let segment_bytes = raw
+        .segment_bytes
+        .map_or(DEFAULT_SEGMENT_BYTES, |b| b.as_u64());
     if segment_bytes < 1024 {
-        problem("segment_bytes", format!("must be at least 1KiB, got {segment_bytes}"));
+        problem(
+            "segment_bytes",
+            format!("must be at least 1KiB, got {segment_bytes}"),
+        );
     }
     if raw.types.is_empty() {
-        problem("types", "a topic must declare at least one event type".into());
+        problem(
+            "types",
+            "a topic must declare at least one event type".into(),
+        );
     }
     let mut types = BTreeMap::new();
     for (name, raw_type) in raw.types {
@@ -357,7 +382,10 @@ fn load_topic(dir: &Path, file: &Path) -> Result<Topic, Vec<ConfigProblem>> {
             }
             Err(err) => problem(
                 &key,
-                format!("{} is not a valid JSON Schema 2020-12: {err}", path.display()),
+                format!(
+                    "{} is not a valid JSON Schema 2020-12: {err}",
+                    path.display()
+                ),
             ),
         }
     }
@@ -390,7 +418,10 @@ mod tests {
         assert_eq!(murmur2(b"foobar") as i32, -790332482);
         assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
         assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
-        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58897971
+        );
         assert_eq!(murmur2(b"abc") as i32, 479470107);
     }
 

@@ -47,8 +47,12 @@ impl ApiError {
     }
 
     pub fn unknown_topic(topic: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "unknown_topic", format!("no topic named {topic:?}"))
-            .with("topic", topic)
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "unknown_topic",
+            format!("no topic named {topic:?}"),
+        )
+        .with("topic", topic)
     }
 
     pub fn status(&self) -> StatusCode {
@@ -89,14 +93,20 @@ impl From<BrokerError> for ApiError {
                     .with("partition", partition)
                     .with("oldest", oldest.to_string())
             }
-            BrokerError::CursorAhead { partition, end } => Self::bad_request("cursor_ahead", message)
-                .with("partition", partition)
-                .with("end", end),
+            BrokerError::CursorAhead { partition, end } => {
+                Self::bad_request("cursor_ahead", message)
+                    .with("partition", partition)
+                    .with("end", end)
+            }
             BrokerError::BadCursor(_) => Self::bad_request("invalid_cursor", message),
             BrokerError::BadGroup(_) => Self::bad_request("invalid_group", message),
             BrokerError::Unavailable(_) => {
                 tracing::warn!(error = %message, "broker unavailable");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", message)
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "broker_unavailable",
+                    message,
+                )
             }
             BrokerError::Corrupt(_) => {
                 tracing::error!(error = %message, "corrupt data in the log");

@@ -21,12 +21,19 @@ const DEFAULT_PAGE_LIMIT: usize = 100;
 const MAX_PAGE_LIMIT: usize = 1000;
 
 /// Resolves `earliest`, `latest` or a cursor string for a topic.
-fn resolve_from(state: &AppState, topic: &str, partitions: usize, from: &str, parameter: &str) -> ApiResult<Cursor> {
+fn resolve_from(
+    state: &AppState,
+    topic: &str,
+    partitions: usize,
+    from: &str,
+    parameter: &str,
+) -> ApiResult<Cursor> {
     match from {
         "earliest" => Ok(state.broker.earliest(topic)?),
         "latest" => Ok(state.broker.latest(topic)?),
         text => Cursor::parse_for(text, partitions).map_err(|err| {
-            ApiError::bad_request("invalid_cursor", format!("{parameter}: {err}")).with("parameter", parameter.to_owned())
+            ApiError::bad_request("invalid_cursor", format!("{parameter}: {err}"))
+                .with("parameter", parameter.to_owned())
         }),
     }
 }
@@ -60,10 +67,26 @@ pub async fn page(
         .with("parameter", "limit")
         .with("max", MAX_PAGE_LIMIT));
     }
-    let from = resolve_from(&state, &topic, partitions, query.from.as_deref().unwrap_or("earliest"), "from")?;
-    let batch = state.broker.read(&topic, &from, limit, Duration::ZERO).await?;
+    let from = resolve_from(
+        &state,
+        &topic,
+        partitions,
+        query.from.as_deref().unwrap_or("earliest"),
+        "from",
+    )?;
+    let batch = state
+        .broker
+        .read(&topic, &from, limit, Duration::ZERO)
+        .await?;
     // The stored payloads are already CloudEvent JSON: splice them in.
-    let mut body = BytesMut::with_capacity(batch.events.iter().map(|e| e.payload.len() + 1).sum::<usize>() + 64);
+    let mut body = BytesMut::with_capacity(
+        batch
+            .events
+            .iter()
+            .map(|e| e.payload.len() + 1)
+            .sum::<usize>()
+            + 64,
+    );
     body.put_slice(b"{\"events\":[");
     for (i, event) in batch.events.iter().enumerate() {
         if i > 0 {
@@ -96,7 +119,8 @@ pub async fn stream(
     let Query(query) = query.map_err(bad_query)?;
     let header_id = match headers.get("last-event-id") {
         Some(value) => Some(value.to_str().map_err(|_| {
-            ApiError::bad_request("invalid_cursor", "Last-Event-ID is not visible ASCII").with("header", "last-event-id")
+            ApiError::bad_request("invalid_cursor", "Last-Event-ID is not visible ASCII")
+                .with("header", "last-event-id")
         })?),
         None => None,
     }
@@ -105,12 +129,19 @@ pub async fn stream(
     // then ?last_event_id=, then ?from= (default latest).
     let cursor = if let Some(id) = header_id {
         Cursor::parse_for(id, partitions).map_err(|err| {
-            ApiError::bad_request("invalid_cursor", format!("Last-Event-ID: {err}")).with("header", "last-event-id")
+            ApiError::bad_request("invalid_cursor", format!("Last-Event-ID: {err}"))
+                .with("header", "last-event-id")
         })?
     } else if let Some(id) = query.last_event_id.as_deref().filter(|id| !id.is_empty()) {
         resolve_from(&state, &topic, partitions, id, "last_event_id")?
     } else {
-        resolve_from(&state, &topic, partitions, query.from.as_deref().unwrap_or("latest"), "from")?
+        resolve_from(
+            &state,
+            &topic,
+            partitions,
+            query.from.as_deref().unwrap_or("latest"),
+            "from",
+        )?
     };
     // Fail now, with a status, rather than inside the stream.
     let latest = state.broker.latest(&topic)?;
@@ -122,10 +153,12 @@ pub async fn stream(
         .into());
     }
     let filter = Filter {
-        types: query
-            .types
-            .filter(|t| !t.is_empty())
-            .map(|t| t.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()),
+        types: query.types.filter(|t| !t.is_empty()).map(|t| {
+            t.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        }),
         subject_prefix: query.subject.filter(|s| !s.is_empty()),
     };
     let params = SubscribeParams {
@@ -150,7 +183,10 @@ pub async fn stream(
     });
     let mut response = Body::from_stream(body).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)

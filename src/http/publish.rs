@@ -39,15 +39,20 @@ enum Mode {
 fn media_type(headers: &HeaderMap) -> ApiResult<Option<String>> {
     match headers.get(header::CONTENT_TYPE) {
         None => Ok(None),
-        Some(value) => value
-            .to_str()
-            .map(|v| Some(v.to_owned()))
-            .map_err(|_| ApiError::bad_request("invalid_header", "Content-Type is not visible ASCII").with("header", "content-type")),
+        Some(value) => value.to_str().map(|v| Some(v.to_owned())).map_err(|_| {
+            ApiError::bad_request("invalid_header", "Content-Type is not visible ASCII")
+                .with("header", "content-type")
+        }),
     }
 }
 
 fn essence(content_type: &str) -> String {
-    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 fn mode(headers: &HeaderMap, content_type: Option<&str>) -> ApiResult<Mode> {
@@ -61,7 +66,9 @@ fn mode(headers: &HeaderMap, content_type: Option<&str>) -> ApiResult<Mode> {
         STRUCTURED => Ok(Mode::Structured),
         BATCH => Ok(Mode::Batch),
         _ if is_json_media_type(content_type) => Ok(Mode::PlainJson),
-        other => Err(unsupported(format!("Content-Type {other:?} is not accepted"))),
+        other => Err(unsupported(format!(
+            "Content-Type {other:?} is not accepted"
+        ))),
     }
 }
 
@@ -87,7 +94,10 @@ async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
             )
             .with("limit", limit)
         } else {
-            ApiError::bad_request("invalid_body", format!("could not read the request body: {err}"))
+            ApiError::bad_request(
+                "invalid_body",
+                format!("could not read the request body: {err}"),
+            )
         }
     })
 }
@@ -110,7 +120,8 @@ pub async fn publish(
     if state.topics.get(&topic).is_none() {
         return Err(ApiError::unknown_topic(&topic));
     }
-    let Query(query) = query.map_err(|err| ApiError::bad_request("invalid_query", err.body_text()))?;
+    let Query(query) =
+        query.map_err(|err| ApiError::bad_request("invalid_query", err.body_text()))?;
     let content_type = media_type(&headers)?;
     let mode = mode(&headers, content_type.as_deref())?;
     let limit = match mode {
@@ -126,7 +137,11 @@ pub async fn publish(
                 .iter()
                 .filter(|(name, _)| name.as_str().starts_with("ce-"))
                 .map(|(name, value)| (name.as_str(), value.as_bytes()));
-            vec![CloudEvent::from_binary(ce_headers, content_type.as_deref(), &bytes)?]
+            vec![CloudEvent::from_binary(
+                ce_headers,
+                content_type.as_deref(),
+                &bytes,
+            )?]
         }
         Mode::PlainJson => {
             let Some(ty) = query.ty else {
@@ -137,7 +152,10 @@ pub async fn publish(
                 .with("parameter", "type"));
             };
             if ty.is_empty() {
-                return Err(ApiError::bad_request("missing_type", "?type= must not be empty").with("parameter", "type"));
+                return Err(
+                    ApiError::bad_request("missing_type", "?type= must not be empty")
+                        .with("parameter", "type"),
+                );
             }
             let mut event = CloudEvent::wrap(format!("/topics/{topic}"), ty, parse_json(&bytes)?);
             event.subject = query.subject.filter(|s| !s.is_empty());

@@ -6,14 +6,25 @@ use std::time::Duration;
 use crate::harness::*;
 
 fn switchyard(args: &[&str], dir: &std::path::Path) -> std::process::Output {
-    Command::new(BIN).args(args).current_dir(dir).output().unwrap()
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn check_accepts_the_demo_topics_and_names_file_key_and_reason() {
     let repo = env!("CARGO_MANIFEST_DIR");
-    let out = switchyard(&["check", "--topics-dir", &format!("{repo}/topics")], repo.as_ref());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = switchyard(
+        &["check", "--topics-dir", &format!("{repo}/topics")],
+        repo.as_ref(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok:"));
 
     let ws = Workspace::new();
@@ -23,14 +34,24 @@ fn check_accepts_the_demo_topics_and_names_file_key_and_reason() {
         "name = \"Bad Name\"\npartitions = 0\n[types.\"x\"]\nschema = \"missing.json\"\n",
     )
     .unwrap();
-    std::fs::write(ws.topics_dir().join("typo.toml"), "name = \"typo\"\npartitons = 2\n").unwrap();
+    std::fs::write(
+        ws.topics_dir().join("typo.toml"),
+        "name = \"typo\"\npartitons = 2\n",
+    )
+    .unwrap();
     let out = switchyard(&["check", "--topics-dir", "topics"], ws.path());
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("broken.toml: name:"), "{stderr}");
     assert!(stderr.contains("broken.toml: partitions:"), "{stderr}");
-    assert!(stderr.contains("broken.toml: types.\"x\".schema: cannot read"), "{stderr}");
-    assert!(stderr.contains("typo.toml") && stderr.contains("partitons"), "{stderr}");
+    assert!(
+        stderr.contains("broken.toml: types.\"x\".schema: cannot read"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("typo.toml") && stderr.contains("partitons"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -49,7 +70,10 @@ fn a_second_server_on_the_same_data_dir_is_refused() {
     let ws = Workspace::new();
     ws.topic("a", 1, "");
     let _first = ws.serve(&[]);
-    let out = switchyard(&["serve", "--listen", "127.0.0.1:0", "--data-dir", "data"], ws.path());
+    let out = switchyard(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", "data"],
+        ws.path(),
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("another switchyard process holds"));
 }
@@ -63,20 +87,44 @@ async fn publish_and_tail_round_trip() {
     let dir = ws.path().to_owned();
 
     let out = Command::new(BIN)
-        .args(["publish", "cli", "--type", "test.event", "{\"n\": 1, \"k\": \"a\"}", "--url", &url])
+        .args([
+            "publish",
+            "cli",
+            "--type",
+            "test.event",
+            "{\"n\": 1, \"k\": \"a\"}",
+            "--url",
+            &url,
+        ])
         .current_dir(&dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"position\""));
 
     let out = Command::new(BIN)
-        .args(["publish", "cli", "--type", "test.event", "{\"n\": -1}", "--url", &url])
+        .args([
+            "publish",
+            "cli",
+            "--type",
+            "test.event",
+            "{\"n\": -1}",
+            "--url",
+            &url,
+        ])
         .current_dir(&dir)
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/data/n"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/data/n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut tail = Command::new(BIN)
         .args(["tail", "cli", "--from", "earliest", "--url", &url])
@@ -87,14 +135,21 @@ async fn publish_and_tail_round_trip() {
     let stdout = tail.stdout.take().unwrap();
     let lines = std::thread::spawn(move || {
         use std::io::BufRead;
-        std::io::BufReader::new(stdout).lines().take(2).map(|l| l.unwrap()).collect::<Vec<_>>()
+        std::io::BufReader::new(stdout)
+            .lines()
+            .take(2)
+            .map(|l| l.unwrap())
+            .collect::<Vec<_>>()
     });
     let client = client();
     let (status, _) = publish(&client, &server.events_url("cli"), &event("second", 2, "b")).await;
     assert_eq!(status, 200);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !lines.is_finished() {
-        assert!(std::time::Instant::now() < deadline, "tail printed too little");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tail printed too little"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = tail.kill();
@@ -102,10 +157,17 @@ async fn publish_and_tail_round_trip() {
     let lines = lines.join().unwrap();
     let ns: Vec<u64> = lines
         .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["data"]["n"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["data"]["n"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(ns, [1, 2]);
 
-    let out = Command::new(BIN).args(["topics", "--url", &url]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["topics", "--url", &url])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("cli"));
 }

@@ -30,7 +30,11 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
                 let client = client();
                 for i in 0.. {
                     let n = (cycle as u64) * 1_000_000 + i;
-                    let mut e = event(&format!("c{cycle}-p{publisher}-{i}"), n, &format!("pub-{publisher}"));
+                    let mut e = event(
+                        &format!("c{cycle}-p{publisher}-{i}"),
+                        n,
+                        &format!("pub-{publisher}"),
+                    );
                     e["data"]["pad"] = json!("z".repeat(200 + (i as usize % 7) * 100));
                     let sent = client
                         .post(&url)
@@ -59,7 +63,10 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
 
     let stored = read_all(&client(), &server.events_url("crash")).await;
     let acknowledged = acknowledged.lock().unwrap().clone();
-    assert!(acknowledged.len() > CYCLES * PUBLISHERS, "too few publishes to mean anything");
+    assert!(
+        acknowledged.len() > CYCLES * PUBLISHERS,
+        "too few publishes to mean anything"
+    );
     let stored_ids: HashSet<(usize, u64)> = stored
         .iter()
         .map(|e| {
@@ -69,13 +76,26 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
         })
         .collect();
     assert_eq!(stored_ids.len(), stored.len(), "no event stored twice");
-    let lost: Vec<_> = acknowledged.iter().filter(|a| !stored_ids.contains(a)).collect();
-    assert!(lost.is_empty(), "{} acknowledged events lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    let lost: Vec<_> = acknowledged
+        .iter()
+        .filter(|a| !stored_ids.contains(a))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged events lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
     // One publisher's events share a partition and keep their order.
     let mut last: HashMap<usize, u64> = HashMap::new();
     for (publisher, n) in stored.iter().map(|e| {
         (
-            e["data"]["k"].as_str().unwrap().trim_start_matches("pub-").parse::<usize>().unwrap(),
+            e["data"]["k"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("pub-")
+                .parse::<usize>()
+                .unwrap(),
             e["data"]["n"].as_u64().unwrap(),
         )
     }) {
@@ -92,7 +112,10 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
 
 fn segment_file(ws: &Workspace, topic: &str) -> std::path::PathBuf {
     let dir = ws.data_dir().join("topics").join(topic).join("0");
-    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     files.pop().expect("a segment file")
 }
@@ -112,7 +135,12 @@ async fn a_torn_last_record_is_truncated_at_start() {
     let mut server = ws.serve(&[]);
     let client = client();
     for n in 0..5 {
-        let (status, _) = publish(&client, &server.events_url("torn"), &event(&format!("t-{n}"), n, "k")).await;
+        let (status, _) = publish(
+            &client,
+            &server.events_url("torn"),
+            &event(&format!("t-{n}"), n, "k"),
+        )
+        .await;
         assert_eq!(status, 200);
     }
     assert!(server.terminate().success());
@@ -120,7 +148,10 @@ async fn a_torn_last_record_is_truncated_at_start() {
     // A record header that promises 300 bytes, followed by only 10.
     let path = segment_file(&ws, "torn");
     let clean_len = std::fs::metadata(&path).unwrap().len();
-    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
     let mut torn = Vec::new();
     torn.extend_from_slice(&300u32.to_le_bytes());
     torn.extend_from_slice(&0xdead_beefu32.to_le_bytes());
@@ -130,9 +161,19 @@ async fn a_torn_last_record_is_truncated_at_start() {
     drop(file);
 
     let server = ws.serve(&[]);
-    assert_eq!(ids_in(&server, "torn").await, ["t-0", "t-1", "t-2", "t-3", "t-4"]);
-    assert_eq!(std::fs::metadata(&path).unwrap().len(), clean_len, "the torn tail was cut off");
-    assert!(server.log().contains("truncating the log"), "recovery says what it did");
+    assert_eq!(
+        ids_in(&server, "torn").await,
+        ["t-0", "t-1", "t-2", "t-3", "t-4"]
+    );
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        clean_len,
+        "the torn tail was cut off"
+    );
+    assert!(
+        server.log().contains("truncating the log"),
+        "recovery says what it did"
+    );
     // Appends continue at the next offset.
     let (status, body) = publish(&client, &server.events_url("torn"), &event("t-5", 5, "k")).await;
     assert_eq!(status, 200);
@@ -147,7 +188,12 @@ async fn a_corrupt_last_record_is_never_served() {
     let mut server = ws.serve(&[]);
     let client = client();
     for n in 0..3 {
-        let (status, _) = publish(&client, &server.events_url("flip"), &event(&format!("f-{n}"), n, "k")).await;
+        let (status, _) = publish(
+            &client,
+            &server.events_url("flip"),
+            &event(&format!("f-{n}"), n, "k"),
+        )
+        .await;
         assert_eq!(status, 200);
     }
     assert!(server.terminate().success());

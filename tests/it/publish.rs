@@ -4,7 +4,11 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-async fn post(url: &str, content_type: Option<&str>, body: impl Into<reqwest::Body>) -> (u16, Value, reqwest::header::HeaderMap) {
+async fn post(
+    url: &str,
+    content_type: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
     let mut request = client().post(url).body(body);
     if let Some(ct) = content_type {
         request = request.header("content-type", ct);
@@ -12,7 +16,11 @@ async fn post(url: &str, content_type: Option<&str>, body: impl Into<reqwest::Bo
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    (status, response.json().await.unwrap_or(Value::Null), headers)
+    (
+        status,
+        response.json().await.unwrap_or(Value::Null),
+        headers,
+    )
 }
 
 #[tokio::test]
@@ -23,16 +31,31 @@ async fn every_publish_mode_is_stored_as_a_cloudevent() {
     let url = server.events_url("modes");
 
     // Structured.
-    let (status, body, _) = post(&url, Some("application/cloudevents+json"), event("s-1", 1, "a").to_string()).await;
+    let (status, body, _) = post(
+        &url,
+        Some("application/cloudevents+json"),
+        event("s-1", 1, "a").to_string(),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["events"][0]["id"], "s-1");
     assert!(body["events"][0]["position"].is_string());
 
     // Batch.
     let batch = json!([event("b-1", 2, "a"), event("b-2", 3, "b")]);
-    let (status, body, _) = post(&url, Some("application/cloudevents-batch+json"), batch.to_string()).await;
+    let (status, body, _) = post(
+        &url,
+        Some("application/cloudevents-batch+json"),
+        batch.to_string(),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    let ids: Vec<_> = body["events"].as_array().unwrap().iter().map(|e| e["id"].clone()).collect();
+    let ids: Vec<_> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].clone())
+        .collect();
     assert_eq!(ids, [json!("b-1"), json!("b-2")]);
 
     // Binary: attributes in ce- headers (one percent-encoded), data as body.
@@ -43,7 +66,10 @@ async fn every_publish_mode_is_stored_as_a_cloudevent() {
         .header("ce-source", "/caf%C3%A9")
         .header("ce-type", "test.event")
         .header("ce-subject", "sub-1")
-        .header("ce-traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .header(
+            "ce-traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
         .header("content-type", "application/json")
         .body(r#"{"n": 4, "k": "b"}"#)
         .send()
@@ -62,18 +88,30 @@ async fn every_publish_mode_is_stored_as_a_cloudevent() {
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     let plain_id = body["events"][0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(uuid::Uuid::parse_str(&plain_id).unwrap().get_version_num(), 7);
+    assert_eq!(
+        uuid::Uuid::parse_str(&plain_id).unwrap().get_version_num(),
+        7
+    );
 
     let events = read_all(&client(), &url).await;
     assert_eq!(events.len(), 5);
-    let by_id = |id: &str| events.iter().find(|e| e["id"] == id).unwrap_or_else(|| panic!("{id} missing")).clone();
+    let by_id = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap_or_else(|| panic!("{id} missing"))
+            .clone()
+    };
     assert_eq!(by_id("s-1")["data"], json!({"n": 1, "k": "a"}));
     assert_eq!(by_id("b-2")["data"]["n"], 3);
     let binary = by_id("bin-1");
     assert_eq!(binary["source"], "/café");
     assert_eq!(binary["subject"], "sub-1");
     assert_eq!(binary["datacontenttype"], "application/json");
-    assert_eq!(binary["traceparent"], "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    assert_eq!(
+        binary["traceparent"],
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    );
     assert_eq!(binary["data"], json!({"n": 4, "k": "b"}));
     let plain = by_id(&plain_id);
     assert_eq!(plain["type"], "test.other");
@@ -94,20 +132,34 @@ async fn errors_have_the_right_status_and_name_the_problem() {
     let ce = "application/cloudevents+json";
 
     // 404: unknown topic, with the topic named.
-    let (status, body, _) = post(&server.events_url("nope"), Some(ce), event("x", 1, "a").to_string()).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("unknown_topic")));
+    let (status, body, _) = post(
+        &server.events_url("nope"),
+        Some(ce),
+        event("x", 1, "a").to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("unknown_topic"))
+    );
     assert_eq!(body["error"]["topic"], "nope");
 
     // 400: malformed JSON names line and column.
     let (status, body, _) = post(&url, Some(ce), "{\"specversion\": ").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_json")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_json"))
+    );
     assert!(body["error"]["line"].is_number());
 
     // 400: a missing required attribute is named.
     let mut missing = event("x", 1, "a");
     missing.as_object_mut().unwrap().remove("source");
     let (status, body, _) = post(&url, Some(ce), missing.to_string()).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_event")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_event"))
+    );
     assert_eq!(body["error"]["attribute"], "source");
 
     // 400: an extension name outside [a-z0-9].
@@ -119,18 +171,29 @@ async fn errors_have_the_right_status_and_name_the_problem() {
 
     // 400: a batch names the index of the bad event; nothing is appended.
     let batch = json!([event("ok-1", 1, "a"), {"specversion": "1.0", "id": "y", "source": "/s"}]);
-    let (status, body, _) = post(&url, Some("application/cloudevents-batch+json"), batch.to_string()).await;
+    let (status, body, _) = post(
+        &url,
+        Some("application/cloudevents-batch+json"),
+        batch.to_string(),
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["attribute"], "/1/type");
 
     // 400: plain JSON without ?type=.
     let (status, body, _) = post(&url, Some("application/json"), "{\"n\": 1}").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("missing_type")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("missing_type"))
+    );
     assert_eq!(body["error"]["parameter"], "type");
 
     // 415: unsupported or missing content type, naming the header.
     let (status, body, _) = post(&url, Some("text/plain"), "hello").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (415, Some("unsupported_media_type")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
     assert_eq!(body["error"]["header"], "content-type");
     let (status, _, _) = post(&url, None, "{}").await;
     assert_eq!(status, 415);
@@ -139,21 +202,33 @@ async fn errors_have_the_right_status_and_name_the_problem() {
     let mut big = event("big", 1, "a");
     big["data"]["pad"] = json!("x".repeat(4096));
     let (status, body, _) = post(&url, Some(ce), big.to_string()).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("payload_too_large")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
     assert_eq!(body["error"]["limit"], 2048);
 
     // 422: unknown type lists the accepted ones.
     let mut unknown = event("x", 1, "a");
     unknown["type"] = json!("test.nope");
     let (status, body, _) = post(&url, Some(ce), unknown.to_string()).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("unknown_event_type")));
-    assert_eq!(body["error"]["accepted"], json!(["test.event", "test.other"]));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("unknown_event_type"))
+    );
+    assert_eq!(
+        body["error"]["accepted"],
+        json!(["test.event", "test.other"])
+    );
 
     // 422: schema violations name the JSON pointer and the keyword.
     let mut invalid = event("x", 1, "a");
     invalid["data"]["n"] = json!(-3);
     let (status, body, _) = post(&url, Some(ce), invalid.to_string()).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("schema_violation")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("schema_violation"))
+    );
     assert_eq!(body["error"]["pointer"], "/data/n");
     assert_eq!(body["error"]["keyword"], "minimum");
     let mut no_n = event("x", 1, "a");
@@ -163,13 +238,28 @@ async fn errors_have_the_right_status_and_name_the_problem() {
     assert_eq!(body["error"]["keyword"], "required");
 
     // 400 on reads: a malformed cursor and a bad limit.
-    let response = client().get(&url).query(&[("from", "1.x")]).send().await.unwrap();
+    let response = client()
+        .get(&url)
+        .query(&[("from", "1.x")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_cursor");
-    let response = client().get(&url).query(&[("limit", "0")]).send().await.unwrap();
+    let response = client()
+        .get(&url)
+        .query(&[("limit", "0")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
-    let response = client().get(&url).query(&[("from", "5")]).send().await.unwrap();
+    let response = client()
+        .get(&url)
+        .query(&[("from", "5")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400, "a cursor past the end is refused");
 
     // The server kept serving through all of it, and nothing bad got in.
@@ -180,8 +270,18 @@ async fn errors_have_the_right_status_and_name_the_problem() {
     assert_eq!(ids, ["good"]);
 
     // Errors are counted by code.
-    let metrics = client().get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("switchyard_http_errors_total{code=\"schema_violation\"} 2"), "{metrics}");
+    let metrics = client()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchyard_http_errors_total{code=\"schema_violation\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -189,7 +289,9 @@ async fn a_full_disk_answers_503_and_a_retry_succeeds_once_there_is_room() {
     let ws = Workspace::new();
     ws.topic("full", 1, "");
     // Files may grow to 64 KiB: the "disk" fills after ~60 small events.
-    let limits = Limits { file_size: 64 * 1024 };
+    let limits = Limits {
+        file_size: 64 * 1024,
+    };
     let server = Server::start(ws.path(), &[], Some(limits));
     let url = server.events_url("full");
     let client = client();
@@ -212,7 +314,11 @@ async fn a_full_disk_answers_503_and_a_retry_succeeds_once_there_is_room() {
     let (refused_n, body) = refused.expect("the size limit was never hit");
     assert_eq!(body["error"]["code"], "broker_unavailable");
     // Readiness reflects nothing broken: the failed write was undone.
-    let ready = client.get(format!("{}/readyz", server.url)).send().await.unwrap();
+    let ready = client
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
 
     // Make room (lift the limit); the same event now goes in.
@@ -220,7 +326,14 @@ async fn a_full_disk_answers_503_and_a_retry_succeeds_once_there_is_room() {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,
     };
-    let rc = unsafe { libc::prlimit(server.pid() as i32, libc::RLIMIT_FSIZE, &unlimited, std::ptr::null_mut()) };
+    let rc = unsafe {
+        libc::prlimit(
+            server.pid() as i32,
+            libc::RLIMIT_FSIZE,
+            &unlimited,
+            std::ptr::null_mut(),
+        )
+    };
     assert_eq!(rc, 0, "prlimit");
     let mut retry = event(&format!("e-{refused_n}"), refused_n, "k");
     retry["data"]["pad"] = json!("p".repeat(900));
@@ -232,7 +345,10 @@ async fn a_full_disk_answers_503_and_a_retry_succeeds_once_there_is_room() {
     // record survived, even across a restart.
     let server = server.restart();
     let events = read_all(&client, &server.events_url("full")).await;
-    let ids: Vec<_> = events.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    let ids: Vec<_> = events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(ids, acknowledged);
 }
 
@@ -241,8 +357,18 @@ async fn a_503_carries_retry_after() {
     let ws = Workspace::new();
     ws.topic("ra", 1, "");
     let server = Server::start(ws.path(), &[], Some(Limits { file_size: 1 }));
-    let (status, body, headers) = post(&server.events_url("ra"), Some("application/cloudevents+json"), event("x", 1, "a").to_string()).await;
+    let (status, body, headers) = post(
+        &server.events_url("ra"),
+        Some("application/cloudevents+json"),
+        event("x", 1, "a").to_string(),
+    )
+    .await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(headers["retry-after"], "1");
-    assert!(body["error"]["message"].as_str().unwrap().contains("could not store"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not store")
+    );
 }

@@ -12,20 +12,34 @@ async fn publish_range(server: &Server, topic: &str, range: std::ops::Range<u64>
     let client = client();
     let url = server.events_url(topic);
     for n in range {
-        let (status, body) = publish(&client, &url, &event(&format!("e-{n}"), n, &format!("k{}", n % 7))).await;
+        let (status, body) = publish(
+            &client,
+            &url,
+            &event(&format!("e-{n}"), n, &format!("k{}", n % 7)),
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
     }
 }
 
 fn numbers(events: &[SseEvent]) -> Vec<u64> {
-    events.iter().map(|e| e.data["data"]["n"].as_u64().unwrap()).collect()
+    events
+        .iter()
+        .map(|e| e.data["data"]["n"].as_u64().unwrap())
+        .collect()
 }
 
 /// Every key's events arrive in publish order.
 fn assert_per_key_order(events: &[SseEvent]) {
     for key in 0..7 {
-        let of_key: Vec<_> = numbers(events).into_iter().filter(|n| n % 7 == key).collect();
-        assert!(of_key.windows(2).all(|w| w[0] < w[1]), "key k{key} out of order: {of_key:?}");
+        let of_key: Vec<_> = numbers(events)
+            .into_iter()
+            .filter(|n| n % 7 == key)
+            .collect();
+        assert!(
+            of_key.windows(2).all(|w| w[0] < w[1]),
+            "key k{key} out of order: {of_key:?}"
+        );
     }
 }
 
@@ -41,7 +55,11 @@ async fn resume_after_disconnect_delivers_exactly_the_missed_events() {
     let server = ws.serve(&[]);
     publish_range(&server, "resume", 0..30).await;
 
-    let mut sse = Sse::connect(&format!("{}?from=earliest", server.stream_url("resume")), None).await;
+    let mut sse = Sse::connect(
+        &format!("{}?from=earliest", server.stream_url("resume")),
+        None,
+    )
+    .await;
     let first = sse.take(12).await;
     assert!(first.iter().all(|e| e.event == "test.event"));
     let last_id = first.last().unwrap().id.clone();
@@ -53,7 +71,11 @@ async fn resume_after_disconnect_delivers_exactly_the_missed_events() {
 
     let mut all = first.clone();
     all.extend(rest.iter().cloned());
-    assert_eq!(sorted(numbers(&all)), (0..50).collect::<Vec<_>>(), "each event exactly once");
+    assert_eq!(
+        sorted(numbers(&all)),
+        (0..50).collect::<Vec<_>>(),
+        "each event exactly once"
+    );
     assert_per_key_order(&all);
     // Nothing more is pending.
     publish_range(&server, "resume", 50..51).await;
@@ -66,7 +88,11 @@ async fn resume_across_a_server_restart() {
     ws.topic("restart", 3, "");
     let server = ws.serve(&[]);
     publish_range(&server, "restart", 0..20).await;
-    let mut sse = Sse::connect(&format!("{}?from=earliest", server.stream_url("restart")), None).await;
+    let mut sse = Sse::connect(
+        &format!("{}?from=earliest", server.stream_url("restart")),
+        None,
+    )
+    .await;
     let first = sse.take(9).await;
     let last_id = first.last().unwrap().id.clone();
     drop(sse);
@@ -93,7 +119,11 @@ async fn last_event_id_query_parameter_works_like_the_header() {
     let id = &first.last().unwrap().id;
 
     let mut by_header = Sse::connect(&server.stream_url("qid"), Some(id)).await;
-    let mut by_query = Sse::connect(&format!("{}?last_event_id={id}", server.stream_url("qid")), None).await;
+    let mut by_query = Sse::connect(
+        &format!("{}?last_event_id={id}", server.stream_url("qid")),
+        None,
+    )
+    .await;
     let a = by_header.take(6).await;
     let b = by_query.take(6).await;
     assert_eq!(numbers(&a), numbers(&b));
@@ -105,7 +135,12 @@ async fn last_event_id_query_parameter_works_like_the_header() {
     assert_eq!(sorted(numbers(&all)), (0..10).collect::<Vec<_>>());
 
     // A malformed id is a 400, not a silent restart from somewhere.
-    let response = client().get(server.stream_url("qid")).header("last-event-id", "garbage").send().await.unwrap();
+    let response = client()
+        .get(server.stream_url("qid"))
+        .header("last-event-id", "garbage")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["header"], "last-event-id");
@@ -118,8 +153,16 @@ async fn filters_by_type_and_subject_prefix() {
     let server = ws.serve(&[]);
     let client = client();
     let url = server.events_url("filters");
-    let mut by_type = Sse::connect(&format!("{}?types=test.other", server.stream_url("filters")), None).await;
-    let mut by_subject = Sse::connect(&format!("{}?subject=acct/7", server.stream_url("filters")), None).await;
+    let mut by_type = Sse::connect(
+        &format!("{}?types=test.other", server.stream_url("filters")),
+        None,
+    )
+    .await;
+    let mut by_subject = Sse::connect(
+        &format!("{}?subject=acct/7", server.stream_url("filters")),
+        None,
+    )
+    .await;
     for n in 0..12u64 {
         let mut e = event(&format!("f-{n}"), n, "k");
         if n % 3 == 0 {
@@ -140,7 +183,11 @@ async fn filters_by_type_and_subject_prefix() {
     assert_eq!(sorted(numbers(&acct7)), [0, 4, 8]);
 
     // Resuming a filtered stream still skips what the filter excludes.
-    let mut resumed = Sse::connect(&format!("{}?types=test.other", server.stream_url("filters")), Some(&other[1].id)).await;
+    let mut resumed = Sse::connect(
+        &format!("{}?types=test.other", server.stream_url("filters")),
+        Some(&other[1].id),
+    )
+    .await;
     assert_eq!(sorted(numbers(&resumed.take(2).await)), [6, 9]);
 }
 
@@ -152,8 +199,16 @@ async fn a_stalled_subscriber_delays_neither_publishers_nor_a_fast_subscriber() 
 
     // A client that sends the request and then never reads.
     let mut stalled = std::net::TcpStream::connect(&server.addr).unwrap();
-    write!(stalled, "GET /v1/topics/stall/stream?from=earliest HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut fast = Sse::connect(&format!("{}?from=earliest", server.stream_url("stall")), None).await;
+    write!(
+        stalled,
+        "GET /v1/topics/stall/stream?from=earliest HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    let mut fast = Sse::connect(
+        &format!("{}?from=earliest", server.stream_url("stall")),
+        None,
+    )
+    .await;
 
     // ~24 MiB: far more than the socket buffers and the broadcast hold.
     let count = 3000u64;
@@ -177,11 +232,16 @@ async fn a_stalled_subscriber_delays_neither_publishers_nor_a_fast_subscriber() 
     publisher.await.unwrap();
     assert_eq!(sorted(numbers(&received)), (0..count).collect::<Vec<_>>());
     assert_per_key_order(&received);
-    eprintln!("fast subscriber got {count} events in {:?} beside a stalled one", started.elapsed());
+    eprintln!(
+        "fast subscriber got {count} events in {:?} beside a stalled one",
+        started.elapsed()
+    );
 
     // The stalled client, once it reads, still gets every event: it caught
     // up from the log with its own cursor.
-    stalled.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut seen = HashSet::new();
     let mut buffer = Vec::new();
     let mut chunk = vec![0u8; 1 << 16];
@@ -198,7 +258,10 @@ async fn a_stalled_subscriber_delays_neither_publishers_nor_a_fast_subscriber() 
             }
         }
         // Keep only the unfinished last line for the next round.
-        let keep = buffer.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let keep = buffer
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
         buffer.drain(..keep);
     }
     assert_eq!(seen.len(), count as usize);
@@ -207,7 +270,11 @@ async fn a_stalled_subscriber_delays_neither_publishers_nor_a_fast_subscriber() 
 #[tokio::test]
 async fn a_subscriber_behind_retention_gets_lagged_and_is_closed() {
     let ws = Workspace::new();
-    ws.topic("short", 1, "segment_bytes = \"4KiB\"\nretention_bytes = \"8KiB\"");
+    ws.topic(
+        "short",
+        1,
+        "segment_bytes = \"4KiB\"\nretention_bytes = \"8KiB\"",
+    );
     let server = ws.serve(&[]);
     let client = client();
     let url = server.events_url("short");
@@ -220,22 +287,36 @@ async fn a_subscriber_behind_retention_gets_lagged_and_is_closed() {
     // Retention runs about once a second.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let oldest = loop {
-        let response = client.get(&url).query(&[("from", "0")]).send().await.unwrap();
+        let response = client
+            .get(&url)
+            .query(&[("from", "0")])
+            .send()
+            .await
+            .unwrap();
         if response.status() == 410 {
             let body: Value = response.json().await.unwrap();
             assert_eq!(body["error"]["code"], "cursor_expired");
             break body["error"]["oldest"].as_str().unwrap().to_owned();
         }
-        assert!(std::time::Instant::now() < deadline, "retention never removed a segment");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention never removed a segment"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_ne!(oldest, "0");
 
     let mut sse = Sse::connect(&server.stream_url("short"), Some("0")).await;
-    let lagged = sse.next(Duration::from_secs(10)).await.expect("a lagged event");
+    let lagged = sse
+        .next(Duration::from_secs(10))
+        .await
+        .expect("a lagged event");
     assert_eq!(lagged.event, "lagged");
     assert_eq!(lagged.data["oldest"], oldest);
-    assert!(sse.next(Duration::from_secs(10)).await.is_none(), "the stream closes after lagged");
+    assert!(
+        sse.next(Duration::from_secs(10)).await.is_none(),
+        "the stream closes after lagged"
+    );
 
     // From the oldest cursor, the retained tail is there up to the last event.
     let mut sse = Sse::connect(&server.stream_url("short"), Some(&oldest)).await;
@@ -251,13 +332,23 @@ async fn heartbeats_keep_idle_streams_alive() {
     ws.topic("beat", 1, "");
     let server = ws.serve(&["--heartbeat", "200ms"]);
     let mut stream = std::net::TcpStream::connect(&server.addr).unwrap();
-    write!(stream, "GET /v1/topics/beat/stream HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        stream,
+        "GET /v1/topics/beat/stream HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut received = Vec::new();
     let mut chunk = [0u8; 4096];
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !String::from_utf8_lossy(&received).contains("\n:\n") {
-        assert!(std::time::Instant::now() < deadline, "no heartbeat: {}", String::from_utf8_lossy(&received));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no heartbeat: {}",
+            String::from_utf8_lossy(&received)
+        );
         let n = stream.read(&mut chunk).unwrap();
         received.extend_from_slice(&chunk[..n]);
     }
@@ -282,7 +373,10 @@ async fn shutdown_completes_with_open_streams() {
     let status = server.terminate();
     assert!(status.success(), "exit status {status}");
     for sse in &mut streams {
-        assert!(sse.next(Duration::from_secs(5)).await.is_none(), "stream ended");
+        assert!(
+            sse.next(Duration::from_secs(5)).await.is_none(),
+            "stream ended"
+        );
     }
     assert!(server.log().contains("stopped"));
 }

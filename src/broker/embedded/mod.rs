@@ -110,7 +110,10 @@ impl EmbeddedBroker {
             let (commands, receiver) = mpsc::channel(APPEND_QUEUE_CAPACITY);
             let log = Arc::new(TopicLog {
                 name: topic.name.clone(),
-                partitions: partition_writers.iter().map(|w| Arc::clone(&w.partition)).collect(),
+                partitions: partition_writers
+                    .iter()
+                    .map(|w| Arc::clone(&w.partition))
+                    .collect(),
                 commands,
                 committed: watch::Sender::new(0),
                 failed: AtomicBool::new(false),
@@ -119,7 +122,9 @@ impl EmbeddedBroker {
             let retention = topic.retention;
             let handle = std::thread::Builder::new()
                 .name(format!("log-{}", topic.name))
-                .spawn(move || run_writer(&writer_log, partition_writers, receiver, fsync, retention))
+                .spawn(move || {
+                    run_writer(&writer_log, partition_writers, receiver, fsync, retention)
+                })
                 .map_err(|err| unavailable("starting a log writer", err))?;
             writers.push(handle);
             by_name.insert(topic.name.clone(), log);
@@ -181,7 +186,13 @@ impl EmbeddedBroker {
             .map_err(|_| BrokerError::Unavailable("the log writer stopped".into()))?
     }
 
-    pub async fn read(&self, topic: &str, from: &Cursor, max: usize, wait: Duration) -> Result<ReadBatch> {
+    pub async fn read(
+        &self,
+        topic: &str,
+        from: &Cursor,
+        max: usize,
+        wait: Duration,
+    ) -> Result<ReadBatch> {
         let log = Arc::clone(self.log(topic)?);
         check_cursor(&log, from)?;
         let deadline = tokio::time::Instant::now() + wait;
@@ -208,7 +219,10 @@ impl EmbeddedBroker {
                     next: from.clone(),
                 });
             }
-            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
                 return Ok(ReadBatch {
                     events: Vec::new(),
                     next: from.clone(),
@@ -219,16 +233,23 @@ impl EmbeddedBroker {
 
     pub fn earliest(&self, topic: &str) -> Result<Cursor> {
         let log = self.log(topic)?;
-        Ok(Cursor::new(log.partitions.iter().map(|p| p.start()).collect()))
+        Ok(Cursor::new(
+            log.partitions.iter().map(|p| p.start()).collect(),
+        ))
     }
 
     pub fn latest(&self, topic: &str) -> Result<Cursor> {
         let log = self.log(topic)?;
-        Ok(Cursor::new(log.partitions.iter().map(|p| p.end()).collect()))
+        Ok(Cursor::new(
+            log.partitions.iter().map(|p| p.end()).collect(),
+        ))
     }
 
     fn group_path(&self, topic: &str, group: &str) -> PathBuf {
-        self.data_dir.join("groups").join(topic).join(format!("{group}.cursor"))
+        self.data_dir
+            .join("groups")
+            .join(topic)
+            .join(format!("{group}.cursor"))
     }
 
     pub async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
@@ -246,9 +267,9 @@ impl EmbeddedBroker {
         let partitions = self.log(topic)?.partitions.len();
         let path = self.group_path(topic, group);
         match tokio::fs::read_to_string(&path).await {
-            Ok(text) => Ok(Some(Cursor::parse_for(text.trim(), partitions).map_err(|err| {
-                BrokerError::Corrupt(format!("{}: {err}", path.display()))
-            })?)),
+            Ok(text) => Ok(Some(Cursor::parse_for(text.trim(), partitions).map_err(
+                |err| BrokerError::Corrupt(format!("{}: {err}", path.display())),
+            )?)),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(unavailable("reading a group cursor", err)),
         }
@@ -256,9 +277,15 @@ impl EmbeddedBroker {
 
     pub fn health(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
-            return Err(BrokerError::Unavailable("the broker is shutting down".into()));
+            return Err(BrokerError::Unavailable(
+                "the broker is shutting down".into(),
+            ));
         }
-        match self.topics.values().find(|log| log.failed.load(Ordering::Acquire)) {
+        match self
+            .topics
+            .values()
+            .find(|log| log.failed.load(Ordering::Acquire))
+        {
             Some(log) => Err(BrokerError::Unavailable(format!(
                 "the log of topic {:?} failed a write it could not undo",
                 log.name
@@ -324,7 +351,13 @@ fn open_all(data_dir: &Path, topics: &[Arc<crate::topic::Topic>]) -> io::Result<
     for topic in topics {
         let topic_dir = data_dir.join("topics").join(&topic.name);
         let writers = (0..topic.partitions)
-            .map(|number| PartitionWriter::open(topic_dir.join(number.to_string()), number, topic.segment_bytes))
+            .map(|number| {
+                PartitionWriter::open(
+                    topic_dir.join(number.to_string()),
+                    number,
+                    topic.segment_bytes,
+                )
+            })
             .collect::<io::Result<Vec<_>>>()?;
         logs.push((Arc::clone(topic), writers));
     }
@@ -341,7 +374,9 @@ fn read_now(log: &TopicLog, from: &Cursor, max: usize) -> Result<ReadBatch> {
         }
         match partition.read(next, max, &mut events) {
             Ok(_) => {}
-            Err(BrokerError::CursorExpired { partition: number, .. }) => {
+            Err(BrokerError::CursorExpired {
+                partition: number, ..
+            }) => {
                 let oldest = log
                     .partitions
                     .iter()
@@ -401,7 +436,9 @@ fn run_writer(
                     last_retention = std::time::Instant::now();
                     let max_age_ms = retention.max_age.map(|age| age.as_millis() as i64);
                     for writer in &writers {
-                        writer.partition.apply_retention(now_ms(), max_age_ms, retention.max_bytes);
+                        writer
+                            .partition
+                            .apply_retention(now_ms(), max_age_ms, retention.max_bytes);
                     }
                 }
             }

@@ -75,7 +75,12 @@ impl Partition {
 
     /// Reads up to `max` committed events from `from` on; returns the offset
     /// to read next.
-    pub fn read(&self, from: u64, max: usize, out: &mut Vec<StoredEvent>) -> Result<u64, BrokerError> {
+    pub fn read(
+        &self,
+        from: u64,
+        max: usize,
+        out: &mut Vec<StoredEvent>,
+    ) -> Result<u64, BrokerError> {
         // Plan the reads under the lock, do the I/O without it.
         let plan: Vec<(Arc<File>, u64, u64)> = {
             let state = self.state.read().expect("partition lock poisoned");
@@ -96,7 +101,10 @@ impl Partition {
             if from == end {
                 return Ok(from);
             }
-            let first = state.segments.partition_point(|s| s.base <= from).saturating_sub(1);
+            let first = state
+                .segments
+                .partition_point(|s| s.base <= from)
+                .saturating_sub(1);
             state.segments[first..]
                 .iter()
                 .filter(|s| s.end > from)
@@ -112,9 +120,14 @@ impl Partition {
                     Ok(Ok(Some(record))) => record,
                     Ok(Ok(None)) => break,
                     Ok(Err(reason)) => {
-                        return Err(corrupt(self.number, format!("at byte {}: {reason}", reader.position())));
+                        return Err(corrupt(
+                            self.number,
+                            format!("at byte {}: {reason}", reader.position()),
+                        ));
                     }
-                    Err(err) => return Err(BrokerError::Unavailable(format!("read failed: {err}"))),
+                    Err(err) => {
+                        return Err(BrokerError::Unavailable(format!("read failed: {err}")));
+                    }
                 };
                 if record.offset < next {
                     continue;
@@ -242,8 +255,17 @@ impl PartitionWriter {
             sync_dir(&dir)?;
         }
         let active = segments.last().expect("at least one segment");
-        let writer_state = (active.base, Arc::clone(&active.file), active.size, active.end);
-        let last_timestamp_ms = segments.iter().map(|s| s.last_timestamp_ms).max().unwrap_or(0);
+        let writer_state = (
+            active.base,
+            Arc::clone(&active.file),
+            active.size,
+            active.end,
+        );
+        let last_timestamp_ms = segments
+            .iter()
+            .map(|s| s.last_timestamp_ms)
+            .max()
+            .unwrap_or(0);
         let start = segments[0].base;
         let partition = Arc::new(Partition {
             number,
@@ -288,7 +310,11 @@ impl PartitionWriter {
         let timestamp_ms = now_ms.max(self.last_timestamp_ms);
         let offset = self.next_offset;
         let pos = self.active_size;
-        let progress = self.staged.progress.last_mut().expect("progress for the active segment");
+        let progress = self
+            .staged
+            .progress
+            .last_mut()
+            .expect("progress for the active segment");
         if progress
             .last_indexed_pos
             .is_none_or(|last| pos - last >= INDEX_INTERVAL_BYTES)
@@ -307,7 +333,11 @@ impl PartitionWriter {
     }
 
     fn progress_of_active(&self) -> SegmentProgress {
-        let state = self.partition.state.read().expect("partition lock poisoned");
+        let state = self
+            .partition
+            .state
+            .read()
+            .expect("partition lock poisoned");
         let last_indexed_pos = state
             .segments
             .last()
@@ -338,7 +368,9 @@ impl PartitionWriter {
         let base = self.next_offset;
         let path = segment_path(&dir, base);
         let file = Arc::new(open_segment_file(&path)?);
-        self.staged.sealed_files.push(std::mem::replace(&mut self.active_file, Arc::clone(&file)));
+        self.staged
+            .sealed_files
+            .push(std::mem::replace(&mut self.active_file, Arc::clone(&file)));
         self.staged.new_files.push((base, path, file));
         self.active_base = base;
         self.active_size = 0;
@@ -392,9 +424,17 @@ impl PartitionWriter {
             return;
         }
         let mut new_files = staged.new_files.into_iter();
-        let mut state = self.partition.state.write().expect("partition lock poisoned");
+        let mut state = self
+            .partition
+            .state
+            .write()
+            .expect("partition lock poisoned");
         for progress in staged.progress {
-            let existing = state.segments.iter_mut().rev().find(|s| s.base == progress.base);
+            let existing = state
+                .segments
+                .iter_mut()
+                .rev()
+                .find(|s| s.base == progress.base);
             let segment = match existing {
                 Some(segment) => segment,
                 None => {
@@ -417,7 +457,9 @@ impl PartitionWriter {
             segment.last_timestamp_ms = progress.last_timestamp_ms;
             segment.index.extend(progress.index);
         }
-        self.partition.end.store(self.next_offset, Ordering::Release);
+        self.partition
+            .end
+            .store(self.next_offset, Ordering::Release);
     }
 
     /// Undoes everything staged since the last commit: new segment files are
@@ -443,7 +485,12 @@ impl PartitionWriter {
 }
 
 fn open_segment_file(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
 }
 
 fn create_segment(dir: &Path, base: u64) -> io::Result<Segment> {
