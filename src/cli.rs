@@ -350,12 +350,27 @@ fn check(overrides: Overrides) -> Result<ExitCode> {
     match Topics::load(&config.topics_dir) {
         Ok(topics) => {
             let types: usize = topics.iter().map(|t| t.types.len()).sum();
+            let sources: Vec<_> = topics.webhook_sources().collect();
+            // A missing secret is deployment state, not a file error: the
+            // source fails closed, and we say so.
+            for source in &sources {
+                let set = source.secrets_env.iter().any(|name| std::env::var_os(name).is_some());
+                if !set {
+                    eprintln!(
+                        "warning: webhook source {:?}: none of {} is set, so it rejects every request",
+                        source.name,
+                        source.secrets_env.join(", ")
+                    );
+                }
+            }
             println!(
-                "ok: {} topics, {types} event types in {}",
+                "ok: {} topics, {types} event types, {} webhook sources in {}",
                 topics.len(),
+                sources.len(),
                 config.topics_dir.display()
             );
             Ok(ExitCode::SUCCESS)
+
         }
         Err(problems) => {
             for problem in &problems {

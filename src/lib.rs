@@ -13,5 +13,6 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod server;
+pub mod source;
 pub mod stream;
 pub mod topic;

@@ -17,6 +17,12 @@ pub struct ErrorLabel {
     pub code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabel {
+    pub source: String,
+    pub outcome: String,
+}
+
 type HistogramFamily = Family<TopicLabel, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -26,6 +32,7 @@ pub struct Metrics {
     publish_seconds: HistogramFamily,
     subscribers: Family<TopicLabel, Gauge>,
     errors: Family<ErrorLabel, Counter>,
+    webhooks: Family<WebhookLabel, Counter>,
 }
 
 fn publish_histogram() -> Histogram {
@@ -41,6 +48,7 @@ impl Default for Metrics {
         let publish_seconds = HistogramFamily::new_with_constructor(publish_histogram);
         let subscribers = Family::default();
         let errors = Family::default();
+        let webhooks = Family::default();
         registry.register(
             "events_published",
             "Events durably appended",
@@ -62,6 +70,12 @@ impl Default for Metrics {
             "Error responses by error code",
             errors.clone(),
         );
+        registry.register(
+            "webhooks",
+            "Webhook deliveries per source: received, accepted, duplicate, or the rejection reason",
+            webhooks.clone(),
+        );
+
         Self {
             registry,
             published,
@@ -69,6 +83,7 @@ impl Default for Metrics {
             publish_seconds,
             subscribers,
             errors,
+            webhooks,
         }
     }
 }
@@ -101,6 +116,14 @@ impl Metrics {
                 code: code.to_owned(),
             })
             .inc();
+    }
+
+    pub fn webhook(&self, source: &str, outcome: &str) {
+        let label = WebhookLabel {
+            source: source.to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        self.webhooks.get_or_create(&label).inc();
     }
 
     /// The Prometheus text exposition.

@@ -13,6 +13,7 @@ use crate::broker::{Broker, BrokerError};
 use crate::config::Config;
 use crate::http::{AppState, router};
 use crate::ingest::Ingest;
+use crate::ingest::webhook::Webhooks;
 use crate::metrics::Metrics;
 use crate::stream::Hubs;
 use crate::topic::{ConfigProblem, Topics};
@@ -85,13 +86,17 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         &tracker,
         &shutdown,
     )?;
+    let ingest = Arc::new(Ingest::new(
+        topics.clone(),
+        Arc::clone(&broker),
+        Arc::clone(&metrics),
+        config.max_event_bytes,
+    ));
+    let webhooks = Webhooks::new(&topics, Arc::clone(&ingest), Arc::clone(&metrics));
+    webhooks.recover(&broker).await?;
     let state = Arc::new(AppState {
-        ingest: Ingest::new(
-            topics.clone(),
-            Arc::clone(&broker),
-            Arc::clone(&metrics),
-            config.max_event_bytes,
-        ),
+        ingest,
+        webhooks,
         topics,
         broker: Arc::clone(&broker),
         hubs,

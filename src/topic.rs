@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::event::CloudEvent;
+use crate::source::{RawSource, TypeRule, WebhookSpec};
 
 /// The most partitions a topic may declare.
 pub const MAX_PARTITIONS: usize = 1024;
@@ -60,6 +61,8 @@ struct RawTopic {
     segment_bytes: Option<bytesize::ByteSize>,
     #[serde(default)]
     types: BTreeMap<String, RawEventType>,
+    #[serde(default)]
+    webhooks: Vec<RawSource>,
 }
 
 fn one() -> usize {
@@ -99,6 +102,8 @@ pub struct Topic {
     pub retention: Retention,
     pub segment_bytes: u64,
     pub types: BTreeMap<String, EventType>,
+    /// Webhook sources that feed this topic.
+    pub webhooks: Vec<WebhookSpec>,
     /// Spreads events without a key over the partitions.
     next_unkeyed: AtomicUsize,
 }
@@ -236,6 +241,11 @@ impl Topics {
         self.by_name.is_empty()
     }
 
+    /// Every webhook source of every topic.
+    pub fn webhook_sources(&self) -> impl Iterator<Item = &WebhookSpec> {
+        self.iter().flat_map(|topic| topic.webhooks.iter())
+    }
+
     /// Loads every `*.toml` in `dir`. Reports every problem found, not just
     /// the first, so `switchyard check` can list them all.
     pub fn load(dir: &Path) -> Result<Self, Vec<ConfigProblem>> {
@@ -255,9 +265,19 @@ impl Topics {
         };
         files.sort();
         let mut by_name = BTreeMap::new();
+        let mut sources = std::collections::BTreeSet::new();
         for file in files {
             match load_topic(dir, &file) {
                 Ok(topic) => {
+                    for source in &topic.webhooks {
+                        if !sources.insert(source.name.clone()) {
+                            problems.push(ConfigProblem::new(
+                                &file,
+                                "webhooks",
+                                format!("webhook source {:?} is declared twice", source.name),
+                            ));
+                        }
+                    }
                     if by_name.contains_key(&topic.name) {
                         problems.push(ConfigProblem::new(
                             &file,
@@ -389,6 +409,25 @@ fn load_topic(dir: &Path, file: &Path) -> Result<Topic, Vec<ConfigProblem>> {
             ),
         }
     }
+    let mut webhooks = Vec::new();
+    for (index, raw_source) in raw.webhooks.into_iter().enumerate() {
+        match raw_source.resolve(&raw.name, index, file) {
+            Ok(spec) => {
+                if let TypeRule::Fixed(ty) = &spec.type_rule
+                    && !spec.accept_undeclared_types
+                    && !types.contains_key(ty)
+                {
+                    problems.push(ConfigProblem::new(
+                        file,
+                        format!("webhooks[{index}].type"),
+                        format!("type {ty:?} is not declared in [types]"),
+                    ));
+                }
+                webhooks.push(spec);
+            }
+            Err(mut found) => problems.append(&mut found),
+        }
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -403,6 +442,7 @@ fn load_topic(dir: &Path, file: &Path) -> Result<Topic, Vec<ConfigProblem>> {
         },
         segment_bytes,
         types,
+        webhooks,
         next_unkeyed: AtomicUsize::new(0),
     })
 }

@@ -4,6 +4,7 @@
 mod error;
 mod events;
 mod publish;
+mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::error::{ApiError, ApiResult, ErrorCode};
 use crate::broker::Broker;
 use crate::ingest::Ingest;
+use crate::ingest::webhook::Webhooks;
 use crate::metrics::Metrics;
 use crate::stream::Hubs;
 use crate::topic::Topics;
@@ -27,7 +29,8 @@ use crate::topic::Topics;
 pub struct AppState {
     pub topics: Topics,
     pub broker: Arc<Broker>,
-    pub ingest: Ingest,
+    pub ingest: Arc<Ingest>,
+    pub webhooks: Webhooks,
     pub hubs: Hubs,
     pub metrics: Arc<Metrics>,
     pub max_event_bytes: usize,
@@ -45,6 +48,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/topics/{topic}/stream", get(events::stream))
         .route("/v1/topics", get(list_topics))
+        .route("/v1/webhooks/{source}", axum::routing::post(webhook::receive))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))

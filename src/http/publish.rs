@@ -82,7 +82,7 @@ fn unsupported(reason: impl Into<String>) -> ApiError {
     .with("header", "content-type")
 }
 
-async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
+pub(super) async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
     axum::body::to_bytes(body, limit).await.map_err(|err| {
         let too_large = std::error::Error::source(&err)
             .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());

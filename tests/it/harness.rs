@@ -66,6 +66,12 @@ impl Workspace {
     pub fn serve(&self, args: &[&str]) -> Server {
         Server::start(self.path(), args, None)
     }
+
+    /// Starts a server with extra environment variables (webhook secrets).
+    pub fn serve_with_env(&self, env: &[(&str, &str)]) -> Server {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Server::start_with(self.path(), Vec::new(), None, env)
+    }
 }
 
 pub struct Server {
@@ -74,6 +80,7 @@ pub struct Server {
     pub addr: String,
     dir: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// Limits applied to the server process before it starts.
@@ -85,10 +92,10 @@ pub struct Limits {
 
 impl Server {
     pub fn start(dir: &Path, args: &[&str], limits: Option<Limits>) -> Server {
-        Self::start_owned(dir, args.iter().map(|s| s.to_string()).collect(), limits)
+        Self::start_with(dir, args.iter().map(|s| s.to_string()).collect(), limits, Vec::new())
     }
 
-    fn start_owned(dir: &Path, args: Vec<String>, limits: Option<Limits>) -> Server {
+    fn start_with(dir: &Path, args: Vec<String>, limits: Option<Limits>, env: Vec<(String, String)>) -> Server {
         let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -102,6 +109,7 @@ impl Server {
             .args(["--data-dir", "data", "--topics-dir", "topics"])
             .args(&args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().cloned())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             // Copied to the log by this process, so that a file size limit
@@ -157,6 +165,7 @@ impl Server {
             addr,
             dir: dir.to_owned(),
             args,
+            env,
         }
     }
 
@@ -199,7 +208,7 @@ impl Server {
     /// Kills this process and starts another on the same directory.
     pub fn restart(mut self) -> Server {
         self.kill();
-        Self::start_owned(&self.dir, self.args.clone(), None)
+        Self::start_with(&self.dir, self.args.clone(), None, self.env.clone())
     }
 
     pub fn log(&self) -> String {
@@ -329,4 +338,71 @@ impl Sse {
         }
         out
     }
+}
+
+/// A third-party signing library, driven over stdin/stdout by the scripts
+/// in tests/signers (installed by scripts/test).
+pub struct Signer {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum SignerLang {
+    /// tests/signers/sign.mjs: standardwebhooks, @octokit/webhooks-methods, stripe
+    Node,
+    /// tests/signers/sign.py: standardwebhooks, slack-sdk, hmac
+    Python,
+}
+
+/// One request to sign.
+pub fn sign_request(scheme: &str, secret: &str, body: &str, timestamp: i64, id: &str) -> Value {
+    json!({"scheme": scheme, "secret": secret, "body": body, "timestamp": timestamp, "id": id})
+}
+
+impl Signer {
+    pub fn new(lang: SignerLang) -> Signer {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/signers");
+        let (program, script) = match lang {
+            SignerLang::Node => ("node".to_owned(), "sign.mjs"),
+            SignerLang::Python => (dir.join(".venv/bin/python").display().to_string(), "sign.py"),
+        };
+        let installed = match lang {
+            SignerLang::Node => dir.join("node_modules").exists(),
+            SignerLang::Python => dir.join(".venv").exists(),
+        };
+        assert!(installed, "the signing libraries are not installed: run scripts/test (it installs them into tests/signers)");
+        let mut child = Command::new(program)
+            .arg(script)
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the signer");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        Signer { child, stdin, stdout }
+    }
+
+    /// Headers for one request.
+    pub fn sign(&mut self, request: &Value) -> Vec<(String, String)> {
+        use std::io::Write;
+        writeln!(self.stdin, "{request}").unwrap();
+        self.stdin.flush().unwrap();
+        let line = self.stdout.next().expect("signer answered").unwrap();
+        let headers: serde_json::Map<String, Value> = serde_json::from_str(&line).unwrap();
+        headers.into_iter().map(|(k, v)| (k, v.as_str().unwrap().to_owned())).collect()
+    }
+}
+
+impl Drop for Signer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }

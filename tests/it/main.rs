@@ -7,3 +7,4 @@ mod harness;
 mod publish;
 mod read;
 mod sse;
+mod webhook;

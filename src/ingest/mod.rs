@@ -1,6 +1,8 @@
 //! The way into the bus: type check, schema validation, partitioning and a
 //! durable append. Every producer path (HTTP publish, webhooks) ends here.
 
+pub mod webhook;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +19,14 @@ use crate::topic::{TopicError, Topics};
 pub struct Published {
     pub id: String,
     pub position: String,
+}
+
+/// What to do with an event type the topic does not declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undeclared {
+    Refuse,
+    /// Store it; there is no schema to check it against.
+    Accept,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +81,18 @@ impl Ingest {
         topic_name: &str,
         events: Vec<CloudEvent>,
     ) -> Result<Vec<Published>, IngestError> {
+        self.publish_checked(topic_name, events, Undeclared::Refuse)
+            .await
+    }
+
+    /// Like [`Ingest::publish`]; `undeclared` says whether event types the
+    /// topic does not declare are refused or stored without a schema check.
+    pub async fn publish_checked(
+        &self,
+        topic_name: &str,
+        events: Vec<CloudEvent>,
+        undeclared: Undeclared,
+    ) -> Result<Vec<Published>, IngestError> {
         let topic = self
             .topics
             .get(topic_name)
@@ -79,9 +101,12 @@ impl Ingest {
         let mut ids = Vec::with_capacity(events.len());
         let mut records = Vec::with_capacity(events.len());
         for (index, mut event) in events.into_iter().enumerate() {
-            topic
-                .validate(&event)
-                .map_err(|source| IngestError::Topic { index, source })?;
+            let declared = topic.types.contains_key(&event.ty);
+            if declared || undeclared == Undeclared::Refuse {
+                topic
+                    .validate(&event)
+                    .map_err(|source| IngestError::Topic { index, source })?;
+            }
             if event.time.is_none() {
                 event.time = Some(now_rfc3339());
             }

@@ -1,0 +1,1707 @@
+//! `switchyard-bench`: the load tool behind every speed claim in `bench/`.
+//!
+//! It owns the measuring harness: it starts the servers under test (a bare
+//! axum baseline in-process, the real `switchyard` binary as a child process
+//! on a temporary directory), drives them with one client implementation over
+//! loopback, and reports each run as a table on stdout plus one JSON line in
+//! `bench/results.jsonl`. Speed is claimed only as a ratio to a baseline that
+//! the same client measured in the same run.
+//!
+//! Scenarios (see `bench/README.md`):
+//! - `publish`: publish throughput and latency, switchyard against bare axum;
+//! - `latency`: publish→SSE delivery latency with many subscribers;
+//! - `fanout`: delivery rate, lag and server cost per subscriber at a higher rate.
+//!
+//! Every run stops by itself: durations are bounded, requests time out, and
+//! the child server is killed when the tool exits, fails, panics or is
+//! interrupted.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// The topic every scenario publishes to.
+const TOPIC: &str = "bench";
+/// The one event type the bench topic accepts.
+const EVENT_TYPE: &str = "bench.event";
+/// Partitions of the bench topic: more than one, so the writer's group
+/// commit spans partitions as it would in production.
+const TOPIC_PARTITIONS: usize = 4;
+/// Distinct partition keys the events cycle through.
+const KEYS: u64 = 64;
+const STRUCTURED: &str = "application/cloudevents+json";
+
+/// Size of one published event in the `publish` scenario.
+const PUBLISH_BODY_BYTES: usize = 1024;
+/// Approximate size of one event in the `latency` and `fanout` scenarios.
+const STREAM_EVENT_BYTES: usize = 200;
+/// Events per second the `fanout` scenario publishes by default: four times
+/// the latency target's rate.
+const FANOUT_DEFAULT_RATE: u64 = 200;
+
+/// How long a child server may take to print its address.
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// No single request may hang a run.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A worker whose request failed to connect waits this long before the next,
+/// so a dead server does not turn the run into a busy loop.
+const ERROR_BACKOFF: Duration = Duration::from_millis(10);
+/// Pause between publish rounds, so one round's connections are gone before
+/// the next starts.
+const ROUND_PAUSE: Duration = Duration::from_secs(1);
+/// SSE connections opened at once: enough to connect 1,000 quickly, few
+/// enough not to overflow the server's accept backlog.
+const CONNECT_CONCURRENCY: usize = 64;
+/// Time for the server to settle after startup or after the subscribers
+/// connect, before its memory is read.
+const SETTLE: Duration = Duration::from_secs(1);
+/// How long subscribers may take after the last publish to receive the rest.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lines of the server's log shown when it reports warnings or fails.
+const LOG_LINES_SHOWN: usize = 10;
+/// Where results accumulate, one JSON object per run.
+const RESULTS_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/results.jsonl");
+
+/// The targets in bench/README.md.
+const PUBLISH_TARGET_RATIO: f64 = 0.5;
+const PUBLISH_TARGET_CONNECTIONS: usize = 64;
+const LATENCY_TARGET_P99_MS: f64 = 10.0;
+const LATENCY_TARGET_SUBSCRIBERS: usize = 1000;
+const LATENCY_TARGET_RATE: u64 = 50;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchyard-bench",
+    about = "Load tool for switchyard: publish throughput against bare axum, publish→SSE latency, SSE fan-out",
+    after_help = "Build first with `cargo build --release --bins`; the tool runs the `switchyard` binary next to itself. \
+                  Results are printed and appended to bench/results.jsonl."
+)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// HTTP publish throughput and latency: switchyard vs a bare axum server
+    Publish(PublishArgs),
+    /// Publish→SSE delivery latency with many subscribers
+    Latency(StreamArgs),
+    /// SSE fan-out at a higher rate: delivery rate, lag, server memory per subscriber, idle CPU
+    Fanout(StreamArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct ServerArgs {
+    /// The switchyard binary [default: `switchyard` next to this tool]
+    #[arg(long)]
+    server: Option<PathBuf>,
+    /// The server's fsync policy: always or interval
+    #[arg(long, default_value = "always")]
+    fsync: String,
+    /// Where the temporary data directory goes [default: the system temp dir]
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct PublishArgs {
+    /// Concurrent connections, each sending requests back to back [default: 64; 16 with --quick]
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Measured time per round, e.g. "10s" [default: 10s; 2s with --quick]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Unmeasured time at the start of each round [default: 2s; 500ms with --quick]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    warmup: Option<Duration>,
+    /// Rounds per server, run alternately (bare, switchyard, bare, ...) [default: 2]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
+    /// Small defaults for a smoke run of a few seconds
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct StreamArgs {
+    /// SSE subscribers [default: 1000; 100 with --quick]
+    #[arg(long)]
+    subscribers: Option<usize>,
+    /// Events published per second [default: latency 50, fanout 200]
+    #[arg(long)]
+    rate: Option<u64>,
+    /// How long to publish, e.g. "20s" [default: 20s; 3s with --quick]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Time with the subscribers connected and nothing published, to
+    /// measure the server's idle CPU [default: 5s; 1s with --quick]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    idle: Option<Duration>,
+    /// Small defaults for a smoke run of a few seconds
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// The `publish` scenario's settings once defaults are applied.
+#[derive(Debug, Clone, Serialize)]
+struct PublishParams {
+    /// Smoke-run defaults were applied.
+    quick: bool,
+    connections: usize,
+    duration_s: f64,
+    warmup_s: f64,
+    rounds: u32,
+    body_bytes: usize,
+    fsync: String,
+}
+
+/// The `latency` and `fanout` scenarios' settings once defaults are applied.
+#[derive(Debug, Clone, Serialize)]
+struct StreamParams {
+    /// Smoke-run defaults were applied.
+    quick: bool,
+    subscribers: usize,
+    rate: u64,
+    duration_s: f64,
+    idle_s: f64,
+    event_bytes: usize,
+    fsync: String,
+}
+
+impl PublishArgs {
+    fn params(&self) -> PublishParams {
+        let quick = self.quick;
+        PublishParams {
+            quick,
+            connections: self.connections.unwrap_or(if quick { 16 } else { 64 }),
+            duration_s: secs(self.duration, if quick { 2.0 } else { 10.0 }),
+            warmup_s: secs(self.warmup, if quick { 0.5 } else { 2.0 }),
+            rounds: self.rounds,
+            body_bytes: PUBLISH_BODY_BYTES,
+            fsync: self.server.fsync.clone(),
+        }
+    }
+}
+
+impl StreamArgs {
+    fn params(&self, default_rate: u64) -> StreamParams {
+        let quick = self.quick;
+        StreamParams {
+            quick,
+            subscribers: self.subscribers.unwrap_or(if quick { 100 } else { 1000 }),
+            rate: self.rate.unwrap_or(default_rate),
+            duration_s: secs(self.duration, if quick { 3.0 } else { 20.0 }),
+            idle_s: secs(self.idle, if quick { 1.0 } else { 5.0 }),
+            event_bytes: STREAM_EVENT_BYTES,
+            fsync: self.server.fsync.clone(),
+        }
+    }
+}
+
+fn secs(value: Option<Duration>, default: f64) -> f64 {
+    value.map_or(default, |d| d.as_secs_f64())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this is a debug build of the bench tool; build with --release for numbers that mean anything"
+        );
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        // Interrupting drops the scenario's future, and with it the guards
+        // that kill the child server and remove the temporary directory.
+        tokio::select! {
+            outcome = run(cli) => outcome,
+            signal = interrupted() => signal.and_then(|()| bail!("interrupted")),
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn interrupted() -> Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    raise_open_file_limit()?;
+    match cli.scenario {
+        Scenario::Publish(args) => publish_scenario(&args.params(), &args.server).await,
+        Scenario::Latency(args) => {
+            stream_scenario(
+                StreamKind::Latency,
+                &args.params(LATENCY_TARGET_RATE),
+                &args.server,
+            )
+            .await
+        }
+        Scenario::Fanout(args) => {
+            stream_scenario(
+                StreamKind::Fanout,
+                &args.params(FANOUT_DEFAULT_RATE),
+                &args.server,
+            )
+            .await
+        }
+    }
+}
+
+/// 1,000 subscribers need 1,000 sockets here and in the server (which
+/// inherits this limit), more than the usual soft limit of 1,024 allows with
+/// everything else open.
+fn raise_open_file_limit() -> Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error()).context("reading the open-file limit");
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error()).context("raising the open-file limit");
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The servers under test
+// ---------------------------------------------------------------------------
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(root: Option<&Path>) -> Result<Self> {
+        let root = root.map_or_else(std::env::temp_dir, Path::to_path_buf);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let path = root.join(format!("switchyard-bench-{}-{nanos}", std::process::id()));
+        fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The real server, running as a child process on a fresh data directory.
+/// Dropping it kills the process, then removes the directory.
+struct Switchyard {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+    /// Held open so the server never writes to a closed pipe.
+    _stdout: Option<BufReader<ChildStdout>>,
+    dir: TempDir,
+}
+
+impl Switchyard {
+    fn start(args: &ServerArgs) -> Result<Self> {
+        let binary = match &args.server {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()
+                .context("finding this program's path")?
+                .with_file_name("switchyard"),
+        };
+        if !binary.is_file() {
+            bail!(
+                "the switchyard binary is not at {}; build it with `cargo build --release --bins` (or pass --server PATH)",
+                binary.display()
+            );
+        }
+        let dir = TempDir::new(args.data_root.as_deref())?;
+        let topics = dir.0.join("topics");
+        fs::create_dir_all(&topics)?;
+        fs::write(
+            topics.join(format!("{TOPIC}.toml")),
+            format!(
+                "name = \"{TOPIC}\"\ndescription = \"switchyard-bench load\"\npartitions = {TOPIC_PARTITIONS}\n\
+                 key = \"/data/k\"\n\n[types.\"{EVENT_TYPE}\"]\nschema = \"{EVENT_TYPE}.schema.json\"\n"
+            ),
+        )?;
+        // Permissive on purpose: the bench measures the bus, not the schema.
+        fs::write(
+            topics.join(format!("{EVENT_TYPE}.schema.json")),
+            r#"{"type":"object"}"#,
+        )?;
+        let log = dir.0.join("server.log");
+        let mut child = Command::new(&binary)
+            .args(["serve", "--listen", "127.0.0.1:0", "--fsync", &args.fsync])
+            .arg("--data-dir")
+            .arg(dir.0.join("data"))
+            .arg("--topics-dir")
+            .arg(&topics)
+            // Start from a known configuration, whatever the caller's shell has.
+            .env_remove("SWITCHYARD_CONFIG")
+            .env("RUST_LOG", "warn")
+            .current_dir(&dir.0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&log)?)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        // Read the first line on a thread so a silent server cannot hang us.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let read = reader.read_line(&mut line).map(|_| line);
+            let _ = sender.send((read, reader));
+        });
+        // From here on, dropping `server` kills the child, whatever happens.
+        let mut server = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+            _stdout: None,
+            dir,
+        };
+        let line = match receiver.recv_timeout(SERVER_START_TIMEOUT) {
+            Ok((Ok(line), reader)) => {
+                server._stdout = Some(reader);
+                line
+            }
+            Ok((Err(err), _)) => {
+                return Err(server.did_not_start(&format!("reading its output failed: {err}")));
+            }
+            Err(_) => {
+                return Err(server
+                    .did_not_start(&format!("it printed nothing in {SERVER_START_TIMEOUT:?}")));
+            }
+        };
+        match line
+            .trim()
+            .strip_prefix("switchyard listening on http://")
+            .and_then(|addr| addr.parse().ok())
+        {
+            Some(addr) => server.addr = addr,
+            None => {
+                return Err(server.did_not_start(&format!("its first line was {:?}", line.trim())));
+            }
+        }
+        Ok(server)
+    }
+
+    /// Stops the server and explains why, with the end of its log.
+    fn did_not_start(&mut self, reason: &str) -> anyhow::Error {
+        self.stop();
+        let log = log_tail(&self.log).join("\n");
+        anyhow::anyhow!("the switchyard server did not start: {reason}\nits log:\n{log}")
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn usage(&self) -> Result<ProcUsage> {
+        ProcUsage::read(self.child.id())
+    }
+
+    /// Warnings and errors the server logged, for the report.
+    fn log_lines(&self) -> Vec<String> {
+        log_tail(&self.log)
+    }
+
+    fn data_filesystem(&self) -> String {
+        filesystem_of(&self.dir.0)
+    }
+}
+
+impl Drop for Switchyard {
+    fn drop(&mut self) {
+        // Kill before the fields drop, so the data directory goes after.
+        self.stop();
+    }
+}
+
+fn log_tail(path: &Path) -> Vec<String> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[lines.len().saturating_sub(LOG_LINES_SHOWN)..].to_vec()
+}
+
+/// The filesystem type holding `path` (from /proc/mounts): fsync on tmpfs
+/// costs nothing, so results must say where the log lived.
+fn filesystem_of(path: &Path) -> String {
+    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_, mount_point, fs_type) = (fields.next()?, fields.next()?, fields.next()?);
+            path.starts_with(mount_point)
+                .then(|| (mount_point.len(), fs_type.to_owned()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or_else(|| "unknown".into(), |(_, fs_type)| fs_type)
+}
+
+/// A process's CPU time and memory, from /proc.
+#[derive(Debug, Clone, Copy)]
+struct ProcUsage {
+    user_seconds: f64,
+    system_seconds: f64,
+    rss_bytes: u64,
+    peak_rss_bytes: u64,
+}
+
+impl ProcUsage {
+    fn read(pid: u32) -> Result<Self> {
+        let stat =
+            fs::read_to_string(format!("/proc/{pid}/stat")).context("reading /proc/PID/stat")?;
+        // The command name may hold spaces and parentheses: fields are
+        // counted from the last ')'. utime and stime are fields 14 and 15,
+        // that is the 12th and 13th after it.
+        let after_name = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .unwrap_or_default();
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks = |index: usize| -> Result<u64> {
+            fields
+                .get(index)
+                .and_then(|f| f.parse().ok())
+                .context("parsing /proc/PID/stat")
+        };
+        let user_seconds = ticks(11)? as f64 / ticks_per_second();
+        let system_seconds = ticks(12)? as f64 / ticks_per_second();
+
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))
+            .context("reading /proc/PID/status")?;
+        let kib = |key: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(key))
+                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok(Self {
+            user_seconds,
+            system_seconds,
+            rss_bytes: kib("VmRSS:") * 1024,
+            peak_rss_bytes: kib("VmHWM:") * 1024,
+        })
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        self.user_seconds + self.system_seconds
+    }
+}
+
+/// CPU time of this process, the server under test and everything else on
+/// the machine over a window. The client and server share the machine's
+/// cores, and anything else running (a build, say) skews both: a run with
+/// much `other` CPU time is not to be trusted.
+struct CpuWindow {
+    machine_busy_s: f64,
+    client: ProcUsage,
+    server: Option<ProcUsage>,
+    server_pid: Option<u32>,
+}
+
+/// The window's CPU seconds by whom.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct CpuSplit {
+    /// This process: the load client (and the bare server, in bare rounds).
+    client_s: f64,
+    server_s: Option<f64>,
+    server_system_s: Option<f64>,
+    /// Busy CPU time of every other process and the kernel's own threads.
+    other_s: f64,
+}
+
+impl CpuWindow {
+    fn start(server_pid: Option<u32>) -> Result<Self> {
+        Ok(Self {
+            machine_busy_s: machine_busy_seconds()?,
+            client: ProcUsage::read(std::process::id())?,
+            server: server_pid.map(ProcUsage::read).transpose()?,
+            server_pid,
+        })
+    }
+
+    fn end(&self) -> Result<CpuSplit> {
+        let later = Self::start(self.server_pid)?;
+        let client_s = later.client.cpu_seconds() - self.client.cpu_seconds();
+        let server_s = later
+            .server
+            .zip(self.server)
+            .map(|(b, a)| b.cpu_seconds() - a.cpu_seconds());
+        let server_system_s = later
+            .server
+            .zip(self.server)
+            .map(|(b, a)| b.system_seconds - a.system_seconds);
+        let machine_s = later.machine_busy_s - self.machine_busy_s;
+        Ok(CpuSplit {
+            client_s,
+            server_s,
+            server_system_s,
+            other_s: (machine_s - client_s - server_s.unwrap_or(0.0)).max(0.0),
+        })
+    }
+}
+
+/// Seconds all CPUs together have been busy since boot, from /proc/stat.
+fn machine_busy_seconds() -> Result<f64> {
+    let stat = fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .context("parsing /proc/stat")?
+        .split_whitespace()
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and
+    // iowait are busy (guest time is already counted in user).
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(index, _)| !matches!(index, 3 | 4))
+        .map(|(_, ticks)| ticks)
+        .sum();
+    Ok(busy as f64 / ticks_per_second())
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
+/// The baseline: an axum server whose publish route reads the body and
+/// answers `{}`. It runs on its own runtime and threads, sized like
+/// switchyard's, so it does not share the client's scheduler: the same
+/// footing as a separate process.
+struct BareServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BareServer {
+    fn start() -> Result<Self> {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").context("binding the bare server")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime =
+            tokio::runtime::Runtime::new().context("starting the bare server's runtime")?;
+        let thread = std::thread::Builder::new()
+            .name("bare-axum".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let app = axum::Router::new().route(
+                        "/v1/topics/{topic}/events",
+                        axum::routing::post(|_body: bytes::Bytes| async {
+                            (
+                                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                                "{}",
+                            )
+                        }),
+                    );
+                    let listener = tokio::net::TcpListener::from_std(listener)
+                        .expect("a std listener converts");
+                    tokio::select! {
+                        served = axum::serve(listener, app) => {
+                            if let Err(err) = served {
+                                eprintln!("bare server: {err}");
+                            }
+                        }
+                        _ = stopped => {}
+                    }
+                });
+                // Open keep-alive connections would otherwise hold it up.
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })?;
+        Ok(Self {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for BareServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Statistics
+// ---------------------------------------------------------------------------
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct Percentiles {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles of samples in nanoseconds; sorts them.
+    fn of(samples: &mut [u64]) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        samples.sort_unstable();
+        let at = |q: f64| {
+            let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+            samples[rank - 1] as f64 / 1e6
+        };
+        Self {
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: at(1.0),
+        }
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Prints "label: done/total" to stderr once a second until dropped.
+struct Progress(tokio::task::JoinHandle<()>);
+
+impl Progress {
+    fn start(label: String, total: Duration, counter: Arc<AtomicU64>, unit: &'static str) -> Self {
+        Self(tokio::spawn(async move {
+            let started = Instant::now();
+            let mut ticks = tokio::time::interval(Duration::from_secs(1));
+            ticks.tick().await;
+            let mut last = 0;
+            loop {
+                ticks.tick().await;
+                let now = counter.load(Ordering::Relaxed);
+                eprintln!(
+                    "  {label}: {:>4.0}s of {:.0}s, {now} {unit} ({} in the last second)",
+                    started.elapsed().as_secs_f64(),
+                    total.as_secs_f64(),
+                    now - last
+                );
+                last = now;
+            }
+        }))
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// publish: switchyard against bare axum
+// ---------------------------------------------------------------------------
+
+/// The names of the two servers in tables and results.
+const BARE: &str = "bare axum";
+const SWITCHYARD: &str = "switchyard";
+
+/// One round of load against one server.
+#[derive(Debug, Clone, Serialize)]
+struct Round {
+    server: &'static str,
+    round: u32,
+    requests_per_s: f64,
+    latency_ms: Percentiles,
+    ok: u64,
+    /// Non-2xx answers.
+    errors_status: u64,
+    /// Requests that got no answer (connect failure, reset, timeout).
+    errors_transport: u64,
+    /// CPU time during the measured window.
+    cpu: CpuSplit,
+    /// The switchyard process's peak resident memory (VmHWM).
+    server_peak_rss_mib: Option<f64>,
+}
+
+/// What one client connection saw.
+#[derive(Default)]
+struct WorkerTally {
+    latencies: Vec<u64>,
+    errors_status: u64,
+    errors_transport: u64,
+    first_error: Option<String>,
+}
+
+/// A 1 KiB structured CloudEvent; `id` and `k` vary, `pad` fills it up.
+fn publish_body(worker: usize, seq: u64, pad: &str) -> String {
+    format!(
+        r#"{{"specversion":"1.0","id":"{worker:04}-{seq:012}","source":"/bench","type":"{EVENT_TYPE}","data":{{"k":"k{:03}","pad":"{pad}"}}}}"#,
+        seq % KEYS
+    )
+}
+
+fn publish_padding() -> String {
+    let unpadded = publish_body(0, 0, "").len();
+    "x".repeat(PUBLISH_BODY_BYTES.saturating_sub(unpadded))
+}
+
+fn http_client(pool: usize) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(pool)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        .context("building the HTTP client")
+}
+
+/// Drives one server with `connections` workers, each posting back to back,
+/// and measures what completes inside the window after the warm-up.
+async fn drive_publish(
+    url: String,
+    round: u32,
+    params: &PublishParams,
+    usage_of: Option<u32>,
+) -> Result<Round> {
+    let server = if usage_of.is_some() { SWITCHYARD } else { BARE };
+    let label = format!("{server}, round {round}");
+    let client = http_client(params.connections)?;
+    let pad: Arc<str> = publish_padding().into();
+    let warmup = Duration::from_secs_f64(params.warmup_s);
+    let window = Duration::from_secs_f64(params.duration_s);
+    let started = Instant::now();
+    let measure_from = started + warmup;
+    let end = measure_from + window;
+    let completed = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start(
+        label.clone(),
+        warmup + window,
+        Arc::clone(&completed),
+        "requests",
+    );
+
+    let workers: Vec<_> = (0..params.connections)
+        .map(|worker| {
+            let (client, url, pad, completed) = (
+                client.clone(),
+                url.clone(),
+                Arc::clone(&pad),
+                Arc::clone(&completed),
+            );
+            tokio::spawn(async move {
+                let mut tally = WorkerTally::default();
+                for seq in 0.. {
+                    let sent = Instant::now();
+                    if sent >= end {
+                        break;
+                    }
+                    let request = client
+                        .post(&url)
+                        .timeout(REQUEST_TIMEOUT)
+                        .header(reqwest::header::CONTENT_TYPE, STRUCTURED)
+                        .body(publish_body(worker, seq, &pad));
+                    let outcome = match request.send().await {
+                        // Read the whole answer so the connection is reused.
+                        Ok(response) => {
+                            let status = response.status();
+                            let body = response.bytes().await;
+                            Ok((status, body))
+                        }
+                        Err(err) => Err(err),
+                    };
+                    let done = Instant::now();
+                    completed.fetch_add(1, Ordering::Relaxed);
+                    let counted = sent >= measure_from && done <= end;
+                    match outcome {
+                        Ok((status, Ok(_))) if status.is_success() => {
+                            if counted {
+                                tally.latencies.push((done - sent).as_nanos() as u64);
+                            }
+                        }
+                        Ok((status, body)) => {
+                            if counted {
+                                tally.errors_status += 1;
+                            }
+                            if tally.first_error.is_none() {
+                                let body = body
+                                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                                    .unwrap_or_default();
+                                tally.first_error = Some(format!("{status}: {body}"));
+                            }
+                        }
+                        Err(err) => {
+                            if counted {
+                                tally.errors_transport += 1;
+                            }
+                            if tally.first_error.is_none() {
+                                tally.first_error = Some(format!("{err:#}"));
+                            }
+                            tokio::time::sleep(ERROR_BACKOFF).await;
+                        }
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_window = CpuWindow::start(usage_of)?;
+    let mut latencies = Vec::new();
+    let (mut errors_status, mut errors_transport, mut first_error) = (0, 0, None);
+    for worker in workers {
+        let tally = worker.await.context("a load worker panicked")?;
+        latencies.extend(tally.latencies);
+        errors_status += tally.errors_status;
+        errors_transport += tally.errors_transport;
+        first_error = first_error.or(tally.first_error);
+    }
+    let cpu = cpu_window.end()?;
+    let peak_rss = usage_of.map(ProcUsage::read).transpose()?.map(|u| mib(u.peak_rss_bytes));
+    drop(progress);
+    if let Some(error) = first_error {
+        eprintln!("  {label}: first error: {error}");
+    }
+    let ok = latencies.len() as u64;
+    Ok(Round {
+        server,
+        round,
+        requests_per_s: ok as f64 / window.as_secs_f64(),
+        latency_ms: Percentiles::of(&mut latencies),
+        ok,
+        errors_status,
+        errors_transport,
+        cpu,
+        server_peak_rss_mib: peak_rss,
+    })
+}
+
+/// The per-server medians over rounds.
+#[derive(Debug, Serialize)]
+struct Summary {
+    requests_per_s: f64,
+    latency_ms: Percentiles,
+    errors: u64,
+    server_cpu_s: Option<f64>,
+    server_cpu_system_s: Option<f64>,
+    server_cpu_us_per_request: Option<f64>,
+    server_peak_rss_mib: Option<f64>,
+}
+
+impl Summary {
+    fn of(rounds: &[&Round]) -> Self {
+        let med = |f: &dyn Fn(&Round) -> f64| median(rounds.iter().map(|r| f(r)).collect());
+        let opt = |f: &dyn Fn(&Round) -> Option<f64>| {
+            let values: Vec<f64> = rounds.iter().filter_map(|r| f(r)).collect();
+            (!values.is_empty()).then(|| median(values))
+        };
+        let cpu_us_per_request = opt(&|r| r.cpu.server_s.map(|cpu| cpu * 1e6 / r.ok.max(1) as f64));
+        Self {
+            requests_per_s: med(&|r| r.requests_per_s),
+            latency_ms: Percentiles {
+                p50: med(&|r| r.latency_ms.p50),
+                p90: med(&|r| r.latency_ms.p90),
+                p99: med(&|r| r.latency_ms.p99),
+                p999: med(&|r| r.latency_ms.p999),
+                max: med(&|r| r.latency_ms.max),
+            },
+            errors: rounds
+                .iter()
+                .map(|r| r.errors_status + r.errors_transport)
+                .sum(),
+            server_cpu_s: opt(&|r| r.cpu.server_s),
+            server_cpu_system_s: opt(&|r| r.cpu.server_system_s),
+            server_cpu_us_per_request: cpu_us_per_request,
+            server_peak_rss_mib: opt(&|r| r.server_peak_rss_mib),
+        }
+    }
+}
+
+async fn publish_scenario(params: &PublishParams, server_args: &ServerArgs) -> Result<()> {
+    let bare = BareServer::start()?;
+    let path = format!("/v1/topics/{TOPIC}/events");
+    let mut rounds = Vec::new();
+    let mut log_lines = Vec::new();
+    let mut data_fs = String::new();
+    eprintln!(
+        "publish: {} connections, {}s warm-up + {}s measured, {} rounds per server, fsync {}",
+        params.connections, params.warmup_s, params.duration_s, params.rounds, params.fsync
+    );
+    for round in 1..=params.rounds {
+        rounds.push(drive_publish(bare.url(&path), round, params, None).await?);
+        tokio::time::sleep(ROUND_PAUSE).await;
+
+        // A fresh server and log per round, so rounds do not inherit each
+        // other's segments or memory.
+        let server = Switchyard::start(server_args)?;
+        data_fs = server.data_filesystem();
+        rounds
+            .push(drive_publish(server.url(&path), round, params, Some(server.child.id())).await?);
+        log_lines.extend(server.log_lines());
+        drop(server);
+        tokio::time::sleep(ROUND_PAUSE).await;
+    }
+    drop(bare);
+
+    let of = |name: &str| {
+        rounds
+            .iter()
+            .filter(|r| r.server == name)
+            .collect::<Vec<_>>()
+    };
+    let bare_summary = Summary::of(&of(BARE));
+    let switchyard_summary = Summary::of(&of(SWITCHYARD));
+    let ratio =
+        switchyard_summary.requests_per_s / bare_summary.requests_per_s.max(f64::MIN_POSITIVE);
+
+    println!();
+    println!(
+        "publish: {} connections, {} B structured events, {}s measured after {}s warm-up, fsync {}, log on {data_fs}",
+        params.connections, params.body_bytes, params.duration_s, params.warmup_s, params.fsync
+    );
+    println!();
+    println!(
+        "| {:<18} | {:>10} | {:>8} | {:>8} | {:>8} | {:>8} | {:>6} | {:>7} | {:>8} |",
+        "server", "req/s", "p50 ms", "p90 ms", "p99 ms", "p999 ms", "errors", "CPU s", "peak RSS"
+    );
+    println!(
+        "|{:-<20}|{:->12}|{:->10}|{:->10}|{:->10}|{:->10}|{:->8}|{:->9}|{:->10}|",
+        "", "", "", "", "", "", "", "", ""
+    );
+    for round in &rounds {
+        let name = format!("{} #{}", round.server, round.round);
+        print_row(
+            &name,
+            round.requests_per_s,
+            &round.latency_ms,
+            round.errors_status + round.errors_transport,
+            round.server_cpu_s,
+            round.server_peak_rss_mib,
+        );
+    }
+    print_row(
+        "bare axum median",
+        bare_summary.requests_per_s,
+        &bare_summary.latency_ms,
+        bare_summary.errors,
+        None,
+        None,
+    );
+    print_row(
+        "switchyard median",
+        switchyard_summary.requests_per_s,
+        &switchyard_summary.latency_ms,
+        switchyard_summary.errors,
+        switchyard_summary.server_cpu_s,
+        switchyard_summary.server_peak_rss_mib,
+    );
+    println!();
+    println!("ratio switchyard/bare: {ratio:.3}");
+    if let Some(cpu) = switchyard_summary.server_cpu_us_per_request {
+        let system = switchyard_summary.server_cpu_system_s.unwrap_or(0.0)
+            / switchyard_summary
+                .server_cpu_s
+                .unwrap_or(0.0)
+                .max(f64::MIN_POSITIVE);
+        println!(
+            "switchyard CPU per request: {cpu:.0} µs ({:.0} % of it in the kernel)",
+            system * 100.0
+        );
+    }
+    let comparable = params.connections == PUBLISH_TARGET_CONNECTIONS && params.fsync == "always";
+    let verdict = match (comparable, ratio >= PUBLISH_TARGET_RATIO) {
+        (false, _) => "not judged: the target is for 64 connections with fsync always",
+        (true, true) => "met",
+        (true, false) => "MISSED",
+    };
+    println!(
+        "target ≥ {PUBLISH_TARGET_RATIO}× bare axum (64 connections, fsync always): {verdict}"
+    );
+    report_log(&log_lines);
+
+    record(
+        "publish",
+        json!(params),
+        json!({
+            "data_filesystem": data_fs,
+            "rounds": rounds,
+            "bare": bare_summary,
+            "switchyard": switchyard_summary,
+            "server_warnings": log_lines,
+        }),
+        Some(ratio),
+    )
+}
+
+fn print_row(
+    name: &str,
+    rps: f64,
+    latency: &Percentiles,
+    errors: u64,
+    cpu: Option<f64>,
+    rss: Option<f64>,
+) {
+    let cpu = cpu.map_or_else(|| "-".into(), |c| format!("{c:.2}"));
+    let rss = rss.map_or_else(|| "-".into(), |r| format!("{r:.0} MiB"));
+    println!(
+        "| {name:<18} | {rps:>10.0} | {:>8.2} | {:>8.2} | {:>8.2} | {:>8.2} | {errors:>6} | {cpu:>7} | {rss:>8} |",
+        latency.p50, latency.p90, latency.p99, latency.p999
+    );
+}
+
+fn report_log(lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "the server logged {} warning/error lines; the last:",
+        lines.len()
+    );
+    for line in lines.iter().rev().take(LOG_LINES_SHOWN).rev() {
+        println!("  {line}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// latency and fanout: publish → SSE
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamKind {
+    Latency,
+    Fanout,
+}
+
+impl StreamKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Latency => "latency",
+            Self::Fanout => "fanout",
+        }
+    }
+}
+
+/// The part of a received event the subscriber reads.
+#[derive(Deserialize)]
+struct Received {
+    data: Stamp,
+}
+
+#[derive(Deserialize)]
+struct Stamp {
+    seq: u64,
+    sent_ns: u64,
+}
+
+/// What one subscriber saw.
+#[derive(Default)]
+struct SubscriberTally {
+    latencies: Vec<u64>,
+    duplicates: u64,
+    /// `lagged` or `error` events, unparsable data, or a stream that broke.
+    problems: u64,
+    first_problem: Option<String>,
+    /// When the last event arrived, in ns since the run's epoch.
+    last_received_ns: u64,
+}
+
+impl SubscriberTally {
+    fn problem(&mut self, what: String) {
+        self.problems += 1;
+        self.first_problem.get_or_insert(what);
+    }
+}
+
+/// An event of about `STREAM_EVENT_BYTES` carrying its sequence number and
+/// the time it was sent, in ns since the run's epoch (one monotonic clock
+/// for the publisher and every subscriber, all in this process).
+fn stream_body(seq: u64, sent_ns: u64, pad: &str) -> String {
+    format!(
+        r#"{{"specversion":"1.0","id":"e-{seq:012}","source":"/bench","type":"{EVENT_TYPE}","data":{{"k":"k{:03}","seq":{seq},"sent_ns":{sent_ns},"pad":"{pad}"}}}}"#,
+        seq % KEYS
+    )
+}
+
+/// Reads one subscriber's stream until it has every event or is cancelled.
+async fn follow(
+    response: reqwest::Response,
+    total: u64,
+    epoch: Instant,
+    delivered: Arc<AtomicU64>,
+    cancel: CancellationToken,
+) -> SubscriberTally {
+    let mut tally = SubscriberTally {
+        latencies: Vec::with_capacity(total as usize),
+        ..SubscriberTally::default()
+    };
+    let mut seen = vec![false; total as usize];
+    let mut events = response.bytes_stream().eventsource();
+    while (tally.latencies.len() as u64) < total {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => break,
+            next = events.next() => next,
+        };
+        let event = match next {
+            Some(Ok(event)) => event,
+            Some(Err(err)) => {
+                tally.problem(format!("the stream broke: {err}"));
+                break;
+            }
+            None => {
+                tally.problem("the server ended the stream".into());
+                break;
+            }
+        };
+        let received_ns = epoch.elapsed().as_nanos() as u64;
+        match event.event.as_str() {
+            EVENT_TYPE => {}
+            "lagged" | "error" => {
+                tally.problem(format!("event: {}: {}", event.event, event.data));
+                continue;
+            }
+            _ => continue,
+        }
+        match serde_json::from_str::<Received>(&event.data) {
+            Ok(Received { data }) if data.seq < total => {
+                let slot = &mut seen[data.seq as usize];
+                if *slot {
+                    tally.duplicates += 1;
+                } else {
+                    *slot = true;
+                    tally
+                        .latencies
+                        .push(received_ns.saturating_sub(data.sent_ns));
+                    tally.last_received_ns = received_ns;
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Ok(_) => tally.problem("an event with an unknown sequence number".into()),
+            Err(err) => tally.problem(format!("unparsable event data: {err}")),
+        }
+    }
+    tally
+}
+
+/// What the publisher saw.
+#[derive(Default)]
+struct PublishTally {
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+    latencies: Vec<u64>,
+    first_sent_ns: u64,
+}
+
+/// Publishes `total` events at `rate` per second on a fixed schedule. Each
+/// publish is its own task so a slow answer does not delay the next send.
+async fn publish_at_rate(
+    client: reqwest::Client,
+    url: String,
+    rate: u64,
+    total: u64,
+    epoch: Instant,
+    sent: Arc<AtomicU64>,
+) -> PublishTally {
+    // Longer numbers later make events a few bytes larger: "about" 200 B.
+    let pad: Arc<str> = "x"
+        .repeat(STREAM_EVENT_BYTES.saturating_sub(stream_body(0, 0, "").len()))
+        .into();
+    let start = tokio::time::Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let mut tasks = Vec::with_capacity(total as usize);
+    let mut first_sent_ns = 0;
+    for seq in 0..total {
+        tokio::time::sleep_until(start + interval.mul_f64(seq as f64)).await;
+        let (client, url, pad, sent) = (
+            client.clone(),
+            url.clone(),
+            Arc::clone(&pad),
+            Arc::clone(&sent),
+        );
+        let sent_ns = epoch.elapsed().as_nanos() as u64;
+        if seq == 0 {
+            first_sent_ns = sent_ns;
+        }
+        tasks.push(tokio::spawn(async move {
+            let request = client
+                .post(&url)
+                .timeout(REQUEST_TIMEOUT)
+                .header(reqwest::header::CONTENT_TYPE, STRUCTURED)
+                .body(stream_body(seq, sent_ns, &pad));
+            sent.fetch_add(1, Ordering::Relaxed);
+            let outcome = match request.send().await {
+                Ok(response) if response.status().is_success() => {
+                    let _ = response.bytes().await;
+                    Ok(())
+                }
+                Ok(response) => {
+                    let status = response.status();
+                    Err(format!(
+                        "{status}: {}",
+                        response.text().await.unwrap_or_default()
+                    ))
+                }
+                Err(err) => Err(format!("{err:#}")),
+            };
+            (outcome, epoch.elapsed().as_nanos() as u64 - sent_ns)
+        }));
+    }
+    let mut tally = PublishTally {
+        first_sent_ns,
+        ..PublishTally::default()
+    };
+    for task in tasks {
+        match task.await {
+            Ok((Ok(()), latency)) => {
+                tally.ok += 1;
+                tally.latencies.push(latency);
+            }
+            Ok((Err(err), _)) => {
+                tally.errors += 1;
+                tally.first_error.get_or_insert(err);
+            }
+            Err(err) => {
+                tally.errors += 1;
+                tally
+                    .first_error
+                    .get_or_insert(format!("publish task failed: {err}"));
+            }
+        }
+    }
+    tally
+}
+
+async fn stream_scenario(
+    kind: StreamKind,
+    params: &StreamParams,
+    server_args: &ServerArgs,
+) -> Result<()> {
+    if params.rate == 0 || params.subscribers == 0 {
+        bail!("--rate and --subscribers must be at least 1");
+    }
+    let total = (params.rate as f64 * params.duration_s).round() as u64;
+    eprintln!(
+        "{}: {} subscribers, {} events/s for {}s ({total} events, {} deliveries expected), fsync {}",
+        kind.name(),
+        params.subscribers,
+        params.rate,
+        params.duration_s,
+        total * params.subscribers as u64,
+        params.fsync
+    );
+    let server = Switchyard::start(server_args)?;
+    let pid = server.child.id();
+    tokio::time::sleep(SETTLE).await;
+    let before_subscribers = server.usage()?;
+
+    // Connect every subscriber before the first publish. The server fixes a
+    // subscriber's cursor and joins it to the broadcast before it answers,
+    // so once the headers are here it will see every later event.
+    let sse = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()?;
+    let stream_url = server.url(&format!("/v1/topics/{TOPIC}/stream"));
+    let connected_at = Instant::now();
+    let attempts: Vec<Result<reqwest::Response, String>> =
+        futures::stream::iter(0..params.subscribers)
+            .map(|_| {
+                let request = sse
+                    .get(&stream_url)
+                    .header(reqwest::header::ACCEPT, "text/event-stream");
+                async move {
+                    match tokio::time::timeout(REQUEST_TIMEOUT, request.send()).await {
+                        Ok(Ok(response)) if response.status().is_success() => Ok(response),
+                        Ok(Ok(response)) => Err(format!("{}", response.status())),
+                        Ok(Err(err)) => Err(format!("{err:#}")),
+                        Err(_) => Err(format!("no answer in {REQUEST_TIMEOUT:?}")),
+                    }
+                }
+            })
+            .buffer_unordered(CONNECT_CONCURRENCY)
+            .collect()
+            .await;
+    let mut responses = Vec::with_capacity(params.subscribers);
+    let mut connect_failures = 0;
+    for attempt in attempts {
+        match attempt {
+            Ok(response) => responses.push(response),
+            Err(err) => {
+                if connect_failures == 0 {
+                    eprintln!("  a subscriber could not connect: {err}");
+                }
+                connect_failures += 1;
+            }
+        }
+    }
+    let connected = responses.len();
+    eprintln!(
+        "  {connected} subscribers connected in {:.1}s",
+        connected_at.elapsed().as_secs_f64()
+    );
+
+    let epoch = Instant::now();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let cancel = CancellationToken::new();
+    let subscribers: Vec<_> = responses
+        .into_iter()
+        .map(|response| {
+            tokio::spawn(follow(
+                response,
+                total,
+                epoch,
+                Arc::clone(&delivered),
+                cancel.clone(),
+            ))
+        })
+        .collect();
+
+    tokio::time::sleep(SETTLE).await;
+    let with_subscribers = server.usage()?;
+    tokio::time::sleep(Duration::from_secs_f64(params.idle_s)).await;
+    let after_idle = server.usage()?;
+    let idle_cpu_percent =
+        (after_idle.cpu_seconds() - with_subscribers.cpu_seconds()) / params.idle_s * 100.0;
+    let rss_per_subscriber = (with_subscribers
+        .rss_bytes
+        .saturating_sub(before_subscribers.rss_bytes)) as f64
+        / connected.max(1) as f64;
+
+    let publisher = http_client(CONNECT_CONCURRENCY)?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start(
+        format!("{} deliveries", kind.name()),
+        Duration::from_secs_f64(params.duration_s),
+        Arc::clone(&delivered),
+        "delivered",
+    );
+    let publish_url = server.url(&format!("/v1/topics/{TOPIC}/events"));
+    // The client shares the machine's cores with the server: its CPU time is
+    // part of the picture.
+    let client_start = ProcUsage::read(std::process::id())?;
+    let published = publish_at_rate(
+        publisher,
+        publish_url,
+        params.rate,
+        total,
+        epoch,
+        Arc::clone(&sent),
+    )
+    .await;
+    let publish_done = server.usage()?;
+    let client_done = ProcUsage::read(std::process::id())?;
+
+    // Give stragglers a bounded time to receive the rest, then stop them.
+    let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
+    let expected = total * connected as u64;
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cancel.cancel();
+    drop(progress);
+
+    let mut latencies = Vec::with_capacity(expected as usize);
+    let (mut duplicates, mut problems, mut incomplete, mut last_received_ns) = (0, 0, 0, 0);
+    let mut first_problem = None;
+    for subscriber in subscribers {
+        let tally = subscriber.await.context("a subscriber task panicked")?;
+        if (tally.latencies.len() as u64) < total {
+            incomplete += 1;
+        }
+        duplicates += tally.duplicates;
+        problems += tally.problems;
+        last_received_ns = last_received_ns.max(tally.last_received_ns);
+        first_problem = first_problem.or(tally.first_problem);
+        latencies.extend(tally.latencies);
+    }
+    let end = server.usage()?;
+    let log_lines = server.log_lines();
+    let data_fs = server.data_filesystem();
+    drop(server);
+
+    let received = latencies.len() as u64;
+    let missing = expected - received;
+    let delivery_window_s = (last_received_ns.saturating_sub(published.first_sent_ns)) as f64 / 1e9;
+    let deliveries_per_s = received as f64 / delivery_window_s.max(f64::MIN_POSITIVE);
+    let lag = Percentiles::of(&mut latencies);
+    let mut publish_latencies = published.latencies;
+    let publish_latency = Percentiles::of(&mut publish_latencies);
+    let publish_cpu = publish_done.cpu_seconds() - after_idle.cpu_seconds();
+    let publish_cpu_system = publish_done.system_seconds - after_idle.system_seconds;
+    let client_cpu = client_done.cpu_seconds() - client_start.cpu_seconds();
+    let percent_of_run = |cpu: f64| cpu / params.duration_s * 100.0;
+
+    println!();
+    println!(
+        "{}: {connected} SSE subscribers, {} events/s of ~{} B for {}s, fsync {}, log on {data_fs} (server pid {pid})",
+        kind.name(),
+        params.rate,
+        params.event_bytes,
+        params.duration_s,
+        params.fsync
+    );
+    println!();
+    println!("| {:<44} | {:>18} |", "measure", "value");
+    println!("|{:-<46}|{:->20}|", "", "");
+    let row = |name: &str, value: String| println!("| {name:<44} | {value:>18} |");
+    row(
+        "events published (ok / errors)",
+        format!("{} / {}", published.ok, published.errors),
+    );
+    row(
+        "publish latency p50 / p99 ms",
+        format!("{:.2} / {:.2}", publish_latency.p50, publish_latency.p99),
+    );
+    row(
+        "deliveries (received / expected)",
+        format!("{received} / {expected}"),
+    );
+    row("deliveries missing", missing.to_string());
+    row(
+        "subscribers missing at least one event",
+        incomplete.to_string(),
+    );
+    row("duplicate deliveries", duplicates.to_string());
+    row(
+        "subscriber problems (lagged, error, broken)",
+        problems.to_string(),
+    );
+    row(
+        "subscribers that failed to connect",
+        connect_failures.to_string(),
+    );
+    row("deliveries/s", format!("{deliveries_per_s:.0}"));
+    row("publish→receive p50 ms", format!("{:.2}", lag.p50));
+    row("publish→receive p90 ms", format!("{:.2}", lag.p90));
+    row("publish→receive p99 ms", format!("{:.2}", lag.p99));
+    row("publish→receive p999 ms", format!("{:.2}", lag.p999));
+    row("publish→receive max ms", format!("{:.2}", lag.max));
+    row(
+        "server RSS before subscribers",
+        format!("{:.1} MiB", mib(before_subscribers.rss_bytes)),
+    );
+    row(
+        "server RSS with subscribers",
+        format!("{:.1} MiB", mib(with_subscribers.rss_bytes)),
+    );
+    row(
+        "server RSS per subscriber",
+        format!("{:.1} KiB", rss_per_subscriber / 1024.0),
+    );
+    row(
+        "server peak RSS",
+        format!("{:.1} MiB", mib(end.peak_rss_bytes)),
+    );
+    row(
+        "server idle CPU with subscribers",
+        format!("{idle_cpu_percent:.1} %"),
+    );
+    row(
+        "server CPU while publishing",
+        format!("{publish_cpu:.2} s ({:.0} %)", percent_of_run(publish_cpu)),
+    );
+    row(
+        "  of which in the kernel",
+        format!("{publish_cpu_system:.2} s"),
+    );
+    row(
+        "bench client CPU while publishing",
+        format!("{client_cpu:.2} s ({:.0} %)", percent_of_run(client_cpu)),
+    );
+    println!();
+    if let Some(problem) = &first_problem {
+        println!("first subscriber problem: {problem}");
+    }
+    if let Some(error) = &published.first_error {
+        println!("first publish error: {error}");
+    }
+    if kind == StreamKind::Latency {
+        let comparable =
+            params.subscribers == LATENCY_TARGET_SUBSCRIBERS && params.rate == LATENCY_TARGET_RATE;
+        let verdict = match (comparable, lag.p99 <= LATENCY_TARGET_P99_MS && missing == 0) {
+            (false, _) => "not judged: the target is for 1000 subscribers at 50 events/s",
+            (true, true) => "met",
+            (true, false) => "MISSED",
+        };
+        println!(
+            "target publish→SSE p99 ≤ {LATENCY_TARGET_P99_MS} ms, nothing missing (1000 subscribers × 50 events/s): {verdict}"
+        );
+    }
+    report_log(&log_lines);
+
+    record(
+        kind.name(),
+        json!(params),
+        json!({
+            "data_filesystem": data_fs,
+            "connected": connected,
+            "connect_failures": connect_failures,
+            "published_ok": published.ok,
+            "publish_errors": published.errors,
+            "publish_latency_ms": publish_latency,
+            "deliveries_expected": expected,
+            "deliveries_received": received,
+            "deliveries_missing": missing,
+            "subscribers_incomplete": incomplete,
+            "duplicates": duplicates,
+            "subscriber_problems": problems,
+            "deliveries_per_s": deliveries_per_s,
+            "publish_to_receive_ms": lag,
+            "server_rss_before_subscribers_mib": mib(before_subscribers.rss_bytes),
+            "server_rss_with_subscribers_mib": mib(with_subscribers.rss_bytes),
+            "server_rss_per_subscriber_kib": rss_per_subscriber / 1024.0,
+            "server_peak_rss_mib": mib(end.peak_rss_bytes),
+            "server_idle_cpu_percent": idle_cpu_percent,
+            "server_publish_cpu_s": publish_cpu,
+            "server_publish_cpu_system_s": publish_cpu_system,
+            "client_publish_cpu_s": client_cpu,
+            "server_warnings": log_lines,
+        }),
+        None,
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Recording
+// ---------------------------------------------------------------------------
+
+/// Appends one JSON line describing the run to bench/results.jsonl.
+fn record(scenario: &str, params: Value, results: Value, ratio: Option<f64>) -> Result<()> {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // Uncommitted changes mean the commit alone does not name what ran.
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let timestamp = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let line = json!({
+        "scenario": scenario,
+        "timestamp": timestamp,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "machine": machine(),
+        "params": params,
+        "results": results,
+        "ratio": ratio,
+    });
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(RESULTS_FILE)
+        .with_context(|| format!("opening {RESULTS_FILE}"))?;
+    writeln!(file, "{line}").with_context(|| format!("writing {RESULTS_FILE}"))?;
+    eprintln!("recorded in {RESULTS_FILE}");
+    Ok(())
+}
+
+fn machine() -> Value {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .and_then(|rest| rest.split_once(':'))
+        .map_or("unknown", |(_, name)| name.trim());
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: u64 = meminfo
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    json!({
+        "nproc": std::thread::available_parallelism().map_or(0, usize::from),
+        "cpu_model": model,
+        "memory_gib": (mem_kib as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0,
+    })
+}

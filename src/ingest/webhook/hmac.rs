@@ -1,0 +1,61 @@
+//! A plain HMAC-SHA256 header, for senders with no named scheme: the header,
+//! hex or base64, an optional prefix (`sha256=`), an optional timestamp
+//! header checked against the tolerance, and a signed-content template such
+//! as `{timestamp}.{body}`.
+
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+
+use super::{Delivery, Rejection, any_signature_matches, check_timestamp, decode_base64, header};
+use crate::source::{Encoding, HmacOptions, Part};
+
+/// The signature bytes of a header value under these options.
+pub fn parse_signature(options: &HmacOptions, value: &str) -> Option<Vec<u8>> {
+    let encoded = value.trim().strip_prefix(options.prefix.as_str())?;
+    match options.encoding {
+        Encoding::Hex => hex::decode(encoded).ok(),
+        Encoding::Base64 => decode_base64(encoded),
+    }
+}
+
+pub(super) fn verify(
+    options: &HmacOptions,
+    headers: &HeaderMap,
+    body: &[u8],
+    secrets: &[Vec<u8>],
+    tolerance: Duration,
+    now_s: i64,
+) -> Result<Delivery, Rejection> {
+    let signature = header(headers, &options.header)?;
+    let timestamp = match &options.timestamp_header {
+        Some(name) => {
+            let timestamp = header(headers, name)?;
+            check_timestamp(name, timestamp, tolerance, now_s)?;
+            Some(timestamp)
+        }
+        None => None,
+    };
+    let id = match &options.id_header {
+        Some(name) => Some(header(headers, name)?),
+        None => None,
+    };
+    let candidate = parse_signature(options, signature)
+        .ok_or_else(|| Rejection::malformed_header(&options.header, "not the configured prefix and encoding"))?;
+    let message: Vec<&[u8]> = options
+        .signed_content
+        .iter()
+        .map(|part| match part {
+            Part::Literal(text) => text.as_bytes(),
+            Part::Timestamp => timestamp.unwrap_or_default().as_bytes(),
+            Part::Id => id.unwrap_or_default().as_bytes(),
+            Part::Body => body,
+        })
+        .collect();
+    if !any_signature_matches(secrets, &message, &[candidate]) {
+        return Err(Rejection::invalid_signature(&options.header));
+    }
+    Ok(Delivery {
+        id: id.filter(|id| !id.is_empty()).map(str::to_owned),
+    })
+}

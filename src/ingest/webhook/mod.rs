@@ -1,0 +1,465 @@
+//! Webhook ingestion: only genuine webhooks get in, once, as typed events.
+//!
+//! A request is `Request<Unverified>` until its scheme's module checks the
+//! signature over the raw bytes; only a `Request<Verified>` can become an
+//! event. Each signature scheme is one file of the same shape: `verify`
+//! (headers and raw body in, delivery facts or a rejection out).
+//!
+//! Deduplication: a scheme's delivery id becomes the event id, so "seen
+//! before" means "an event with this source and id is in the log within the
+//! window". The in-memory index is rebuilt from the log at start, which keeps
+//! it exactly as durable as the events themselves.
+
+mod dedupe;
+mod github;
+mod hmac;
+mod shopify;
+mod slack;
+mod standard;
+mod stripe;
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::HeaderMap;
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::Value;
+use tracing::{info, warn};
+
+use self::dedupe::Dedupe;
+use super::{Ingest, IngestError, Published, Undeclared};
+use crate::broker::Broker;
+use crate::cursor::Cursor;
+use crate::event::{CloudEvent, is_json_media_type};
+use crate::metrics::Metrics;
+use crate::source::{Scheme, TypeRule, WebhookSpec};
+use crate::topic::Topics;
+
+/// Why a request was not let in. All of these answer 401: the sender's
+/// signature, secret or clock is wrong, and retrying the same request will
+/// not help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub code: &'static str,
+    pub reason: String,
+    /// The header at fault, when one is.
+    pub header: Option<String>,
+}
+
+impl Rejection {
+    fn missing_header(name: &str) -> Self {
+        Self {
+            code: "missing_header",
+            reason: format!("the {name} header is missing"),
+            header: Some(name.to_owned()),
+        }
+    }
+
+    fn malformed_header(name: &str, why: &str) -> Self {
+        Self {
+            code: "malformed_header",
+            reason: format!("the {name} header is malformed: {why}"),
+            header: Some(name.to_owned()),
+        }
+    }
+
+    fn invalid_signature(name: &str) -> Self {
+        Self {
+            code: "invalid_signature",
+            reason: format!("no signature in {name} matches the body with any configured secret"),
+            header: Some(name.to_owned()),
+        }
+    }
+}
+
+/// Delivery facts a scheme read from a verified request.
+#[derive(Debug, Default)]
+pub(crate) struct Delivery {
+    /// The sender's id for this delivery, stable across its retries.
+    id: Option<String>,
+}
+
+pub struct Unverified;
+pub struct Verified;
+
+/// A webhook request; only the scheme modules can make it `Verified`.
+pub struct Request<State> {
+    headers: HeaderMap,
+    body: Bytes,
+    delivery: Delivery,
+    _state: PhantomData<State>,
+}
+
+impl Request<Unverified> {
+    pub fn new(headers: HeaderMap, body: Bytes) -> Self {
+        Self {
+            headers,
+            body,
+            delivery: Delivery::default(),
+            _state: PhantomData,
+        }
+    }
+
+    /// Runs the source's scheme over the raw bytes.
+    fn verify(self, source: &Source, now_s: i64) -> Result<Request<Verified>, Rejection> {
+        let secrets = &source.secrets;
+        let tolerance = source.spec.tolerance;
+        let delivery = match &source.spec.scheme {
+            Scheme::StandardWebhooks => standard::verify(&self.headers, &self.body, secrets, tolerance, now_s),
+            Scheme::Github => github::verify(&self.headers, &self.body, secrets),
+            Scheme::Stripe => stripe::verify(&self.headers, &self.body, secrets, tolerance, now_s),
+            Scheme::Slack => slack::verify(&self.headers, &self.body, secrets, tolerance, now_s),
+            Scheme::Shopify => shopify::verify(&self.headers, &self.body, secrets),
+            Scheme::Hmac(options) => hmac::verify(options, &self.headers, &self.body, secrets, tolerance, now_s),
+        }?;
+        Ok(Request {
+            headers: self.headers,
+            body: self.body,
+            delivery,
+            _state: PhantomData,
+        })
+    }
+}
+
+/// A header as text, or a rejection naming it.
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Rejection> {
+    headers
+        .get(name)
+        .ok_or_else(|| Rejection::missing_header(name))?
+        .to_str()
+        .map_err(|_| Rejection::malformed_header(name, "not visible ASCII"))
+}
+
+/// Checks a Unix timestamp (seconds) against the tolerance, both ways.
+fn check_timestamp(name: &str, text: &str, tolerance: Duration, now_s: i64) -> Result<(), Rejection> {
+    let timestamp: i64 = text
+        .trim()
+        .parse()
+        .map_err(|_| Rejection::malformed_header(name, "not a Unix timestamp in seconds"))?;
+    let tolerance_s = tolerance.as_secs() as i64;
+    let (code, reason) = if timestamp < now_s.saturating_sub(tolerance_s) {
+        ("timestamp_too_old", format!("the {name} timestamp is more than {tolerance_s} s in the past"))
+    } else if timestamp > now_s.saturating_add(tolerance_s) {
+        ("timestamp_in_future", format!("the {name} timestamp is more than {tolerance_s} s in the future"))
+    } else {
+        return Ok(());
+    };
+    Err(Rejection {
+        code,
+        reason,
+        header: Some(name.to_owned()),
+    })
+}
+
+/// Whether any candidate signature is the HMAC-SHA256 of `message` under any
+/// secret. Comparisons are constant-time (`verify_slice`).
+fn any_signature_matches(secrets: &[Vec<u8>], message: &[&[u8]], candidates: &[Vec<u8>]) -> bool {
+    use ::hmac::{KeyInit, Mac};
+    type HmacSha256 = ::hmac::Hmac<sha2::Sha256>;
+    secrets.iter().any(|secret| {
+        let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
+        for part in message {
+            mac.update(part);
+        }
+        candidates.iter().any(|candidate| mac.clone().verify_slice(candidate).is_ok())
+    })
+}
+
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD.decode(text.trim()).ok()
+}
+
+/// A configured source with its secrets resolved.
+struct Source {
+    spec: WebhookSpec,
+    secrets: Vec<Vec<u8>>,
+    /// Why the source cannot verify anything, when it cannot.
+    unconfigured: Option<String>,
+}
+
+/// Turns a secret's text into key bytes as its scheme wants them.
+fn secret_bytes(scheme: &Scheme, text: &str) -> Result<Vec<u8>, String> {
+    match scheme {
+        // Standard Webhooks: `whsec_` + base64 of the key.
+        Scheme::StandardWebhooks => decode_base64(text.strip_prefix("whsec_").unwrap_or(text))
+            .ok_or_else(|| "is not whsec_ followed by base64".to_owned()),
+        // Stripe signs with the whole `whsec_…` string as UTF-8.
+        _ => Ok(text.as_bytes().to_vec()),
+    }
+}
+
+impl Source {
+    fn resolve(spec: WebhookSpec) -> Self {
+        let mut secrets = Vec::new();
+        let mut missing = Vec::new();
+        for name in &spec.secrets_env {
+            match std::env::var(name) {
+                Ok(text) if !text.is_empty() => match secret_bytes(&spec.scheme, &text) {
+                    Ok(bytes) => secrets.push(bytes),
+                    Err(why) => warn!(source = %spec.name, env = %name, "the secret {why}; ignoring it"),
+                },
+                _ => missing.push(name.clone()),
+            }
+        }
+        let unconfigured = secrets.is_empty().then(|| {
+            let message = format!("set {} to the signing secret", missing.join(" or "));
+            warn!(source = %spec.name, "webhook source has no secret: it rejects every request; {message}");
+            message
+        });
+        Self {
+            spec,
+            secrets,
+            unconfigured,
+        }
+    }
+
+    fn source_uri(&self) -> String {
+        format!("/webhooks/{}", self.spec.name)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("no webhook source named {0:?}")]
+    UnknownSource(String),
+    #[error("this webhook source has no signing secret configured; see the server log")]
+    NotConfigured,
+    #[error("{}", .0.reason)]
+    Rejected(Rejection),
+    #[error("Content-Type {0:?} is not JSON")]
+    NotJson(String),
+    #[error("the body is not valid JSON: {0}")]
+    InvalidBody(String),
+    #[error("cannot tell the event type: {0}")]
+    NoType(String),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+}
+
+/// What a verified, well-formed webhook became.
+#[derive(Debug)]
+pub enum Outcome {
+    Accepted(Published),
+    /// Seen within the dedupe window: nothing was appended.
+    Duplicate { id: String },
+    /// Slack's `url_verification`: answer with the challenge.
+    Challenge(String),
+}
+
+pub struct Webhooks {
+    sources: HashMap<String, Source>,
+    dedupe: Dedupe,
+    ingest: Arc<Ingest>,
+    metrics: Arc<Metrics>,
+}
+
+fn now() -> (i64, i64) {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    (since_epoch.as_secs() as i64, since_epoch.as_millis() as i64)
+}
+
+impl Webhooks {
+    pub fn new(topics: &Topics, ingest: Arc<Ingest>, metrics: Arc<Metrics>) -> Self {
+        let sources = topics
+            .webhook_sources()
+            .map(|spec| (spec.name.clone(), Source::resolve(spec.clone())))
+            .collect();
+        Self {
+            sources,
+            dedupe: Dedupe::default(),
+            ingest,
+            metrics,
+        }
+    }
+
+    /// The body limit of a source, or `None` when there is no such source.
+    pub fn max_body_bytes(&self, source: &str) -> Option<usize> {
+        self.sources.get(source).map(|s| s.spec.max_body_bytes)
+    }
+
+    /// Rebuilds the dedupe index from the events in the log that are still
+    /// inside their source's window.
+    pub async fn recover(&self, broker: &Broker) -> Result<(), crate::broker::BrokerError> {
+        let (_, now_ms) = now();
+        let mut by_topic: HashMap<&str, Vec<&Source>> = HashMap::new();
+        for source in self.sources.values() {
+            by_topic.entry(source.spec.topic.as_str()).or_default().push(source);
+        }
+        for (topic, sources) in by_topic {
+            let windows: HashMap<String, (String, i64)> = sources
+                .iter()
+                .map(|s| (s.source_uri(), (s.spec.name.clone(), s.spec.dedupe_window.as_millis() as i64)))
+                .collect();
+            let mut cursor: Cursor = broker.earliest(topic)?;
+            let mut remembered = 0usize;
+            loop {
+                let batch = broker.read(topic, &cursor, 4096, Duration::ZERO).await?;
+                if batch.events.is_empty() {
+                    break;
+                }
+                for stored in &batch.events {
+                    #[derive(serde::Deserialize)]
+                    struct Head {
+                        id: String,
+                        source: String,
+                    }
+                    let Ok(head) = serde_json::from_slice::<Head>(&stored.payload) else {
+                        continue;
+                    };
+                    if let Some((name, window_ms)) = windows.get(&head.source)
+                        && stored.timestamp_ms + window_ms > now_ms
+                    {
+                        self.dedupe.remember(name, &head.id, stored.timestamp_ms + window_ms);
+                        remembered += 1;
+                    }
+                }
+                cursor = batch.next;
+            }
+            if remembered > 0 {
+                info!(topic, deliveries = remembered, "webhook dedupe index rebuilt from the log");
+            }
+        }
+        Ok(())
+    }
+
+    /// Verifies, types, dedupes and publishes one webhook delivery.
+    pub async fn receive(&self, name: &str, headers: HeaderMap, body: Bytes) -> Result<Outcome, WebhookError> {
+        let source = self
+            .sources
+            .get(name)
+            .ok_or_else(|| WebhookError::UnknownSource(name.to_owned()))?;
+        self.metrics.webhook(name, "received");
+        let result = self.receive_from(source, headers, body).await;
+        let outcome = match &result {
+            Ok(Outcome::Accepted(_)) => "accepted",
+            Ok(Outcome::Duplicate { .. }) => "duplicate",
+            Ok(Outcome::Challenge(_)) => "challenge",
+            Err(WebhookError::Rejected(rejection)) => rejection.code,
+            Err(WebhookError::NotConfigured) => "not_configured",
+            Err(WebhookError::NotJson(_) | WebhookError::InvalidBody(_)) => "invalid_body",
+            Err(WebhookError::NoType(_)) => "no_type",
+            Err(WebhookError::Ingest(IngestError::Broker(_))) => "broker_unavailable",
+            Err(WebhookError::Ingest(_)) => "invalid_event",
+            Err(WebhookError::UnknownSource(_)) => "unknown_source",
+        };
+        self.metrics.webhook(name, outcome);
+        result
+    }
+
+    async fn receive_from(&self, source: &Source, headers: HeaderMap, body: Bytes) -> Result<Outcome, WebhookError> {
+        if source.unconfigured.is_some() {
+            return Err(WebhookError::NotConfigured);
+        }
+        let (now_s, now_ms) = now();
+        let request = Request::new(headers, body)
+            .verify(source, now_s)
+            .map_err(WebhookError::Rejected)?;
+        // Only now is the body looked at.
+        if let Some(content_type) = request.headers.get("content-type").and_then(|v| v.to_str().ok())
+            && !is_json_media_type(content_type)
+        {
+            return Err(WebhookError::NotJson(content_type.to_owned()));
+        }
+        let data: Value = serde_json::from_slice(&request.body).map_err(|e| WebhookError::InvalidBody(e.to_string()))?;
+        if matches!(source.spec.scheme, Scheme::Slack)
+            && data.get("type").and_then(Value::as_str) == Some("url_verification")
+        {
+            let challenge = data.get("challenge").and_then(Value::as_str).unwrap_or_default();
+            return Ok(Outcome::Challenge(challenge.to_owned()));
+        }
+        let delivery_id = request.delivery.id.clone().or_else(|| {
+            body_delivery_pointer(&source.spec.scheme)
+                .and_then(|pointer| data.pointer(pointer))
+                .and_then(Value::as_str)
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)
+        });
+        let event = to_event(source, &request, data, delivery_id.clone())?;
+        let undeclared = if source.spec.accept_undeclared_types {
+            Undeclared::Accept
+        } else {
+            Undeclared::Refuse
+        };
+        let Some(delivery_id) = delivery_id else {
+            let published = self.ingest.publish_checked(&source.spec.topic, vec![event], undeclared).await?;
+            return Ok(Outcome::Accepted(first(published)));
+        };
+        // One delivery id at a time: a concurrent redelivery waits for the
+        // first attempt and then sees its outcome.
+        let mut seen = self.dedupe.lock(&source.spec.name, &delivery_id).await;
+        if let Some(expires_ms) = *seen
+            && expires_ms > now_ms
+        {
+            return Ok(Outcome::Duplicate { id: delivery_id });
+        }
+        let published = self.ingest.publish_checked(&source.spec.topic, vec![event], undeclared).await?;
+        *seen = Some(now_ms + source.spec.dedupe_window.as_millis() as i64);
+        Ok(Outcome::Accepted(first(published)))
+    }
+}
+
+fn first(mut published: Vec<Published>) -> Published {
+    published.pop().expect("one event in, one position out")
+}
+
+/// Where a scheme keeps its delivery id in the body, when not in a header.
+fn body_delivery_pointer(scheme: &Scheme) -> Option<&'static str> {
+    match scheme {
+        Scheme::Stripe => Some("/id"),
+        Scheme::Slack => Some("/event_id"),
+        _ => None,
+    }
+}
+
+fn to_event(
+    source: &Source,
+    request: &Request<Verified>,
+    data: Value,
+    delivery_id: Option<String>,
+) -> Result<CloudEvent, WebhookError> {
+    let spec = &source.spec;
+    let header_text = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let json_text = |pointer: &str| data.pointer(pointer).and_then(Value::as_str).map(str::to_owned);
+    let ty = match &spec.type_rule {
+        TypeRule::Fixed(ty) => Some(ty.clone()),
+        TypeRule::Header(name) => header_text(name),
+        TypeRule::Json(pointer) => json_text(pointer),
+        TypeRule::SchemeDefault => match &spec.scheme {
+            Scheme::Github => header_text("x-github-event").map(|event| match json_text("/action") {
+                Some(action) => format!("{event}.{action}"),
+                None => event,
+            }),
+            Scheme::Shopify => header_text("x-shopify-topic"),
+            Scheme::Slack => json_text("/event/type").or_else(|| json_text("/type")),
+            Scheme::StandardWebhooks | Scheme::Stripe | Scheme::Hmac(_) => json_text("/type"),
+        },
+    }
+    .filter(|ty| !ty.is_empty())
+    .ok_or_else(|| WebhookError::NoType(type_rule_description(spec)))?;
+    let subject = spec.subject.as_deref().and_then(|pointer| match data.pointer(pointer) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    });
+    let mut event = CloudEvent::wrap(source.source_uri(), format!("{}{ty}", spec.type_prefix), data);
+    if let Some(id) = delivery_id {
+        event.id = id;
+    }
+    event.subject = subject;
+    Ok(event)
+}
+
+fn type_rule_description(spec: &WebhookSpec) -> String {
+    match (&spec.type_rule, &spec.scheme) {
+        (TypeRule::Header(name), _) => format!("the {name} header is missing"),
+        (TypeRule::Json(pointer), _) => format!("the body has no string at {pointer}"),
+        (TypeRule::Fixed(_), _) => "the fixed type is empty".into(),
+        (TypeRule::SchemeDefault, Scheme::Github) => "the x-github-event header is missing".into(),
+        (TypeRule::SchemeDefault, Scheme::Shopify) => "the x-shopify-topic header is missing".into(),
+        (TypeRule::SchemeDefault, Scheme::Slack) => "the body has no string at /event/type or /type".into(),
+        (TypeRule::SchemeDefault, _) => "the body has no string at /type".into(),
+    }
+}
