@@ -354,7 +354,10 @@ fn check(overrides: Overrides) -> Result<ExitCode> {
             // A missing secret is deployment state, not a file error: the
             // source fails closed, and we say so.
             for source in &sources {
-                let set = source.secrets_env.iter().any(|name| std::env::var_os(name).is_some());
+                let set = source
+                    .secrets_env
+                    .iter()
+                    .any(|name| std::env::var_os(name).is_some());
                 if !set {
                     eprintln!(
                         "warning: webhook source {:?}: none of {} is set, so it rejects every request",
@@ -370,7 +373,6 @@ fn check(overrides: Overrides) -> Result<ExitCode> {
                 config.topics_dir.display()
             );
             Ok(ExitCode::SUCCESS)
-
         }
         Err(problems) => {
             for problem in &problems {

@@ -144,7 +144,10 @@ fn duration(
         Some(text) => match humantime::parse_duration(text) {
             Ok(d) if !d.is_zero() => d,
             _ => {
-                problems.push((key.to_owned(), format!("{text:?} is not a duration like \"5m\"")));
+                problems.push((
+                    key.to_owned(),
+                    format!("{text:?} is not a duration like \"5m\""),
+                ));
                 default
             }
         },
@@ -165,7 +168,11 @@ fn parse_template(text: &str) -> Result<Vec<Part>, String> {
             "timestamp" => Part::Timestamp,
             "id" => Part::Id,
             "body" => Part::Body,
-            other => return Err(format!("unknown placeholder {{{other}}}; use {{timestamp}}, {{id}} or {{body}}")),
+            other => {
+                return Err(format!(
+                    "unknown placeholder {{{other}}}; use {{timestamp}}, {{id}} or {{body}}"
+                ));
+            }
         });
         rest = &rest[start + end + 1..];
     }
@@ -180,17 +187,28 @@ fn parse_template(text: &str) -> Result<Vec<Part>, String> {
 
 impl RawSource {
     /// Validates one `[[webhooks]]` table of the topic in `file`.
-    pub fn resolve(self, topic: &str, index: usize, file: &Path) -> Result<WebhookSpec, Vec<ConfigProblem>> {
+    pub fn resolve(
+        self,
+        topic: &str,
+        index: usize,
+        file: &Path,
+    ) -> Result<WebhookSpec, Vec<ConfigProblem>> {
         let mut problems: Vec<(String, String)> = Vec::new();
         let key = |k: &str| format!("webhooks[{index}].{k}");
         if !is_valid_source_name(&self.source) {
             problems.push((
                 key("source"),
-                format!("{:?} is not a source name: use a-z, 0-9, '-' and '_'", self.source),
+                format!(
+                    "{:?} is not a source name: use a-z, 0-9, '-' and '_'",
+                    self.source
+                ),
             ));
         }
         if self.secrets_env.is_empty() {
-            problems.push((key("secrets_env"), "name at least one environment variable holding the secret".into()));
+            problems.push((
+                key("secrets_env"),
+                "name at least one environment variable holding the secret".into(),
+            ));
         }
         let hmac_only = [
             ("header", self.header.is_some()),
@@ -248,16 +266,34 @@ impl RawSource {
             }
         };
         if matches!(scheme, Some(Scheme::Hmac(_))) && type_rule == TypeRule::SchemeDefault {
-            problems.push((key("type"), "the hmac scheme needs a type rule, e.g. type = { json = \"/type\" }".into()));
+            problems.push((
+                key("type"),
+                "the hmac scheme needs a type rule, e.g. type = { json = \"/type\" }".into(),
+            ));
         }
         if let Some(subject) = &self.subject
             && !subject.starts_with('/')
         {
-            problems.push((key("subject"), format!("{subject:?} is not a JSON pointer (it must start with /)")));
+            problems.push((
+                key("subject"),
+                format!("{subject:?} is not a JSON pointer (it must start with /)"),
+            ));
         }
-        let tolerance = duration(self.tolerance.as_deref(), DEFAULT_TOLERANCE, &key("tolerance"), &mut problems);
-        let dedupe_window = duration(self.dedupe_window.as_deref(), DEFAULT_DEDUPE_WINDOW, &key("dedupe_window"), &mut problems);
-        let max_body_bytes = self.max_body_bytes.map_or(DEFAULT_MAX_BODY_BYTES, |b| b.as_u64() as usize);
+        let tolerance = duration(
+            self.tolerance.as_deref(),
+            DEFAULT_TOLERANCE,
+            &key("tolerance"),
+            &mut problems,
+        );
+        let dedupe_window = duration(
+            self.dedupe_window.as_deref(),
+            DEFAULT_DEDUPE_WINDOW,
+            &key("dedupe_window"),
+            &mut problems,
+        );
+        let max_body_bytes = self
+            .max_body_bytes
+            .map_or(DEFAULT_MAX_BODY_BYTES, |b| b.as_u64() as usize);
         if max_body_bytes == 0 {
             problems.push((key("max_body_bytes"), "must be more than zero".into()));
         }
@@ -282,29 +318,47 @@ impl RawSource {
         }
     }
 
-    fn hmac_options(&self, key: &dyn Fn(&str) -> String, problems: &mut Vec<(String, String)>) -> Option<HmacOptions> {
+    fn hmac_options(
+        &self,
+        key: &dyn Fn(&str) -> String,
+        problems: &mut Vec<(String, String)>,
+    ) -> Option<HmacOptions> {
         let Some(header) = &self.header else {
-            problems.push((key("header"), "the hmac scheme needs the signature header's name".into()));
+            problems.push((
+                key("header"),
+                "the hmac scheme needs the signature header's name".into(),
+            ));
             return None;
         };
         let encoding = match self.encoding.as_deref().unwrap_or("hex") {
             "hex" => Encoding::Hex,
             "base64" => Encoding::Base64,
             other => {
-                problems.push((key("encoding"), format!("{other:?} is not \"hex\" or \"base64\"")));
+                problems.push((
+                    key("encoding"),
+                    format!("{other:?} is not \"hex\" or \"base64\""),
+                ));
                 return None;
             }
         };
-        let default_template = if self.timestamp_header.is_some() { "{timestamp}.{body}" } else { "{body}" };
-        let signed_content = match parse_template(self.signed_content.as_deref().unwrap_or(default_template)) {
-            Ok(parts) => parts,
-            Err(reason) => {
-                problems.push((key("signed_content"), reason));
-                return None;
-            }
+        let default_template = if self.timestamp_header.is_some() {
+            "{timestamp}.{body}"
+        } else {
+            "{body}"
         };
+        let signed_content =
+            match parse_template(self.signed_content.as_deref().unwrap_or(default_template)) {
+                Ok(parts) => parts,
+                Err(reason) => {
+                    problems.push((key("signed_content"), reason));
+                    return None;
+                }
+            };
         if signed_content.contains(&Part::Timestamp) && self.timestamp_header.is_none() {
-            problems.push((key("signed_content"), "{timestamp} needs timestamp_header".into()));
+            problems.push((
+                key("signed_content"),
+                "{timestamp} needs timestamp_header".into(),
+            ));
         }
         if signed_content.contains(&Part::Id) && self.id_header.is_none() {
             problems.push((key("signed_content"), "{id} needs id_header".into()));
@@ -313,7 +367,10 @@ impl RawSource {
             header: header.to_ascii_lowercase(),
             encoding,
             prefix: self.prefix.clone().unwrap_or_default(),
-            timestamp_header: self.timestamp_header.as_ref().map(|h| h.to_ascii_lowercase()),
+            timestamp_header: self
+                .timestamp_header
+                .as_ref()
+                .map(|h| h.to_ascii_lowercase()),
             id_header: self.id_header.as_ref().map(|h| h.to_ascii_lowercase()),
             signed_content,
         })
@@ -328,7 +385,12 @@ mod tests {
     fn templates() {
         assert_eq!(
             parse_template("v0:{timestamp}:{body}").unwrap(),
-            [Part::Literal("v0:".into()), Part::Timestamp, Part::Literal(":".into()), Part::Body]
+            [
+                Part::Literal("v0:".into()),
+                Part::Timestamp,
+                Part::Literal(":".into()),
+                Part::Body
+            ]
         );
         assert!(parse_template("{timestamp}").is_err());
         assert!(parse_template("{body").is_err());

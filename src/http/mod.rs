@@ -48,7 +48,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/topics/{topic}/stream", get(events::stream))
         .route("/v1/topics", get(list_topics))
-        .route("/v1/webhooks/{source}", axum::routing::post(webhook::receive))
+        .route(
+            "/v1/webhooks/{source}",
+            axum::routing::post(webhook::receive),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))

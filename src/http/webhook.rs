@@ -32,14 +32,22 @@ pub async fn receive(
             "duplicate": false,
         }))
         .into_response(),
-        Outcome::Duplicate { id } => axum::Json(json!({"id": id, "duplicate": true})).into_response(),
-        Outcome::Challenge(challenge) => axum::Json(json!({"challenge": challenge})).into_response(),
+        Outcome::Duplicate { id } => {
+            axum::Json(json!({"id": id, "duplicate": true})).into_response()
+        }
+        Outcome::Challenge(challenge) => {
+            axum::Json(json!({"challenge": challenge})).into_response()
+        }
     })
 }
 
 fn unknown_source(source: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "unknown_source", format!("no webhook source named {source:?}"))
-        .with("source", source)
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_source",
+        format!("no webhook source named {source:?}"),
+    )
+    .with("source", source)
 }
 
 impl From<WebhookError> for ApiError {
@@ -47,7 +55,9 @@ impl From<WebhookError> for ApiError {
         let message = err.to_string();
         match err {
             WebhookError::UnknownSource(source) => unknown_source(&source),
-            WebhookError::NotConfigured => ApiError::new(StatusCode::UNAUTHORIZED, "source_not_configured", message),
+            WebhookError::NotConfigured => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "source_not_configured", message)
+            }
             WebhookError::Rejected(rejection) => {
                 let error = ApiError::new(StatusCode::UNAUTHORIZED, rejection.code, message);
                 match rejection.header {
@@ -55,8 +65,12 @@ impl From<WebhookError> for ApiError {
                     None => error,
                 }
             }
-            WebhookError::NotJson(_) => ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
-                .with("header", "content-type"),
+            WebhookError::NotJson(_) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                message,
+            )
+            .with("header", "content-type"),
             WebhookError::InvalidBody(_) => ApiError::bad_request("invalid_json", message),
             WebhookError::NoType(_) => ApiError::bad_request("missing_type", message),
             WebhookError::Ingest(err) => err.into(),

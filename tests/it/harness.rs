@@ -69,7 +69,10 @@ impl Workspace {
 
     /// Starts a server with extra environment variables (webhook secrets).
     pub fn serve_with_env(&self, env: &[(&str, &str)]) -> Server {
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Server::start_with(self.path(), Vec::new(), None, env)
     }
 }
@@ -92,10 +95,20 @@ pub struct Limits {
 
 impl Server {
     pub fn start(dir: &Path, args: &[&str], limits: Option<Limits>) -> Server {
-        Self::start_with(dir, args.iter().map(|s| s.to_string()).collect(), limits, Vec::new())
+        Self::start_with(
+            dir,
+            args.iter().map(|s| s.to_string()).collect(),
+            limits,
+            Vec::new(),
+        )
     }
 
-    fn start_with(dir: &Path, args: Vec<String>, limits: Option<Limits>, env: Vec<(String, String)>) -> Server {
+    fn start_with(
+        dir: &Path,
+        args: Vec<String>,
+        limits: Option<Limits>,
+        env: Vec<(String, String)>,
+    ) -> Server {
         let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -366,13 +379,19 @@ impl Signer {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/signers");
         let (program, script) = match lang {
             SignerLang::Node => ("node".to_owned(), "sign.mjs"),
-            SignerLang::Python => (dir.join(".venv/bin/python").display().to_string(), "sign.py"),
+            SignerLang::Python => (
+                dir.join(".venv/bin/python").display().to_string(),
+                "sign.py",
+            ),
         };
         let installed = match lang {
             SignerLang::Node => dir.join("node_modules").exists(),
             SignerLang::Python => dir.join(".venv").exists(),
         };
-        assert!(installed, "the signing libraries are not installed: run scripts/test (it installs them into tests/signers)");
+        assert!(
+            installed,
+            "the signing libraries are not installed: run scripts/test (it installs them into tests/signers)"
+        );
         let mut child = Command::new(program)
             .arg(script)
             .current_dir(&dir)
@@ -382,7 +401,11 @@ impl Signer {
             .expect("start the signer");
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        Signer { child, stdin, stdout }
+        Signer {
+            child,
+            stdin,
+            stdout,
+        }
     }
 
     /// Headers for one request.
@@ -392,7 +415,10 @@ impl Signer {
         self.stdin.flush().unwrap();
         let line = self.stdout.next().expect("signer answered").unwrap();
         let headers: serde_json::Map<String, Value> = serde_json::from_str(&line).unwrap();
-        headers.into_iter().map(|(k, v)| (k, v.as_str().unwrap().to_owned())).collect()
+        headers
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().unwrap().to_owned()))
+            .collect()
     }
 }
 
@@ -404,5 +430,8 @@ impl Drop for Signer {
 }
 
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }

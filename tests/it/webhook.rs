@@ -170,13 +170,23 @@ fn delivery(case: &Case, delivery_id: &str, n: u64) -> (String, Vec<(String, Str
     (body.to_string(), headers)
 }
 
-async fn send(server: &Server, source: &str, body: &str, headers: &[(String, String)]) -> (u16, Value) {
-    let mut request = client().post(format!("{}/v1/webhooks/{source}", server.url)).body(body.to_owned());
+async fn send(
+    server: &Server,
+    source: &str,
+    body: &str,
+    headers: &[(String, String)],
+) -> (u16, Value) {
+    let mut request = client()
+        .post(format!("{}/v1/webhooks/{source}", server.url))
+        .body(body.to_owned());
     for (name, value) in headers {
         request = request.header(name, value);
     }
     let response = request.send().await.unwrap();
-    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
 }
 
 /// Signs `body` with the case's library and returns all headers to send.
@@ -190,7 +200,13 @@ fn signed(
     extra: &[(String, String)],
 ) -> Vec<(String, String)> {
     let mut headers = extra.to_vec();
-    headers.extend(signer.sign(&sign_request(case.scheme, secret_text, body, timestamp, delivery_id)));
+    headers.extend(signer.sign(&sign_request(
+        case.scheme,
+        secret_text,
+        body,
+        timestamp,
+        delivery_id,
+    )));
     headers
 }
 
@@ -219,13 +235,25 @@ async fn check_scheme(case: &Case) {
         let (status, answer) = send(&server, case.source, &body, &headers).await;
         assert_eq!(status, 200, "{what} with {env}: {answer}");
         assert_eq!(answer["duplicate"], false);
-        assert_eq!(answer["id"], id.as_str(), "{what}: the delivery id is the event id");
+        assert_eq!(
+            answer["id"],
+            id.as_str(),
+            "{what}: the delivery id is the event id"
+        );
         accepted.push((id, body, headers));
     }
 
     // Tampered body.
     let (body, extra) = delivery(case, "tampered", 7);
-    let headers = signed(&mut signer, case, secret(case.secrets[0]), &body, now, "tampered", &extra);
+    let headers = signed(
+        &mut signer,
+        case,
+        secret(case.secrets[0]),
+        &body,
+        now,
+        "tampered",
+        &extra,
+    );
     let tampered = body.replace("\"n\":7", "\"n\":8");
     assert_ne!(tampered, body);
     let (status, answer) = send(&server, case.source, &tampered, &headers).await;
@@ -233,7 +261,11 @@ async fn check_scheme(case: &Case) {
     assert_eq!(answer["error"]["header"], case.signature_header);
 
     // Wrong secret (well-formed for the scheme).
-    let wrong = if case.scheme == "standard-webhooks" { "whsec_d3JvbmctYnV0LXdlbGwtZm9ybWVk" } else { "wrong-secret" };
+    let wrong = if case.scheme == "standard-webhooks" {
+        "whsec_d3JvbmctYnV0LXdlbGwtZm9ybWVk"
+    } else {
+        "wrong-secret"
+    };
     let (body, extra) = delivery(case, "wrong", 9);
     let headers = signed(&mut signer, case, wrong, &body, now, "wrong", &extra);
     let (status, answer) = send(&server, case.source, &body, &headers).await;
@@ -241,10 +273,18 @@ async fn check_scheme(case: &Case) {
 
     // Missing signature header.
     let (body, extra) = delivery(case, "unsigned", 10);
-    let headers: Vec<_> = signed(&mut signer, case, secret(case.secrets[0]), &body, now, "unsigned", &extra)
-        .into_iter()
-        .filter(|(name, _)| name != case.signature_header)
-        .collect();
+    let headers: Vec<_> = signed(
+        &mut signer,
+        case,
+        secret(case.secrets[0]),
+        &body,
+        now,
+        "unsigned",
+        &extra,
+    )
+    .into_iter()
+    .filter(|(name, _)| name != case.signature_header)
+    .collect();
     let (status, answer) = send(&server, case.source, &body, &headers).await;
     assert_rejected(status, &answer, "missing_header", what);
     assert_eq!(answer["error"]["header"], case.signature_header);
@@ -253,7 +293,15 @@ async fn check_scheme(case: &Case) {
     if case.timestamped {
         for (offset, code) in [(-600, "timestamp_too_old"), (600, "timestamp_in_future")] {
             let (body, extra) = delivery(case, "late", 11);
-            let headers = signed(&mut signer, case, secret(case.secrets[0]), &body, now + offset, "late", &extra);
+            let headers = signed(
+                &mut signer,
+                case,
+                secret(case.secrets[0]),
+                &body,
+                now + offset,
+                "late",
+                &extra,
+            );
             let (status, answer) = send(&server, case.source, &body, &headers).await;
             assert_rejected(status, &answer, code, what);
         }
@@ -263,22 +311,39 @@ async fn check_scheme(case: &Case) {
     // before and after a restart.
     let (id, body, headers) = accepted[0].clone();
     let (status, answer) = send(&server, case.source, &body, &headers).await;
-    assert_eq!((status, &answer["duplicate"]), (200, &json!(true)), "{what}: {answer}");
+    assert_eq!(
+        (status, &answer["duplicate"]),
+        (200, &json!(true)),
+        "{what}: {answer}"
+    );
     assert_eq!(answer["id"], id.as_str());
     let server = server.restart();
     let (status, answer) = send(&server, case.source, &body, &headers).await;
-    assert_eq!((status, &answer["duplicate"]), (200, &json!(true)), "{what} after restart: {answer}");
+    assert_eq!(
+        (status, &answer["duplicate"]),
+        (200, &json!(true)),
+        "{what} after restart: {answer}"
+    );
 
     let events = read_all(&client(), &server.events_url("hooks")).await;
-    let ids: Vec<_> = events.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    let ids: Vec<_> = events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
     let expected: Vec<_> = accepted.iter().map(|(id, ..)| id.clone()).collect();
-    assert_eq!(ids, expected, "{what}: exactly the genuine deliveries, once");
+    assert_eq!(
+        ids, expected,
+        "{what}: exactly the genuine deliveries, once"
+    );
     for event in &events {
         assert_eq!(event["source"], format!("/webhooks/{}", case.source));
         assert_eq!(event["type"], "test.event");
     }
     if case.scheme == "github" {
-        assert_eq!(events[0]["subject"], "key-0", "subject from the configured pointer");
+        assert_eq!(
+            events[0]["subject"], "key-0",
+            "subject from the configured pointer"
+        );
     }
 }
 
@@ -318,7 +383,15 @@ async fn standard_webhooks_signed_by_python_too() {
     let server = serve(&ws);
     let mut signer = Signer::new(SignerLang::Python);
     let (body, extra) = delivery(&CASES[0], "py-1", 1);
-    let headers = signed(&mut signer, &CASES[0], secret("T_STD_2"), &body, unix_now(), "py-1", &extra);
+    let headers = signed(
+        &mut signer,
+        &CASES[0],
+        secret("T_STD_2"),
+        &body,
+        unix_now(),
+        "py-1",
+        &extra,
+    );
     let (status, answer) = send(&server, "std", &body, &headers).await;
     assert_eq!(status, 200, "{answer}");
 }
@@ -330,11 +403,24 @@ async fn slack_url_verification_is_answered_with_the_challenge() {
     let mut signer = Signer::new(SignerLang::Python);
     let body = json!({"type": "url_verification", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}).to_string();
     let mut headers = vec![("content-type".to_owned(), "application/json".to_owned())];
-    headers.extend(signer.sign(&sign_request("slack", secret("T_SLACK_1"), &body, unix_now(), "")));
+    headers.extend(signer.sign(&sign_request(
+        "slack",
+        secret("T_SLACK_1"),
+        &body,
+        unix_now(),
+        "",
+    )));
     let (status, answer) = send(&server, "slack", &body, &headers).await;
     assert_eq!(status, 200);
-    assert_eq!(answer["challenge"], "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P");
-    assert!(read_all(&client(), &server.events_url("hooks")).await.is_empty());
+    assert_eq!(
+        answer["challenge"],
+        "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"
+    );
+    assert!(
+        read_all(&client(), &server.events_url("hooks"))
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -344,43 +430,105 @@ async fn other_answers_name_the_problem() {
     let mut signer = Signer::new(SignerLang::Node);
 
     let (status, answer) = send(&server, "nope", "{}", &[]).await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (404, Some("unknown_source")));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (404, Some("unknown_source"))
+    );
 
     // A source whose secret is not set fails closed.
     let (status, answer) = send(&server, "unset", "{}", &[]).await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (401, Some("source_not_configured")));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (401, Some("source_not_configured"))
+    );
 
     // Genuine but not JSON; genuine but of an undeclared type; genuine but
     // failing the schema.
     let case = &CASES[1];
     let body = "not json".to_owned();
-    let headers = signed(&mut signer, case, secret("T_GH_1"), &body, unix_now(), "x", &[]);
+    let headers = signed(
+        &mut signer,
+        case,
+        secret("T_GH_1"),
+        &body,
+        unix_now(),
+        "x",
+        &[],
+    );
     let (status, answer) = send(&server, "gh", &body, &headers).await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (400, Some("invalid_json")));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("invalid_json"))
+    );
 
     let body = json!({"n": 1}).to_string();
-    let mut headers = signed(&mut signer, case, secret("T_GH_1"), &body, unix_now(), "x", &[]);
+    let mut headers = signed(
+        &mut signer,
+        case,
+        secret("T_GH_1"),
+        &body,
+        unix_now(),
+        "x",
+        &[],
+    );
     headers.push(("x-github-event".into(), "deployment".into()));
     let (status, answer) = send(&server, "gh", &body, &headers).await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("unknown_event_type")));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("unknown_event_type"))
+    );
 
     let body = json!({"action": "event", "n": "not a number"}).to_string();
-    let mut headers = signed(&mut signer, case, secret("T_GH_1"), &body, unix_now(), "x", &[]);
+    let mut headers = signed(
+        &mut signer,
+        case,
+        secret("T_GH_1"),
+        &body,
+        unix_now(),
+        "x",
+        &[],
+    );
     headers.push(("x-github-event".into(), "test".into()));
     let (status, answer) = send(&server, "gh", &body, &headers).await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (422, Some("schema_violation")));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (422, Some("schema_violation"))
+    );
     assert_eq!(answer["error"]["pointer"], "/data/n");
 
     // Over the body limit.
     let big = "x".repeat(2 * 1024 * 1024);
     let (status, answer) = send(&server, "gh", &big, &[]).await;
-    assert_eq!((status, answer["error"]["code"].as_str()), (413, Some("payload_too_large")));
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
 
-    let metrics = client().get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("switchyard_webhooks_total{source=\"gh\",outcome=\"invalid_event\"} 2"), "{metrics}");
-    assert!(metrics.contains("switchyard_webhooks_total{source=\"gh\",outcome=\"invalid_body\"} 1"), "{metrics}");
-    assert!(metrics.contains("switchyard_webhooks_total{source=\"unset\",outcome=\"not_configured\"} 1"), "{metrics}");
+    let metrics = client()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchyard_webhooks_total{source=\"gh\",outcome=\"invalid_event\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_webhooks_total{source=\"gh\",outcome=\"invalid_body\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("switchyard_webhooks_total{source=\"unset\",outcome=\"not_configured\"} 1"),
+        "{metrics}"
+    );
 }
+
+/// A signed request ready to send: body, headers, and what it is.
+type Prepared = (String, Vec<(String, String)>, &'static str);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storm_of_webhooks_lets_in_exactly_the_genuine_unique_ones() {
@@ -397,11 +545,20 @@ async fn storm_of_webhooks_lets_in_exactly_the_genuine_unique_ones() {
 
     // Sign everything first (one signer process, Python standardwebhooks).
     let mut signer = Signer::new(SignerLang::Python);
-    let mut requests: Vec<(String, Vec<(String, String)>, &str)> = Vec::with_capacity(TOTAL);
+    let mut requests: Vec<Prepared> = Vec::with_capacity(TOTAL);
+
     for i in 0..UNIQUE {
         let id = format!("storm-{i}");
         let (body, extra) = delivery(case, &id, i as u64);
-        let headers = signed(&mut signer, case, secret("T_STD_1"), &body, now, &id, &extra);
+        let headers = signed(
+            &mut signer,
+            case,
+            secret("T_STD_1"),
+            &body,
+            now,
+            &id,
+            &extra,
+        );
         requests.push((body, headers, "genuine"));
     }
     for i in 0..DUPLICATES {
@@ -411,7 +568,15 @@ async fn storm_of_webhooks_lets_in_exactly_the_genuine_unique_ones() {
     for i in 0..FORGED {
         let id = format!("forged-{i}");
         let (body, extra) = delivery(case, &id, i as u64);
-        let headers = signed(&mut signer, case, "whsec_Zm9yZ2VkLXNlY3JldC1rZXk=", &body, now, &id, &extra);
+        let headers = signed(
+            &mut signer,
+            case,
+            "whsec_Zm9yZ2VkLXNlY3JldC1rZXk=",
+            &body,
+            now,
+            &id,
+            &extra,
+        );
         requests.push((body, headers, "forged"));
     }
     // A fixed shuffle, so a duplicate may race its original.
@@ -470,7 +635,15 @@ async fn storm_of_webhooks_lets_in_exactly_the_genuine_unique_ones() {
     assert_eq!(repeat_attempts, DUPLICATES, "{counts:?}");
 
     let events = read_all(&client(), &server.events_url("hooks")).await;
-    let ids: HashSet<_> = events.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    let ids: HashSet<_> = events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(events.len(), UNIQUE, "one event per genuine delivery");
-    assert_eq!(ids, (0..UNIQUE).map(|i| format!("storm-{i}")).collect::<HashSet<_>>());
+    assert_eq!(
+        ids,
+        (0..UNIQUE)
+            .map(|i| format!("storm-{i}"))
+            .collect::<HashSet<_>>()
+    );
 }

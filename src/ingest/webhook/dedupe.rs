@@ -35,7 +35,9 @@ impl Dedupe {
                 None => {
                     let slot = Slot::default();
                     slots.insert(key, Arc::clone(&slot));
-                    if self.inserted.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+                    if self.inserted.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY
+                        == SWEEP_EVERY - 1
+                    {
                         sweep(&mut slots);
                     }
                     slot
@@ -82,11 +84,22 @@ mod tests {
             tokio::spawn(async move { *dedupe.lock("s", "d1").await })
         };
         tokio::task::yield_now().await;
-        assert!(!second.is_finished(), "the second attempt waits for the first");
+        assert!(
+            !second.is_finished(),
+            "the second attempt waits for the first"
+        );
         *first = Some(i64::MAX);
         drop(first);
         assert_eq!(second.await.unwrap(), Some(i64::MAX));
-        assert_eq!(*dedupe.lock("s", "d2").await, None, "other ids are independent");
-        assert_eq!(*dedupe.lock("t", "d1").await, None, "other sources are independent");
+        assert_eq!(
+            *dedupe.lock("s", "d2").await,
+            None,
+            "other ids are independent"
+        );
+        assert_eq!(
+            *dedupe.lock("t", "d1").await,
+            None,
+            "other sources are independent"
+        );
     }
 }

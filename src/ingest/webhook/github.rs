@@ -12,7 +12,11 @@ pub fn parse_signature(value: &str) -> Option<Vec<u8>> {
     hex::decode(value.trim().strip_prefix("sha256=")?).ok()
 }
 
-pub(super) fn verify(headers: &HeaderMap, body: &[u8], secrets: &[Vec<u8>]) -> Result<Delivery, Rejection> {
+pub(super) fn verify(
+    headers: &HeaderMap,
+    body: &[u8],
+    secrets: &[Vec<u8>],
+) -> Result<Delivery, Rejection> {
     let signature = header(headers, SIGNATURE)?;
     let candidate = parse_signature(signature)
         .ok_or_else(|| Rejection::malformed_header(SIGNATURE, "expected sha256=<hex>"))?;

@@ -40,8 +40,9 @@ pub(super) fn verify(
         Some(name) => Some(header(headers, name)?),
         None => None,
     };
-    let candidate = parse_signature(options, signature)
-        .ok_or_else(|| Rejection::malformed_header(&options.header, "not the configured prefix and encoding"))?;
+    let candidate = parse_signature(options, signature).ok_or_else(|| {
+        Rejection::malformed_header(&options.header, "not the configured prefix and encoding")
+    })?;
     let message: Vec<&[u8]> = options
         .signed_content
         .iter()

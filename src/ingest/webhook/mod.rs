@@ -108,12 +108,21 @@ impl Request<Unverified> {
         let secrets = &source.secrets;
         let tolerance = source.spec.tolerance;
         let delivery = match &source.spec.scheme {
-            Scheme::StandardWebhooks => standard::verify(&self.headers, &self.body, secrets, tolerance, now_s),
+            Scheme::StandardWebhooks => {
+                standard::verify(&self.headers, &self.body, secrets, tolerance, now_s)
+            }
             Scheme::Github => github::verify(&self.headers, &self.body, secrets),
             Scheme::Stripe => stripe::verify(&self.headers, &self.body, secrets, tolerance, now_s),
             Scheme::Slack => slack::verify(&self.headers, &self.body, secrets, tolerance, now_s),
             Scheme::Shopify => shopify::verify(&self.headers, &self.body, secrets),
-            Scheme::Hmac(options) => hmac::verify(options, &self.headers, &self.body, secrets, tolerance, now_s),
+            Scheme::Hmac(options) => hmac::verify(
+                options,
+                &self.headers,
+                &self.body,
+                secrets,
+                tolerance,
+                now_s,
+            ),
         }?;
         Ok(Request {
             headers: self.headers,
@@ -134,16 +143,27 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Rejection> 
 }
 
 /// Checks a Unix timestamp (seconds) against the tolerance, both ways.
-fn check_timestamp(name: &str, text: &str, tolerance: Duration, now_s: i64) -> Result<(), Rejection> {
+fn check_timestamp(
+    name: &str,
+    text: &str,
+    tolerance: Duration,
+    now_s: i64,
+) -> Result<(), Rejection> {
     let timestamp: i64 = text
         .trim()
         .parse()
         .map_err(|_| Rejection::malformed_header(name, "not a Unix timestamp in seconds"))?;
     let tolerance_s = tolerance.as_secs() as i64;
     let (code, reason) = if timestamp < now_s.saturating_sub(tolerance_s) {
-        ("timestamp_too_old", format!("the {name} timestamp is more than {tolerance_s} s in the past"))
+        (
+            "timestamp_too_old",
+            format!("the {name} timestamp is more than {tolerance_s} s in the past"),
+        )
     } else if timestamp > now_s.saturating_add(tolerance_s) {
-        ("timestamp_in_future", format!("the {name} timestamp is more than {tolerance_s} s in the future"))
+        (
+            "timestamp_in_future",
+            format!("the {name} timestamp is more than {tolerance_s} s in the future"),
+        )
     } else {
         return Ok(());
     };
@@ -164,12 +184,16 @@ fn any_signature_matches(secrets: &[Vec<u8>], message: &[&[u8]], candidates: &[V
         for part in message {
             mac.update(part);
         }
-        candidates.iter().any(|candidate| mac.clone().verify_slice(candidate).is_ok())
+        candidates
+            .iter()
+            .any(|candidate| mac.clone().verify_slice(candidate).is_ok())
     })
 }
 
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::STANDARD.decode(text.trim()).ok()
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()
 }
 
 /// A configured source with its secrets resolved.
@@ -199,7 +223,9 @@ impl Source {
             match std::env::var(name) {
                 Ok(text) if !text.is_empty() => match secret_bytes(&spec.scheme, &text) {
                     Ok(bytes) => secrets.push(bytes),
-                    Err(why) => warn!(source = %spec.name, env = %name, "the secret {why}; ignoring it"),
+                    Err(why) => {
+                        warn!(source = %spec.name, env = %name, "the secret {why}; ignoring it")
+                    }
                 },
                 _ => missing.push(name.clone()),
             }
@@ -244,7 +270,9 @@ pub enum WebhookError {
 pub enum Outcome {
     Accepted(Published),
     /// Seen within the dedupe window: nothing was appended.
-    Duplicate { id: String },
+    Duplicate {
+        id: String,
+    },
     /// Slack's `url_verification`: answer with the challenge.
     Challenge(String),
 }
@@ -257,7 +285,9 @@ pub struct Webhooks {
 }
 
 fn now() -> (i64, i64) {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     (since_epoch.as_secs() as i64, since_epoch.as_millis() as i64)
 }
 
@@ -286,12 +316,20 @@ impl Webhooks {
         let (_, now_ms) = now();
         let mut by_topic: HashMap<&str, Vec<&Source>> = HashMap::new();
         for source in self.sources.values() {
-            by_topic.entry(source.spec.topic.as_str()).or_default().push(source);
+            by_topic
+                .entry(source.spec.topic.as_str())
+                .or_default()
+                .push(source);
         }
         for (topic, sources) in by_topic {
             let windows: HashMap<String, (String, i64)> = sources
                 .iter()
-                .map(|s| (s.source_uri(), (s.spec.name.clone(), s.spec.dedupe_window.as_millis() as i64)))
+                .map(|s| {
+                    (
+                        s.source_uri(),
+                        (s.spec.name.clone(), s.spec.dedupe_window.as_millis() as i64),
+                    )
+                })
                 .collect();
             let mut cursor: Cursor = broker.earliest(topic)?;
             let mut remembered = 0usize;
@@ -312,21 +350,31 @@ impl Webhooks {
                     if let Some((name, window_ms)) = windows.get(&head.source)
                         && stored.timestamp_ms + window_ms > now_ms
                     {
-                        self.dedupe.remember(name, &head.id, stored.timestamp_ms + window_ms);
+                        self.dedupe
+                            .remember(name, &head.id, stored.timestamp_ms + window_ms);
                         remembered += 1;
                     }
                 }
                 cursor = batch.next;
             }
             if remembered > 0 {
-                info!(topic, deliveries = remembered, "webhook dedupe index rebuilt from the log");
+                info!(
+                    topic,
+                    deliveries = remembered,
+                    "webhook dedupe index rebuilt from the log"
+                );
             }
         }
         Ok(())
     }
 
     /// Verifies, types, dedupes and publishes one webhook delivery.
-    pub async fn receive(&self, name: &str, headers: HeaderMap, body: Bytes) -> Result<Outcome, WebhookError> {
+    pub async fn receive(
+        &self,
+        name: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Outcome, WebhookError> {
         let source = self
             .sources
             .get(name)
@@ -349,7 +397,12 @@ impl Webhooks {
         result
     }
 
-    async fn receive_from(&self, source: &Source, headers: HeaderMap, body: Bytes) -> Result<Outcome, WebhookError> {
+    async fn receive_from(
+        &self,
+        source: &Source,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Outcome, WebhookError> {
         if source.unconfigured.is_some() {
             return Err(WebhookError::NotConfigured);
         }
@@ -358,16 +411,23 @@ impl Webhooks {
             .verify(source, now_s)
             .map_err(WebhookError::Rejected)?;
         // Only now is the body looked at.
-        if let Some(content_type) = request.headers.get("content-type").and_then(|v| v.to_str().ok())
+        if let Some(content_type) = request
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
             && !is_json_media_type(content_type)
         {
             return Err(WebhookError::NotJson(content_type.to_owned()));
         }
-        let data: Value = serde_json::from_slice(&request.body).map_err(|e| WebhookError::InvalidBody(e.to_string()))?;
+        let data: Value = serde_json::from_slice(&request.body)
+            .map_err(|e| WebhookError::InvalidBody(e.to_string()))?;
         if matches!(source.spec.scheme, Scheme::Slack)
             && data.get("type").and_then(Value::as_str) == Some("url_verification")
         {
-            let challenge = data.get("challenge").and_then(Value::as_str).unwrap_or_default();
+            let challenge = data
+                .get("challenge")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             return Ok(Outcome::Challenge(challenge.to_owned()));
         }
         let delivery_id = request.delivery.id.clone().or_else(|| {
@@ -384,7 +444,10 @@ impl Webhooks {
             Undeclared::Refuse
         };
         let Some(delivery_id) = delivery_id else {
-            let published = self.ingest.publish_checked(&source.spec.topic, vec![event], undeclared).await?;
+            let published = self
+                .ingest
+                .publish_checked(&source.spec.topic, vec![event], undeclared)
+                .await?;
             return Ok(Outcome::Accepted(first(published)));
         };
         // One delivery id at a time: a concurrent redelivery waits for the
@@ -395,7 +458,10 @@ impl Webhooks {
         {
             return Ok(Outcome::Duplicate { id: delivery_id });
         }
-        let published = self.ingest.publish_checked(&source.spec.topic, vec![event], undeclared).await?;
+        let published = self
+            .ingest
+            .publish_checked(&source.spec.topic, vec![event], undeclared)
+            .await?;
         *seen = Some(now_ms + source.spec.dedupe_window.as_millis() as i64);
         Ok(Outcome::Accepted(first(published)))
     }
@@ -421,17 +487,29 @@ fn to_event(
     delivery_id: Option<String>,
 ) -> Result<CloudEvent, WebhookError> {
     let spec = &source.spec;
-    let header_text = |name: &str| request.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let json_text = |pointer: &str| data.pointer(pointer).and_then(Value::as_str).map(str::to_owned);
+    let header_text = |name: &str| {
+        request
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let json_text = |pointer: &str| {
+        data.pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
     let ty = match &spec.type_rule {
         TypeRule::Fixed(ty) => Some(ty.clone()),
         TypeRule::Header(name) => header_text(name),
         TypeRule::Json(pointer) => json_text(pointer),
         TypeRule::SchemeDefault => match &spec.scheme {
-            Scheme::Github => header_text("x-github-event").map(|event| match json_text("/action") {
-                Some(action) => format!("{event}.{action}"),
-                None => event,
-            }),
+            Scheme::Github => {
+                header_text("x-github-event").map(|event| match json_text("/action") {
+                    Some(action) => format!("{event}.{action}"),
+                    None => event,
+                })
+            }
             Scheme::Shopify => header_text("x-shopify-topic"),
             Scheme::Slack => json_text("/event/type").or_else(|| json_text("/type")),
             Scheme::StandardWebhooks | Scheme::Stripe | Scheme::Hmac(_) => json_text("/type"),
@@ -439,12 +517,19 @@ fn to_event(
     }
     .filter(|ty| !ty.is_empty())
     .ok_or_else(|| WebhookError::NoType(type_rule_description(spec)))?;
-    let subject = spec.subject.as_deref().and_then(|pointer| match data.pointer(pointer) {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
-    });
-    let mut event = CloudEvent::wrap(source.source_uri(), format!("{}{ty}", spec.type_prefix), data);
+    let subject = spec
+        .subject
+        .as_deref()
+        .and_then(|pointer| match data.pointer(pointer) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        });
+    let mut event = CloudEvent::wrap(
+        source.source_uri(),
+        format!("{}{ty}", spec.type_prefix),
+        data,
+    );
     if let Some(id) = delivery_id {
         event.id = id;
     }
@@ -458,8 +543,12 @@ fn type_rule_description(spec: &WebhookSpec) -> String {
         (TypeRule::Json(pointer), _) => format!("the body has no string at {pointer}"),
         (TypeRule::Fixed(_), _) => "the fixed type is empty".into(),
         (TypeRule::SchemeDefault, Scheme::Github) => "the x-github-event header is missing".into(),
-        (TypeRule::SchemeDefault, Scheme::Shopify) => "the x-shopify-topic header is missing".into(),
-        (TypeRule::SchemeDefault, Scheme::Slack) => "the body has no string at /event/type or /type".into(),
+        (TypeRule::SchemeDefault, Scheme::Shopify) => {
+            "the x-shopify-topic header is missing".into()
+        }
+        (TypeRule::SchemeDefault, Scheme::Slack) => {
+            "the body has no string at /event/type or /type".into()
+        }
         (TypeRule::SchemeDefault, _) => "the body has no string at /type".into(),
     }
 }

@@ -8,9 +8,14 @@ use super::{Delivery, Rejection, any_signature_matches, decode_base64, header};
 
 const SIGNATURE: &str = "x-shopify-hmac-sha256";
 
-pub(super) fn verify(headers: &HeaderMap, body: &[u8], secrets: &[Vec<u8>]) -> Result<Delivery, Rejection> {
+pub(super) fn verify(
+    headers: &HeaderMap,
+    body: &[u8],
+    secrets: &[Vec<u8>],
+) -> Result<Delivery, Rejection> {
     let signature = header(headers, SIGNATURE)?;
-    let candidate = decode_base64(signature).ok_or_else(|| Rejection::malformed_header(SIGNATURE, "not base64"))?;
+    let candidate = decode_base64(signature)
+        .ok_or_else(|| Rejection::malformed_header(SIGNATURE, "not base64"))?;
     if !any_signature_matches(secrets, &[body], &[candidate]) {
         return Err(Rejection::invalid_signature(SIGNATURE));
     }

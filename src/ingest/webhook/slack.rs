@@ -26,9 +26,13 @@ pub(super) fn verify(
     let signature = header(headers, SIGNATURE)?;
     let timestamp = header(headers, TIMESTAMP)?;
     check_timestamp(TIMESTAMP, timestamp, tolerance, now_s)?;
-    let candidate =
-        parse_signature(signature).ok_or_else(|| Rejection::malformed_header(SIGNATURE, "expected v0=<hex>"))?;
-    if !any_signature_matches(secrets, &[b"v0:", timestamp.as_bytes(), b":", body], &[candidate]) {
+    let candidate = parse_signature(signature)
+        .ok_or_else(|| Rejection::malformed_header(SIGNATURE, "expected v0=<hex>"))?;
+    if !any_signature_matches(
+        secrets,
+        &[b"v0:", timestamp.as_bytes(), b":", body],
+        &[candidate],
+    ) {
         return Err(Rejection::invalid_signature(SIGNATURE));
     }
     Ok(Delivery::default())

@@ -41,7 +41,10 @@ pub(super) fn verify(
     check_timestamp(timestamp_name, timestamp, tolerance, now_s)?;
     let candidates = parse_signatures(signature);
     if candidates.is_empty() {
-        return Err(Rejection::malformed_header(signature_name, "no v1,<base64> entry"));
+        return Err(Rejection::malformed_header(
+            signature_name,
+            "no v1,<base64> entry",
+        ));
     }
     let message = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body];
     if !any_signature_matches(secrets, &message, &candidates) {

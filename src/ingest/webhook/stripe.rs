@@ -33,9 +33,13 @@ pub(super) fn verify(
 ) -> Result<Delivery, Rejection> {
     let value = header(headers, SIGNATURE)?;
     let (timestamp, candidates) = parse_header(value);
-    let timestamp = timestamp.ok_or_else(|| Rejection::malformed_header(SIGNATURE, "no t=<timestamp>"))?;
+    let timestamp =
+        timestamp.ok_or_else(|| Rejection::malformed_header(SIGNATURE, "no t=<timestamp>"))?;
     if candidates.is_empty() {
-        return Err(Rejection::malformed_header(SIGNATURE, "no v1=<hex> signature"));
+        return Err(Rejection::malformed_header(
+            SIGNATURE,
+            "no v1=<hex> signature",
+        ));
     }
     check_timestamp(SIGNATURE, timestamp, tolerance, now_s)?;
     if !any_signature_matches(secrets, &[timestamp.as_bytes(), b".", body], &candidates) {
