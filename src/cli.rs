@@ -71,6 +71,23 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Re-drive a handler's dead letters through it (all of them, or by id
+    /// or cursor range over the dead-letter topic)
+    Replay {
+        /// Handler whose dead letters to re-drive
+        handler: String,
+        /// Only these dead-letter event ids (comma-separated)
+        #[arg(long, value_delimiter = ',')]
+        ids: Vec<String>,
+        /// Start of the cursor range over the dead-letter topic
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the cursor range over the dead-letter topic
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Validate the config file and every topic file; non-zero exit on any problem
     Check {
         /// Config file [default: ./switchyard.toml when it exists]
@@ -79,6 +96,9 @@ enum Command {
         /// Directory of topic definitions [default: ./topics]
         #[arg(long, env = "SWITCHYARD_TOPICS_DIR")]
         topics_dir: Option<PathBuf>,
+        /// Directory of handler definitions [default: ./handlers]
+        #[arg(long, env = "SWITCHYARD_HANDLERS_DIR")]
+        handlers_dir: Option<PathBuf>,
     },
 }
 
@@ -114,9 +134,34 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             client,
         } => tail(&client, &topic, from, types, subject, cursors).await,
         Command::Topics { client } => topics(&client).await,
-        Command::Check { config, topics_dir } => check(Overrides {
+        Command::Replay {
+            handler,
+            ids,
+            from,
+            to,
+            client,
+        } => {
+            let selection = serde_json::json!({"ids": ids, "from": from, "to": to});
+            let response = client_builder()?
+                .post(client.endpoint(&format!("/v1/handlers/{handler}/replay")))
+                .json(&selection)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {}", client.url))?;
+            if !response.status().is_success() {
+                return fail_with(response).await;
+            }
+            println!("{}", response.text().await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check {
             config,
             topics_dir,
+            handlers_dir,
+        } => check(Overrides {
+            config,
+            topics_dir,
+            handlers_dir,
             ..Overrides::default()
         }),
     }
@@ -155,7 +200,7 @@ async fn wait_for_signal() {
     }
 }
 
-fn client() -> Result<reqwest::Client> {
+fn client_builder() -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .build()
@@ -207,12 +252,12 @@ async fn publish(
         Some(ty) => {
             let mut query = vec![("type", ty.clone())];
             query.extend(subject.map(|s| ("subject", s)));
-            client()?
+            client_builder()?
                 .post(url)
                 .query(&query)
                 .header("content-type", "application/json")
         }
-        None => client()?
+        None => client_builder()?
             .post(url)
             .header("content-type", "application/cloudevents+json"),
     };
@@ -229,7 +274,7 @@ async fn publish(
 }
 
 async fn topics(args: &ClientArgs) -> Result<ExitCode> {
-    let response = client()?
+    let response = client_builder()?
         .get(args.endpoint("/v1/topics"))
         .send()
         .await
@@ -347,38 +392,45 @@ fn check(overrides: Overrides) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    match Topics::load(&config.topics_dir) {
-        Ok(topics) => {
-            let types: usize = topics.iter().map(|t| t.types.len()).sum();
-            let sources: Vec<_> = topics.webhook_sources().collect();
-            // A missing secret is deployment state, not a file error: the
-            // source fails closed, and we say so.
-            for source in &sources {
-                let set = source
-                    .secrets_env
-                    .iter()
-                    .any(|name| std::env::var_os(name).is_some());
-                if !set {
-                    eprintln!(
-                        "warning: webhook source {:?}: none of {} is set, so it rejects every request",
-                        source.name,
-                        source.secrets_env.join(", ")
-                    );
-                }
-            }
-            println!(
-                "ok: {} topics, {types} event types, {} webhook sources in {}",
-                topics.len(),
-                sources.len(),
-                config.topics_dir.display()
+    let topics = match Topics::load(&config.topics_dir) {
+        Ok(topics) => topics,
+        Err(problems) => return Ok(report(&problems)),
+    };
+    let handlers = match crate::handler::load(&config.handlers_dir, &topics) {
+        Ok(handlers) => handlers,
+        Err(problems) => return Ok(report(&problems)),
+    };
+    let types: usize = topics.iter().map(|t| t.types.len()).sum();
+    let sources: Vec<_> = topics.webhook_sources().collect();
+    // A missing webhook secret is deployment state, not a file error: the
+    // source fails closed, and we say so.
+    for source in &sources {
+        let set = source
+            .secrets_env
+            .iter()
+            .any(|name| std::env::var_os(name).is_some());
+        if !set {
+            eprintln!(
+                "warning: webhook source {:?}: none of {} is set, so it rejects every request",
+                source.name,
+                source.secrets_env.join(", ")
             );
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(problems) => {
-            for problem in &problems {
-                eprintln!("{problem}");
-            }
-            Ok(ExitCode::FAILURE)
         }
     }
+    println!(
+        "ok: {} topics, {types} event types, {} webhook sources in {}; {} handlers in {}",
+        topics.len(),
+        sources.len(),
+        config.topics_dir.display(),
+        handlers.len(),
+        config.handlers_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report(problems: &[crate::topic::ConfigProblem]) -> ExitCode {
+    for problem in problems {
+        eprintln!("{problem}");
+    }
+    ExitCode::FAILURE
 }

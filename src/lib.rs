@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod cursor;
 pub mod event;
+pub mod handler;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

@@ -23,7 +23,19 @@ pub struct WebhookLabel {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandlerLabel {
+    pub handler: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandlerOutcomeLabel {
+    pub handler: String,
+    pub outcome: String,
+}
+
 type HistogramFamily = Family<TopicLabel, Histogram, fn() -> Histogram>;
+type HandlerHistogramFamily = Family<HandlerLabel, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
     registry: Registry,
@@ -33,6 +45,9 @@ pub struct Metrics {
     subscribers: Family<TopicLabel, Gauge>,
     errors: Family<ErrorLabel, Counter>,
     webhooks: Family<WebhookLabel, Counter>,
+    handler_outcomes: Family<HandlerOutcomeLabel, Counter>,
+    handler_breaker: Family<HandlerOutcomeLabel, Counter>,
+    handler_call_seconds: HandlerHistogramFamily,
 }
 
 fn publish_histogram() -> Histogram {
@@ -49,6 +64,9 @@ impl Default for Metrics {
         let subscribers = Family::default();
         let errors = Family::default();
         let webhooks = Family::default();
+        let handler_outcomes = Family::default();
+        let handler_breaker = Family::default();
+        let handler_call_seconds = HandlerHistogramFamily::new_with_constructor(publish_histogram);
         registry.register(
             "events_published",
             "Events durably appended",
@@ -75,6 +93,21 @@ impl Default for Metrics {
             "Webhook deliveries per source: received, accepted, duplicate, or the rejection reason",
             webhooks.clone(),
         );
+        registry.register(
+            "handler_outcomes",
+            "Handled events by outcome: succeeded (result published) or failed (dead-lettered)",
+            handler_outcomes.clone(),
+        );
+        registry.register(
+            "handler_breaker_transitions",
+            "Circuit breaker changes of state, by the state entered",
+            handler_breaker.clone(),
+        );
+        registry.register(
+            "handler_call_duration_seconds",
+            "Duration of handler action calls",
+            handler_call_seconds.clone(),
+        );
 
         Self {
             registry,
@@ -84,6 +117,9 @@ impl Default for Metrics {
             subscribers,
             errors,
             webhooks,
+            handler_outcomes,
+            handler_breaker,
+            handler_call_seconds,
         }
     }
 }
@@ -124,6 +160,31 @@ impl Metrics {
             outcome: outcome.to_owned(),
         };
         self.webhooks.get_or_create(&label).inc();
+    }
+
+    pub fn handler_outcome(&self, handler: &str, outcome: &str) {
+        let label = HandlerOutcomeLabel {
+            handler: handler.to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        self.handler_outcomes.get_or_create(&label).inc();
+    }
+
+    pub fn handler_breaker(&self, handler: &str, state: &str) {
+        let label = HandlerOutcomeLabel {
+            handler: handler.to_owned(),
+            outcome: state.to_owned(),
+        };
+        self.handler_breaker.get_or_create(&label).inc();
+    }
+
+    pub fn handler_call(&self, handler: &str, seconds: f64) {
+        let label = HandlerLabel {
+            handler: handler.to_owned(),
+        };
+        self.handler_call_seconds
+            .get_or_create(&label)
+            .observe(seconds);
     }
 
     /// The Prometheus text exposition.

@@ -11,6 +11,7 @@ use tracing::info;
 
 use crate::broker::{Broker, BrokerError};
 use crate::config::Config;
+use crate::handler::{self, Handlers};
 use crate::http::{AppState, router};
 use crate::ingest::Ingest;
 use crate::ingest::webhook::Webhooks;
@@ -76,6 +77,7 @@ impl Running {
 /// Loads topics, opens the broker and starts serving on `config.listen`.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let topics = Topics::load(&config.topics_dir).map_err(StartError::Config)?;
+    let handler_specs = handler::load(&config.handlers_dir, &topics).map_err(StartError::Config)?;
     let broker = Arc::new(Broker::open(&config.broker, &topics).await?);
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -94,9 +96,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     ));
     let webhooks = Webhooks::new(&topics, Arc::clone(&ingest), Arc::clone(&metrics));
     webhooks.recover(&broker).await?;
+    let handlers = Handlers::start(
+        handler_specs,
+        &topics,
+        &broker,
+        &ingest,
+        &metrics,
+        &tracker,
+        &shutdown,
+    );
     let state = Arc::new(AppState {
         ingest,
         webhooks,
+        handlers,
         topics,
         broker: Arc::clone(&broker),
         hubs,

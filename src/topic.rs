@@ -160,21 +160,28 @@ impl Topic {
         if self.partitions == 1 {
             return 0;
         }
+        match self.key_of(event_json) {
+            Some(key) => (murmur2(key.as_bytes()) & 0x7fff_ffff) as usize % self.partitions,
+            None => self.next_unkeyed.fetch_add(1, Ordering::Relaxed) % self.partitions,
+        }
+    }
+
+    /// The event's partition key: the topic's key pointer, else the
+    /// `partitionkey` extension, else the subject.
+    pub fn key_of(&self, event_json: &Value) -> Option<String> {
         let pointers = self
             .key
             .as_deref()
             .into_iter()
             .chain(["/partitionkey", "/subject"]);
-        for pointer in pointers {
-            let key = match event_json.pointer(pointer) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
-                Some(Value::Bool(b)) => b.to_string(),
-                _ => continue,
-            };
-            return (murmur2(key.as_bytes()) & 0x7fff_ffff) as usize % self.partitions;
-        }
-        self.next_unkeyed.fetch_add(1, Ordering::Relaxed) % self.partitions
+        pointers
+            .filter_map(|pointer| match event_json.pointer(pointer) {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                Some(Value::Bool(b)) => Some(b.to_string()),
+                _ => None,
+            })
+            .next()
     }
 }
 

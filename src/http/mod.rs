@@ -3,6 +3,7 @@
 
 mod error;
 mod events;
+mod handlers;
 mod publish;
 mod webhook;
 
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::error::{ApiError, ApiResult, ErrorCode};
 use crate::broker::Broker;
+use crate::handler::Handlers;
 use crate::ingest::Ingest;
 use crate::ingest::webhook::Webhooks;
 use crate::metrics::Metrics;
@@ -31,6 +33,7 @@ pub struct AppState {
     pub broker: Arc<Broker>,
     pub ingest: Arc<Ingest>,
     pub webhooks: Webhooks,
+    pub handlers: Handlers,
     pub hubs: Hubs,
     pub metrics: Arc<Metrics>,
     pub max_event_bytes: usize,
@@ -48,6 +51,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/topics/{topic}/stream", get(events::stream))
         .route("/v1/topics", get(list_topics))
+        .route("/v1/handlers", get(handlers::status))
+        .route(
+            "/v1/handlers/{name}/replay",
+            axum::routing::post(handlers::replay),
+        )
         .route(
             "/v1/webhooks/{source}",
             axum::routing::post(webhook::receive),

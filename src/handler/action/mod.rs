@@ -1,0 +1,270 @@
+//! Handler actions: turn an event into an outbound request, make the call,
+//! and classify what came back. One file per action kind, same shape:
+//! `request(...)` builds the request.
+
+mod http;
+mod webhook;
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::{Map, Value};
+
+use super::config::{ActionSpec, BodyMode, UrlPart};
+use super::policy::retry::{is_retryable_status, parse_retry_after};
+
+/// Characters left as they are in URL values: RFC 3986 unreserved.
+const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Largest response body kept in a result event.
+const MAX_RESULT_BODY_BYTES: usize = 64 * 1024;
+
+/// A request ready to send, and the target its breaker is keyed by.
+pub struct Prepared {
+    pub target: String,
+    pub request: reqwest::RequestBuilder,
+}
+
+/// What one call came to.
+#[derive(Debug, Clone)]
+pub enum CallResult {
+    Success {
+        status: u16,
+        headers: Map<String, Value>,
+        body: Value,
+    },
+    Retryable {
+        reason: String,
+        status: Option<u16>,
+        retry_after: Option<Duration>,
+    },
+    Permanent {
+        reason: String,
+        status: Option<u16>,
+    },
+}
+
+/// Builds the request for `event` (its JSON and its stored bytes). An error
+/// here is permanent: the event cannot be turned into a request.
+pub fn prepare(
+    client: &reqwest::Client,
+    action: &ActionSpec,
+    event: &Value,
+    payload: &Bytes,
+) -> Result<Prepared, String> {
+    let (url, request) = match action {
+        ActionSpec::Http {
+            method,
+            url,
+            headers,
+            auth,
+            body,
+            ..
+        } => {
+            let url = render_url(url, event)?;
+            let request = http::request(
+                client,
+                method.clone(),
+                &url,
+                headers,
+                auth.as_ref(),
+                *body,
+                event,
+                payload,
+            );
+            (url, request)
+        }
+        ActionSpec::Webhook {
+            url,
+            headers,
+            secrets,
+            body,
+            ..
+        } => {
+            let url = render_url(url, event)?;
+            let request = webhook::request(client, &url, headers, secrets, *body, event, payload);
+            (url, request)
+        }
+    };
+    let parsed = reqwest::Url::parse(&url).map_err(|err| format!("{url:?} is not a URL: {err}"))?;
+    let target = format!(
+        "{}:{}",
+        parsed.host_str().unwrap_or_default(),
+        parsed.port_or_known_default().unwrap_or_default()
+    );
+    Ok(Prepared { target, request })
+}
+
+/// Fills a URL template from the event; a missing value is an error.
+fn render_url(parts: &[UrlPart], event: &Value) -> Result<String, String> {
+    let mut url = String::new();
+    for part in parts {
+        match part {
+            UrlPart::Literal(text) => url.push_str(text),
+            UrlPart::Pointer(pointer) => {
+                let value = match event.pointer(pointer) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Number(n)) => n.to_string(),
+                    Some(Value::Bool(b)) => b.to_string(),
+                    _ => {
+                        return Err(format!(
+                            "the URL template needs {pointer}, which the event does not have"
+                        ));
+                    }
+                };
+                url.extend(utf8_percent_encode(&value, URL_VALUE));
+            }
+        }
+    }
+    Ok(url)
+}
+
+/// The body and content type for a body mode; binary mode also returns the
+/// `ce-*` headers.
+fn body_of(
+    mode: BodyMode,
+    event: &Value,
+    payload: &Bytes,
+) -> (String, Bytes, Vec<(String, String)>) {
+    match mode {
+        BodyMode::Event => (
+            "application/cloudevents+json".into(),
+            payload.clone(),
+            Vec::new(),
+        ),
+        BodyMode::Data | BodyMode::Binary => {
+            let data = event.get("data").cloned().unwrap_or(Value::Null);
+            let content_type = event
+                .get("datacontenttype")
+                .and_then(Value::as_str)
+                .unwrap_or("application/json")
+                .to_owned();
+            let body = match &data {
+                Value::String(text) if !crate::event::is_json_media_type(&content_type) => {
+                    Bytes::from(text.clone())
+                }
+                _ => Bytes::from(serde_json::to_vec(&data).expect("JSON serializes")),
+            };
+            let mut headers = Vec::new();
+            if mode == BodyMode::Binary
+                && let Some(attributes) = event.as_object()
+            {
+                for (name, value) in attributes {
+                    if matches!(name.as_str(), "data" | "data_base64" | "datacontenttype") {
+                        continue;
+                    }
+                    let text = match value {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    headers.push((
+                        format!("ce-{name}"),
+                        utf8_percent_encode(&text, URL_VALUE).to_string(),
+                    ));
+                }
+            }
+            (content_type, body, headers)
+        }
+    }
+}
+
+/// Sends the request (bounded by `timeout`) and classifies the answer.
+pub async fn call(prepared: Prepared, timeout: Duration, keep_headers: &[String]) -> CallResult {
+    let response = match prepared.request.timeout(timeout).send().await {
+        Ok(response) => response,
+        Err(err) if err.is_timeout() => {
+            return CallResult::Retryable {
+                reason: format!("no answer within {timeout:?}"),
+                status: None,
+                retry_after: None,
+            };
+        }
+        Err(err) => {
+            return CallResult::Retryable {
+                reason: format!("request failed: {}", error_chain(&err)),
+                status: None,
+                retry_after: None,
+            };
+        }
+    };
+    let status = response.status().as_u16();
+    if response.status().is_success() {
+        let headers: Map<String, Value> = keep_headers
+            .iter()
+            .filter_map(|name| {
+                let value = response.headers().get(name)?.to_str().ok()?;
+                Some((name.clone(), Value::String(value.to_owned())))
+            })
+            .collect();
+        let is_json = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(crate::event::is_json_media_type);
+        let bytes = match tokio::time::timeout(timeout, response.bytes()).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(err)) => {
+                return CallResult::Retryable {
+                    reason: format!("reading the response failed: {}", error_chain(&err)),
+                    status: Some(status),
+                    retry_after: None,
+                };
+            }
+            Err(_) => {
+                return CallResult::Retryable {
+                    reason: format!("the response body did not arrive within {timeout:?}"),
+                    status: Some(status),
+                    retry_after: None,
+                };
+            }
+        };
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else if is_json {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        } else {
+            let end = bytes.len().min(MAX_RESULT_BODY_BYTES);
+            Value::String(String::from_utf8_lossy(&bytes[..end]).into_owned())
+        };
+        return CallResult::Success {
+            status,
+            headers,
+            body,
+        };
+    }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let reason = format!("the target answered {status}");
+    if is_retryable_status(status) {
+        CallResult::Retryable {
+            reason,
+            status: Some(status),
+            retry_after,
+        }
+    } else {
+        CallResult::Permanent {
+            reason,
+            status: Some(status),
+        }
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

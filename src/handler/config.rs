@@ -1,0 +1,598 @@
+//! Handler files (`handlers/*.toml`) parsed into raw structs, then validated
+//! against the topics into [`HandlerSpec`] in one step. Nothing later
+//! re-checks.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::topic::{ConfigProblem, Topics};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHandler {
+    name: String,
+    #[serde(default)]
+    description: String,
+    subscribe: RawSubscribe,
+    action: RawAction,
+    #[serde(default)]
+    policy: RawPolicy,
+    outputs: RawOutputs,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubscribe {
+    topic: String,
+    #[serde(default)]
+    types: Vec<String>,
+    subject_prefix: Option<String>,
+    group: Option<String>,
+    /// Where a new consumer group starts: "latest" (default) or "earliest".
+    start: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAction {
+    kind: String,
+    url: String,
+    method: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    auth: Option<RawAuth>,
+    body: Option<String>,
+    /// webhook: environment variables holding `whsec_…` signing secrets.
+    #[serde(default)]
+    secrets_env: Vec<String>,
+    /// Response headers copied into result events.
+    #[serde(default)]
+    result_headers: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    bearer_env: Option<String>,
+    header: Option<String>,
+    value_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    timeout: Option<String>,
+    max_attempts: Option<u32>,
+    backoff_initial: Option<String>,
+    backoff_max: Option<String>,
+    rate_limit: Option<f64>,
+    max_concurrency: Option<usize>,
+    ordered: Option<String>,
+    #[serde(default)]
+    breaker: RawBreaker,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBreaker {
+    consecutive_failures: Option<u32>,
+    failure_rate: Option<f64>,
+    window: Option<String>,
+    min_calls: Option<u32>,
+    open_for: Option<String>,
+    half_open_probes: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutputs {
+    results: Option<String>,
+    dead_letters: String,
+}
+
+/// How the request body is built from the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyMode {
+    /// The CloudEvent in structured mode (`application/cloudevents+json`).
+    Event,
+    /// The CloudEvent in binary mode: `ce-*` headers, body = data.
+    Binary,
+    /// Only the event's data.
+    Data,
+}
+
+/// A piece of a URL template: text, or a value taken from the event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlPart {
+    Literal(String),
+    /// A JSON pointer into the event, e.g. `/id` or `/data/order_id`.
+    Pointer(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum Auth {
+    Bearer(String),
+    Header { name: String, value: String },
+}
+
+#[derive(Debug, Clone)]
+pub enum ActionSpec {
+    Http {
+        method: reqwest::Method,
+        url: Vec<UrlPart>,
+        headers: Vec<(String, String)>,
+        auth: Option<Auth>,
+        body: BodyMode,
+        result_headers: Vec<String>,
+    },
+    Webhook {
+        url: Vec<UrlPart>,
+        headers: Vec<(String, String)>,
+        /// Decoded signing keys, one signature each (rotation).
+        secrets: Vec<Vec<u8>>,
+        body: BodyMode,
+        result_headers: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerSpec {
+    pub consecutive_failures: u32,
+    pub failure_rate: f64,
+    pub window: Duration,
+    pub min_calls: u32,
+    pub open_for: Duration,
+    pub half_open_probes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicySpec {
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub rate_limit: Option<f64>,
+    pub max_concurrency: usize,
+    pub ordered_by_key: bool,
+    pub breaker: BreakerSpec,
+}
+
+#[derive(Debug, Clone)]
+pub struct HandlerSpec {
+    pub name: String,
+    pub description: String,
+    pub topic: String,
+    pub types: Vec<String>,
+    pub subject_prefix: Option<String>,
+    pub group: String,
+    pub start_earliest: bool,
+    pub action: ActionSpec,
+    pub policy: PolicySpec,
+    pub results: Option<String>,
+    pub dead_letters: String,
+}
+
+fn parse_url(text: &str) -> Result<Vec<UrlPart>, String> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('{') {
+        if start > 0 {
+            parts.push(UrlPart::Literal(rest[..start].to_owned()));
+        }
+        let end = rest[start..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed '{{' in {text:?}"))?;
+        let name = &rest[start + 1..start + end];
+        let pointer = if name.starts_with('/') {
+            name.to_owned()
+        } else {
+            format!("/{name}")
+        };
+        if name.is_empty() {
+            return Err("empty placeholder {}".into());
+        }
+        parts.push(UrlPart::Pointer(pointer));
+        rest = &rest[start + end + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(UrlPart::Literal(rest.to_owned()));
+    }
+    match parts.first() {
+        Some(UrlPart::Literal(head))
+            if head.starts_with("http://") || head.starts_with("https://") =>
+        {
+            Ok(parts)
+        }
+        _ => Err(format!("{text:?} must start with http:// or https://")),
+    }
+}
+
+/// Collects problems of one handler file, each with its key.
+struct Checker<'a> {
+    file: &'a Path,
+    problems: Vec<ConfigProblem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, key: &str, reason: impl Into<String>) {
+        self.problems
+            .push(ConfigProblem::new(self.file, key, reason));
+    }
+
+    fn duration(&mut self, key: &str, text: Option<&str>, default: Duration) -> Duration {
+        match text {
+            None => default,
+            Some(text) => match humantime::parse_duration(text) {
+                Ok(d) if !d.is_zero() => d,
+                _ => {
+                    self.problem(key, format!("{text:?} is not a duration like \"10s\""));
+                    default
+                }
+            },
+        }
+    }
+
+    fn env(&mut self, key: &str, name: &str) -> String {
+        match std::env::var(name) {
+            Ok(value) if !value.is_empty() => value,
+            _ => {
+                self.problem(key, format!("environment variable {name} is not set"));
+                String::new()
+            }
+        }
+    }
+}
+
+/// Loads every `*.toml` in `dir` (a missing directory means no handlers).
+pub fn load(dir: &Path, topics: &Topics) -> Result<Vec<HandlerSpec>, Vec<ConfigProblem>> {
+    let mut files = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
+            .collect::<Vec<_>>(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => {
+            return Err(vec![ConfigProblem::new(
+                dir,
+                "",
+                format!("cannot read the handlers directory: {err}"),
+            )]);
+        }
+    };
+    files.sort();
+    let mut specs: Vec<HandlerSpec> = Vec::new();
+    let mut problems = Vec::new();
+    for file in files {
+        match load_one(&file, topics) {
+            Ok(spec) if specs.iter().any(|s| s.name == spec.name) => {
+                problems.push(ConfigProblem::new(
+                    &file,
+                    "name",
+                    format!("handler {:?} is declared twice", spec.name),
+                ))
+            }
+            Ok(spec) => specs.push(spec),
+            Err(mut found) => problems.append(&mut found),
+        }
+    }
+    if problems.is_empty() {
+        Ok(specs)
+    } else {
+        Err(problems)
+    }
+}
+
+fn load_one(file: &Path, topics: &Topics) -> Result<HandlerSpec, Vec<ConfigProblem>> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|err| vec![ConfigProblem::new(file, "", format!("cannot read: {err}"))])?;
+    let raw: RawHandler = toml::from_str(&text)
+        .map_err(|err| vec![ConfigProblem::new(file, "", err.message().to_owned())])?;
+    let mut c = Checker {
+        file,
+        problems: Vec::new(),
+    };
+    let valid_name = !raw.name.is_empty()
+        && raw.name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
+        });
+    if !valid_name {
+        c.problem(
+            "name",
+            format!(
+                "{:?} is not a handler name: use a-z, 0-9, '-', '_' and '.'",
+                raw.name
+            ),
+        );
+    }
+    match topics.get(&raw.subscribe.topic) {
+        None => c.problem(
+            "subscribe.topic",
+            format!("no topic named {:?}", raw.subscribe.topic),
+        ),
+        Some(topic) => {
+            for ty in &raw.subscribe.types {
+                if !topic.types.contains_key(ty) {
+                    c.problem(
+                        "subscribe.types",
+                        format!("topic {:?} declares no type {ty:?}", topic.name),
+                    );
+                }
+            }
+        }
+    }
+    for (key, output) in [
+        ("outputs.results", raw.outputs.results.as_ref()),
+        ("outputs.dead_letters", Some(&raw.outputs.dead_letters)),
+    ] {
+        if let Some(output) = output
+            && topics.get(output).is_none()
+        {
+            c.problem(key, format!("no topic named {output:?}"));
+        }
+    }
+    let start_earliest = match raw.subscribe.start.as_deref().unwrap_or("latest") {
+        "latest" => false,
+        "earliest" => true,
+        other => {
+            c.problem(
+                "subscribe.start",
+                format!("{other:?} is not \"latest\" or \"earliest\""),
+            );
+            false
+        }
+    };
+    let action = resolve_action(&mut c, raw.action);
+    let policy = resolve_policy(&mut c, raw.policy);
+    if !c.problems.is_empty() {
+        return Err(c.problems);
+    }
+    Ok(HandlerSpec {
+        group: raw.subscribe.group.unwrap_or_else(|| raw.name.clone()),
+        name: raw.name,
+        description: raw.description,
+        topic: raw.subscribe.topic,
+        types: raw.subscribe.types,
+        subject_prefix: raw.subscribe.subject_prefix,
+        start_earliest,
+        action: action.expect("no problems means an action"),
+        policy,
+        results: raw.outputs.results,
+        dead_letters: raw.outputs.dead_letters,
+    })
+}
+
+fn resolve_action(c: &mut Checker, raw: RawAction) -> Option<ActionSpec> {
+    let url = match parse_url(&raw.url) {
+        Ok(url) => url,
+        Err(reason) => {
+            c.problem("action.url", reason);
+            Vec::new()
+        }
+    };
+    let body = match raw.body.as_deref().unwrap_or("event") {
+        "event" => BodyMode::Event,
+        "binary" => BodyMode::Binary,
+        "data" => BodyMode::Data,
+        other => {
+            c.problem(
+                "action.body",
+                format!("{other:?} is not \"event\", \"binary\" or \"data\""),
+            );
+            BodyMode::Event
+        }
+    };
+    let headers: Vec<(String, String)> = raw.headers.into_iter().collect();
+    for (name, _) in &headers {
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            c.problem("action.headers", format!("{name:?} is not a header name"));
+        }
+    }
+    let result_headers = raw
+        .result_headers
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    match raw.kind.as_str() {
+        "http" => {
+            let method = match raw
+                .method
+                .as_deref()
+                .unwrap_or("POST")
+                .parse::<reqwest::Method>()
+            {
+                Ok(method) => method,
+                Err(_) => {
+                    c.problem(
+                        "action.method",
+                        format!("{:?} is not an HTTP method", raw.method),
+                    );
+                    reqwest::Method::POST
+                }
+            };
+            if !raw.secrets_env.is_empty() {
+                c.problem(
+                    "action.secrets_env",
+                    "only webhook actions sign; use auth for http",
+                );
+            }
+            let auth = match raw.auth {
+                None => None,
+                Some(RawAuth {
+                    bearer_env: Some(env),
+                    header: None,
+                    value_env: None,
+                }) => Some(Auth::Bearer(c.env("action.auth.bearer_env", &env))),
+                Some(RawAuth {
+                    bearer_env: None,
+                    header: Some(name),
+                    value_env: Some(env),
+                }) => Some(Auth::Header {
+                    name,
+                    value: c.env("action.auth.value_env", &env),
+                }),
+                Some(_) => {
+                    c.problem(
+                        "action.auth",
+                        "give { bearer_env = \"VAR\" } or { header = \"X-Api-Key\", value_env = \"VAR\" }",
+                    );
+                    None
+                }
+            };
+            Some(ActionSpec::Http {
+                method,
+                url,
+                headers,
+                auth,
+                body,
+                result_headers,
+            })
+        }
+        "webhook" => {
+            if raw.method.is_some() || raw.auth.is_some() {
+                c.problem(
+                    "action",
+                    "webhook actions always POST and authenticate by signature",
+                );
+            }
+            if raw.secrets_env.is_empty() {
+                c.problem(
+                    "action.secrets_env",
+                    "name at least one environment variable holding a whsec_ secret",
+                );
+            }
+            let mut secrets = Vec::new();
+            for name in &raw.secrets_env {
+                let text = c.env("action.secrets_env", name);
+                if text.is_empty() {
+                    continue;
+                }
+                use base64::Engine;
+                match base64::engine::general_purpose::STANDARD
+                    .decode(text.strip_prefix("whsec_").unwrap_or(&text))
+                {
+                    Ok(key) => secrets.push(key),
+                    Err(_) => c.problem(
+                        "action.secrets_env",
+                        format!("{name} is not whsec_ followed by base64"),
+                    ),
+                }
+            }
+            Some(ActionSpec::Webhook {
+                url,
+                headers,
+                secrets,
+                body,
+                result_headers,
+            })
+        }
+        other => {
+            c.problem(
+                "action.kind",
+                format!("{other:?} is not \"http\" or \"webhook\""),
+            );
+            None
+        }
+    }
+}
+
+fn resolve_policy(c: &mut Checker, raw: RawPolicy) -> PolicySpec {
+    let timeout = c.duration(
+        "policy.timeout",
+        raw.timeout.as_deref(),
+        Duration::from_secs(10),
+    );
+    let backoff_initial = c.duration(
+        "policy.backoff_initial",
+        raw.backoff_initial.as_deref(),
+        Duration::from_millis(200),
+    );
+    let backoff_max = c.duration(
+        "policy.backoff_max",
+        raw.backoff_max.as_deref(),
+        Duration::from_secs(30),
+    );
+    let max_attempts = raw.max_attempts.unwrap_or(5);
+    if max_attempts == 0 {
+        c.problem("policy.max_attempts", "must be at least 1");
+    }
+    let max_concurrency = raw.max_concurrency.unwrap_or(16);
+    if max_concurrency == 0 {
+        c.problem("policy.max_concurrency", "must be at least 1");
+    }
+    if let Some(rate) = raw.rate_limit
+        && !(rate > 0.0 && rate.is_finite())
+    {
+        c.problem(
+            "policy.rate_limit",
+            format!("must be a positive number of events per second, got {rate}"),
+        );
+    }
+    let ordered_by_key = match raw.ordered.as_deref().unwrap_or("none") {
+        "none" => false,
+        "by_key" => true,
+        other => {
+            c.problem(
+                "policy.ordered",
+                format!("{other:?} is not \"none\" or \"by_key\""),
+            );
+            false
+        }
+    };
+    let b = raw.breaker;
+    let failure_rate = b.failure_rate.unwrap_or(0.5);
+    if !(0.0..=1.0).contains(&failure_rate) || failure_rate == 0.0 {
+        c.problem(
+            "policy.breaker.failure_rate",
+            format!("must be in (0, 1], got {failure_rate}"),
+        );
+    }
+    let breaker = BreakerSpec {
+        consecutive_failures: b.consecutive_failures.unwrap_or(5).max(1),
+        failure_rate,
+        window: c.duration(
+            "policy.breaker.window",
+            b.window.as_deref(),
+            Duration::from_secs(30),
+        ),
+        min_calls: b.min_calls.unwrap_or(20).max(1),
+        open_for: c.duration(
+            "policy.breaker.open_for",
+            b.open_for.as_deref(),
+            Duration::from_secs(30),
+        ),
+        half_open_probes: b.half_open_probes.unwrap_or(1).max(1),
+    };
+    PolicySpec {
+        timeout,
+        max_attempts: max_attempts.max(1),
+        backoff_initial,
+        backoff_max,
+        rate_limit: raw.rate_limit,
+        max_concurrency: max_concurrency.max(1),
+        ordered_by_key,
+        breaker,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_templates() {
+        assert_eq!(
+            parse_url("http://h/orders/{data/order_id}?e={id}").unwrap(),
+            [
+                UrlPart::Literal("http://h/orders/".into()),
+                UrlPart::Pointer("/data/order_id".into()),
+                UrlPart::Literal("?e=".into()),
+                UrlPart::Pointer("/id".into()),
+            ]
+        );
+        assert!(parse_url("ftp://x").is_err());
+        assert!(parse_url("http://x/{id").is_err());
+    }
+}

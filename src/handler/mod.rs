@@ -1,0 +1,216 @@
+//! Handler workers: each file in `handlers/` subscribes to a topic in a
+//! consumer group, runs one action per event (an HTTP call or a signed
+//! webhook) under timeout, retry, breaker, rate-limit and concurrency
+//! policies, and publishes the outcome as an event: a result, or a dead
+//! letter with the reason and the attempt history.
+
+pub mod action;
+pub mod config;
+pub mod policy;
+mod runtime;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use self::config::{HandlerSpec, load};
+use self::runtime::Worker;
+pub use self::runtime::{BREAKER_TYPE, DEAD_LETTER_TYPE, RESULT_TYPE};
+use crate::broker::{Broker, BrokerError};
+use crate::cursor::Cursor;
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::topic::Topics;
+
+/// Connections kept open per target host between calls.
+const IDLE_CONNECTIONS_PER_HOST: usize = 64;
+
+/// Which dead letters to re-drive.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaySelection {
+    /// Dead-letter event ids; all of the handler's when empty.
+    #[serde(default)]
+    pub ids: Vec<String>,
+    /// Cursor range over the dead-letter topic (default: all of it).
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("no handler named {0:?}")]
+    UnknownHandler(String),
+    #[error("{0}: {1}")]
+    BadCursor(&'static str, crate::cursor::CursorError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// All running handlers.
+#[derive(Clone, Default)]
+pub struct Handlers {
+    workers: Vec<Arc<Worker>>,
+    broker: Option<Arc<Broker>>,
+    tracker: TaskTracker,
+}
+
+impl Handlers {
+    /// Starts a worker per handler, each spawned on `tracker`.
+    pub fn start(
+        specs: Vec<HandlerSpec>,
+        topics: &Topics,
+        broker: &Arc<Broker>,
+        ingest: &Arc<Ingest>,
+        metrics: &Arc<Metrics>,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Self {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("the HTTP client builds");
+        let workers: Vec<Arc<Worker>> = specs
+            .into_iter()
+            .map(|spec| {
+                let topic = Arc::clone(
+                    topics
+                        .get(&spec.topic)
+                        .expect("handler topics are checked at load"),
+                );
+                Arc::new(Worker::new(
+                    spec,
+                    topic,
+                    Arc::clone(broker),
+                    Arc::clone(ingest),
+                    client.clone(),
+                    Arc::clone(metrics),
+                    shutdown.clone(),
+                ))
+            })
+            .collect();
+        for worker in &workers {
+            tracker.spawn(Arc::clone(worker).run());
+        }
+        Self {
+            workers,
+            broker: Some(Arc::clone(broker)),
+            tracker: tracker.clone(),
+        }
+    }
+
+    fn worker(&self, name: &str) -> Option<&Arc<Worker>> {
+        self.workers.iter().find(|w| w.spec.name == name)
+    }
+
+    /// Per handler: lag, in flight, breakers, success rate, latency, last
+    /// error and health.
+    pub fn status(&self) -> Value {
+        let handlers: Vec<Value> = self
+            .workers
+            .iter()
+            .map(|worker| {
+                let stats = &worker.stats;
+                let success_rate = stats.success_rate();
+                let health = match success_rate {
+                    None => "healthy",
+                    Some(rate) if rate >= 0.95 => "healthy",
+                    Some(rate) if rate >= 0.8 => "degraded",
+                    Some(_) => "unhealthy",
+                };
+                let latency = stats
+                    .latency_ms()
+                    .map(|(p50, p99)| json!({"p50": p50, "p99": p99}));
+                json!({
+                    "name": worker.spec.name,
+                    "description": worker.spec.description,
+                    "topic": worker.spec.topic,
+                    "group": worker.spec.group,
+                    "lag": worker.lag(),
+                    "in_flight": stats.in_flight.load(Ordering::Relaxed),
+                    "breakers": worker.breaker_states(),
+                    "success_rate": success_rate,
+                    "latency_ms": latency,
+                    "last_error": stats.last_error.lock().expect("stats lock poisoned").clone(),
+                    "health": health,
+                    "results": worker.spec.results,
+                    "dead_letters": worker.spec.dead_letters,
+                })
+            })
+            .collect();
+        json!({ "handlers": handlers })
+    }
+
+    /// Re-drives the selected dead letters of handler `name` through it.
+    /// Returns the ids of the dead letters being replayed; their new
+    /// outcomes arrive as events.
+    pub async fn replay(
+        &self,
+        name: &str,
+        selection: ReplaySelection,
+    ) -> Result<Vec<String>, ReplayError> {
+        let worker = self
+            .worker(name)
+            .ok_or_else(|| ReplayError::UnknownHandler(name.to_owned()))?;
+        let broker = self
+            .broker
+            .as_ref()
+            .expect("started handlers have a broker");
+        let topic = &worker.spec.dead_letters;
+        let partitions = broker.latest(topic)?.partitions();
+        let parse = |which: &'static str, text: &str| {
+            Cursor::parse_for(text, partitions).map_err(|e| ReplayError::BadCursor(which, e))
+        };
+        let mut cursor = match &selection.from {
+            Some(text) => parse("from", text)?,
+            None => broker.earliest(topic)?,
+        };
+        let end = match &selection.to {
+            Some(text) => parse("to", text)?,
+            None => broker.latest(topic)?,
+        };
+        let wanted: HashSet<&str> = selection.ids.iter().map(String::as_str).collect();
+        let mut chosen = Vec::new();
+        'read: loop {
+            let batch = broker.read(topic, &cursor, 512, Duration::ZERO).await?;
+            if batch.events.is_empty() {
+                break;
+            }
+            for stored in &batch.events {
+                if stored.offset >= end.next(stored.partition) {
+                    continue;
+                }
+                let Ok(letter) = serde_json::from_slice::<Value>(&stored.payload) else {
+                    continue;
+                };
+                let id = letter
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let matches = letter.get("type").and_then(Value::as_str) == Some(DEAD_LETTER_TYPE)
+                    && letter.pointer("/data/handler").and_then(Value::as_str) == Some(name)
+                    && (wanted.is_empty() || wanted.contains(id.as_str()));
+                if matches && let Some(event) = letter.pointer("/data/event").cloned() {
+                    chosen.push((id, event));
+                }
+            }
+            cursor = batch.next;
+            if (0..partitions).all(|p| cursor.next(p) >= end.next(p)) {
+                break 'read;
+            }
+        }
+        let ids = chosen.iter().map(|(id, _)| id.clone()).collect();
+        for (_, event) in chosen {
+            self.tracker.spawn(Arc::clone(worker).redrive(event));
+        }
+        Ok(ids)
+    }
+}
