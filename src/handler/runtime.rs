@@ -5,8 +5,15 @@
 //! that event's outcome (result or dead letter) is durable, so a crash costs
 //! a redelivery, never an outcome. The cursor is the lowest offset still in
 //! flight per partition, committed at most every `COMMIT_INTERVAL`.
+//!
+//! Exactly one outcome per event, even across a crash: with each commit the
+//! handler also records, for its output topics, a cursor before every
+//! outcome of an event the commit does not cover yet (the output topics'
+//! ends when the oldest unacked event was read). On start it reads the
+//! outputs from there, and acks on sight the redelivered events that already
+//! have an outcome.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -220,10 +227,91 @@ impl Worker {
         }
     }
 
+    /// The output topics, results first.
+    fn outputs(&self) -> Vec<&str> {
+        let mut outputs: Vec<&str> = self.spec.results.iter().map(String::as_str).collect();
+        if !outputs.contains(&self.spec.dead_letters.as_str()) {
+            outputs.push(&self.spec.dead_letters);
+        }
+        outputs
+    }
+
+    /// The consumer group under which the outputs' cursors are kept.
+    fn outputs_group(&self) -> String {
+        format!("{}.outcomes", self.spec.group)
+    }
+
+    fn outputs_latest(&self) -> Option<Vec<Cursor>> {
+        self.outputs()
+            .iter()
+            .map(|topic| self.broker.latest(topic).ok())
+            .collect()
+    }
+
+    /// (source, id) of every event with an outcome stored after the last
+    /// commit: their redeliveries are acked without another call.
+    async fn recent_outcomes(&self) -> Result<HashSet<(String, String)>, BrokerError> {
+        let mut found = HashSet::new();
+        let me = format!("/handlers/{}", self.spec.name);
+        for topic in self.outputs() {
+            let mut cursor = match self.broker.committed(topic, &self.outputs_group()).await? {
+                Some(cursor) => cursor,
+                None => {
+                    // A new group: nothing of ours can be there yet.
+                    let latest = self.broker.latest(topic)?;
+                    self.broker
+                        .commit(topic, &self.outputs_group(), &latest)
+                        .await?;
+                    latest
+                }
+            };
+            loop {
+                let batch = self
+                    .broker
+                    .read(topic, &cursor, 512, Duration::ZERO)
+                    .await?;
+                if batch.events.is_empty() {
+                    break;
+                }
+                for stored in &batch.events {
+                    let Ok(outcome) = serde_json::from_slice::<Value>(&stored.payload) else {
+                        continue;
+                    };
+                    let ty = outcome.get("type").and_then(Value::as_str);
+                    if outcome.get("source").and_then(Value::as_str) == Some(me.as_str())
+                        && matches!(ty, Some(RESULT_TYPE | DEAD_LETTER_TYPE))
+                        && let (Some(source), Some(id)) = (
+                            outcome
+                                .pointer("/data/event/source")
+                                .and_then(Value::as_str),
+                            outcome.pointer("/data/event/id").and_then(Value::as_str),
+                        )
+                    {
+                        found.insert((source.to_owned(), id.to_owned()));
+                    }
+                }
+                cursor = batch.next;
+            }
+        }
+        Ok(found)
+    }
+
     /// Consumes until shutdown.
     pub async fn run(self: Arc<Self>) {
         let Some(start) = self.starting_cursor().await else {
             return;
+        };
+        let already_done = loop {
+            match self.recent_outcomes().await {
+                Ok(found) => break found,
+                Err(err) => {
+                    warn!(handler = %self.spec.name, error = %err, "cannot read recent outcomes; retrying");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
         };
         info!(handler = %self.spec.name, topic = %self.spec.topic, group = %self.spec.group, cursor = %start, "handler started");
         *self.stats.committed.lock().expect("stats lock poisoned") = Some(start.clone());
@@ -231,7 +319,10 @@ impl Worker {
             worker: Arc::clone(&self),
             read_cursor: start.clone(),
             committed: start,
-            pending: vec![BTreeSet::new(); self.topic.partitions],
+            pending: vec![BTreeMap::new(); self.topic.partitions],
+            batches: BTreeMap::new(),
+            next_batch: 0,
+            already_done,
             busy_keys: HashSet::new(),
             waiting: HashMap::new(),
             tasks: JoinSet::new(),
@@ -568,8 +659,15 @@ struct Consumer {
     worker: Arc<Worker>,
     read_cursor: Cursor,
     committed: Cursor,
-    /// Offsets read but not yet acked, per partition.
-    pending: Vec<BTreeSet<u64>>,
+    /// Offsets read but not yet acked, per partition, with the read batch
+    /// each came in.
+    pending: Vec<BTreeMap<u64, u64>>,
+    /// Per read batch with unacked events: the output topics' ends when it
+    /// was read, and how many of its events are unacked.
+    batches: BTreeMap<u64, (Vec<Cursor>, usize)>,
+    next_batch: u64,
+    /// Events whose outcome was stored before a crash: ack on sight.
+    already_done: HashSet<(String, String)>,
     /// Keys with an event in flight (ordered handlers only).
     busy_keys: HashSet<String>,
     /// Events waiting for their key's earlier event to finish.
@@ -581,7 +679,7 @@ struct Consumer {
 
 impl Consumer {
     fn in_flight(&self) -> usize {
-        self.pending.iter().map(BTreeSet::len).sum()
+        self.pending.iter().map(BTreeMap::len).sum()
     }
 
     async fn run(&mut self) {
@@ -597,8 +695,8 @@ impl Consumer {
                 read = worker.broker.read(&worker.spec.topic, &self.read_cursor, READ_BATCH, READ_WAIT), if reading => {
                     match read {
                         Ok(batch) => {
-                            for stored in batch.events {
-                                self.dispatch(stored);
+                            if !batch.events.is_empty() {
+                                self.dispatch_batch(batch.events);
                             }
                             self.read_cursor = batch.next;
                         }
@@ -631,7 +729,29 @@ impl Consumer {
         info!(handler = %worker.spec.name, cursor = %self.committed, "handler stopped");
     }
 
-    fn dispatch(&mut self, stored: StoredEvent) {
+    fn dispatch_batch(&mut self, events: Vec<StoredEvent>) {
+        // Every outcome of these events will land after the outputs' ends
+        // as they are now.
+        let Some(outputs) = self.worker.outputs_latest() else {
+            warn!(handler = %self.worker.spec.name, "an output topic is unknown to the broker");
+            return;
+        };
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        self.batches.insert(batch, (outputs, 0));
+        for stored in events {
+            self.dispatch(stored, batch);
+        }
+        if self
+            .batches
+            .get(&batch)
+            .is_some_and(|(_, unacked)| *unacked == 0)
+        {
+            self.batches.remove(&batch);
+        }
+    }
+
+    fn dispatch(&mut self, stored: StoredEvent, batch: u64) {
         let worker = &self.worker;
         let event: Value = match serde_json::from_slice(&stored.payload) {
             Ok(event) => event,
@@ -644,13 +764,32 @@ impl Consumer {
         if !worker.wants(&event) {
             return;
         }
+        let identity = (
+            event
+                .get("source")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            event
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        );
+        if self.already_done.remove(&identity) {
+            self.dirty = true;
+            return;
+        }
         let key = worker
             .spec
             .policy
             .ordered_by_key
             .then(|| worker.topic.key_of(&event))
             .flatten();
-        self.pending[stored.partition].insert(stored.offset);
+        self.pending[stored.partition].insert(stored.offset, batch);
+        if let Some((_, unacked)) = self.batches.get_mut(&batch) {
+            *unacked += 1;
+        }
         let job = Job {
             partition: stored.partition,
             offset: stored.offset,
@@ -686,9 +825,16 @@ impl Consumer {
     }
 
     fn finish(&mut self, done: Done) {
-        if done.acked {
-            self.pending[done.partition].remove(&done.offset);
+        if done.acked
+            && let Some(batch) = self.pending[done.partition].remove(&done.offset)
+        {
             self.dirty = true;
+            if let Some((_, unacked)) = self.batches.get_mut(&batch) {
+                *unacked -= 1;
+                if *unacked == 0 {
+                    self.batches.remove(&batch);
+                }
+            }
         }
         // Reap finished tasks so the set does not grow.
         while self.tasks.try_join_next().is_some() {}
@@ -710,26 +856,41 @@ impl Consumer {
             self.pending
                 .iter()
                 .zip(self.read_cursor.offsets())
-                .map(|(pending, &read)| pending.first().copied().unwrap_or(read))
+                .map(|(pending, &read)| pending.keys().next().copied().unwrap_or(read))
                 .collect(),
         );
         if cursor == self.committed {
             self.dirty = false;
             return;
         }
-        let worker = &self.worker;
-        match worker
+        let worker = Arc::clone(&self.worker);
+        // The outputs' cursor for this commit: before every outcome of an
+        // event it leaves unacked. Taken before the commit, stored after it,
+        // so a crash in between leaves an older (still safe) one.
+        let outputs = match self.batches.values().next() {
+            Some((outputs, _)) => Some(outputs.clone()),
+            None => worker.outputs_latest(),
+        };
+        if let Err(err) = worker
             .broker
             .commit(&worker.spec.topic, &worker.spec.group, &cursor)
             .await
         {
-            Ok(()) => {
-                *worker.stats.committed.lock().expect("stats lock poisoned") = Some(cursor.clone());
-                self.committed = cursor;
-                self.dirty = false;
-            }
-            Err(err) => {
-                warn!(handler = %worker.spec.name, error = %err, "committing the group cursor failed; will retry")
+            warn!(handler = %worker.spec.name, error = %err, "committing the group cursor failed; will retry");
+            return;
+        }
+        *worker.stats.committed.lock().expect("stats lock poisoned") = Some(cursor.clone());
+        self.committed = cursor;
+        self.dirty = false;
+        let group = worker.outputs_group();
+        for (topic, position) in worker
+            .outputs()
+            .into_iter()
+            .zip(outputs.into_iter().flatten())
+        {
+            if let Err(err) = worker.broker.commit(topic, &group, &position).await {
+                warn!(handler = %worker.spec.name, error = %err, "committing the outputs cursor failed; will retry");
+                self.dirty = true;
             }
         }
     }

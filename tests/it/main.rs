@@ -3,8 +3,10 @@
 
 mod cli;
 mod crash;
+mod handler;
 mod harness;
 mod publish;
 mod read;
+mod sink;
 mod sse;
 mod webhook;
