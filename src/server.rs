@@ -87,7 +87,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         &broker,
         &tracker,
         &shutdown,
-    )?;
+    )
+    .await?;
     let ingest = Arc::new(Ingest::new(
         topics.clone(),
         Arc::clone(&broker),

@@ -85,7 +85,7 @@ pub struct Hubs {
 impl Hubs {
     /// Starts one hub task per topic, each reading its topic's log from the
     /// current end on.
-    pub fn start(
+    pub async fn start(
         topics: impl IntoIterator<Item = String>,
         broker: &Arc<Broker>,
         tracker: &TaskTracker,
@@ -94,7 +94,7 @@ impl Hubs {
         let mut by_topic = HashMap::new();
         for topic in topics {
             let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
-            let start = broker.latest(&topic)?;
+            let start = broker.latest(&topic).await?;
             tracker.spawn(run_hub(
                 topic.clone(),
                 Arc::clone(broker),

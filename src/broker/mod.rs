@@ -133,14 +133,14 @@ impl Broker {
     }
 
     /// The cursor before the oldest retained event of every partition.
-    pub fn earliest(&self, topic: &str) -> Result<Cursor> {
+    pub async fn earliest(&self, topic: &str) -> Result<Cursor> {
         match self {
             Self::Embedded(broker) => broker.earliest(topic),
         }
     }
 
     /// The cursor after the newest stored event of every partition.
-    pub fn latest(&self, topic: &str) -> Result<Cursor> {
+    pub async fn latest(&self, topic: &str) -> Result<Cursor> {
         match self {
             Self::Embedded(broker) => broker.latest(topic),
         }

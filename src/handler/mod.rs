@@ -112,39 +112,41 @@ impl Handlers {
 
     /// Per handler: lag, in flight, breakers, success rate, latency, last
     /// error and health.
-    pub fn status(&self) -> Value {
-        let handlers: Vec<Value> = self
-            .workers
-            .iter()
-            .map(|worker| {
-                let stats = &worker.stats;
-                let success_rate = stats.success_rate();
-                let health = match success_rate {
-                    None => "healthy",
-                    Some(rate) if rate >= 0.95 => "healthy",
-                    Some(rate) if rate >= 0.8 => "degraded",
-                    Some(_) => "unhealthy",
-                };
-                let latency = stats
-                    .latency_ms()
-                    .map(|(p50, p99)| json!({"p50": p50, "p99": p99}));
-                json!({
-                    "name": worker.spec.name,
-                    "description": worker.spec.description,
-                    "topic": worker.spec.topic,
-                    "group": worker.spec.group,
-                    "lag": worker.lag(),
-                    "in_flight": stats.in_flight.load(Ordering::Relaxed),
-                    "breakers": worker.breaker_states(),
-                    "success_rate": success_rate,
-                    "latency_ms": latency,
-                    "last_error": stats.last_error.lock().expect("stats lock poisoned").clone(),
-                    "health": health,
-                    "results": worker.spec.results,
-                    "dead_letters": worker.spec.dead_letters,
-                })
-            })
-            .collect();
+    pub async fn status(&self) -> Value {
+        let mut handlers = Vec::with_capacity(self.workers.len());
+        for worker in &self.workers {
+            let stats = &worker.stats;
+            let success_rate = stats.success_rate();
+            let health = match success_rate {
+                None => "healthy",
+                Some(rate) if rate >= 0.95 => "healthy",
+                Some(rate) if rate >= 0.8 => "degraded",
+                Some(_) => "unhealthy",
+            };
+            let latency = stats
+                .latency_ms()
+                .map(|(p50, p99)| json!({"p50": p50, "p99": p99}));
+            let last_error = stats
+                .last_error
+                .lock()
+                .expect("stats lock poisoned")
+                .clone();
+            handlers.push(json!({
+                "name": worker.spec.name,
+                "description": worker.spec.description,
+                "topic": worker.spec.topic,
+                "group": worker.spec.group,
+                "lag": worker.lag().await,
+                "in_flight": stats.in_flight.load(Ordering::Relaxed),
+                "breakers": worker.breaker_states(),
+                "success_rate": success_rate,
+                "latency_ms": latency,
+                "last_error": last_error,
+                "health": health,
+                "results": worker.spec.results,
+                "dead_letters": worker.spec.dead_letters,
+            }));
+        }
         json!({ "handlers": handlers })
     }
 
@@ -164,17 +166,17 @@ impl Handlers {
             .as_ref()
             .expect("started handlers have a broker");
         let topic = &worker.spec.dead_letters;
-        let partitions = broker.latest(topic)?.partitions();
+        let partitions = broker.latest(topic).await?.partitions();
         let parse = |which: &'static str, text: &str| {
             Cursor::parse_for(text, partitions).map_err(|e| ReplayError::BadCursor(which, e))
         };
         let mut cursor = match &selection.from {
             Some(text) => parse("from", text)?,
-            None => broker.earliest(topic)?,
+            None => broker.earliest(topic).await?,
         };
         let end = match &selection.to {
             Some(text) => parse("to", text)?,
-            None => broker.latest(topic)?,
+            None => broker.latest(topic).await?,
         };
         let wanted: HashSet<&str> = selection.ids.iter().map(String::as_str).collect();
         let mut chosen = Vec::new();

@@ -199,9 +199,9 @@ impl Worker {
                 Ok(Some(cursor)) => Ok(cursor),
                 Ok(None) => {
                     let start = if self.spec.start_earliest {
-                        self.broker.earliest(topic)
+                        self.broker.earliest(topic).await
                     } else {
-                        self.broker.latest(topic)
+                        self.broker.latest(topic).await
                     };
                     match start {
                         Ok(cursor) => self
@@ -241,11 +241,12 @@ impl Worker {
         format!("{}.outcomes", self.spec.group)
     }
 
-    fn outputs_latest(&self) -> Option<Vec<Cursor>> {
-        self.outputs()
-            .iter()
-            .map(|topic| self.broker.latest(topic).ok())
-            .collect()
+    async fn outputs_latest(&self) -> Option<Vec<Cursor>> {
+        let mut cursors = Vec::new();
+        for topic in self.outputs() {
+            cursors.push(self.broker.latest(topic).await.ok()?);
+        }
+        Some(cursors)
     }
 
     /// (source, id) of every event with an outcome stored after the last
@@ -258,7 +259,7 @@ impl Worker {
                 Some(cursor) => cursor,
                 None => {
                     // A new group: nothing of ours can be there yet.
-                    let latest = self.broker.latest(topic)?;
+                    let latest = self.broker.latest(topic).await?;
                     self.broker
                         .commit(topic, &self.outputs_group(), &latest)
                         .await?;
@@ -626,14 +627,14 @@ impl Worker {
     }
 
     /// Events not yet acked: latest minus committed, over all partitions.
-    pub fn lag(&self) -> Option<u64> {
+    pub async fn lag(&self) -> Option<u64> {
         let committed = self
             .stats
             .committed
             .lock()
             .expect("stats lock poisoned")
             .clone()?;
-        let latest = self.broker.latest(&self.spec.topic).ok()?;
+        let latest = self.broker.latest(&self.spec.topic).await.ok()?;
         Some(
             latest
                 .offsets()
@@ -696,7 +697,7 @@ impl Consumer {
                     match read {
                         Ok(batch) => {
                             if !batch.events.is_empty() {
-                                self.dispatch_batch(batch.events);
+                                self.dispatch_batch(batch.events).await;
                             }
                             self.read_cursor = batch.next;
                         }
@@ -729,10 +730,10 @@ impl Consumer {
         info!(handler = %worker.spec.name, cursor = %self.committed, "handler stopped");
     }
 
-    fn dispatch_batch(&mut self, events: Vec<StoredEvent>) {
+    async fn dispatch_batch(&mut self, events: Vec<StoredEvent>) {
         // Every outcome of these events will land after the outputs' ends
         // as they are now.
-        let Some(outputs) = self.worker.outputs_latest() else {
+        let Some(outputs) = self.worker.outputs_latest().await else {
             warn!(handler = %self.worker.spec.name, "an output topic is unknown to the broker");
             return;
         };
@@ -869,7 +870,7 @@ impl Consumer {
         // so a crash in between leaves an older (still safe) one.
         let outputs = match self.batches.values().next() {
             Some((outputs, _)) => Some(outputs.clone()),
-            None => worker.outputs_latest(),
+            None => worker.outputs_latest().await,
         };
         if let Err(err) = worker
             .broker

@@ -21,7 +21,7 @@ const DEFAULT_PAGE_LIMIT: usize = 100;
 const MAX_PAGE_LIMIT: usize = 1000;
 
 /// Resolves `earliest`, `latest` or a cursor string for a topic.
-fn resolve_from(
+async fn resolve_from(
     state: &AppState,
     topic: &str,
     partitions: usize,
@@ -29,8 +29,8 @@ fn resolve_from(
     parameter: &str,
 ) -> ApiResult<Cursor> {
     match from {
-        "earliest" => Ok(state.broker.earliest(topic)?),
-        "latest" => Ok(state.broker.latest(topic)?),
+        "earliest" => Ok(state.broker.earliest(topic).await?),
+        "latest" => Ok(state.broker.latest(topic).await?),
         text => Cursor::parse_for(text, partitions).map_err(|err| {
             ApiError::bad_request("invalid_cursor", format!("{parameter}: {err}"))
                 .with("parameter", parameter.to_owned())
@@ -73,7 +73,8 @@ pub async fn page(
         partitions,
         query.from.as_deref().unwrap_or("earliest"),
         "from",
-    )?;
+    )
+    .await?;
     let batch = state
         .broker
         .read(&topic, &from, limit, Duration::ZERO)
@@ -133,7 +134,7 @@ pub async fn stream(
                 .with("header", "last-event-id")
         })?
     } else if let Some(id) = query.last_event_id.as_deref().filter(|id| !id.is_empty()) {
-        resolve_from(&state, &topic, partitions, id, "last_event_id")?
+        resolve_from(&state, &topic, partitions, id, "last_event_id").await?
     } else {
         resolve_from(
             &state,
@@ -141,10 +142,11 @@ pub async fn stream(
             partitions,
             query.from.as_deref().unwrap_or("latest"),
             "from",
-        )?
+        )
+        .await?
     };
     // Fail now, with a status, rather than inside the stream.
-    let latest = state.broker.latest(&topic)?;
+    let latest = state.broker.latest(&topic).await?;
     if let Some(partition) = (0..partitions).find(|&p| cursor.next(p) > latest.next(p)) {
         return Err(crate::broker::BrokerError::CursorAhead {
             partition,

@@ -13,7 +13,7 @@ use super::{ApiError, ApiResult, AppState};
 use crate::handler::{ReplayError, ReplaySelection};
 
 pub async fn status(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    axum::Json(state.handlers.status())
+    axum::Json(state.handlers.status().await)
 }
 
 pub async fn replay(

@@ -130,7 +130,7 @@ impl Ingest {
         // Positions name the other partitions as they were before this
         // append: resuming from one may repeat an event published
         // concurrently, but never skips one.
-        let before = self.broker.latest(topic_name)?;
+        let before = self.broker.latest(topic_name).await?;
         let appended = self.broker.append(topic_name, records).await?;
         self.metrics
             .published(topic_name, count, started.elapsed().as_secs_f64());

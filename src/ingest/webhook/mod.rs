@@ -331,7 +331,7 @@ impl Webhooks {
                     )
                 })
                 .collect();
-            let mut cursor: Cursor = broker.earliest(topic)?;
+            let mut cursor: Cursor = broker.earliest(topic).await?;
             let mut remembered = 0usize;
             loop {
                 let batch = broker.read(topic, &cursor, 4096, Duration::ZERO).await?;
