@@ -22,8 +22,15 @@ fn workspace() -> Workspace {
 }
 
 /// Writes handler `name` calling `url`; `action` and `policy` are extra
-/// TOML lines for those tables.
+/// TOML lines for those tables. Unless `policy` sets up the breaker, it is
+/// one that never opens: most tests are not about pausing.
 fn handler(ws: &Workspace, name: &str, url: &str, action: &str, policy: &str) {
+    let breaker = if policy.contains("[policy.breaker]") {
+        ""
+    } else {
+        "[policy.breaker]\nconsecutive_failures = 1000\nmin_calls = 1000\n"
+    };
+    let policy = format!("{policy}\n{breaker}");
     let toml = format!(
         "name = \"{name}\"\n\
          [subscribe]\ntopic = \"jobs\"\nstart = \"earliest\"\n\
@@ -391,9 +398,13 @@ async fn replay_redrives_dead_letters() {
     let sink = Sink::start().await;
     sink.state.failing.store(true, Ordering::SeqCst);
     let ws = workspace();
-    // A breaker that stays closed: this test is about replay, not pausing.
-    let policy = "max_attempts = 2\n[policy.breaker]\nconsecutive_failures = 100\nmin_calls = 100";
-    handler(&ws, "replayed", &format!("{}/toggle", sink.url), "", policy);
+    handler(
+        &ws,
+        "replayed",
+        &format!("{}/toggle", sink.url),
+        "",
+        "max_attempts = 2",
+    );
     let server = ws.serve(&[]);
     let ids = publish_jobs(&server, 3, 3).await;
     let dead = outcomes(&server, "dead", FAILED, 3).await;
