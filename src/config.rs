@@ -48,6 +48,15 @@ pub struct FileConfig {
     pub heartbeat: Option<String>,
     #[serde(default)]
     pub embedded: EmbeddedFileConfig,
+    #[serde(default)]
+    pub redis: RedisFileConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFileConfig {
+    pub url: Option<String>,
+    pub prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,9 +85,12 @@ pub struct Overrides {
     /// Directory of handler definitions [default: ./handlers]
     #[arg(long, env = "SWITCHYARD_HANDLERS_DIR")]
     pub handlers_dir: Option<PathBuf>,
-    /// Broker backend [default: embedded]
+    /// Broker backend: embedded, or redis (when built with that feature) [default: embedded]
     #[arg(long, env = "SWITCHYARD_BROKER")]
     pub broker: Option<String>,
+    /// Redis URL for broker = redis [default: redis://127.0.0.1:6379]
+    #[arg(long, env = "SWITCHYARD_REDIS_URL")]
+    pub redis_url: Option<String>,
     /// When appends are durable: "always" (fsync before answering) or "interval" [default: always]
     #[arg(long, env = "SWITCHYARD_FSYNC")]
     pub fsync: Option<String>,
@@ -173,27 +185,42 @@ impl Config {
                 FsyncPolicy::Always
             }
         };
+        let redis_url = o.redis_url.clone().or(file.redis.url);
+        let redis_prefix = file.redis.prefix;
         let broker_kind = o
             .broker
             .clone()
             .or(file.broker)
             .unwrap_or_else(|| "embedded".into());
+        let embedded = BrokerConfig::Embedded(EmbeddedConfig {
+            data_dir: data_dir.clone(),
+            fsync,
+        });
         let broker = match broker_kind.as_str() {
-            "embedded" => BrokerConfig::Embedded(EmbeddedConfig {
-                data_dir: data_dir.clone(),
-                fsync,
+            "embedded" => embedded,
+            #[cfg(feature = "redis")]
+            "redis" => BrokerConfig::Redis(crate::broker::redis::RedisConfig {
+                url: redis_url.unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+                prefix: redis_prefix.unwrap_or_else(|| "switchyard".into()),
             }),
             other => {
+                let built: &[&str] = &[
+                    "embedded",
+                    #[cfg(feature = "redis")]
+                    "redis",
+                ];
                 problem(
                     "broker",
-                    format!("{other:?} is not a broker this build supports (embedded)"),
+                    format!(
+                        "{other:?} is not a broker this build supports ({}); external backends need their cargo feature, e.g. --features redis",
+                        built.join(", ")
+                    ),
                 );
-                BrokerConfig::Embedded(EmbeddedConfig {
-                    data_dir: data_dir.clone(),
-                    fsync,
-                })
+                embedded
             }
         };
+        #[cfg(not(feature = "redis"))]
+        let _ = (redis_url, redis_prefix);
 
         let mut bytes = |key: &str,
                          flag: Option<&String>,

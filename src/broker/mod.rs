@@ -11,6 +11,8 @@
 //! and its children name a concrete broker.
 
 pub mod embedded;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::time::Duration;
 
@@ -87,11 +89,15 @@ impl BrokerError {
 #[derive(Debug, Clone)]
 pub enum BrokerConfig {
     Embedded(embedded::EmbeddedConfig),
+    #[cfg(feature = "redis")]
+    Redis(redis::RedisConfig),
 }
 
 /// A running broker backend.
 pub enum Broker {
     Embedded(embedded::EmbeddedBroker),
+    #[cfg(feature = "redis")]
+    Redis(redis::RedisBroker),
 }
 
 impl Broker {
@@ -101,12 +107,18 @@ impl Broker {
             BrokerConfig::Embedded(config) => Ok(Self::Embedded(
                 embedded::EmbeddedBroker::open(config.clone(), topics).await?,
             )),
+            #[cfg(feature = "redis")]
+            BrokerConfig::Redis(config) => Ok(Self::Redis(
+                redis::RedisBroker::open(config.clone(), topics).await?,
+            )),
         }
     }
 
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Embedded(_) => "embedded",
+            #[cfg(feature = "redis")]
+            Self::Redis(_) => "redis",
         }
     }
 
@@ -115,6 +127,8 @@ impl Broker {
     pub async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
         match self {
             Self::Embedded(broker) => broker.append(topic, records).await,
+            #[cfg(feature = "redis")]
+            Self::Redis(broker) => broker.append(topic, records).await,
         }
     }
 
@@ -129,6 +143,8 @@ impl Broker {
     ) -> Result<ReadBatch> {
         match self {
             Self::Embedded(broker) => broker.read(topic, from, max, wait).await,
+            #[cfg(feature = "redis")]
+            Self::Redis(broker) => broker.read(topic, from, max, wait).await,
         }
     }
 
@@ -136,6 +152,8 @@ impl Broker {
     pub async fn earliest(&self, topic: &str) -> Result<Cursor> {
         match self {
             Self::Embedded(broker) => broker.earliest(topic),
+            #[cfg(feature = "redis")]
+            Self::Redis(broker) => broker.earliest(topic).await,
         }
     }
 
@@ -143,6 +161,8 @@ impl Broker {
     pub async fn latest(&self, topic: &str) -> Result<Cursor> {
         match self {
             Self::Embedded(broker) => broker.latest(topic),
+            #[cfg(feature = "redis")]
+            Self::Redis(broker) => broker.latest(topic).await,
         }
     }
 
@@ -151,6 +171,8 @@ impl Broker {
         check_group_name(group)?;
         match self {
             Self::Embedded(broker) => broker.commit(topic, group, cursor).await,
+            #[cfg(feature = "redis")]
+            Self::Redis(broker) => broker.commit(topic, group, cursor).await,
         }
     }
 
@@ -159,13 +181,17 @@ impl Broker {
         check_group_name(group)?;
         match self {
             Self::Embedded(broker) => broker.committed(topic, group).await,
+            #[cfg(feature = "redis")]
+            Self::Redis(broker) => broker.committed(topic, group).await,
         }
     }
 
     /// `Ok` when the broker can take writes.
-    pub fn health(&self) -> Result<()> {
+    pub async fn health(&self) -> Result<()> {
         match self {
             Self::Embedded(broker) => broker.health(),
+            #[cfg(feature = "redis")]
+            Self::Redis(broker) => broker.health().await,
         }
     }
 
@@ -173,6 +199,8 @@ impl Broker {
     pub async fn close(&self) {
         match self {
             Self::Embedded(broker) => broker.close().await,
+            #[cfg(feature = "redis")]
+            Self::Redis(_) => {}
         }
     }
 }

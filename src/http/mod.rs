@@ -100,7 +100,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    state.broker.health()?;
+    state.broker.health().await?;
     Ok(axum::Json(
         json!({"status": "ready", "broker": state.broker.kind()}),
     ))

@@ -2,6 +2,7 @@
 //! real files. Each test has its own workspace (topics, data) and server.
 
 mod cli;
+mod conformance;
 mod crash;
 mod handler;
 mod harness;

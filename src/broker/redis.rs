@@ -1,0 +1,441 @@
+//! Redis Streams backend: one stream per topic partition
+//! (`<prefix>:{<topic>}:<partition>`), one field `e` holding the structured
+//! CloudEvent; group cursors in a hash (`<prefix>:groups:{<topic>}`).
+//!
+//! Positions: a stream id `ms-seq` is the offset `ms << 20 | seq`, so cursors
+//! keep their "next offset per partition" form. Appends run as one Lua
+//! script: it trims each stream's head to the topic's retention and records
+//! the newest id it removed (`<prefix>:trimmed:{<topic>}`), so a cursor at or
+//! below that id has lost events: expired. (Redis 7.0's own
+//! `max-deleted-entry-id` does not count trimming.)
+//!
+//! Durability is Redis's: a 2xx means Redis accepted the event. Run Redis
+//! with `appendonly yes` and `appendfsync always` for the embedded log's
+//! promise; `everysec` may lose the last second on power loss.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use redis::{AsyncConnectionConfig, Value};
+use tracing::warn;
+
+use super::{Appended, BrokerError, ReadBatch, Record, Result, StoredEvent};
+use crate::cursor::Cursor;
+use crate::topic::Topics;
+
+/// Bits of an offset that hold the sequence part of a stream id.
+const SEQ_BITS: u32 = 20;
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+/// How long one command may take before the broker counts as unavailable.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Appends one unit atomically. KEYS[1]: the trimmed-ids hash; KEYS[2..]:
+/// a stream per record. ARGV[1]: the retention cutoff id, or ""; ARGV[2..]:
+/// the payloads. Exact trimming (not `~`): approximate trimming keeps whole
+/// radix nodes and so would keep expired events.
+static APPEND: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local ids = {}
+for i = 2, #KEYS do
+  local key = KEYS[i]
+  if ARGV[1] ~= '' then
+    local old = redis.call('XREVRANGE', key, '(' .. ARGV[1], '-', 'COUNT', 1)
+    if #old > 0 then
+      redis.call('HSET', KEYS[1], key, old[1][1])
+      redis.call('XTRIM', key, 'MINID', ARGV[1])
+    end
+  end
+  ids[#ids + 1] = redis.call('XADD', key, '*', 'e', ARGV[i])
+end
+return ids
+",
+    )
+});
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub url: String,
+    /// Prefix of every key Switchyard writes.
+    pub prefix: String,
+}
+
+struct TopicInfo {
+    partitions: usize,
+    max_age: Option<Duration>,
+}
+
+pub struct RedisBroker {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+    topics: HashMap<String, TopicInfo>,
+}
+
+/// A stream's bounds, from `XINFO STREAM`.
+#[derive(Debug, Default, Clone, Copy)]
+struct Bounds {
+    /// Offset of the oldest entry still there, if any.
+    first: Option<u64>,
+    /// Offset after the newest entry ever added.
+    end: u64,
+    /// Offsets at or below this were trimmed.
+    max_deleted: Option<u64>,
+}
+
+fn unavailable(err: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(format!("redis: {err}"))
+}
+
+/// `ms-seq` → offset.
+fn encode(id: &str) -> Option<u64> {
+    let (ms, seq) = id.split_once('-')?;
+    let (ms, seq) = (ms.parse::<u64>().ok()?, seq.parse::<u64>().ok()?);
+    (seq <= SEQ_MASK && ms < (1 << (64 - SEQ_BITS))).then_some(ms << SEQ_BITS | seq)
+}
+
+/// offset → `ms-seq`.
+fn decode(offset: u64) -> String {
+    format!("{}-{}", offset >> SEQ_BITS, offset & SEQ_MASK)
+}
+
+impl RedisBroker {
+    pub async fn open(config: RedisConfig, topics: &Topics) -> Result<Self> {
+        let client = redis::Client::open(config.url.as_str()).map_err(unavailable)?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = client
+            .get_connection_manager_with_config(manager_config)
+            .await
+            .map_err(unavailable)?;
+        let mut info = HashMap::new();
+        for topic in topics.iter() {
+            if topic.retention.max_bytes.is_some() {
+                warn!(topic = %topic.name, "retention_bytes is not supported on Redis; only the age limit applies");
+            }
+            info.insert(
+                topic.name.clone(),
+                TopicInfo {
+                    partitions: topic.partitions,
+                    max_age: topic.retention.max_age,
+                },
+            );
+        }
+        Ok(Self {
+            client,
+            conn,
+            prefix: config.prefix,
+            topics: info,
+        })
+    }
+
+    fn topic(&self, topic: &str) -> Result<&TopicInfo> {
+        self.topics
+            .get(topic)
+            .ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))
+    }
+
+    /// The hash of the newest id trimmed from each stream.
+    fn trimmed_key(&self, topic: &str) -> String {
+        format!("{}:trimmed:{{{topic}}}", self.prefix)
+    }
+
+    fn key(&self, topic: &str, partition: usize) -> String {
+        // The braces keep a topic's streams in one Redis Cluster slot.
+        format!("{}:{{{topic}}}:{partition}", self.prefix)
+    }
+
+    pub async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
+        let info = self.topic(topic)?;
+        let min_id = info.max_age.map(|age| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            format!("{}-0", now.saturating_sub(age).as_millis())
+        });
+        let mut invocation = APPEND.prepare_invoke();
+        invocation.key(self.trimmed_key(topic));
+        invocation.arg(min_id.unwrap_or_default());
+        for record in &records {
+            invocation.key(self.key(topic, record.partition));
+            invocation.arg(record.payload.as_ref());
+        }
+        let ids: Vec<String> = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        records
+            .iter()
+            .zip(ids)
+            .map(|(record, id)| {
+                let offset =
+                    encode(&id).ok_or_else(|| unavailable(format!("unexpected stream id {id}")))?;
+                Ok(Appended {
+                    partition: record.partition,
+                    offset,
+                })
+            })
+            .collect()
+    }
+
+    async fn bounds(&self, topic: &str) -> Result<Vec<Bounds>> {
+        let info = self.topic(topic)?;
+        let mut pipe = redis::pipe();
+        for partition in 0..info.partitions {
+            pipe.cmd("EXISTS").arg(self.key(topic, partition));
+        }
+        let exists: Vec<bool> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut bounds = vec![Bounds::default(); info.partitions];
+        let mut pipe = redis::pipe();
+        let present: Vec<usize> = (0..info.partitions).filter(|&p| exists[p]).collect();
+        if present.is_empty() {
+            return Ok(bounds);
+        }
+        for &partition in &present {
+            pipe.cmd("XINFO")
+                .arg("STREAM")
+                .arg(self.key(topic, partition));
+        }
+        let keys: Vec<String> = present.iter().map(|&p| self.key(topic, p)).collect();
+        pipe.cmd("HMGET").arg(self.trimmed_key(topic)).arg(&keys);
+        let mut replies: Vec<Value> = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let trimmed: Vec<Option<String>> = match replies.pop() {
+            Some(reply) => redis::from_redis_value(reply).map_err(unavailable)?,
+            None => Vec::new(),
+        };
+        for ((partition, reply), trimmed) in present.into_iter().zip(replies).zip(trimmed) {
+            bounds[partition] = parse_bounds(reply);
+            bounds[partition].max_deleted = trimmed.as_deref().and_then(encode);
+        }
+        Ok(bounds)
+    }
+
+    pub async fn earliest(&self, topic: &str) -> Result<Cursor> {
+        let bounds = self.bounds(topic).await?;
+        Ok(Cursor::new(
+            bounds.iter().map(|b| b.first.unwrap_or(b.end)).collect(),
+        ))
+    }
+
+    pub async fn latest(&self, topic: &str) -> Result<Cursor> {
+        let bounds = self.bounds(topic).await?;
+        Ok(Cursor::new(bounds.iter().map(|b| b.end).collect()))
+    }
+
+    pub async fn read(
+        &self,
+        topic: &str,
+        from: &Cursor,
+        max: usize,
+        wait: Duration,
+    ) -> Result<ReadBatch> {
+        let info = self.topic(topic)?;
+        if from.partitions() != info.partitions {
+            return Err(crate::cursor::CursorError::PartitionCount {
+                found: from.partitions(),
+                expected: info.partitions,
+            }
+            .into());
+        }
+        let bounds = self.bounds(topic).await?;
+        for (partition, bound) in bounds.iter().enumerate() {
+            let next = from.next(partition);
+            if bound.max_deleted.is_some_and(|deleted| next <= deleted) {
+                let oldest = bounds
+                    .iter()
+                    .zip(from.offsets())
+                    .map(|(b, &n)| n.max(b.first.unwrap_or(b.end)))
+                    .collect();
+                return Err(BrokerError::CursorExpired {
+                    partition,
+                    oldest: Cursor::new(oldest),
+                });
+            }
+            if next > bound.end {
+                return Err(BrokerError::CursorAhead {
+                    partition,
+                    end: bound.end,
+                });
+            }
+        }
+        let keys: Vec<String> = (0..info.partitions).map(|p| self.key(topic, p)).collect();
+        // XREAD returns entries after an id: the one just before `next`.
+        let after: Vec<String> = from
+            .offsets()
+            .iter()
+            .map(|&next| {
+                if next == 0 {
+                    "0-0".to_owned()
+                } else {
+                    decode(next - 1)
+                }
+            })
+            .collect();
+        let mut options = StreamReadOptions::default().count(max);
+        let reply: Option<StreamReadReply> = if wait.is_zero() {
+            redis::AsyncCommands::xread_options(&mut self.conn.clone(), &keys, &after, &options)
+                .await
+                .map_err(unavailable)?
+        } else {
+            // A blocking read holds its connection: give it its own.
+            options = options.block(wait.as_millis() as usize);
+            let config = AsyncConnectionConfig::new()
+                .set_response_timeout(Some(wait + RESPONSE_TIMEOUT))
+                .set_connection_timeout(Some(CONNECT_TIMEOUT));
+            let mut conn = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(unavailable)?;
+            redis::AsyncCommands::xread_options(&mut conn, &keys, &after, &options)
+                .await
+                .map_err(unavailable)?
+        };
+        let mut events = Vec::new();
+        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            let Some(partition) = keys.iter().position(|k| *k == stream.key) else {
+                continue;
+            };
+            for entry in stream.ids {
+                let Some(offset) = encode(&entry.id) else {
+                    continue;
+                };
+                let payload = match entry.map.get("e") {
+                    Some(Value::BulkString(bytes)) => Bytes::from(bytes.clone()),
+                    _ => {
+                        return Err(BrokerError::Corrupt(format!(
+                            "stream entry {} has no event",
+                            entry.id
+                        )));
+                    }
+                };
+                events.push(StoredEvent {
+                    partition,
+                    offset,
+                    timestamp_ms: (offset >> SEQ_BITS) as i64,
+                    payload,
+                });
+            }
+        }
+        // Like the embedded log: merge by store time, keep each partition's order.
+        events.sort_by_key(|e| (e.timestamp_ms, e.partition, e.offset));
+        events.truncate(max);
+        let mut next = from.clone();
+        for event in &events {
+            next.advance(event.partition, event.offset);
+        }
+        Ok(ReadBatch { events, next })
+    }
+
+    fn groups_key(&self, topic: &str) -> String {
+        format!("{}:groups:{{{topic}}}", self.prefix)
+    }
+
+    pub async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
+        self.topic(topic)?;
+        redis::cmd("HSET")
+            .arg(self.groups_key(topic))
+            .arg(group)
+            .arg(cursor.to_string())
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    pub async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
+        let partitions = self.topic(topic)?.partitions;
+        let text: Option<String> = redis::cmd("HGET")
+            .arg(self.groups_key(topic))
+            .arg(group)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        text.map(|t| {
+            Cursor::parse_for(&t, partitions)
+                .map_err(|e| BrokerError::Corrupt(format!("group cursor: {e}")))
+        })
+        .transpose()
+    }
+
+    pub async fn health(&self) -> Result<()> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn.clone())
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}
+
+/// Reads first entry, last generated id and max deleted id from an
+/// `XINFO STREAM` reply (a flat key/value array in RESP2, a map in RESP3).
+fn parse_bounds(reply: Value) -> Bounds {
+    let pairs: Vec<(String, Value)> = match reply {
+        Value::Array(items) => items
+            .chunks_exact(2)
+            .filter_map(|pair| match &pair[0] {
+                Value::BulkString(k) => {
+                    Some((String::from_utf8_lossy(k).into_owned(), pair[1].clone()))
+                }
+                Value::SimpleString(k) => Some((k.clone(), pair[1].clone())),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(items) => items
+            .into_iter()
+            .filter_map(|(k, v)| match k {
+                Value::BulkString(k) => Some((String::from_utf8_lossy(&k).into_owned(), v)),
+                Value::SimpleString(k) => Some((k, v)),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let text = |value: &Value| match value {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let mut bounds = Bounds::default();
+    for (key, value) in pairs {
+        match key.as_str() {
+            "last-generated-id" => {
+                bounds.end = text(&value).and_then(|id| encode(&id)).map_or(0, |o| o + 1)
+            }
+            "first-entry" => {
+                if let Value::Array(entry) = value {
+                    bounds.first = entry.first().and_then(text).and_then(|id| encode(&id));
+                }
+            }
+            _ => {}
+        }
+    }
+    bounds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_offsets_round_trip() {
+        for id in ["0-0", "0-1", "1795318477645-0", "1795318477645-1048575"] {
+            assert_eq!(decode(encode(id).unwrap()), id);
+        }
+        assert!(encode("1-1048576").is_none(), "sequence out of range");
+        assert!(encode("x").is_none());
+        assert!(encode("1-2") < encode("2-0"));
+    }
+}

@@ -1,0 +1,473 @@
+//! One broker contract, many backends: the same test bodies run against the
+//! embedded log and against real external servers (redis-server, started
+//! here on a free loopback port with a temp dir, killed on drop).
+//!
+//! In CI (`CI` set) a missing server binary fails the test; elsewhere the
+//! external backends are skipped with a message, and the embedded one runs.
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+/// A real redis-server with its own port and directory.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether a server binary is there; in CI its absence is a failure.
+fn available(binary: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {binary}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{binary} is not installed: scripts/test installs it"
+        );
+        eprintln!("skipped: {binary} is not installed (scripts/test installs it)");
+    }
+    found
+}
+
+impl RedisServer {
+    /// Starts redis-server with an fsync-always append-only file, so a
+    /// restart keeps every acknowledged event.
+    pub fn start() -> Option<RedisServer> {
+        if !cfg!(feature = "redis") || !available("redis-server") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Self::spawn(dir.path(), port);
+        Some(RedisServer { child, port, dir })
+    }
+
+    fn spawn(dir: &std::path::Path, port: u16) -> Child {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        wait_for_port(port, "redis-server");
+        child
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts again on the same port and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.dir.path(), self.port);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A backend to run a test body against.
+pub enum Backend {
+    Embedded,
+    Redis(RedisServer),
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Redis(_) => "redis",
+        }
+    }
+
+    /// The `serve` flags that select this backend.
+    fn args(&self) -> Vec<String> {
+        match self {
+            Backend::Embedded => Vec::new(),
+            Backend::Redis(redis) => vec![
+                "--broker".into(),
+                "redis".into(),
+                "--redis-url".into(),
+                redis.url(),
+            ],
+        }
+    }
+
+    fn serve(&self, ws: &Workspace) -> Server {
+        let args = self.args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ws.serve(&args)
+    }
+
+    fn shared(&self) -> bool {
+        !matches!(self, Backend::Embedded)
+    }
+}
+
+/// Every backend available here.
+fn backends() -> Vec<Backend> {
+    let mut backends = vec![Backend::Embedded];
+    backends.extend(RedisServer::start().map(Backend::Redis));
+    backends
+}
+
+fn external_backends() -> Vec<Backend> {
+    backends().into_iter().filter(Backend::shared).collect()
+}
+
+async fn publish_n(
+    server: &Server,
+    topic: &str,
+    range: std::ops::Range<u64>,
+    pad: usize,
+) -> Vec<(u16, Value)> {
+    let client = client();
+    let mut answers = Vec::new();
+    for n in range {
+        let mut e = event(&format!("c-{n}"), n, &format!("k{}", n % 5));
+        if pad > 0 {
+            e["data"]["pad"] = json!("p".repeat(pad));
+        }
+        answers.push(publish(&client, &server.events_url(topic), &e).await);
+    }
+    answers
+}
+
+fn numbers(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e["data"]["n"].as_u64().unwrap())
+        .collect()
+}
+
+fn assert_per_key_order(what: &str, ns: &[u64]) {
+    for key in 0..5 {
+        let of_key: Vec<_> = ns.iter().filter(|n| *n % 5 == key).collect();
+        assert!(
+            of_key.windows(2).all(|w| w[0] < w[1]),
+            "{what}: key k{key} out of order: {of_key:?}"
+        );
+    }
+}
+
+/// Append, read back in pages, resume exactly from a cursor (pages and
+/// SSE), on a multi-partition topic.
+async fn append_read_resume(backend: Backend) {
+    let what = backend.name();
+    let ws = Workspace::new();
+    ws.topic("c", 4, "");
+    let server = backend.serve(&ws);
+    for (status, body) in publish_n(&server, "c", 0..40, 0).await {
+        assert_eq!(status, 200, "{what}: {body}");
+    }
+    let all = read_all(&client(), &server.events_url("c")).await;
+    let ns = numbers(&all);
+    let mut sorted = ns.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        (0..40).collect::<Vec<_>>(),
+        "{what}: each event once"
+    );
+    assert_per_key_order(what, &ns);
+
+    // SSE from the start, stop part way, resume by Last-Event-ID.
+    let mut sse = Sse::connect(&format!("{}?from=earliest", server.stream_url("c")), None).await;
+    let first = sse.take(15).await;
+    let last_id = first.last().unwrap().id.clone();
+    drop(sse);
+    publish_n(&server, "c", 40..50, 0).await;
+    let mut sse = Sse::connect(&server.stream_url("c"), Some(&last_id)).await;
+    let rest = sse.take(35).await;
+    let mut seen: Vec<u64> = first
+        .iter()
+        .chain(&rest)
+        .map(|e| e.data["data"]["n"].as_u64().unwrap())
+        .collect();
+    assert_per_key_order(what, &seen);
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..50).collect::<Vec<_>>(),
+        "{what}: resume delivers exactly the rest"
+    );
+
+    // Live: a new event reaches the open stream.
+    publish_n(&server, "c", 50..51, 0).await;
+    assert_eq!(sse.take(1).await[0].data["data"]["n"], 50, "{what}");
+}
+
+/// Concurrent publishers, and events close to the size limit.
+async fn concurrent_and_large(backend: Backend) {
+    let what = backend.name();
+    let ws = Workspace::new();
+    ws.topic("big", 2, "");
+    let server = backend.serve(&ws);
+    let url = server.events_url("big");
+    let mut publishers = Vec::new();
+    for p in 0..8u64 {
+        let url = url.clone();
+        publishers.push(tokio::spawn(async move {
+            let client = client();
+            for i in 0..25u64 {
+                let n = p * 1000 + i;
+                let (status, body) = publish(
+                    &client,
+                    &url,
+                    &event(&format!("p{p}-{i}"), n, &format!("k{p}")),
+                )
+                .await;
+                assert_eq!(status, 200, "{body}");
+            }
+        }));
+    }
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    // ~1 MiB of data in one event: just under the default limit.
+    let mut large = event("large", 1, "k");
+    large["data"]["pad"] = json!("L".repeat(1024 * 1024 - 300));
+    let (status, body) = publish(&client(), &url, &large).await;
+    assert_eq!(status, 200, "{what}: {body}");
+    let events = read_all(&client(), &url).await;
+    assert_eq!(events.len(), 201, "{what}");
+    let stored = events.iter().find(|e| e["id"] == "large").unwrap();
+    assert_eq!(
+        stored["data"]["pad"].as_str().unwrap().len(),
+        1024 * 1024 - 300,
+        "{what}"
+    );
+    let ids: HashSet<_> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 201, "{what}: no duplicates");
+}
+
+/// Old events go; a cursor from before them is refused as expired.
+async fn retention(backend: Backend) {
+    let what = backend.name();
+    let ws = Workspace::new();
+    ws.topic("old", 1, "retention = \"2s\"\nsegment_bytes = \"4KiB\"");
+    let server = backend.serve(&ws);
+    publish_n(&server, "old", 0..30, 400).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        // New appends drive trimming on Redis; the embedded log trims on its own.
+        publish_n(&server, "old", 100..101, 400).await;
+        let response = client()
+            .get(server.events_url("old"))
+            .query(&[("from", "0")])
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 410 {
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "cursor_expired", "{what}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: old events were never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let remaining = read_all(&client(), &server.events_url("old")).await;
+    assert!(
+        remaining.len() < 31,
+        "{what}: {} events remain",
+        remaining.len()
+    );
+    assert_eq!(
+        remaining.last().unwrap()["data"]["n"],
+        100,
+        "{what}: the newest stays"
+    );
+}
+
+#[tokio::test]
+async fn conformance_append_read_resume() {
+    for backend in backends() {
+        append_read_resume(backend).await;
+    }
+}
+
+#[tokio::test]
+async fn conformance_concurrent_publishers_and_large_events() {
+    for backend in backends() {
+        concurrent_and_large(backend).await;
+    }
+}
+
+#[tokio::test]
+async fn conformance_retention() {
+    for backend in backends() {
+        retention(backend).await;
+    }
+}
+
+/// Two Switchyard processes on one backend: SSE on one sees what the other
+/// ingested.
+#[tokio::test]
+async fn two_instances_share_a_backend() {
+    for backend in external_backends() {
+        let what = backend.name();
+        let ws_a = Workspace::new();
+        ws_a.topic("shared", 3, "");
+        let ws_b = Workspace::new();
+        ws_b.topic("shared", 3, "");
+        let a = backend.serve(&ws_a);
+        let b = backend.serve(&ws_b);
+        let mut sse =
+            Sse::connect(&format!("{}?from=earliest", b.stream_url("shared")), None).await;
+        publish_n(&a, "shared", 0..20, 0).await;
+        let seen = sse.take(20).await;
+        let mut ns: Vec<u64> = seen
+            .iter()
+            .map(|e| e.data["data"]["n"].as_u64().unwrap())
+            .collect();
+        ns.sort_unstable();
+        assert_eq!(ns, (0..20).collect::<Vec<_>>(), "{what}");
+        // And pages on B resume from cursors B issued.
+        let from_b = read_all(&client(), &b.events_url("shared")).await;
+        assert_eq!(from_b.len(), 20, "{what}");
+    }
+}
+
+/// The broker dies under publish load: 503 + Retry-After while it is down,
+/// never a 2xx for an event that is not stored; after it comes back every
+/// acknowledged event is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_answers_503_and_loses_nothing_acknowledged() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let ws = Workspace::new();
+    ws.topic("out", 2, "");
+    let backend_args = [
+        "--broker".to_owned(),
+        "redis".to_owned(),
+        "--redis-url".to_owned(),
+        redis.url(),
+    ];
+    let args: Vec<&str> = backend_args.iter().map(String::as_str).collect();
+    let server = ws.serve(&args);
+    let url = server.events_url("out");
+    let client = client();
+
+    let mut acknowledged = Vec::new();
+    let mut unavailable = 0;
+    let mut n = 0u64;
+    let mut publish_for =
+        async |until: Instant, acknowledged: &mut Vec<u64>, unavailable: &mut usize| {
+            while Instant::now() < until {
+                let response = client
+                    .post(&url)
+                    .header("content-type", "application/cloudevents+json")
+                    .body(event(&format!("o-{n}"), n, "k").to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                match response.status().as_u16() {
+                    200 => acknowledged.push(n),
+                    503 => {
+                        assert!(response.headers().contains_key("retry-after"));
+                        *unavailable += 1;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    other => panic!("unexpected {other}: {}", response.text().await.unwrap()),
+                }
+                n += 1;
+            }
+        };
+    publish_for(
+        Instant::now() + Duration::from_millis(500),
+        &mut acknowledged,
+        &mut unavailable,
+    )
+    .await;
+    redis.kill();
+    publish_for(
+        Instant::now() + Duration::from_secs(2),
+        &mut acknowledged,
+        &mut unavailable,
+    )
+    .await;
+    let ready = reqwest::get(format!("{}/readyz", server.url))
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        503,
+        "/readyz fails while the broker is down"
+    );
+    redis.restart();
+    // Reconnects by itself.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(format!("{}/readyz", server.url))
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    publish_for(
+        Instant::now() + Duration::from_millis(500),
+        &mut acknowledged,
+        &mut unavailable,
+    )
+    .await;
+    assert!(unavailable > 0, "the outage was never seen");
+    let stored: HashSet<u64> = numbers(&read_all(&client, &url).await)
+        .into_iter()
+        .collect();
+    let lost: Vec<_> = acknowledged
+        .iter()
+        .filter(|n| !stored.contains(n))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+}
