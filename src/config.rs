@@ -50,6 +50,15 @@ pub struct FileConfig {
     pub embedded: EmbeddedFileConfig,
     #[serde(default)]
     pub redis: RedisFileConfig,
+    #[serde(default)]
+    pub nats: NatsFileConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsFileConfig {
+    pub url: Option<String>,
+    pub prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +100,9 @@ pub struct Overrides {
     /// Redis URL for broker = redis [default: redis://127.0.0.1:6379]
     #[arg(long, env = "SWITCHYARD_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// NATS URL for broker = nats [default: nats://127.0.0.1:4222]
+    #[arg(long, env = "SWITCHYARD_NATS_URL")]
+    pub nats_url: Option<String>,
     /// When appends are durable: "always" (fsync before answering) or "interval" [default: always]
     #[arg(long, env = "SWITCHYARD_FSYNC")]
     pub fsync: Option<String>,
@@ -187,6 +199,8 @@ impl Config {
         };
         let redis_url = o.redis_url.clone().or(file.redis.url);
         let redis_prefix = file.redis.prefix;
+        let nats_url = o.nats_url.clone().or(file.nats.url);
+        let nats_prefix = file.nats.prefix;
         let broker_kind = o
             .broker
             .clone()
@@ -203,11 +217,18 @@ impl Config {
                 url: redis_url.unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
                 prefix: redis_prefix.unwrap_or_else(|| "switchyard".into()),
             }),
+            #[cfg(feature = "nats")]
+            "nats" => BrokerConfig::Nats(crate::broker::nats::NatsConfig {
+                url: nats_url.unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+                prefix: nats_prefix.unwrap_or_else(|| "switchyard".into()),
+            }),
             other => {
                 let built: &[&str] = &[
                     "embedded",
                     #[cfg(feature = "redis")]
                     "redis",
+                    #[cfg(feature = "nats")]
+                    "nats",
                 ];
                 problem(
                     "broker",
@@ -221,6 +242,8 @@ impl Config {
         };
         #[cfg(not(feature = "redis"))]
         let _ = (redis_url, redis_prefix);
+        #[cfg(not(feature = "nats"))]
+        let _ = (nats_url, nats_prefix);
 
         let mut bytes = |key: &str,
                          flag: Option<&String>,

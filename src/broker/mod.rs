@@ -11,6 +11,8 @@
 //! and its children name a concrete broker.
 
 pub mod embedded;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "redis")]
 pub mod redis;
 
@@ -91,6 +93,8 @@ pub enum BrokerConfig {
     Embedded(embedded::EmbeddedConfig),
     #[cfg(feature = "redis")]
     Redis(redis::RedisConfig),
+    #[cfg(feature = "nats")]
+    Nats(nats::NatsConfig),
 }
 
 /// A running broker backend.
@@ -98,6 +102,8 @@ pub enum Broker {
     Embedded(embedded::EmbeddedBroker),
     #[cfg(feature = "redis")]
     Redis(redis::RedisBroker),
+    #[cfg(feature = "nats")]
+    Nats(Box<nats::NatsBroker>),
 }
 
 impl Broker {
@@ -111,6 +117,10 @@ impl Broker {
             BrokerConfig::Redis(config) => Ok(Self::Redis(
                 redis::RedisBroker::open(config.clone(), topics).await?,
             )),
+            #[cfg(feature = "nats")]
+            BrokerConfig::Nats(config) => Ok(Self::Nats(Box::new(
+                nats::NatsBroker::open(config.clone(), topics).await?,
+            ))),
         }
     }
 
@@ -119,6 +129,8 @@ impl Broker {
             Self::Embedded(_) => "embedded",
             #[cfg(feature = "redis")]
             Self::Redis(_) => "redis",
+            #[cfg(feature = "nats")]
+            Self::Nats(_) => "nats",
         }
     }
 
@@ -129,6 +141,8 @@ impl Broker {
             Self::Embedded(broker) => broker.append(topic, records).await,
             #[cfg(feature = "redis")]
             Self::Redis(broker) => broker.append(topic, records).await,
+            #[cfg(feature = "nats")]
+            Self::Nats(broker) => broker.append(topic, records).await,
         }
     }
 
@@ -145,6 +159,8 @@ impl Broker {
             Self::Embedded(broker) => broker.read(topic, from, max, wait).await,
             #[cfg(feature = "redis")]
             Self::Redis(broker) => broker.read(topic, from, max, wait).await,
+            #[cfg(feature = "nats")]
+            Self::Nats(broker) => broker.read(topic, from, max, wait).await,
         }
     }
 
@@ -154,6 +170,8 @@ impl Broker {
             Self::Embedded(broker) => broker.earliest(topic),
             #[cfg(feature = "redis")]
             Self::Redis(broker) => broker.earliest(topic).await,
+            #[cfg(feature = "nats")]
+            Self::Nats(broker) => broker.earliest(topic).await,
         }
     }
 
@@ -163,6 +181,8 @@ impl Broker {
             Self::Embedded(broker) => broker.latest(topic),
             #[cfg(feature = "redis")]
             Self::Redis(broker) => broker.latest(topic).await,
+            #[cfg(feature = "nats")]
+            Self::Nats(broker) => broker.latest(topic).await,
         }
     }
 
@@ -173,6 +193,8 @@ impl Broker {
             Self::Embedded(broker) => broker.commit(topic, group, cursor).await,
             #[cfg(feature = "redis")]
             Self::Redis(broker) => broker.commit(topic, group, cursor).await,
+            #[cfg(feature = "nats")]
+            Self::Nats(broker) => broker.commit(topic, group, cursor).await,
         }
     }
 
@@ -183,6 +205,8 @@ impl Broker {
             Self::Embedded(broker) => broker.committed(topic, group).await,
             #[cfg(feature = "redis")]
             Self::Redis(broker) => broker.committed(topic, group).await,
+            #[cfg(feature = "nats")]
+            Self::Nats(broker) => broker.committed(topic, group).await,
         }
     }
 
@@ -192,6 +216,8 @@ impl Broker {
             Self::Embedded(broker) => broker.health(),
             #[cfg(feature = "redis")]
             Self::Redis(broker) => broker.health().await,
+            #[cfg(feature = "nats")]
+            Self::Nats(broker) => broker.health().await,
         }
     }
 
@@ -201,6 +227,8 @@ impl Broker {
             Self::Embedded(broker) => broker.close().await,
             #[cfg(feature = "redis")]
             Self::Redis(_) => {}
+            #[cfg(feature = "nats")]
+            Self::Nats(_) => {}
         }
     }
 }

@@ -14,8 +14,16 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-/// A real redis-server with its own port and directory.
-pub struct RedisServer {
+/// Which external server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Redis,
+    Nats,
+}
+
+/// A real broker server with its own port and directory, killed on drop.
+pub struct BrokerServer {
+    pub kind: Kind,
     child: Child,
     pub port: u16,
     dir: tempfile::TempDir,
@@ -53,42 +61,78 @@ fn available(binary: &str) -> bool {
     found
 }
 
-impl RedisServer {
-    /// Starts redis-server with an fsync-always append-only file, so a
-    /// restart keeps every acknowledged event.
-    pub fn start() -> Option<RedisServer> {
-        if !cfg!(feature = "redis") || !available("redis-server") {
+impl BrokerServer {
+    /// Starts the server if this build has its backend and the machine has
+    /// its binary. Both persist every write before answering (redis: an
+    /// fsync-always append-only file), so a restart keeps what was acked.
+    pub fn start(kind: Kind) -> Option<BrokerServer> {
+        let (built, binary) = match kind {
+            Kind::Redis => (cfg!(feature = "redis"), "redis-server"),
+            Kind::Nats => (cfg!(feature = "nats"), "nats-server"),
+        };
+        if !built || !available(binary) {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Self::spawn(dir.path(), port);
-        Some(RedisServer { child, port, dir })
+        let child = Self::spawn(kind, dir.path(), port);
+        Some(BrokerServer {
+            kind,
+            child,
+            port,
+            dir,
+        })
     }
 
-    fn spawn(dir: &std::path::Path, port: u16) -> Child {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(dir)
+    fn spawn(kind: Kind, dir: &std::path::Path, port: u16) -> Child {
+        let mut command = match kind {
+            Kind::Redis => {
+                let mut c = Command::new("redis-server");
+                c.args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                ])
+                .args(["--appendonly", "yes", "--appendfsync", "always"])
+                .arg("--dir")
+                .arg(dir);
+                c
+            }
+            Kind::Nats => {
+                let mut c = Command::new("nats-server");
+                c.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                    .arg(dir.join("js"));
+                c
+            }
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start redis-server");
-        wait_for_port(port, "redis-server");
+            .expect("start the broker server");
+        wait_for_port(port, &format!("{kind:?}"));
         child
     }
 
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+    /// The `serve` flags that point Switchyard at this server.
+    pub fn args(&self) -> Vec<String> {
+        match self.kind {
+            Kind::Redis => vec![
+                "--broker".into(),
+                "redis".into(),
+                "--redis-url".into(),
+                format!("redis://127.0.0.1:{}", self.port),
+            ],
+            Kind::Nats => vec![
+                "--broker".into(),
+                "nats".into(),
+                "--nats-url".into(),
+                format!("nats://127.0.0.1:{}", self.port),
+            ],
+        }
     }
 
     /// SIGKILL.
@@ -100,11 +144,11 @@ impl RedisServer {
     /// Starts again on the same port and data.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Self::spawn(self.dir.path(), self.port);
+        self.child = Self::spawn(self.kind, self.dir.path(), self.port);
     }
 }
 
-impl Drop for RedisServer {
+impl Drop for BrokerServer {
     fn drop(&mut self) {
         self.kill();
     }
@@ -113,50 +157,40 @@ impl Drop for RedisServer {
 /// A backend to run a test body against.
 pub enum Backend {
     Embedded,
-    Redis(RedisServer),
+    External(BrokerServer),
 }
 
 impl Backend {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> String {
         match self {
-            Backend::Embedded => "embedded",
-            Backend::Redis(_) => "redis",
-        }
-    }
-
-    /// The `serve` flags that select this backend.
-    fn args(&self) -> Vec<String> {
-        match self {
-            Backend::Embedded => Vec::new(),
-            Backend::Redis(redis) => vec![
-                "--broker".into(),
-                "redis".into(),
-                "--redis-url".into(),
-                redis.url(),
-            ],
+            Backend::Embedded => "embedded".into(),
+            Backend::External(server) => format!("{:?}", server.kind).to_lowercase(),
         }
     }
 
     fn serve(&self, ws: &Workspace) -> Server {
-        let args = self.args();
+        let args = match self {
+            Backend::Embedded => Vec::new(),
+            Backend::External(server) => server.args(),
+        };
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         ws.serve(&args)
     }
+}
 
-    fn shared(&self) -> bool {
-        !matches!(self, Backend::Embedded)
-    }
+fn external_backends() -> Vec<Backend> {
+    [Kind::Redis, Kind::Nats]
+        .into_iter()
+        .filter_map(BrokerServer::start)
+        .map(Backend::External)
+        .collect()
 }
 
 /// Every backend available here.
 fn backends() -> Vec<Backend> {
     let mut backends = vec![Backend::Embedded];
-    backends.extend(RedisServer::start().map(Backend::Redis));
+    backends.extend(external_backends());
     backends
-}
-
-fn external_backends() -> Vec<Backend> {
-    backends().into_iter().filter(Backend::shared).collect()
 }
 
 async fn publish_n(
@@ -197,7 +231,7 @@ fn assert_per_key_order(what: &str, ns: &[u64]) {
 /// Append, read back in pages, resume exactly from a cursor (pages and
 /// SSE), on a multi-partition topic.
 async fn append_read_resume(backend: Backend) {
-    let what = backend.name();
+    let what = &backend.name();
     let ws = Workspace::new();
     ws.topic("c", 4, "");
     let server = backend.serve(&ws);
@@ -243,7 +277,7 @@ async fn append_read_resume(backend: Backend) {
 
 /// Concurrent publishers, and events close to the size limit.
 async fn concurrent_and_large(backend: Backend) {
-    let what = backend.name();
+    let what = &backend.name();
     let ws = Workspace::new();
     ws.topic("big", 2, "");
     let server = backend.serve(&ws);
@@ -287,7 +321,7 @@ async fn concurrent_and_large(backend: Backend) {
 
 /// Old events go; a cursor from before them is refused as expired.
 async fn retention(backend: Backend) {
-    let what = backend.name();
+    let what = &backend.name();
     let ws = Workspace::new();
     ws.topic("old", 1, "retention = \"2s\"\nsegment_bytes = \"4KiB\"");
     let server = backend.serve(&ws);
@@ -353,7 +387,7 @@ async fn conformance_retention() {
 #[tokio::test]
 async fn two_instances_share_a_backend() {
     for backend in external_backends() {
-        let what = backend.name();
+        let what = &backend.name();
         let ws_a = Workspace::new();
         ws_a.topic("shared", 3, "");
         let ws_b = Workspace::new();
@@ -381,18 +415,20 @@ async fn two_instances_share_a_backend() {
 /// acknowledged event is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_answers_503_and_loses_nothing_acknowledged() {
-    let Some(mut redis) = RedisServer::start() else {
-        return;
-    };
+    for backend in external_backends() {
+        let Backend::External(broker) = backend else {
+            unreachable!("external backends only");
+        };
+        outage(broker).await;
+    }
+}
+
+async fn outage(mut broker: BrokerServer) {
+    let what = format!("{:?}", broker.kind);
     let ws = Workspace::new();
     ws.topic("out", 2, "");
-    let backend_args = [
-        "--broker".to_owned(),
-        "redis".to_owned(),
-        "--redis-url".to_owned(),
-        redis.url(),
-    ];
-    let args: Vec<&str> = backend_args.iter().map(String::as_str).collect();
+    let args = broker.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = ws.serve(&args);
     let url = server.events_url("out");
     let client = client();
@@ -428,7 +464,7 @@ async fn broker_outage_answers_503_and_loses_nothing_acknowledged() {
         &mut unavailable,
     )
     .await;
-    redis.kill();
+    broker.kill();
     publish_for(
         Instant::now() + Duration::from_secs(2),
         &mut acknowledged,
@@ -443,7 +479,7 @@ async fn broker_outage_answers_503_and_loses_nothing_acknowledged() {
         503,
         "/readyz fails while the broker is down"
     );
-    redis.restart();
+    broker.restart();
     // Reconnects by itself.
     let deadline = Instant::now() + Duration::from_secs(20);
     while reqwest::get(format!("{}/readyz", server.url))
@@ -452,7 +488,7 @@ async fn broker_outage_answers_503_and_loses_nothing_acknowledged() {
         .status()
         != 200
     {
-        assert!(Instant::now() < deadline, "never ready again");
+        assert!(Instant::now() < deadline, "{what}: never ready again");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     publish_for(
@@ -461,7 +497,7 @@ async fn broker_outage_answers_503_and_loses_nothing_acknowledged() {
         &mut unavailable,
     )
     .await;
-    assert!(unavailable > 0, "the outage was never seen");
+    assert!(unavailable > 0, "{what}: the outage was never seen");
     let stored: HashSet<u64> = numbers(&read_all(&client, &url).await)
         .into_iter()
         .collect();
@@ -469,5 +505,5 @@ async fn broker_outage_answers_503_and_loses_nothing_acknowledged() {
         .iter()
         .filter(|n| !stored.contains(n))
         .collect();
-    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    assert!(lost.is_empty(), "{what}: acknowledged but lost: {lost:?}");
 }

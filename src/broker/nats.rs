@@ -1,0 +1,344 @@
+//! NATS JetStream backend: one stream per topic partition
+//! (`<PREFIX>_<topic>_<p>`, subject `<prefix>.<topic>.<p>`), file storage,
+//! with the topic's retention as the stream's max age and max bytes. Group
+//! cursors live in a stream that keeps the last message per subject
+//! (`<prefix>.groups.<topic>.<group>`), as a key-value bucket would.
+//!
+//! Positions: a stream's sequences are dense from 1, so the offset of a
+//! message is its sequence − 1 and a cursor keeps its "next offset per
+//! partition" form. Retention removes a stream's head: a cursor below the
+//! first sequence has lost events.
+//!
+//! Publishing awaits the JetStream ack and sets `Nats-Msg-Id` to the event's
+//! source and id, so a retried publish within the server's duplicate window
+//! stores the event once. A 2xx means JetStream stored it; its file store
+//! syncs to disk on its own schedule (`sync_interval`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use futures::StreamExt;
+use tracing::warn;
+
+use super::{Appended, BrokerError, ReadBatch, Record, Result, StoredEvent};
+use crate::cursor::Cursor;
+use crate::topic::Topics;
+
+/// How long a request to the server may take before the broker counts as
+/// unavailable.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Messages fetched concurrently while reading one partition.
+const READ_CONCURRENCY: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    pub url: String,
+    /// Prefix of stream names and subjects.
+    pub prefix: String,
+}
+
+struct TopicStreams {
+    streams: Vec<stream::Stream>,
+    subjects: Vec<String>,
+}
+
+pub struct NatsBroker {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    groups: stream::Stream,
+    prefix: String,
+    topics: HashMap<String, TopicStreams>,
+}
+
+fn unavailable(err: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(format!("nats: {err}"))
+}
+
+impl NatsBroker {
+    pub async fn open(config: NatsConfig, topics: &Topics) -> Result<Self> {
+        let client = async_nats::ConnectOptions::new()
+            .request_timeout(Some(REQUEST_TIMEOUT))
+            .connection_timeout(REQUEST_TIMEOUT)
+            .retry_on_initial_connect()
+            .connect(config.url.as_str())
+            .await
+            .map_err(unavailable)?;
+        let jetstream = jetstream::new(client.clone());
+        let mut by_name = HashMap::new();
+        for topic in topics.iter() {
+            let mut streams = Vec::new();
+            let mut subjects = Vec::new();
+            for partition in 0..topic.partitions {
+                let subject = format!("{}.{}.{partition}", config.prefix, topic.name);
+                let name = format!(
+                    "{}_{}_{partition}",
+                    config.prefix.to_uppercase(),
+                    topic.name.replace('.', "_")
+                );
+                let stream_config = stream::Config {
+                    name,
+                    subjects: vec![subject.clone()],
+                    storage: stream::StorageType::File,
+                    max_age: topic.retention.max_age.unwrap_or_default(),
+                    max_bytes: topic.retention.max_bytes.map_or(-1, |b| b as i64),
+                    ..Default::default()
+                };
+                let stream = jetstream
+                    .get_or_create_stream(stream_config)
+                    .await
+                    .map_err(unavailable)?;
+                streams.push(stream);
+                subjects.push(subject);
+            }
+            by_name.insert(topic.name.clone(), TopicStreams { streams, subjects });
+        }
+        let groups = jetstream
+            .get_or_create_stream(stream::Config {
+                name: format!("{}_GROUPS", config.prefix.to_uppercase()),
+                subjects: vec![format!("{}.groups.>", config.prefix)],
+                storage: stream::StorageType::File,
+                max_messages_per_subject: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        Ok(Self {
+            client,
+            jetstream,
+            groups,
+            prefix: config.prefix,
+            topics: by_name,
+        })
+    }
+
+    fn topic(&self, topic: &str) -> Result<&TopicStreams> {
+        self.topics
+            .get(topic)
+            .ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))
+    }
+
+    pub async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
+        let streams = self.topic(topic)?;
+        // Publish all, then await the acks: one round trip for the batch.
+        let mut pending = Vec::with_capacity(records.len());
+        for record in &records {
+            let mut headers = async_nats::HeaderMap::new();
+            if let Some(identity) = identity(&record.payload) {
+                headers.insert("Nats-Msg-Id", identity.as_str());
+            }
+            let ack = self
+                .jetstream
+                .publish_with_headers(
+                    streams.subjects[record.partition].clone(),
+                    headers,
+                    record.payload.clone(),
+                )
+                .await
+                .map_err(unavailable)?;
+            pending.push(ack);
+        }
+        let mut appended = Vec::with_capacity(records.len());
+        for (record, ack) in records.iter().zip(pending) {
+            let ack = ack.await.map_err(unavailable)?;
+            appended.push(Appended {
+                partition: record.partition,
+                offset: ack.sequence - 1,
+            });
+        }
+        Ok(appended)
+    }
+
+    /// (first offset still there, offset after the last) per partition.
+    async fn bounds(&self, topic: &str) -> Result<Vec<(u64, u64)>> {
+        let streams = self.topic(topic)?;
+        let mut bounds = Vec::with_capacity(streams.streams.len());
+        for stream in &streams.streams {
+            let mut stream = stream.clone();
+            let info = stream.info().await.map_err(unavailable)?;
+            let state = &info.state;
+            // An empty stream reports first = last + 1.
+            let first = state.first_sequence.max(1) - 1;
+            bounds.push((first.min(state.last_sequence), state.last_sequence));
+        }
+        Ok(bounds)
+    }
+
+    pub async fn earliest(&self, topic: &str) -> Result<Cursor> {
+        Ok(Cursor::new(
+            self.bounds(topic)
+                .await?
+                .into_iter()
+                .map(|(first, _)| first)
+                .collect(),
+        ))
+    }
+
+    pub async fn latest(&self, topic: &str) -> Result<Cursor> {
+        Ok(Cursor::new(
+            self.bounds(topic)
+                .await?
+                .into_iter()
+                .map(|(_, end)| end)
+                .collect(),
+        ))
+    }
+
+    pub async fn read(
+        &self,
+        topic: &str,
+        from: &Cursor,
+        max: usize,
+        wait: Duration,
+    ) -> Result<ReadBatch> {
+        let streams = self.topic(topic)?;
+        if from.partitions() != streams.streams.len() {
+            return Err(crate::cursor::CursorError::PartitionCount {
+                found: from.partitions(),
+                expected: streams.streams.len(),
+            }
+            .into());
+        }
+        // Subscribe before looking, so an event published in between wakes us.
+        let mut wakeup = if wait.is_zero() {
+            None
+        } else {
+            let mut subscriptions = Vec::new();
+            for subject in &streams.subjects {
+                subscriptions.push(
+                    self.client
+                        .subscribe(subject.clone())
+                        .await
+                        .map_err(unavailable)?,
+                );
+            }
+            Some(futures::stream::select_all(subscriptions))
+        };
+        let bounds = self.bounds(topic).await?;
+        for (partition, &(first, end)) in bounds.iter().enumerate() {
+            let next = from.next(partition);
+            if next < first {
+                let oldest = bounds
+                    .iter()
+                    .zip(from.offsets())
+                    .map(|(b, &n)| n.max(b.0))
+                    .collect();
+                return Err(BrokerError::CursorExpired {
+                    partition,
+                    oldest: Cursor::new(oldest),
+                });
+            }
+            if next > end {
+                return Err(BrokerError::CursorAhead { partition, end });
+            }
+        }
+        let nothing_new = bounds
+            .iter()
+            .zip(from.offsets())
+            .all(|(&(_, end), &next)| next == end);
+        if nothing_new && let Some(wakeup) = &mut wakeup {
+            if tokio::time::timeout(wait, wakeup.next()).await.is_err() {
+                return Ok(ReadBatch {
+                    events: Vec::new(),
+                    next: from.clone(),
+                });
+            }
+            return Box::pin(self.read(topic, from, max, Duration::ZERO)).await;
+        }
+        let mut events = Vec::new();
+        for (partition, &(_, end)) in bounds.iter().enumerate() {
+            let next = from.next(partition);
+            let count = (end - next).min(max as u64);
+            let stream = &streams.streams[partition];
+            let fetched: Vec<_> = futures::stream::iter(next + 1..=next + count)
+                .map(|sequence| async move { (sequence, stream.get_raw_message(sequence).await) })
+                .buffered(READ_CONCURRENCY)
+                .collect()
+                .await;
+            for (sequence, message) in fetched {
+                match message {
+                    Ok(message) => events.push(StoredEvent {
+                        partition,
+                        offset: sequence - 1,
+                        timestamp_ms: (message.time.unix_timestamp_nanos() / 1_000_000) as i64,
+                        payload: message.payload,
+                    }),
+                    // Removed by retention between the bounds and the get.
+                    Err(err) if err.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {}
+                    Err(err) => return Err(unavailable(err)),
+                }
+            }
+        }
+        events.sort_by_key(|e| (e.timestamp_ms, e.partition, e.offset));
+        events.truncate(max);
+        let mut next = from.clone();
+        for event in &events {
+            next.advance(event.partition, event.offset);
+        }
+        Ok(ReadBatch { events, next })
+    }
+
+    fn group_subject(&self, topic: &str, group: &str) -> String {
+        format!("{}.groups.{topic}.{group}", self.prefix)
+    }
+
+    pub async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
+        self.topic(topic)?;
+        self.jetstream
+            .publish(self.group_subject(topic, group), cursor.to_string().into())
+            .await
+            .map_err(unavailable)?
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    pub async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
+        let partitions = self.topic(topic)?.streams.len();
+        let message = match self
+            .groups
+            .get_last_raw_message_by_subject(&self.group_subject(topic, group))
+            .await
+        {
+            Ok(message) => message,
+            Err(err) if err.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(None);
+            }
+            Err(err) => return Err(unavailable(err)),
+        };
+        let text = String::from_utf8_lossy(&message.payload);
+        Cursor::parse_for(&text, partitions)
+            .map(Some)
+            .map_err(|e| BrokerError::Corrupt(format!("group cursor: {e}")))
+    }
+
+    pub async fn health(&self) -> Result<()> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(unavailable("not connected"));
+        }
+        // A JetStream request proves the server stores again. (Account info
+        // would do, but its reply does not parse from nats-server 2.9.)
+        self.groups
+            .clone()
+            .info()
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}
+
+/// `source` and `id` of a stored CloudEvent, for server-side dedupe.
+fn identity(payload: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Identity<'a> {
+        id: &'a str,
+        source: &'a str,
+    }
+    match serde_json::from_slice::<Identity>(payload) {
+        Ok(event) => Some(format!("{} {}", event.source, event.id)),
+        Err(err) => {
+            warn!(error = %err, "publishing an event without a readable id; no server-side dedupe");
+            None
+        }
+    }
+}
