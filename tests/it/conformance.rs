@@ -507,3 +507,49 @@ async fn outage(mut broker: BrokerServer) {
         .collect();
     assert!(lost.is_empty(), "{what}: acknowledged but lost: {lost:?}");
 }
+
+/// What Switchyard writes to NATS is a CloudEvent to any client: read back
+/// with nats-py and parsed by the cloudevents SDK (both from PyPI).
+#[tokio::test]
+async fn nats_messages_are_cloudevents_to_third_party_clients() {
+    let Some(nats) = BrokerServer::start(Kind::Nats) else {
+        return;
+    };
+    let ws = Workspace::new();
+    ws.topic("interop", 1, "");
+    let backend = Backend::External(nats);
+    let server = backend.serve(&ws);
+    publish_n(&server, "interop", 0..3, 0).await;
+    let Backend::External(nats) = &backend else {
+        unreachable!()
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/signers");
+    let python = dir.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "run scripts/test: it installs the third-party clients"
+    );
+    let out = Command::new(python)
+        .arg(dir.join("read_nats.py"))
+        .arg(format!("nats://127.0.0.1:{}", nats.port))
+        .arg("SWITCHYARD_interop_0")
+        .arg("3")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events.len(), 3);
+    for (n, event) in events.iter().enumerate() {
+        assert_eq!(event["id"], format!("c-{n}"));
+        assert_eq!(event["type"], "test.event");
+        assert_eq!(event["source"], "/tests");
+        assert_eq!(event["data"]["n"], n);
+    }
+}
