@@ -52,6 +52,18 @@ pub struct FileConfig {
     pub redis: RedisFileConfig,
     #[serde(default)]
     pub nats: NatsFileConfig,
+    #[serde(default)]
+    pub kafka: KafkaFileConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaFileConfig {
+    pub bootstrap_servers: Option<String>,
+    pub replication_factor: Option<i32>,
+    /// librdkafka properties passed through (TLS, SASL, …).
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,6 +115,9 @@ pub struct Overrides {
     /// NATS URL for broker = nats [default: nats://127.0.0.1:4222]
     #[arg(long, env = "SWITCHYARD_NATS_URL")]
     pub nats_url: Option<String>,
+    /// Kafka bootstrap servers for broker = kafka [default: 127.0.0.1:9092]
+    #[arg(long, env = "SWITCHYARD_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
     /// When appends are durable: "always" (fsync before answering) or "interval" [default: always]
     #[arg(long, env = "SWITCHYARD_FSYNC")]
     pub fsync: Option<String>,
@@ -201,6 +216,8 @@ impl Config {
         let redis_prefix = file.redis.prefix;
         let nats_url = o.nats_url.clone().or(file.nats.url);
         let nats_prefix = file.nats.prefix;
+        let kafka_brokers = o.kafka_brokers.clone().or(file.kafka.bootstrap_servers);
+        let kafka_file = (file.kafka.replication_factor, file.kafka.options);
         let broker_kind = o
             .broker
             .clone()
@@ -222,6 +239,12 @@ impl Config {
                 url: nats_url.unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
                 prefix: nats_prefix.unwrap_or_else(|| "switchyard".into()),
             }),
+            #[cfg(feature = "kafka")]
+            "kafka" => BrokerConfig::Kafka(crate::broker::kafka::KafkaConfig {
+                bootstrap_servers: kafka_brokers.unwrap_or_else(|| "127.0.0.1:9092".into()),
+                replication_factor: kafka_file.0.unwrap_or(1),
+                options: kafka_file.1.into_iter().collect(),
+            }),
             other => {
                 let built: &[&str] = &[
                     "embedded",
@@ -229,6 +252,8 @@ impl Config {
                     "redis",
                     #[cfg(feature = "nats")]
                     "nats",
+                    #[cfg(feature = "kafka")]
+                    "kafka",
                 ];
                 problem(
                     "broker",
@@ -244,6 +269,8 @@ impl Config {
         let _ = (redis_url, redis_prefix);
         #[cfg(not(feature = "nats"))]
         let _ = (nats_url, nats_prefix);
+        #[cfg(not(feature = "kafka"))]
+        let _ = (kafka_brokers, kafka_file);
 
         let mut bytes = |key: &str,
                          flag: Option<&String>,

@@ -11,6 +11,8 @@
 //! and its children name a concrete broker.
 
 pub mod embedded;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "redis")]
@@ -95,6 +97,8 @@ pub enum BrokerConfig {
     Redis(redis::RedisConfig),
     #[cfg(feature = "nats")]
     Nats(nats::NatsConfig),
+    #[cfg(feature = "kafka")]
+    Kafka(kafka::KafkaConfig),
 }
 
 /// A running broker backend.
@@ -104,6 +108,8 @@ pub enum Broker {
     Redis(redis::RedisBroker),
     #[cfg(feature = "nats")]
     Nats(Box<nats::NatsBroker>),
+    #[cfg(feature = "kafka")]
+    Kafka(Box<kafka::KafkaBroker>),
 }
 
 impl Broker {
@@ -121,6 +127,10 @@ impl Broker {
             BrokerConfig::Nats(config) => Ok(Self::Nats(Box::new(
                 nats::NatsBroker::open(config.clone(), topics).await?,
             ))),
+            #[cfg(feature = "kafka")]
+            BrokerConfig::Kafka(config) => Ok(Self::Kafka(Box::new(
+                kafka::KafkaBroker::open(config.clone(), topics).await?,
+            ))),
         }
     }
 
@@ -131,6 +141,8 @@ impl Broker {
             Self::Redis(_) => "redis",
             #[cfg(feature = "nats")]
             Self::Nats(_) => "nats",
+            #[cfg(feature = "kafka")]
+            Self::Kafka(_) => "kafka",
         }
     }
 
@@ -143,6 +155,8 @@ impl Broker {
             Self::Redis(broker) => broker.append(topic, records).await,
             #[cfg(feature = "nats")]
             Self::Nats(broker) => broker.append(topic, records).await,
+            #[cfg(feature = "kafka")]
+            Self::Kafka(broker) => broker.append(topic, records).await,
         }
     }
 
@@ -161,6 +175,8 @@ impl Broker {
             Self::Redis(broker) => broker.read(topic, from, max, wait).await,
             #[cfg(feature = "nats")]
             Self::Nats(broker) => broker.read(topic, from, max, wait).await,
+            #[cfg(feature = "kafka")]
+            Self::Kafka(broker) => broker.read(topic, from, max, wait).await,
         }
     }
 
@@ -172,6 +188,8 @@ impl Broker {
             Self::Redis(broker) => broker.earliest(topic).await,
             #[cfg(feature = "nats")]
             Self::Nats(broker) => broker.earliest(topic).await,
+            #[cfg(feature = "kafka")]
+            Self::Kafka(broker) => broker.earliest(topic).await,
         }
     }
 
@@ -183,6 +201,8 @@ impl Broker {
             Self::Redis(broker) => broker.latest(topic).await,
             #[cfg(feature = "nats")]
             Self::Nats(broker) => broker.latest(topic).await,
+            #[cfg(feature = "kafka")]
+            Self::Kafka(broker) => broker.latest(topic).await,
         }
     }
 
@@ -195,6 +215,8 @@ impl Broker {
             Self::Redis(broker) => broker.commit(topic, group, cursor).await,
             #[cfg(feature = "nats")]
             Self::Nats(broker) => broker.commit(topic, group, cursor).await,
+            #[cfg(feature = "kafka")]
+            Self::Kafka(broker) => broker.commit(topic, group, cursor).await,
         }
     }
 
@@ -207,6 +229,8 @@ impl Broker {
             Self::Redis(broker) => broker.committed(topic, group).await,
             #[cfg(feature = "nats")]
             Self::Nats(broker) => broker.committed(topic, group).await,
+            #[cfg(feature = "kafka")]
+            Self::Kafka(broker) => broker.committed(topic, group).await,
         }
     }
 
@@ -218,6 +242,8 @@ impl Broker {
             Self::Redis(broker) => broker.health().await,
             #[cfg(feature = "nats")]
             Self::Nats(broker) => broker.health().await,
+            #[cfg(feature = "kafka")]
+            Self::Kafka(broker) => broker.health().await,
         }
     }
 
@@ -229,6 +255,8 @@ impl Broker {
             Self::Redis(_) => {}
             #[cfg(feature = "nats")]
             Self::Nats(_) => {}
+            #[cfg(feature = "kafka")]
+            Self::Kafka(_) => {}
         }
     }
 }

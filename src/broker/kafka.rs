@@ -1,0 +1,510 @@
+//! Kafka backend (rdkafka): a Kafka topic per Switchyard topic, created with
+//! its partitions when missing. Events are written in the CloudEvents Kafka
+//! binding's binary mode: `ce_*` headers, `content-type` for
+//! `datacontenttype`, the data as the value and the partition key as the
+//! key, so any Kafka consumer with a CloudEvents SDK reads them. Offsets are
+//! Kafka's own; group cursors are committed offsets of a consumer group.
+//!
+//! The producer is idempotent with `acks=all`: a 2xx means every in-sync
+//! replica has the event. Consumers are `BaseConsumer`s driven on blocking
+//! threads (dropping a `StreamConsumer` can hang, rust-rdkafka issue 509).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{Map, Value};
+
+use super::{Appended, BrokerError, ReadBatch, Record, Result, StoredEvent};
+use crate::cursor::Cursor;
+use crate::topic::{Topic, Topics};
+
+/// How long a request may take before the broker counts as unavailable.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a read polls for messages it knows are there.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    /// Replication factor of topics Switchyard creates.
+    pub replication_factor: i32,
+    /// Extra librdkafka properties (TLS, SASL, …), passed through as given.
+    pub options: Vec<(String, String)>,
+}
+
+pub struct KafkaBroker {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    /// One reading consumer per topic; reads take turns on it.
+    readers: HashMap<String, Arc<Mutex<BaseConsumer>>>,
+    /// Committing consumers per (topic, group).
+    groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    topics: HashMap<String, Arc<Topic>>,
+}
+
+fn unavailable(err: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(format!("kafka: {err}"))
+}
+
+impl KafkaBroker {
+    fn client_config(config: &KafkaConfig) -> ClientConfig {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("socket.timeout.ms", "5000")
+            .set("socket.connection.setup.timeout.ms", "5000");
+        for (key, value) in &config.options {
+            client.set(key, value);
+        }
+        client
+    }
+
+    fn consumer(config: &KafkaConfig, group: &str) -> Result<BaseConsumer> {
+        Self::client_config(config)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(unavailable)
+    }
+
+    pub async fn open(config: KafkaConfig, topics: &Topics) -> Result<Self> {
+        let producer: FutureProducer = Self::client_config(&config)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "10000")
+            .set("linger.ms", "1")
+            .create()
+            .map_err(unavailable)?;
+        let admin: AdminClient<DefaultClientContext> =
+            Self::client_config(&config).create().map_err(unavailable)?;
+        let wanted: Vec<NewTopic> = topics
+            .iter()
+            .map(|t| {
+                NewTopic::new(
+                    &t.name,
+                    t.partitions as i32,
+                    TopicReplication::Fixed(config.replication_factor),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        for result in admin
+            .create_topics(&wanted, &options)
+            .await
+            .map_err(unavailable)?
+        {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(unavailable(format!("creating topic {topic}: {code}")));
+                }
+            }
+        }
+        let mut readers = HashMap::new();
+        for topic in topics.iter() {
+            let reader = Self::consumer(&config, &format!("switchyard-reader-{}", topic.name))?;
+            readers.insert(topic.name.clone(), Arc::new(Mutex::new(reader)));
+        }
+        Ok(Self {
+            producer,
+            readers,
+            groups: Mutex::new(HashMap::new()),
+            topics: topics
+                .iter()
+                .map(|t| (t.name.clone(), Arc::clone(t)))
+                .collect(),
+            config,
+        })
+    }
+
+    fn topic(&self, topic: &str) -> Result<&Arc<Topic>> {
+        self.topics
+            .get(topic)
+            .ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))
+    }
+
+    pub async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
+        let info = self.topic(topic)?;
+        let mut deliveries = Vec::with_capacity(records.len());
+        for record in &records {
+            let event: Value = serde_json::from_slice(&record.payload).map_err(|e| {
+                BrokerError::Corrupt(format!("an event to append is not JSON: {e}"))
+            })?;
+            let key = info.key_of(&event);
+            let (headers, value) = to_binary(&event);
+            let mut message = FutureRecord::<String, Vec<u8>>::to(topic)
+                .partition(record.partition as i32)
+                .headers(headers);
+            if let Some(key) = &key {
+                message = message.key(key);
+            }
+            if let Some(value) = &value {
+                message = message.payload(value);
+            }
+            deliveries.push(
+                self.producer
+                    .send_result(message)
+                    .map_err(|(err, _)| unavailable(err))?,
+            );
+        }
+        let mut appended = Vec::with_capacity(records.len());
+        for delivery in deliveries {
+            let delivered = delivery
+                .await
+                .map_err(|_| unavailable("the producer stopped"))?
+                .map_err(|(err, _)| unavailable(err))?;
+            appended.push(Appended {
+                partition: delivered.partition as usize,
+                offset: delivered.offset as u64,
+            });
+        }
+        Ok(appended)
+    }
+
+    /// (low, high) watermarks per partition.
+    async fn watermarks(&self, topic: &str) -> Result<Vec<(u64, u64)>> {
+        let partitions = self.topic(topic)?.partitions;
+        let reader = Arc::clone(self.readers.get(topic).expect("a reader per topic"));
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let reader = reader.lock().expect("reader lock poisoned");
+            (0..partitions)
+                .map(|p| {
+                    reader
+                        .fetch_watermarks(&topic, p as i32, REQUEST_TIMEOUT)
+                        .map(|(low, high)| (low.max(0) as u64, high.max(0) as u64))
+                        .map_err(unavailable)
+                })
+                .collect()
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    pub async fn earliest(&self, topic: &str) -> Result<Cursor> {
+        Ok(Cursor::new(
+            self.watermarks(topic)
+                .await?
+                .into_iter()
+                .map(|(low, _)| low)
+                .collect(),
+        ))
+    }
+
+    pub async fn latest(&self, topic: &str) -> Result<Cursor> {
+        Ok(Cursor::new(
+            self.watermarks(topic)
+                .await?
+                .into_iter()
+                .map(|(_, high)| high)
+                .collect(),
+        ))
+    }
+
+    pub async fn read(
+        &self,
+        topic: &str,
+        from: &Cursor,
+        max: usize,
+        wait: Duration,
+    ) -> Result<ReadBatch> {
+        let partitions = self.topic(topic)?.partitions;
+        if from.partitions() != partitions {
+            return Err(crate::cursor::CursorError::PartitionCount {
+                found: from.partitions(),
+                expected: partitions,
+            }
+            .into());
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let marks = self.watermarks(topic).await?;
+            for (partition, &(low, high)) in marks.iter().enumerate() {
+                let next = from.next(partition);
+                if next < low {
+                    let oldest = marks
+                        .iter()
+                        .zip(from.offsets())
+                        .map(|(m, &n)| n.max(m.0))
+                        .collect();
+                    return Err(BrokerError::CursorExpired {
+                        partition,
+                        oldest: Cursor::new(oldest),
+                    });
+                }
+                if next > high {
+                    return Err(BrokerError::CursorAhead {
+                        partition,
+                        end: high,
+                    });
+                }
+            }
+            let available: Vec<u64> = marks
+                .iter()
+                .zip(from.offsets())
+                .map(|(&(_, high), &next)| (high - next).min(max as u64))
+                .collect();
+            if available.iter().any(|&n| n > 0) {
+                return self.fetch(topic, from, available, max).await;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(ReadBatch {
+                    events: Vec::new(),
+                    next: from.clone(),
+                });
+            }
+            // Kafka has no cheap "wake me on append": look again shortly.
+            tokio::time::sleep(Duration::from_millis(20).min(wait)).await;
+        }
+    }
+
+    /// Reads exactly the `counts` messages known to follow `from`.
+    async fn fetch(
+        &self,
+        topic: &str,
+        from: &Cursor,
+        counts: Vec<u64>,
+        max: usize,
+    ) -> Result<ReadBatch> {
+        let reader = Arc::clone(self.readers.get(topic).expect("a reader per topic"));
+        let topic_name = topic.to_owned();
+        let from_offsets = from.offsets().to_vec();
+        let events = tokio::task::spawn_blocking(move || -> Result<Vec<StoredEvent>> {
+            let reader = reader.lock().expect("reader lock poisoned");
+            let mut assignment = TopicPartitionList::new();
+            for (partition, (&next, &count)) in from_offsets.iter().zip(&counts).enumerate() {
+                if count > 0 {
+                    assignment
+                        .add_partition_offset(
+                            &topic_name,
+                            partition as i32,
+                            Offset::Offset(next as i64),
+                        )
+                        .map_err(unavailable)?;
+                }
+            }
+            reader.assign(&assignment).map_err(unavailable)?;
+            let mut wanted: u64 = counts.iter().sum();
+            let mut events = Vec::new();
+            let deadline = std::time::Instant::now() + FETCH_TIMEOUT;
+            while wanted > 0 && std::time::Instant::now() < deadline {
+                let Some(message) = reader.poll(Duration::from_millis(100)) else {
+                    continue;
+                };
+                let message = message.map_err(unavailable)?;
+                let partition = message.partition() as usize;
+                let offset = message.offset() as u64;
+                let end = from_offsets[partition] + counts[partition];
+                if offset < from_offsets[partition] || offset >= end {
+                    continue;
+                }
+                events.push(StoredEvent {
+                    partition,
+                    offset,
+                    timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+                    payload: from_binary(&message)?,
+                });
+                wanted -= 1;
+            }
+            reader.unassign().map_err(unavailable)?;
+            Ok(events)
+        })
+        .await
+        .map_err(unavailable)??;
+        let mut events = events;
+        events.sort_by_key(|e| (e.timestamp_ms, e.partition, e.offset));
+        // Keep each partition's prefix: a later event may not come before an
+        // earlier one of its partition that was cut.
+        let mut next = from.clone();
+        let mut kept = Vec::new();
+        for event in events {
+            if kept.len() == max || event.offset != next.next(event.partition) {
+                continue;
+            }
+            next.advance(event.partition, event.offset);
+            kept.push(event);
+        }
+        Ok(ReadBatch { events: kept, next })
+    }
+
+    fn group(&self, topic: &str, group: &str) -> Result<Arc<BaseConsumer>> {
+        let key = format!("{topic}\n{group}");
+        let mut groups = self.groups.lock().expect("groups lock poisoned");
+        if let Some(consumer) = groups.get(&key) {
+            return Ok(Arc::clone(consumer));
+        }
+        let consumer = Arc::new(Self::consumer(
+            &self.config,
+            &format!("switchyard.{topic}.{group}"),
+        )?);
+        groups.insert(key, Arc::clone(&consumer));
+        Ok(consumer)
+    }
+
+    pub async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
+        self.topic(topic)?;
+        let consumer = self.group(topic, group)?;
+        let mut offsets = TopicPartitionList::new();
+        for (partition, &next) in cursor.offsets().iter().enumerate() {
+            offsets
+                .add_partition_offset(topic, partition as i32, Offset::Offset(next as i64))
+                .map_err(unavailable)?;
+        }
+        tokio::task::spawn_blocking(move || {
+            consumer
+                .commit(&offsets, CommitMode::Sync)
+                .map_err(unavailable)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    pub async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
+        let partitions = self.topic(topic)?.partitions;
+        let consumer = self.group(topic, group)?;
+        let mut wanted = TopicPartitionList::new();
+        for partition in 0..partitions {
+            wanted.add_partition(topic, partition as i32);
+        }
+        let topic = topic.to_owned();
+        let committed = tokio::task::spawn_blocking(move || {
+            consumer.committed_offsets(wanted, REQUEST_TIMEOUT)
+        })
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)?;
+        let mut offsets = Vec::with_capacity(partitions);
+        for partition in 0..partitions {
+            match committed
+                .find_partition(&topic, partition as i32)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(offset)) => offsets.push(offset as u64),
+                // Never committed.
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(Cursor::new(offsets)))
+    }
+
+    pub async fn health(&self) -> Result<()> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, REQUEST_TIMEOUT)
+                .map(|_| ())
+                .map_err(unavailable)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+/// A structured CloudEvent as Kafka binary-mode headers and value.
+fn to_binary(event: &Value) -> (OwnedHeaders, Option<Vec<u8>>) {
+    let mut headers = OwnedHeaders::new();
+    let Some(attributes) = event.as_object() else {
+        return (headers, Some(event.to_string().into_bytes()));
+    };
+    let content_type = attributes.get("datacontenttype").and_then(Value::as_str);
+    for (name, value) in attributes {
+        if matches!(name.as_str(), "data" | "data_base64" | "datacontenttype") {
+            continue;
+        }
+        let text = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        headers = headers.insert(Header {
+            key: &format!("ce_{name}"),
+            value: Some(text.as_bytes()),
+        });
+    }
+    if let Some(content_type) = content_type {
+        headers = headers.insert(Header {
+            key: "content-type",
+            value: Some(content_type.as_bytes()),
+        });
+    }
+    let value = match (attributes.get("data"), attributes.get("data_base64")) {
+        (_, Some(Value::String(encoded))) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok(),
+        (Some(Value::String(text)), _)
+            if content_type.is_some_and(|ct| !crate::event::is_json_media_type(ct)) =>
+        {
+            Some(text.clone().into_bytes())
+        }
+        (Some(data), _) => Some(data.to_string().into_bytes()),
+        (None, _) => None,
+    };
+    (headers, value)
+}
+
+/// A Kafka binary-mode message back into the structured CloudEvent JSON.
+fn from_binary<M: Message>(message: &M) -> Result<Bytes> {
+    let mut event = Map::new();
+    let mut content_type = None;
+    if let Some(headers) = message.headers() {
+        for header in headers.iter() {
+            let Some(value) = header.value else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(value).into_owned();
+            if let Some(name) = header.key.strip_prefix("ce_") {
+                event.insert(name.to_owned(), Value::String(text));
+            } else if header.key.eq_ignore_ascii_case("content-type") {
+                content_type = Some(text);
+            }
+        }
+    }
+    if !event.contains_key("specversion") {
+        return Err(BrokerError::Corrupt(format!(
+            "message at offset {} is not a binary-mode CloudEvent",
+            message.offset()
+        )));
+    }
+    if let Some(value) = message.payload() {
+        let data = match content_type.as_deref() {
+            Some(ct) if !crate::event::is_json_media_type(ct) => match std::str::from_utf8(value) {
+                Ok(text) if ct.starts_with("text/") => Value::String(text.to_owned()),
+                _ => {
+                    event.insert(
+                        "data_base64".into(),
+                        Value::String(base64::engine::general_purpose::STANDARD.encode(value)),
+                    );
+                    Value::Null
+                }
+            },
+            _ => serde_json::from_slice(value).unwrap_or_else(|_| {
+                event.insert(
+                    "data_base64".into(),
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(value)),
+                );
+                Value::Null
+            }),
+        };
+        if !data.is_null() {
+            event.insert("data".into(), data);
+        }
+    }
+    if let Some(content_type) = content_type {
+        event.insert("datacontenttype".into(), Value::String(content_type));
+    }
+    Ok(Bytes::from(
+        serde_json::to_vec(&Value::Object(event)).expect("JSON serializes"),
+    ))
+}
