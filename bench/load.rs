@@ -37,9 +37,6 @@ use tokio_util::sync::CancellationToken;
 const TOPIC: &str = "bench";
 /// The one event type the bench topic accepts.
 const EVENT_TYPE: &str = "bench.event";
-/// Partitions of the bench topic: more than one, so the writer's group
-/// commit spans partitions as it would in production.
-const TOPIC_PARTITIONS: usize = 4;
 /// Distinct partition keys the events cycle through.
 const KEYS: u64 = 64;
 const STRUCTURED: &str = "application/cloudevents+json";
@@ -71,6 +68,9 @@ const CONNECT_CONCURRENCY: usize = 64;
 const SETTLE: Duration = Duration::from_secs(1);
 /// How long subscribers may take after the last publish to receive the rest.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Cores' worth of CPU used by other processes during a measured window
+/// above which the report warns that the machine was not quiet.
+const BUSY_MACHINE_CORES: f64 = 0.1;
 /// Lines of the server's log shown when it reports warnings or fails.
 const LOG_LINES_SHOWN: usize = 10;
 /// Where results accumulate, one JSON object per run.
@@ -113,6 +113,10 @@ struct ServerArgs {
     /// The server's fsync policy: always or interval
     #[arg(long, default_value = "always")]
     fsync: String,
+    /// Partitions of the bench topic; the default of 4 makes a group commit
+    /// span partitions as it would in production
+    #[arg(long, default_value_t = 4)]
+    partitions: usize,
     /// Where the temporary data directory goes [default: the system temp dir]
     #[arg(long)]
     data_root: Option<PathBuf>,
@@ -129,9 +133,9 @@ struct PublishArgs {
     /// Unmeasured time at the start of each round [default: 2s; 500ms with --quick]
     #[arg(long, value_parser = humantime::parse_duration)]
     warmup: Option<Duration>,
-    /// Rounds per server, run alternately (bare, switchyard, bare, ...) [default: 2]
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
-    rounds: u32,
+    /// Rounds per server, run alternately (bare, switchyard, bare, ...) [default: 3; 2 with --quick]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: Option<u32>,
     /// Small defaults for a smoke run of a few seconds
     #[arg(long)]
     quick: bool,
@@ -172,6 +176,7 @@ struct PublishParams {
     rounds: u32,
     body_bytes: usize,
     fsync: String,
+    partitions: usize,
 }
 
 /// The `latency` and `fanout` scenarios' settings once defaults are applied.
@@ -185,6 +190,7 @@ struct StreamParams {
     idle_s: f64,
     event_bytes: usize,
     fsync: String,
+    partitions: usize,
 }
 
 impl PublishArgs {
@@ -195,9 +201,10 @@ impl PublishArgs {
             connections: self.connections.unwrap_or(if quick { 16 } else { 64 }),
             duration_s: secs(self.duration, if quick { 2.0 } else { 10.0 }),
             warmup_s: secs(self.warmup, if quick { 0.5 } else { 2.0 }),
-            rounds: self.rounds,
+            rounds: self.rounds.unwrap_or(if quick { 2 } else { 3 }),
             body_bytes: PUBLISH_BODY_BYTES,
             fsync: self.server.fsync.clone(),
+            partitions: self.server.partitions,
         }
     }
 }
@@ -213,6 +220,7 @@ impl StreamArgs {
             idle_s: secs(self.idle, if quick { 1.0 } else { 5.0 }),
             event_bytes: STREAM_EVENT_BYTES,
             fsync: self.server.fsync.clone(),
+            partitions: self.server.partitions,
         }
     }
 }
@@ -311,6 +319,63 @@ fn raise_open_file_limit() -> Result<()> {
 // The servers under test
 // ---------------------------------------------------------------------------
 
+impl ServerArgs {
+    /// The switchyard binary to run, which must exist.
+    fn binary(&self) -> Result<PathBuf> {
+        let binary = match &self.server {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()
+                .context("finding this program's path")?
+                .with_file_name("switchyard"),
+        };
+        if !binary.is_file() {
+            bail!(
+                "the switchyard binary is not at {}; build it with `cargo build --release --bins` (or pass --server PATH)",
+                binary.display()
+            );
+        }
+        Ok(binary)
+    }
+
+    /// Where the binary is and when it was built; warns when the crate's
+    /// sources are newer, since the results would then describe old code.
+    fn describe_binary(&self) -> Result<Value> {
+        let binary = self.binary()?;
+        let built = fs::metadata(&binary)?.modified()?;
+        let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let newest_source = [manifest_dir.join("src"), manifest_dir.join("Cargo.toml")]
+            .iter()
+            .filter_map(|path| newest_modification(path))
+            .max();
+        let stale = newest_source.is_some_and(|newest| newest > built);
+        if stale {
+            eprintln!(
+                "warning: {} is older than the sources in {}; rebuild with `cargo build --release --bins`",
+                binary.display(),
+                manifest_dir.display()
+            );
+        }
+        let built = time::OffsetDateTime::from(built)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        Ok(json!({ "path": binary, "built": built, "older_than_sources": stale }))
+    }
+}
+
+/// The latest modification time of `path` or anything under it.
+fn newest_modification(path: &Path) -> Option<SystemTime> {
+    let metadata = fs::metadata(path).ok()?;
+    let own = metadata.modified().ok();
+    if !metadata.is_dir() {
+        return own;
+    }
+    fs::read_dir(path)
+        .ok()?
+        .filter_map(|entry| newest_modification(&entry.ok()?.path()))
+        .chain(own)
+        .max()
+}
+
 /// A directory removed when dropped.
 struct TempDir(PathBuf);
 
@@ -346,26 +411,16 @@ struct Switchyard {
 
 impl Switchyard {
     fn start(args: &ServerArgs) -> Result<Self> {
-        let binary = match &args.server {
-            Some(path) => path.clone(),
-            None => std::env::current_exe()
-                .context("finding this program's path")?
-                .with_file_name("switchyard"),
-        };
-        if !binary.is_file() {
-            bail!(
-                "the switchyard binary is not at {}; build it with `cargo build --release --bins` (or pass --server PATH)",
-                binary.display()
-            );
-        }
+        let binary = args.binary()?;
         let dir = TempDir::new(args.data_root.as_deref())?;
         let topics = dir.0.join("topics");
         fs::create_dir_all(&topics)?;
         fs::write(
             topics.join(format!("{TOPIC}.toml")),
             format!(
-                "name = \"{TOPIC}\"\ndescription = \"switchyard-bench load\"\npartitions = {TOPIC_PARTITIONS}\n\
-                 key = \"/data/k\"\n\n[types.\"{EVENT_TYPE}\"]\nschema = \"{EVENT_TYPE}.schema.json\"\n"
+                "name = \"{TOPIC}\"\ndescription = \"switchyard-bench load\"\npartitions = {}\n\
+                 key = \"/data/k\"\n\n[types.\"{EVENT_TYPE}\"]\nschema = \"{EVENT_TYPE}.schema.json\"\n",
+                args.partitions
             ),
         )?;
         // Permissive on purpose: the bench measures the bus, not the schema.
@@ -938,7 +993,10 @@ async fn drive_publish(
         first_error = first_error.or(tally.first_error);
     }
     let cpu = cpu_window.end()?;
-    let peak_rss = usage_of.map(ProcUsage::read).transpose()?.map(|u| mib(u.peak_rss_bytes));
+    let peak_rss = usage_of
+        .map(ProcUsage::read)
+        .transpose()?
+        .map(|u| mib(u.peak_rss_bytes));
     drop(progress);
     if let Some(error) = first_error {
         eprintln!("  {label}: first error: {error}");
@@ -963,8 +1021,7 @@ struct Summary {
     requests_per_s: f64,
     latency_ms: Percentiles,
     errors: u64,
-    server_cpu_s: Option<f64>,
-    server_cpu_system_s: Option<f64>,
+    cpu: CpuSplit,
     server_cpu_us_per_request: Option<f64>,
     server_peak_rss_mib: Option<f64>,
 }
@@ -976,7 +1033,6 @@ impl Summary {
             let values: Vec<f64> = rounds.iter().filter_map(|r| f(r)).collect();
             (!values.is_empty()).then(|| median(values))
         };
-        let cpu_us_per_request = opt(&|r| r.cpu.server_s.map(|cpu| cpu * 1e6 / r.ok.max(1) as f64));
         Self {
             requests_per_s: med(&|r| r.requests_per_s),
             latency_ms: Percentiles {
@@ -990,15 +1046,22 @@ impl Summary {
                 .iter()
                 .map(|r| r.errors_status + r.errors_transport)
                 .sum(),
-            server_cpu_s: opt(&|r| r.cpu.server_s),
-            server_cpu_system_s: opt(&|r| r.cpu.server_system_s),
-            server_cpu_us_per_request: cpu_us_per_request,
+            cpu: CpuSplit {
+                client_s: med(&|r| r.cpu.client_s),
+                server_s: opt(&|r| r.cpu.server_s),
+                server_system_s: opt(&|r| r.cpu.server_system_s),
+                other_s: med(&|r| r.cpu.other_s),
+            },
+            server_cpu_us_per_request: opt(&|r| {
+                r.cpu.server_s.map(|cpu| cpu * 1e6 / r.ok.max(1) as f64)
+            }),
             server_peak_rss_mib: opt(&|r| r.server_peak_rss_mib),
         }
     }
 }
 
 async fn publish_scenario(params: &PublishParams, server_args: &ServerArgs) -> Result<()> {
+    let binary = server_args.describe_binary()?;
     let bare = BareServer::start()?;
     let path = format!("/v1/topics/{TOPIC}/events");
     let mut rounds = Vec::new();
@@ -1016,8 +1079,8 @@ async fn publish_scenario(params: &PublishParams, server_args: &ServerArgs) -> R
         // other's segments or memory.
         let server = Switchyard::start(server_args)?;
         data_fs = server.data_filesystem();
-        rounds
-            .push(drive_publish(server.url(&path), round, params, Some(server.child.id())).await?);
+        let pid = server.child.id();
+        rounds.push(drive_publish(server.url(&path), round, params, Some(pid)).await?);
         log_lines.extend(server.log_lines());
         drop(server);
         tokio::time::sleep(ROUND_PAUSE).await;
@@ -1032,63 +1095,91 @@ async fn publish_scenario(params: &PublishParams, server_args: &ServerArgs) -> R
     };
     let bare_summary = Summary::of(&of(BARE));
     let switchyard_summary = Summary::of(&of(SWITCHYARD));
-    let ratio =
-        switchyard_summary.requests_per_s / bare_summary.requests_per_s.max(f64::MIN_POSITIVE);
+    let ratio_of = |switchyard: f64, bare: f64| switchyard / bare.max(f64::MIN_POSITIVE);
+    let ratio = ratio_of(
+        switchyard_summary.requests_per_s,
+        bare_summary.requests_per_s,
+    );
+    // Each switchyard round against the bare round just before it: the
+    // spread shows how far to trust the median.
+    let round_ratios: Vec<f64> = of(BARE)
+        .iter()
+        .zip(of(SWITCHYARD))
+        .map(|(bare, switchyard)| ratio_of(switchyard.requests_per_s, bare.requests_per_s))
+        .collect();
 
     println!();
     println!(
-        "publish: {} connections, {} B structured events, {}s measured after {}s warm-up, fsync {}, log on {data_fs}",
-        params.connections, params.body_bytes, params.duration_s, params.warmup_s, params.fsync
+        "publish: {} connections, {} B structured events, {}s measured after {}s warm-up, {} partitions, fsync {}, log on {data_fs}",
+        params.connections,
+        params.body_bytes,
+        params.duration_s,
+        params.warmup_s,
+        params.partitions,
+        params.fsync
+    );
+    println!(
+        "CPU columns: seconds in the measured window; client = this tool (and the in-process bare server), other = the rest of the machine"
     );
     println!();
     println!(
-        "| {:<18} | {:>10} | {:>8} | {:>8} | {:>8} | {:>8} | {:>6} | {:>7} | {:>8} |",
-        "server", "req/s", "p50 ms", "p90 ms", "p99 ms", "p999 ms", "errors", "CPU s", "peak RSS"
+        "| {:<18} | {:>8} | {:>7} | {:>7} | {:>7} | {:>7} | {:>6} | {:>10} | {:>10} | {:>9} | {:>8} |",
+        "server",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p999 ms",
+        "errors",
+        "server CPU",
+        "client CPU",
+        "other CPU",
+        "peak RSS"
     );
     println!(
-        "|{:-<20}|{:->12}|{:->10}|{:->10}|{:->10}|{:->10}|{:->8}|{:->9}|{:->10}|",
-        "", "", "", "", "", "", "", "", ""
+        "|{:-<20}|{:->10}|{:->9}|{:->9}|{:->9}|{:->9}|{:->8}|{:->12}|{:->12}|{:->11}|{:->10}|",
+        "", "", "", "", "", "", "", "", "", "", ""
     );
     for round in &rounds {
-        let name = format!("{} #{}", round.server, round.round);
         print_row(
-            &name,
+            &format!("{} #{}", round.server, round.round),
             round.requests_per_s,
             &round.latency_ms,
             round.errors_status + round.errors_transport,
-            round.server_cpu_s,
+            &round.cpu,
             round.server_peak_rss_mib,
         );
     }
-    print_row(
-        "bare axum median",
-        bare_summary.requests_per_s,
-        &bare_summary.latency_ms,
-        bare_summary.errors,
-        None,
-        None,
-    );
-    print_row(
-        "switchyard median",
-        switchyard_summary.requests_per_s,
-        &switchyard_summary.latency_ms,
-        switchyard_summary.errors,
-        switchyard_summary.server_cpu_s,
-        switchyard_summary.server_peak_rss_mib,
-    );
-    println!();
-    println!("ratio switchyard/bare: {ratio:.3}");
-    if let Some(cpu) = switchyard_summary.server_cpu_us_per_request {
-        let system = switchyard_summary.server_cpu_system_s.unwrap_or(0.0)
-            / switchyard_summary
-                .server_cpu_s
-                .unwrap_or(0.0)
-                .max(f64::MIN_POSITIVE);
-        println!(
-            "switchyard CPU per request: {cpu:.0} µs ({:.0} % of it in the kernel)",
-            system * 100.0
+    for (name, summary) in [
+        ("bare axum median", &bare_summary),
+        ("switchyard median", &switchyard_summary),
+    ] {
+        print_row(
+            name,
+            summary.requests_per_s,
+            &summary.latency_ms,
+            summary.errors,
+            &summary.cpu,
+            summary.server_peak_rss_mib,
         );
     }
+    println!();
+    let spread: Vec<String> = round_ratios.iter().map(|r| format!("{r:.2}")).collect();
+    println!(
+        "ratio switchyard/bare (medians): {ratio:.3}; round by round: {}",
+        spread.join(", ")
+    );
+    if let (Some(per_request), Some(cpu), Some(system)) = (
+        switchyard_summary.server_cpu_us_per_request,
+        switchyard_summary.cpu.server_s,
+        switchyard_summary.cpu.server_system_s,
+    ) {
+        println!(
+            "switchyard CPU per request: {per_request:.0} µs ({:.0} % of it in the kernel)",
+            system / cpu.max(f64::MIN_POSITIVE) * 100.0
+        );
+    }
+    warn_if_busy(rounds.iter().map(|r| r.cpu.other_s / params.duration_s));
     let comparable = params.connections == PUBLISH_TARGET_CONNECTIONS && params.fsync == "always";
     let verdict = match (comparable, ratio >= PUBLISH_TARGET_RATIO) {
         (false, _) => "not judged: the target is for 64 connections with fsync always",
@@ -1104,10 +1195,12 @@ async fn publish_scenario(params: &PublishParams, server_args: &ServerArgs) -> R
         "publish",
         json!(params),
         json!({
+            "server_binary": binary,
             "data_filesystem": data_fs,
             "rounds": rounds,
             "bare": bare_summary,
             "switchyard": switchyard_summary,
+            "round_ratios": round_ratios,
             "server_warnings": log_lines,
         }),
         Some(ratio),
@@ -1119,15 +1212,29 @@ fn print_row(
     rps: f64,
     latency: &Percentiles,
     errors: u64,
-    cpu: Option<f64>,
+    cpu: &CpuSplit,
     rss: Option<f64>,
 ) {
-    let cpu = cpu.map_or_else(|| "-".into(), |c| format!("{c:.2}"));
+    let server_cpu = cpu
+        .server_s
+        .map_or_else(|| "-".into(), |c| format!("{c:.2}"));
     let rss = rss.map_or_else(|| "-".into(), |r| format!("{r:.0} MiB"));
     println!(
-        "| {name:<18} | {rps:>10.0} | {:>8.2} | {:>8.2} | {:>8.2} | {:>8.2} | {errors:>6} | {cpu:>7} | {rss:>8} |",
-        latency.p50, latency.p90, latency.p99, latency.p999
+        "| {name:<18} | {rps:>8.0} | {:>7.2} | {:>7.2} | {:>7.2} | {:>7.2} | {errors:>6} | {server_cpu:>10} | {:>10.2} | {:>9.2} | {rss:>8} |",
+        latency.p50, latency.p90, latency.p99, latency.p999, cpu.client_s, cpu.other_s
     );
+}
+
+/// Says so when other processes used a noticeable share of the machine
+/// during a measured window (`loads` in cores, one per window).
+fn warn_if_busy(loads: impl Iterator<Item = f64>) {
+    let busiest = loads.fold(0.0, f64::max);
+    if busiest > BUSY_MACHINE_CORES {
+        println!(
+            "WARNING: other processes kept up to {busiest:.2} cores busy during a measured window; \
+             these numbers are skewed (see the `other CPU` column)"
+        );
+    }
 }
 
 fn report_log(lines: &[String]) {
@@ -1282,7 +1389,6 @@ async fn publish_at_rate(
     rate: u64,
     total: u64,
     epoch: Instant,
-    sent: Arc<AtomicU64>,
 ) -> PublishTally {
     // Longer numbers later make events a few bytes larger: "about" 200 B.
     let pad: Arc<str> = "x"
@@ -1294,12 +1400,7 @@ async fn publish_at_rate(
     let mut first_sent_ns = 0;
     for seq in 0..total {
         tokio::time::sleep_until(start + interval.mul_f64(seq as f64)).await;
-        let (client, url, pad, sent) = (
-            client.clone(),
-            url.clone(),
-            Arc::clone(&pad),
-            Arc::clone(&sent),
-        );
+        let (client, url, pad) = (client.clone(), url.clone(), Arc::clone(&pad));
         let sent_ns = epoch.elapsed().as_nanos() as u64;
         if seq == 0 {
             first_sent_ns = sent_ns;
@@ -1310,7 +1411,6 @@ async fn publish_at_rate(
                 .timeout(REQUEST_TIMEOUT)
                 .header(reqwest::header::CONTENT_TYPE, STRUCTURED)
                 .body(stream_body(seq, sent_ns, &pad));
-            sent.fetch_add(1, Ordering::Relaxed);
             let outcome = match request.send().await {
                 Ok(response) if response.status().is_success() => {
                     let _ = response.bytes().await;
@@ -1361,6 +1461,7 @@ async fn stream_scenario(
     if params.rate == 0 || params.subscribers == 0 {
         bail!("--rate and --subscribers must be at least 1");
     }
+    let binary = server_args.describe_binary()?;
     let total = (params.rate as f64 * params.duration_s).round() as u64;
     eprintln!(
         "{}: {} subscribers, {} events/s for {}s ({total} events, {} deliveries expected), fsync {}",
@@ -1441,17 +1542,16 @@ async fn stream_scenario(
 
     tokio::time::sleep(SETTLE).await;
     let with_subscribers = server.usage()?;
+    let idle_window = CpuWindow::start(Some(pid))?;
     tokio::time::sleep(Duration::from_secs_f64(params.idle_s)).await;
-    let after_idle = server.usage()?;
-    let idle_cpu_percent =
-        (after_idle.cpu_seconds() - with_subscribers.cpu_seconds()) / params.idle_s * 100.0;
+    let idle = idle_window.end()?;
+    let idle_cpu_percent = idle.server_s.unwrap_or(0.0) / params.idle_s * 100.0;
     let rss_per_subscriber = (with_subscribers
         .rss_bytes
         .saturating_sub(before_subscribers.rss_bytes)) as f64
         / connected.max(1) as f64;
 
     let publisher = http_client(CONNECT_CONCURRENCY)?;
-    let sent = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(
         format!("{} deliveries", kind.name()),
         Duration::from_secs_f64(params.duration_s),
@@ -1459,20 +1559,9 @@ async fn stream_scenario(
         "delivered",
     );
     let publish_url = server.url(&format!("/v1/topics/{TOPIC}/events"));
-    // The client shares the machine's cores with the server: its CPU time is
-    // part of the picture.
-    let client_start = ProcUsage::read(std::process::id())?;
-    let published = publish_at_rate(
-        publisher,
-        publish_url,
-        params.rate,
-        total,
-        epoch,
-        Arc::clone(&sent),
-    )
-    .await;
-    let publish_done = server.usage()?;
-    let client_done = ProcUsage::read(std::process::id())?;
+    let publish_window = CpuWindow::start(Some(pid))?;
+    let published = publish_at_rate(publisher, publish_url, params.rate, total, epoch).await;
+    let publish_cpu = publish_window.end()?;
 
     // Give stragglers a bounded time to receive the rest, then stop them.
     let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
@@ -1509,18 +1598,17 @@ async fn stream_scenario(
     let lag = Percentiles::of(&mut latencies);
     let mut publish_latencies = published.latencies;
     let publish_latency = Percentiles::of(&mut publish_latencies);
-    let publish_cpu = publish_done.cpu_seconds() - after_idle.cpu_seconds();
-    let publish_cpu_system = publish_done.system_seconds - after_idle.system_seconds;
-    let client_cpu = client_done.cpu_seconds() - client_start.cpu_seconds();
     let percent_of_run = |cpu: f64| cpu / params.duration_s * 100.0;
+    let server_cpu = publish_cpu.server_s.unwrap_or(0.0);
 
     println!();
     println!(
-        "{}: {connected} SSE subscribers, {} events/s of ~{} B for {}s, fsync {}, log on {data_fs} (server pid {pid})",
+        "{}: {connected} SSE subscribers, {} events/s of ~{} B for {}s, {} partitions, fsync {}, log on {data_fs}",
         kind.name(),
         params.rate,
         params.event_bytes,
         params.duration_s,
+        params.partitions,
         params.fsync
     );
     println!();
@@ -1580,18 +1668,45 @@ async fn stream_scenario(
         format!("{idle_cpu_percent:.1} %"),
     );
     row(
+        "other processes' CPU while idle",
+        format!(
+            "{:.2} s ({:.0} %)",
+            idle.other_s,
+            idle.other_s / params.idle_s * 100.0
+        ),
+    );
+    row(
         "server CPU while publishing",
-        format!("{publish_cpu:.2} s ({:.0} %)", percent_of_run(publish_cpu)),
+        format!("{server_cpu:.2} s ({:.0} %)", percent_of_run(server_cpu)),
     );
     row(
         "  of which in the kernel",
-        format!("{publish_cpu_system:.2} s"),
+        format!("{:.2} s", publish_cpu.server_system_s.unwrap_or(0.0)),
     );
     row(
         "bench client CPU while publishing",
-        format!("{client_cpu:.2} s ({:.0} %)", percent_of_run(client_cpu)),
+        format!(
+            "{:.2} s ({:.0} %)",
+            publish_cpu.client_s,
+            percent_of_run(publish_cpu.client_s)
+        ),
+    );
+    row(
+        "other processes' CPU while publishing",
+        format!(
+            "{:.2} s ({:.0} %)",
+            publish_cpu.other_s,
+            percent_of_run(publish_cpu.other_s)
+        ),
     );
     println!();
+    warn_if_busy(
+        [
+            idle.other_s / params.idle_s,
+            publish_cpu.other_s / params.duration_s,
+        ]
+        .into_iter(),
+    );
     if let Some(problem) = &first_problem {
         println!("first subscriber problem: {problem}");
     }
@@ -1616,6 +1731,7 @@ async fn stream_scenario(
         kind.name(),
         json!(params),
         json!({
+            "server_binary": binary,
             "data_filesystem": data_fs,
             "connected": connected,
             "connect_failures": connect_failures,
@@ -1635,9 +1751,8 @@ async fn stream_scenario(
             "server_rss_per_subscriber_kib": rss_per_subscriber / 1024.0,
             "server_peak_rss_mib": mib(end.peak_rss_bytes),
             "server_idle_cpu_percent": idle_cpu_percent,
-            "server_publish_cpu_s": publish_cpu,
-            "server_publish_cpu_system_s": publish_cpu_system,
-            "client_publish_cpu_s": client_cpu,
+            "idle_cpu": idle,
+            "publish_cpu": publish_cpu,
             "server_warnings": log_lines,
         }),
         None,

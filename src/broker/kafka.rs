@@ -30,6 +30,9 @@ use crate::topic::{Topic, Topics};
 
 /// How long a request may take before the broker counts as unavailable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest message the producer sends and topics accept: above the largest
+/// event Switchyard takes (`max_event_bytes` is at most 64 MiB).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024 + 64 * 1024;
 /// How long a read polls for messages it knows are there.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -47,6 +50,9 @@ pub struct KafkaBroker {
     producer: FutureProducer,
     /// One reading consumer per topic; reads take turns on it.
     readers: HashMap<String, Arc<Mutex<BaseConsumer>>>,
+    /// Asks for watermarks (thread-safe, never assigned), so that finding
+    /// the ends of a topic does not wait for a read in progress.
+    watcher: Arc<BaseConsumer>,
     /// Committing consumers per (topic, group).
     groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
     topics: HashMap<String, Arc<Topic>>,
@@ -75,6 +81,22 @@ impl KafkaBroker {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
+            // Reads ask for messages they know exist: do not linger.
+            .set("fetch.wait.max.ms", "10")
+            .set("fetch.error.backoff.ms", "10")
+            // Room for the largest event in one fetch.
+            .set(
+                "fetch.max.bytes",
+                (MAX_MESSAGE_BYTES + (1 << 20)).to_string(),
+            )
+            .set(
+                "max.partition.fetch.bytes",
+                (MAX_MESSAGE_BYTES + (1 << 20)).to_string(),
+            )
+            .set(
+                "receive.message.max.bytes",
+                (MAX_MESSAGE_BYTES + (2 << 20)).to_string(),
+            )
             .create()
             .map_err(unavailable)
     }
@@ -82,6 +104,7 @@ impl KafkaBroker {
     pub async fn open(config: KafkaConfig, topics: &Topics) -> Result<Self> {
         let producer: FutureProducer = Self::client_config(&config)
             .set("enable.idempotence", "true")
+            .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
             .set("acks", "all")
             .set("message.timeout.ms", "10000")
             .set("linger.ms", "1")
@@ -89,14 +112,30 @@ impl KafkaBroker {
             .map_err(unavailable)?;
         let admin: AdminClient<DefaultClientContext> =
             Self::client_config(&config).create().map_err(unavailable)?;
-        let wanted: Vec<NewTopic> = topics
+        // Topic configs as strings, kept alive for the NewTopic borrows.
+        let settings: Vec<Vec<(&str, String)>> = topics
             .iter()
             .map(|t| {
-                NewTopic::new(
-                    &t.name,
-                    t.partitions as i32,
-                    TopicReplication::Fixed(config.replication_factor),
-                )
+                let mut settings = vec![("max.message.bytes", MAX_MESSAGE_BYTES.to_string())];
+                if let Some(age) = t.retention.max_age {
+                    settings.push(("retention.ms", age.as_millis().to_string()));
+                }
+                if let Some(bytes) = t.retention.max_bytes {
+                    settings.push(("retention.bytes", bytes.to_string()));
+                }
+                settings.push(("segment.bytes", t.segment_bytes.to_string()));
+                settings
+            })
+            .collect();
+        let wanted: Vec<NewTopic> = topics
+            .iter()
+            .zip(&settings)
+            .map(|(t, settings)| {
+                let replication = TopicReplication::Fixed(config.replication_factor);
+                let topic = NewTopic::new(&t.name, t.partitions as i32, replication);
+                settings
+                    .iter()
+                    .fold(topic, |topic, (key, value)| topic.set(key, value))
             })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
@@ -120,6 +159,7 @@ impl KafkaBroker {
         Ok(Self {
             producer,
             readers,
+            watcher: Arc::new(Self::consumer(&config, "switchyard-watcher")?),
             groups: Mutex::new(HashMap::new()),
             topics: topics
                 .iter()
@@ -176,13 +216,12 @@ impl KafkaBroker {
     /// (low, high) watermarks per partition.
     async fn watermarks(&self, topic: &str) -> Result<Vec<(u64, u64)>> {
         let partitions = self.topic(topic)?.partitions;
-        let reader = Arc::clone(self.readers.get(topic).expect("a reader per topic"));
+        let watcher = Arc::clone(&self.watcher);
         let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || {
-            let reader = reader.lock().expect("reader lock poisoned");
             (0..partitions)
                 .map(|p| {
-                    reader
+                    watcher
                         .fetch_watermarks(&topic, p as i32, REQUEST_TIMEOUT)
                         .map(|(low, high)| (low.max(0) as u64, high.max(0) as u64))
                         .map_err(unavailable)
@@ -319,6 +358,13 @@ impl KafkaBroker {
                 wanted -= 1;
             }
             reader.unassign().map_err(unavailable)?;
+            if events.is_empty() {
+                // They exist (the watermarks say so) but did not come: that
+                // is an outage, not the end of the topic.
+                return Err(unavailable(format!(
+                    "no message arrived within {FETCH_TIMEOUT:?}"
+                )));
+            }
             Ok(events)
         })
         .await
