@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -132,6 +133,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let app = router(state);
     let token = shutdown.clone();
     let serve = tokio::spawn(async move {
+        // No Nagle: SSE frames and small answers go out at once.
+        let listener = listener.tap_io(|stream| {
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(token.cancelled_owned())
             .await

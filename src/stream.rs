@@ -30,6 +30,8 @@ const BROADCAST_CAPACITY: usize = 256;
 const HUB_READ_BATCH: usize = 1024;
 /// How long one hub read waits for new events before it asks again.
 const HUB_POLL_WAIT: Duration = Duration::from_secs(1);
+/// How often a hub with no subscribers moves its cursor to the end.
+const IDLE_HUB_POLL: Duration = Duration::from_millis(50);
 /// Events a subscriber reads from the log per step while catching up.
 const CATCH_UP_BATCH: usize = 512;
 /// Broadcast batches coalesced into one socket write.
@@ -122,6 +124,18 @@ async fn run_hub(
     shutdown: CancellationToken,
 ) {
     loop {
+        if sender.receiver_count() == 0 {
+            // Nobody listens: follow the end without reading events. A new
+            // subscriber catches up from its own cursor anyway.
+            if let Ok(latest) = broker.latest(&topic).await {
+                cursor = latest;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(IDLE_HUB_POLL) => {}
+            }
+            continue;
+        }
         let read = tokio::select! {
             _ = shutdown.cancelled() => return,
             read = broker.read(&topic, &cursor, HUB_READ_BATCH, HUB_POLL_WAIT) => read,
