@@ -60,3 +60,37 @@ pub(super) fn verify(
         id: id.filter(|id| !id.is_empty()).map(str::to_owned),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn options(encoding: Encoding, prefix: &str) -> HmacOptions {
+        HmacOptions {
+            header: "x-signature".into(),
+            encoding,
+            prefix: prefix.into(),
+            timestamp_header: None,
+            id_header: None,
+            signed_content: vec![Part::Body],
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_header_text_parses_without_panic(text in ".*", prefix in "[a-z0-9=]{0,8}") {
+            let _ = parse_signature(&options(Encoding::Hex, &prefix), &text);
+            let _ = parse_signature(&options(Encoding::Base64, &prefix), &text);
+        }
+
+        #[test]
+        fn signatures_round_trip(sig in proptest::collection::vec(any::<u8>(), 32)) {
+            use base64::Engine;
+            let hex_value = format!("sha256={}", hex::encode(&sig));
+            prop_assert_eq!(parse_signature(&options(Encoding::Hex, "sha256="), &hex_value), Some(sig.clone()));
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&sig);
+            prop_assert_eq!(parse_signature(&options(Encoding::Base64, ""), &b64), Some(sig));
+        }
+    }
+}

@@ -27,3 +27,20 @@ pub(super) fn verify(
             .map(str::to_owned),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_header_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = axum::http::HeaderValue::from_bytes(&bytes) {
+                headers.insert(SIGNATURE, value);
+            }
+            let _ = verify(&headers, b"{}", &[b"secret".to_vec()]);
+        }
+    }
+}
