@@ -24,7 +24,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{Map, Value};
 
-use super::{Appended, BrokerError, ReadBatch, Record, Result, StoredEvent};
+use super::{
+    Appended, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent, check_cursor, merge,
+};
 use crate::cursor::Cursor;
 use crate::topic::{Topic, Topics};
 
@@ -259,37 +261,19 @@ impl KafkaBroker {
         max: usize,
         wait: Duration,
     ) -> Result<ReadBatch> {
-        let partitions = self.topic(topic)?.partitions;
-        if from.partitions() != partitions {
-            return Err(crate::cursor::CursorError::PartitionCount {
-                found: from.partitions(),
-                expected: partitions,
-            }
-            .into());
-        }
+        self.topic(topic)?;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let marks = self.watermarks(topic).await?;
-            for (partition, &(low, high)) in marks.iter().enumerate() {
-                let next = from.next(partition);
-                if next < low {
-                    let oldest = marks
-                        .iter()
-                        .zip(from.offsets())
-                        .map(|(m, &n)| n.max(m.0))
-                        .collect();
-                    return Err(BrokerError::CursorExpired {
-                        partition,
-                        oldest: Cursor::new(oldest),
-                    });
-                }
-                if next > high {
-                    return Err(BrokerError::CursorAhead {
-                        partition,
-                        end: high,
-                    });
-                }
-            }
+            let retained: Vec<Retained> = marks
+                .iter()
+                .map(|&(low, high)| Retained {
+                    lost_below: low,
+                    oldest: low,
+                    end: high,
+                })
+                .collect();
+            check_cursor(from, &retained)?;
             let available: Vec<u64> = marks
                 .iter()
                 .zip(from.offsets())
@@ -369,20 +353,7 @@ impl KafkaBroker {
         })
         .await
         .map_err(unavailable)??;
-        let mut events = events;
-        events.sort_by_key(|e| (e.timestamp_ms, e.partition, e.offset));
-        // Keep each partition's prefix: a later event may not come before an
-        // earlier one of its partition that was cut.
-        let mut next = from.clone();
-        let mut kept = Vec::new();
-        for event in events {
-            if kept.len() == max || event.offset != next.next(event.partition) {
-                continue;
-            }
-            next.advance(event.partition, event.offset);
-            kept.push(event);
-        }
-        Ok(ReadBatch { events: kept, next })
+        Ok(merge(from, events, max))
     }
 
     fn group(&self, topic: &str, group: &str) -> Result<Arc<BaseConsumer>> {

@@ -261,6 +261,80 @@ impl Broker {
     }
 }
 
+/// What a backend retains of one partition, for checking cursors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retained {
+    /// Positions below this were removed: a cursor there has lost events.
+    pub lost_below: u64,
+    /// The oldest position to resume from.
+    pub oldest: u64,
+    /// The position after the newest event.
+    pub end: u64,
+}
+
+/// Checks that `from` fits the partitions and is neither older than what is
+/// retained nor ahead of the end.
+pub fn check_cursor(from: &Cursor, retained: &[Retained]) -> Result<()> {
+    if from.partitions() != retained.len() {
+        return Err(crate::cursor::CursorError::PartitionCount {
+            found: from.partitions(),
+            expected: retained.len(),
+        }
+        .into());
+    }
+    for (partition, range) in retained.iter().enumerate() {
+        let next = from.next(partition);
+        if next < range.lost_below {
+            let oldest = retained
+                .iter()
+                .zip(from.offsets())
+                .map(|(r, &n)| n.max(r.oldest))
+                .collect();
+            return Err(BrokerError::CursorExpired {
+                partition,
+                oldest: Cursor::new(oldest),
+            });
+        }
+        if next > range.end {
+            return Err(BrokerError::CursorAhead {
+                partition,
+                end: range.end,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Merges events read from several partitions into a page of at most `max`:
+/// ordered by store time, except that each partition's events stay in
+/// offset order (a clock that stepped back cannot reorder a partition, so
+/// cutting the page never skips an event). Returns the cursor after them.
+pub fn merge(from: &Cursor, mut events: Vec<StoredEvent>, max: usize) -> ReadBatch {
+    events.sort_by_key(|e| (e.partition, e.offset));
+    // Within a partition, order by the running maximum of the timestamps.
+    let mut keyed: Vec<(i64, StoredEvent)> = Vec::with_capacity(events.len());
+    let mut running: Option<(usize, i64)> = None;
+    for event in events {
+        let time = match running {
+            Some((partition, time)) if partition == event.partition => time.max(event.timestamp_ms),
+            _ => event.timestamp_ms,
+        };
+        running = Some((event.partition, time));
+        keyed.push((time, event));
+    }
+    keyed.sort_by_key(|(time, e)| (*time, e.partition, e.offset));
+    let mut next = from.clone();
+    let events: Vec<StoredEvent> = keyed
+        .into_iter()
+        .take(max)
+        .map(|(_, event)| event)
+        .collect();
+    for event in &events {
+        next.advance(event.partition, event.offset);
+    }
+    ReadBatch { events, next }
+}
+
 fn check_group_name(group: &str) -> Result<()> {
     let valid = !group.is_empty()
         && group.len() <= 200

@@ -21,7 +21,9 @@ use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
 use tracing::warn;
 
-use super::{Appended, BrokerError, ReadBatch, Record, Result, StoredEvent};
+use super::{
+    Appended, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent, check_cursor, merge,
+};
 use crate::cursor::Cursor;
 use crate::topic::Topics;
 
@@ -192,13 +194,6 @@ impl NatsBroker {
         wait: Duration,
     ) -> Result<ReadBatch> {
         let streams = self.topic(topic)?;
-        if from.partitions() != streams.streams.len() {
-            return Err(crate::cursor::CursorError::PartitionCount {
-                found: from.partitions(),
-                expected: streams.streams.len(),
-            }
-            .into());
-        }
         // Subscribe before looking, so an event published in between wakes us.
         let mut wakeup = if wait.is_zero() {
             None
@@ -215,23 +210,15 @@ impl NatsBroker {
             Some(futures::stream::select_all(subscriptions))
         };
         let bounds = self.bounds(topic).await?;
-        for (partition, &(first, end)) in bounds.iter().enumerate() {
-            let next = from.next(partition);
-            if next < first {
-                let oldest = bounds
-                    .iter()
-                    .zip(from.offsets())
-                    .map(|(b, &n)| n.max(b.0))
-                    .collect();
-                return Err(BrokerError::CursorExpired {
-                    partition,
-                    oldest: Cursor::new(oldest),
-                });
-            }
-            if next > end {
-                return Err(BrokerError::CursorAhead { partition, end });
-            }
-        }
+        let retained: Vec<Retained> = bounds
+            .iter()
+            .map(|&(first, end)| Retained {
+                lost_below: first,
+                oldest: first,
+                end,
+            })
+            .collect();
+        check_cursor(from, &retained)?;
         let nothing_new = bounds
             .iter()
             .zip(from.offsets())
@@ -269,13 +256,7 @@ impl NatsBroker {
                 }
             }
         }
-        events.sort_by_key(|e| (e.timestamp_ms, e.partition, e.offset));
-        events.truncate(max);
-        let mut next = from.clone();
-        for event in &events {
-            next.advance(event.partition, event.offset);
-        }
-        Ok(ReadBatch { events, next })
+        Ok(merge(from, events, max))
     }
 
     fn group_subject(&self, topic: &str, group: &str) -> String {

@@ -22,7 +22,9 @@ use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{AsyncConnectionConfig, Value};
 use tracing::warn;
 
-use super::{Appended, BrokerError, ReadBatch, Record, Result, StoredEvent};
+use super::{
+    Appended, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent, check_cursor, merge,
+};
 use crate::cursor::Cursor;
 use crate::topic::Topics;
 
@@ -243,34 +245,16 @@ impl RedisBroker {
         wait: Duration,
     ) -> Result<ReadBatch> {
         let info = self.topic(topic)?;
-        if from.partitions() != info.partitions {
-            return Err(crate::cursor::CursorError::PartitionCount {
-                found: from.partitions(),
-                expected: info.partitions,
-            }
-            .into());
-        }
         let bounds = self.bounds(topic).await?;
-        for (partition, bound) in bounds.iter().enumerate() {
-            let next = from.next(partition);
-            if bound.max_deleted.is_some_and(|deleted| next <= deleted) {
-                let oldest = bounds
-                    .iter()
-                    .zip(from.offsets())
-                    .map(|(b, &n)| n.max(b.first.unwrap_or(b.end)))
-                    .collect();
-                return Err(BrokerError::CursorExpired {
-                    partition,
-                    oldest: Cursor::new(oldest),
-                });
-            }
-            if next > bound.end {
-                return Err(BrokerError::CursorAhead {
-                    partition,
-                    end: bound.end,
-                });
-            }
-        }
+        let retained: Vec<Retained> = bounds
+            .iter()
+            .map(|b| Retained {
+                lost_below: b.max_deleted.map_or(0, |deleted| deleted + 1),
+                oldest: b.first.unwrap_or(b.end),
+                end: b.end,
+            })
+            .collect();
+        check_cursor(from, &retained)?;
         let keys: Vec<String> = (0..info.partitions).map(|p| self.key(topic, p)).collect();
         // XREAD returns entries after an id: the one just before `next`.
         let after: Vec<String> = from
@@ -330,14 +314,7 @@ impl RedisBroker {
                 });
             }
         }
-        // Like the embedded log: merge by store time, keep each partition's order.
-        events.sort_by_key(|e| (e.timestamp_ms, e.partition, e.offset));
-        events.truncate(max);
-        let mut next = from.clone();
-        for event in &events {
-            next.advance(event.partition, event.offset);
-        }
-        Ok(ReadBatch { events, next })
+        Ok(merge(from, events, max))
     }
 
     fn groups_key(&self, topic: &str) -> String {

@@ -391,18 +391,7 @@ fn read_now(log: &TopicLog, from: &Cursor, max: usize) -> Result<ReadBatch> {
             Err(err) => return Err(err),
         }
     }
-    // Stable sort: per-partition order holds because timestamps never go
-    // backwards within a partition.
-    events.sort_by_key(|e| e.timestamp_ms);
-    events.truncate(max);
-    let mut cursor = from.clone();
-    for event in &events {
-        cursor.advance(event.partition, event.offset);
-    }
-    Ok(ReadBatch {
-        events,
-        next: cursor,
-    })
+    Ok(super::merge(from, events, max))
 }
 
 fn run_writer(
