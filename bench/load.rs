@@ -10,7 +10,12 @@
 //! Scenarios (see `bench/README.md`):
 //! - `publish`: publish throughput and latency, switchyard against bare axum;
 //! - `latency`: publish→SSE delivery latency with many subscribers;
-//! - `fanout`: delivery rate, lag and server cost per subscriber at a higher rate.
+//! - `fanout`: delivery rate, lag and server cost per subscriber at a higher rate;
+//! - `webhook`: signed webhook ingestion against plain publish on one server;
+//! - `handler`: events delivered by a handler to a local sink against the same
+//!   requests made by a plain client loop;
+//! - `all`: every scenario in turn, then the summary table of `RESULTS.md`
+//!   regenerated from the newest record of each.
 //!
 //! Every run stops by itself: durations are bounded, requests time out, and
 //! the child server is killed when the tool exits, fails, panics or is
@@ -26,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use base64::Engine;
 use clap::{Parser, Subcommand};
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
@@ -76,8 +82,37 @@ const LOG_LINES_SHOWN: usize = 10;
 /// Where results accumulate, one JSON object per run.
 const RESULTS_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/results.jsonl");
 
+/// Where `all` regenerates the summary table, between these two markers.
+const RESULTS_MD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/RESULTS.md");
+const SUMMARY_BEGIN: &str = "<!-- generated summary: begin (switchyard-bench all) -->";
+const SUMMARY_END: &str = "<!-- generated summary: end -->";
+
+/// The webhook source the bench topic declares, and the variable holding its
+/// Standard Webhooks secret.
+const WEBHOOK_SOURCE: &str = "bench";
+const WEBHOOK_SECRET_ENV: &str = "BENCH_WEBHOOK_SECRET";
+/// Standard Webhooks secrets are `whsec_` + base64 of random bytes; 32 is
+/// what the common providers issue.
+const WEBHOOK_SECRET_BYTES: usize = 32;
+
+/// The handler under test, its output topics, and the sink it calls.
+const HANDLER_NAME: &str = "bench-handler";
+const RESULTS_TOPIC: &str = "bench-results";
+const DEAD_LETTER_TOPIC: &str = "bench-dead";
+const HANDLERS_DIR: &str = "handlers";
+const SINK_PATH: &str = "/sink";
+/// Calls in flight: the handler's `max_concurrency` and the baseline's
+/// concurrent requests alike, so both have the same parallelism.
+const HANDLER_CONCURRENCY: usize = 64;
+/// How long pre-publishing the handler's backlog may take at most.
+const PREPUBLISH_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often the sink's count is checked while a handler works.
+const SINK_POLL: Duration = Duration::from_millis(20);
+
 /// The targets in bench/README.md.
 const PUBLISH_TARGET_RATIO: f64 = 0.5;
+const WEBHOOK_TARGET_RATIO: f64 = 0.9;
+const HANDLER_TARGET_RATIO: f64 = 0.7;
 const PUBLISH_TARGET_CONNECTIONS: usize = 64;
 const LATENCY_TARGET_P99_MS: f64 = 10.0;
 const LATENCY_TARGET_SUBSCRIBERS: usize = 1000;
@@ -86,7 +121,7 @@ const LATENCY_TARGET_RATE: u64 = 50;
 #[derive(Debug, Parser)]
 #[command(
     name = "switchyard-bench",
-    about = "Load tool for switchyard: publish throughput against bare axum, publish→SSE latency, SSE fan-out",
+    about = "Load tool for switchyard: publish throughput against bare axum, publish→SSE latency, SSE fan-out, webhooks, handlers",
     after_help = "Build first with `cargo build --release --bins`; the tool runs the `switchyard` binary next to itself. \
                   Results are printed and appended to bench/results.jsonl."
 )]
@@ -103,6 +138,12 @@ enum Scenario {
     Latency(StreamArgs),
     /// SSE fan-out at a higher rate: delivery rate, lag, server memory per subscriber, idle CPU
     Fanout(StreamArgs),
+    /// Signed webhook ingestion vs plain publish of the same size, on one switchyard server
+    Webhook(PublishArgs),
+    /// Handler delivery rate to a local sink vs the same requests from a plain client loop
+    Handler(HandlerArgs),
+    /// Every scenario in turn with its defaults, then regenerate the summary in bench/RESULTS.md
+    All(AllArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -133,7 +174,7 @@ struct PublishArgs {
     /// Unmeasured time at the start of each round [default: 2s; 500ms with --quick]
     #[arg(long, value_parser = humantime::parse_duration)]
     warmup: Option<Duration>,
-    /// Rounds per server, run alternately (bare, switchyard, bare, ...) [default: 3; 2 with --quick]
+    /// Rounds of each side, run alternately (bare, switchyard, bare, ... or publish, webhook, ...) [default: 3; 2 with --quick]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
     rounds: Option<u32>,
     /// Small defaults for a smoke run of a few seconds
@@ -163,6 +204,43 @@ struct StreamArgs {
     quick: bool,
     #[command(flatten)]
     server: ServerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct HandlerArgs {
+    /// Events pre-published for the handler, and requests the baseline makes [default: 20000; 5000 with --quick]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    events: Option<u64>,
+    /// Longest wait for the handler to deliver them all, e.g. "60s" [default: 60s; 20s with --quick]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// Small defaults for a smoke run of a few seconds
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct AllArgs {
+    /// Every scenario's small defaults: about 2 minutes in all instead of about 10
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// The `handler` scenario's settings once defaults are applied.
+#[derive(Debug, Clone, Serialize)]
+struct HandlerParams {
+    /// Smoke-run defaults were applied.
+    quick: bool,
+    events: u64,
+    timeout_s: f64,
+    concurrency: usize,
+    body_bytes: usize,
+    fsync: String,
+    partitions: usize,
 }
 
 /// The `publish` scenario's settings once defaults are applied.
@@ -225,6 +303,21 @@ impl StreamArgs {
     }
 }
 
+impl HandlerArgs {
+    fn params(&self) -> HandlerParams {
+        let quick = self.quick;
+        HandlerParams {
+            quick,
+            events: self.events.unwrap_or(if quick { 5_000 } else { 20_000 }),
+            timeout_s: secs(self.timeout, if quick { 20.0 } else { 60.0 }),
+            concurrency: HANDLER_CONCURRENCY,
+            body_bytes: PUBLISH_BODY_BYTES,
+            fsync: self.server.fsync.clone(),
+            partitions: self.server.partitions,
+        }
+    }
+}
+
 fn secs(value: Option<Duration>, default: f64) -> f64 {
     value.map_or(default, |d| d.as_secs_f64())
 }
@@ -273,6 +366,9 @@ async fn run(cli: Cli) -> Result<()> {
     raise_open_file_limit()?;
     match cli.scenario {
         Scenario::Publish(args) => publish_scenario(&args.params(), &args.server).await,
+        Scenario::Webhook(args) => webhook_scenario(&args.params(), &args.server).await,
+        Scenario::Handler(args) => handler_scenario(&args.params(), &args.server).await,
+        Scenario::All(args) => all_scenarios(args.quick, &args.server).await,
         Scenario::Latency(args) => {
             stream_scenario(
                 StreamKind::Latency,
@@ -398,50 +494,106 @@ impl Drop for TempDir {
     }
 }
 
+/// What a scenario needs declared beyond the bench topic.
+#[derive(Debug, Default)]
+struct Setup {
+    /// Declare the webhook source `bench` on the bench topic, signed with
+    /// this `whsec_…` secret.
+    webhook_secret: Option<String>,
+    /// Declare the handler's output topics.
+    handler_outputs: bool,
+}
+
 /// The real server, running as a child process on a fresh data directory.
-/// Dropping it kills the process, then removes the directory.
+/// Dropping it kills the process, then removes the directory (once no
+/// restarted server shares it).
 struct Switchyard {
     child: Child,
     addr: SocketAddr,
     log: PathBuf,
     /// Held open so the server never writes to a closed pipe.
     _stdout: Option<BufReader<ChildStdout>>,
-    dir: TempDir,
+    /// The environment the server was started with, kept for a restart.
+    env: Vec<(&'static str, String)>,
+    dir: Arc<TempDir>,
 }
 
 impl Switchyard {
-    fn start(args: &ServerArgs) -> Result<Self> {
-        let binary = args.binary()?;
+    fn start(args: &ServerArgs, setup: &Setup) -> Result<Self> {
         let dir = TempDir::new(args.data_root.as_deref())?;
         let topics = dir.0.join("topics");
         fs::create_dir_all(&topics)?;
-        fs::write(
-            topics.join(format!("{TOPIC}.toml")),
+        fs::create_dir_all(dir.0.join(HANDLERS_DIR))?;
+        let webhook = setup.webhook_secret.as_ref().map_or_else(String::new, |_| {
             format!(
-                "name = \"{TOPIC}\"\ndescription = \"switchyard-bench load\"\npartitions = {}\n\
-                 key = \"/data/k\"\n\n[types.\"{EVENT_TYPE}\"]\nschema = \"{EVENT_TYPE}.schema.json\"\n",
-                args.partitions
-            ),
-        )?;
+                "\n[[webhooks]]\nsource = \"{WEBHOOK_SOURCE}\"\nscheme = \"standard-webhooks\"\n\
+                 secrets_env = [\"{WEBHOOK_SECRET_ENV}\"]\ntype = {{ fixed = \"{EVENT_TYPE}\" }}\n"
+            )
+        });
+        write_topic(&topics, TOPIC, args.partitions, &webhook)?;
+        if setup.handler_outputs {
+            // Outcome events are stored whatever their type; a topic only
+            // needs one declared type to exist.
+            for name in [RESULTS_TOPIC, DEAD_LETTER_TOPIC] {
+                write_topic(&topics, name, 1, "")?;
+            }
+        }
         // Permissive on purpose: the bench measures the bus, not the schema.
         fs::write(
             topics.join(format!("{EVENT_TYPE}.schema.json")),
             r#"{"type":"object"}"#,
         )?;
+        let env = setup
+            .webhook_secret
+            .iter()
+            .map(|secret| (WEBHOOK_SECRET_ENV, secret.clone()))
+            .collect();
+        Self::spawn(args, Arc::new(dir), env)
+    }
+
+    /// Stops the server, adds a handler definition to its handlers directory
+    /// and starts it again on the same data.
+    fn restart_with_handler(mut self, args: &ServerArgs, definition: &str) -> Result<Self> {
+        self.stop();
+        let file = self
+            .dir
+            .0
+            .join(HANDLERS_DIR)
+            .join(format!("{HANDLER_NAME}.toml"));
+        fs::write(&file, definition).with_context(|| format!("writing {}", file.display()))?;
+        let (dir, env) = (Arc::clone(&self.dir), std::mem::take(&mut self.env));
+        drop(self);
+        Self::spawn(args, dir, env)
+    }
+
+    fn spawn(
+        args: &ServerArgs,
+        dir: Arc<TempDir>,
+        env: Vec<(&'static str, String)>,
+    ) -> Result<Self> {
+        let binary = args.binary()?;
         let log = dir.0.join("server.log");
+        // Appended to, so a restart keeps the first run's warnings.
+        let log_file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
         let mut child = Command::new(&binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--fsync", &args.fsync])
             .arg("--data-dir")
             .arg(dir.0.join("data"))
             .arg("--topics-dir")
-            .arg(&topics)
+            .arg(dir.0.join("topics"))
+            .arg("--handlers-dir")
+            .arg(dir.0.join(HANDLERS_DIR))
             // Start from a known configuration, whatever the caller's shell has.
             .env_remove("SWITCHYARD_CONFIG")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(key, value)| (key, value)))
             .current_dir(&dir.0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(fs::File::create(&log)?)
+            .stderr(log_file)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -459,6 +611,7 @@ impl Switchyard {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             log,
             _stdout: None,
+            env,
             dir,
         };
         let line = match receiver.recv_timeout(SERVER_START_TIMEOUT) {
@@ -522,6 +675,19 @@ impl Drop for Switchyard {
         // Kill before the fields drop, so the data directory goes after.
         self.stop();
     }
+}
+
+/// Writes a topic file declaring the bench event type, plus `extra` TOML.
+fn write_topic(topics: &Path, name: &str, partitions: usize, extra: &str) -> Result<()> {
+    let file = topics.join(format!("{name}.toml"));
+    fs::write(
+        &file,
+        format!(
+            "name = \"{name}\"\ndescription = \"switchyard-bench load\"\npartitions = {partitions}\n\
+             key = \"/data/k\"\n\n[types.\"{EVENT_TYPE}\"]\nschema = \"{EVENT_TYPE}.schema.json\"\n{extra}"
+        ),
+    )
+    .with_context(|| format!("writing {}", file.display()))
 }
 
 fn log_tail(path: &Path) -> Vec<String> {
@@ -680,10 +846,66 @@ fn ticks_per_second() -> f64 {
     unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
 }
 
-/// The baseline: an axum server whose publish route reads the body and
-/// answers `{}`. It runs on its own runtime and threads, sized like
-/// switchyard's, so it does not share the client's scheduler: the same
-/// footing as a separate process.
+/// Requests a bare server answered, and when the first and last arrived:
+/// the handler scenario's sink rate is measured where the requests land.
+struct Hits {
+    /// Shared with the progress line.
+    count: Arc<AtomicU64>,
+    /// Nanoseconds since `epoch`.
+    first_ns: AtomicU64,
+    last_ns: AtomicU64,
+    epoch: Instant,
+}
+
+impl Hits {
+    fn new() -> Self {
+        Self {
+            count: Arc::new(AtomicU64::new(0)),
+            first_ns: AtomicU64::new(u64::MAX),
+            last_ns: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn reset(&self) {
+        self.count.store(0, Ordering::SeqCst);
+        self.first_ns.store(u64::MAX, Ordering::SeqCst);
+        self.last_ns.store(0, Ordering::SeqCst);
+    }
+
+    fn hit(&self) {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        self.first_ns.fetch_min(now, Ordering::Relaxed);
+        self.last_ns.fetch_max(now, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Requests since the last reset and the time from the first to the last.
+    fn span(&self) -> (u64, Duration) {
+        let (first, last) = (
+            self.first_ns.load(Ordering::SeqCst),
+            self.last_ns.load(Ordering::SeqCst),
+        );
+        (
+            self.count(),
+            Duration::from_nanos(last.saturating_sub(first)),
+        )
+    }
+
+    fn rate(&self) -> f64 {
+        let (count, span) = self.span();
+        count as f64 / span.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+}
+
+/// The baseline: an axum server whose route `path` reads the body and
+/// answers `{}` (counting into `hits` if given). It runs on its own runtime
+/// and threads, sized like switchyard's, so it does not share the client's
+/// scheduler: the same footing as a separate process.
 struct BareServer {
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -691,7 +913,7 @@ struct BareServer {
 }
 
 impl BareServer {
-    fn start() -> Result<Self> {
+    fn start(path: &'static str, hits: Option<Arc<Hits>>) -> Result<Self> {
         let listener =
             std::net::TcpListener::bind("127.0.0.1:0").context("binding the bare server")?;
         listener.set_nonblocking(true)?;
@@ -704,12 +926,18 @@ impl BareServer {
             .spawn(move || {
                 runtime.block_on(async move {
                     let app = axum::Router::new().route(
-                        "/v1/topics/{topic}/events",
-                        axum::routing::post(|_body: bytes::Bytes| async {
-                            (
-                                [(axum::http::header::CONTENT_TYPE, "application/json")],
-                                "{}",
-                            )
+                        path,
+                        axum::routing::post(move |_body: bytes::Bytes| {
+                            let hits = hits.clone();
+                            async move {
+                                if let Some(hits) = hits {
+                                    hits.hit();
+                                }
+                                (
+                                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                                    "{}",
+                                )
+                            }
                         }),
                     );
                     let listener = tokio::net::TcpListener::from_std(listener)
@@ -853,6 +1081,8 @@ struct Round {
     errors_status: u64,
     /// Requests that got no answer (connect failure, reset, timeout).
     errors_transport: u64,
+    /// Webhooks answered `"duplicate": true`, stored nothing (counted in `ok`).
+    duplicates: u64,
     /// CPU time during the measured window.
     cpu: CpuSplit,
     /// The switchyard process's peak resident memory (VmHWM).
@@ -865,20 +1095,105 @@ struct WorkerTally {
     latencies: Vec<u64>,
     errors_status: u64,
     errors_transport: u64,
+    duplicates: u64,
     first_error: Option<String>,
 }
 
+/// What the load workers send.
+#[derive(Clone)]
+enum Load {
+    /// 1 KiB structured CloudEvents to `POST /v1/topics/bench/events`.
+    Publish,
+    /// 1 KiB JSON bodies to `POST /v1/webhooks/bench`, signed per Standard
+    /// Webhooks with this key (the secret without `whsec_`, decoded).
+    Webhook(Arc<[u8]>),
+}
+
+impl Load {
+    fn body(&self, id: &str, seq: u64, pad: &str) -> String {
+        match self {
+            Self::Publish => publish_body(id, seq, pad),
+            Self::Webhook(_) => webhook_body(seq, pad),
+        }
+    }
+
+    /// Fills each body up to `PUBLISH_BODY_BYTES`.
+    fn padding(&self) -> String {
+        // Ids are fixed-width, so one length stands for all.
+        let unpadded = self.body(&event_id(0, 0, 0), 0, "").len();
+        "x".repeat(PUBLISH_BODY_BYTES.saturating_sub(unpadded))
+    }
+
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        id: &str,
+        body: String,
+    ) -> reqwest::RequestBuilder {
+        let request = client.post(url).timeout(REQUEST_TIMEOUT);
+        match self {
+            Self::Publish => request
+                .header(reqwest::header::CONTENT_TYPE, STRUCTURED)
+                .body(body),
+            Self::Webhook(key) => {
+                let timestamp = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs()
+                    .to_string();
+                let signature = sign_webhook(key, id, &timestamp, body.as_bytes());
+                request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .header("webhook-id", id)
+                    .header("webhook-timestamp", timestamp)
+                    .header("webhook-signature", format!("v1,{signature}"))
+                    .body(body)
+            }
+        }
+    }
+}
+
+/// A unique, fixed-width id: a source deduplicates webhook ids, so a reused
+/// one would be answered without being stored.
+fn event_id(round: u32, worker: usize, seq: u64) -> String {
+    format!("{round:02}-{worker:04}-{seq:012}")
+}
+
 /// A 1 KiB structured CloudEvent; `id` and `k` vary, `pad` fills it up.
-fn publish_body(worker: usize, seq: u64, pad: &str) -> String {
+fn publish_body(id: &str, seq: u64, pad: &str) -> String {
     format!(
-        r#"{{"specversion":"1.0","id":"{worker:04}-{seq:012}","source":"/bench","type":"{EVENT_TYPE}","data":{{"k":"k{:03}","pad":"{pad}"}}}}"#,
+        r#"{{"specversion":"1.0","id":"{id}","source":"/bench","type":"{EVENT_TYPE}","data":{{"k":"k{:03}","pad":"{pad}"}}}}"#,
         seq % KEYS
     )
 }
 
-fn publish_padding() -> String {
-    let unpadded = publish_body(0, 0, "").len();
-    "x".repeat(PUBLISH_BODY_BYTES.saturating_sub(unpadded))
+/// A webhook's body: the event's data, keyed like a published event's.
+fn webhook_body(seq: u64, pad: &str) -> String {
+    format!(r#"{{"k":"k{:03}","pad":"{pad}"}}"#, seq % KEYS)
+}
+
+/// A fresh `whsec_…` secret and the key it encodes.
+fn webhook_secret() -> (String, Arc<[u8]>) {
+    let key: Vec<u8> = (0..WEBHOOK_SECRET_BYTES)
+        .map(|_| fastrand::u8(..))
+        .collect();
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(&key)
+    );
+    (secret, key.into())
+}
+
+/// Standard Webhooks: base64 of HMAC-SHA256 over `id.timestamp.body`.
+fn sign_webhook(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac =
+        hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    for part in [id.as_bytes(), b".", timestamp.as_bytes(), b".", body] {
+        mac.update(part);
+    }
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 fn http_client(pool: usize) -> Result<reqwest::Client> {
@@ -891,18 +1206,20 @@ fn http_client(pool: usize) -> Result<reqwest::Client> {
         .context("building the HTTP client")
 }
 
-/// Drives one server with `connections` workers, each posting back to back,
-/// and measures what completes inside the window after the warm-up.
+/// Drives one server with `connections` workers, each posting `load` back
+/// to back, and measures what completes inside the window after the warm-up.
+/// `server` names the rounds; `usage_of` is the server process to measure.
 async fn drive_publish(
+    server: &'static str,
+    load: &Load,
     url: String,
     round: u32,
     params: &PublishParams,
     usage_of: Option<u32>,
 ) -> Result<Round> {
-    let server = if usage_of.is_some() { SWITCHYARD } else { BARE };
     let label = format!("{server}, round {round}");
     let client = http_client(params.connections)?;
-    let pad: Arc<str> = publish_padding().into();
+    let pad: Arc<str> = load.padding().into();
     let warmup = Duration::from_secs_f64(params.warmup_s);
     let window = Duration::from_secs_f64(params.duration_s);
     let started = Instant::now();
@@ -918,11 +1235,12 @@ async fn drive_publish(
 
     let workers: Vec<_> = (0..params.connections)
         .map(|worker| {
-            let (client, url, pad, completed) = (
+            let (client, url, pad, completed, load) = (
                 client.clone(),
                 url.clone(),
                 Arc::clone(&pad),
                 Arc::clone(&completed),
+                load.clone(),
             );
             tokio::spawn(async move {
                 let mut tally = WorkerTally::default();
@@ -931,11 +1249,8 @@ async fn drive_publish(
                     if sent >= end {
                         break;
                     }
-                    let request = client
-                        .post(&url)
-                        .timeout(REQUEST_TIMEOUT)
-                        .header(reqwest::header::CONTENT_TYPE, STRUCTURED)
-                        .body(publish_body(worker, seq, &pad));
+                    let id = event_id(round, worker, seq);
+                    let request = load.request(&client, &url, &id, load.body(&id, seq, &pad));
                     let outcome = match request.send().await {
                         // Read the whole answer so the connection is reused.
                         Ok(response) => {
@@ -949,9 +1264,12 @@ async fn drive_publish(
                     completed.fetch_add(1, Ordering::Relaxed);
                     let counted = sent >= measure_from && done <= end;
                     match outcome {
-                        Ok((status, Ok(_))) if status.is_success() => {
+                        Ok((status, Ok(body))) if status.is_success() => {
                             if counted {
                                 tally.latencies.push((done - sent).as_nanos() as u64);
+                                if is_duplicate(&body) {
+                                    tally.duplicates += 1;
+                                }
                             }
                         }
                         Ok((status, body)) => {
@@ -984,12 +1302,14 @@ async fn drive_publish(
     tokio::time::sleep_until(measure_from.into()).await;
     let cpu_window = CpuWindow::start(usage_of)?;
     let mut latencies = Vec::new();
-    let (mut errors_status, mut errors_transport, mut first_error) = (0, 0, None);
+    let (mut errors_status, mut errors_transport, mut duplicates, mut first_error) =
+        (0, 0, 0, None);
     for worker in workers {
         let tally = worker.await.context("a load worker panicked")?;
         latencies.extend(tally.latencies);
         errors_status += tally.errors_status;
         errors_transport += tally.errors_transport;
+        duplicates += tally.duplicates;
         first_error = first_error.or(tally.first_error);
     }
     let cpu = cpu_window.end()?;
@@ -1010,9 +1330,17 @@ async fn drive_publish(
         ok,
         errors_status,
         errors_transport,
+        duplicates,
         cpu,
         server_peak_rss_mib: peak_rss,
     })
+}
+
+/// Whether a webhook answer says the delivery id was seen before. Only a
+/// webhook answer holds the key, so publish answers cost a failed search.
+fn is_duplicate(body: &[u8]) -> bool {
+    const MARK: &[u8] = br#""duplicate":true"#;
+    body.windows(MARK.len()).any(|window| window == MARK)
 }
 
 /// The per-server medians over rounds.
@@ -1062,7 +1390,7 @@ impl Summary {
 
 async fn publish_scenario(params: &PublishParams, server_args: &ServerArgs) -> Result<()> {
     let binary = server_args.describe_binary()?;
-    let bare = BareServer::start()?;
+    let bare = BareServer::start("/v1/topics/{topic}/events", None)?;
     let path = format!("/v1/topics/{TOPIC}/events");
     let mut rounds = Vec::new();
     let mut log_lines = Vec::new();
@@ -1072,42 +1400,33 @@ async fn publish_scenario(params: &PublishParams, server_args: &ServerArgs) -> R
         params.connections, params.warmup_s, params.duration_s, params.rounds, params.fsync
     );
     for round in 1..=params.rounds {
-        rounds.push(drive_publish(bare.url(&path), round, params, None).await?);
+        rounds
+            .push(drive_publish(BARE, &Load::Publish, bare.url(&path), round, params, None).await?);
         tokio::time::sleep(ROUND_PAUSE).await;
 
         // A fresh server and log per round, so rounds do not inherit each
         // other's segments or memory.
-        let server = Switchyard::start(server_args)?;
+        let server = Switchyard::start(server_args, &Setup::default())?;
         data_fs = server.data_filesystem();
         let pid = server.child.id();
-        rounds.push(drive_publish(server.url(&path), round, params, Some(pid)).await?);
+        rounds.push(
+            drive_publish(
+                SWITCHYARD,
+                &Load::Publish,
+                server.url(&path),
+                round,
+                params,
+                Some(pid),
+            )
+            .await?,
+        );
         log_lines.extend(server.log_lines());
         drop(server);
         tokio::time::sleep(ROUND_PAUSE).await;
     }
     drop(bare);
 
-    let of = |name: &str| {
-        rounds
-            .iter()
-            .filter(|r| r.server == name)
-            .collect::<Vec<_>>()
-    };
-    let bare_summary = Summary::of(&of(BARE));
-    let switchyard_summary = Summary::of(&of(SWITCHYARD));
-    let ratio_of = |switchyard: f64, bare: f64| switchyard / bare.max(f64::MIN_POSITIVE);
-    let ratio = ratio_of(
-        switchyard_summary.requests_per_s,
-        bare_summary.requests_per_s,
-    );
-    // Each switchyard round against the bare round just before it: the
-    // spread shows how far to trust the median.
-    let round_ratios: Vec<f64> = of(BARE)
-        .iter()
-        .zip(of(SWITCHYARD))
-        .map(|(bare, switchyard)| ratio_of(switchyard.requests_per_s, bare.requests_per_s))
-        .collect();
-
+    let comparison = Comparison::of(&rounds, BARE, SWITCHYARD);
     println!();
     println!(
         "publish: {} connections, {} B structured events, {}s measured after {}s warm-up, {} partitions, fsync {}, log on {data_fs}",
@@ -1121,76 +1440,32 @@ async fn publish_scenario(params: &PublishParams, server_args: &ServerArgs) -> R
     println!(
         "CPU columns: seconds in the measured window; client = this tool (and the in-process bare server), other = the rest of the machine"
     );
-    println!();
-    println!(
-        "| {:<18} | {:>8} | {:>7} | {:>7} | {:>7} | {:>7} | {:>6} | {:>10} | {:>10} | {:>9} | {:>8} |",
-        "server",
-        "req/s",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "p999 ms",
-        "errors",
-        "server CPU",
-        "client CPU",
-        "other CPU",
-        "peak RSS"
-    );
-    println!(
-        "|{:-<20}|{:->10}|{:->9}|{:->9}|{:->9}|{:->9}|{:->8}|{:->12}|{:->12}|{:->11}|{:->10}|",
-        "", "", "", "", "", "", "", "", "", "", ""
-    );
-    for round in &rounds {
-        print_row(
-            &format!("{} #{}", round.server, round.round),
-            round.requests_per_s,
-            &round.latency_ms,
-            round.errors_status + round.errors_transport,
-            &round.cpu,
-            round.server_peak_rss_mib,
-        );
-    }
-    for (name, summary) in [
-        ("bare axum median", &bare_summary),
-        ("switchyard median", &switchyard_summary),
-    ] {
-        print_row(
-            name,
-            summary.requests_per_s,
-            &summary.latency_ms,
-            summary.errors,
-            &summary.cpu,
-            summary.server_peak_rss_mib,
-        );
-    }
-    println!();
-    let spread: Vec<String> = round_ratios.iter().map(|r| format!("{r:.2}")).collect();
-    println!(
-        "ratio switchyard/bare (medians): {ratio:.3}; round by round: {}",
-        spread.join(", ")
-    );
-    if let (Some(per_request), Some(cpu), Some(system)) = (
-        switchyard_summary.server_cpu_us_per_request,
-        switchyard_summary.cpu.server_s,
-        switchyard_summary.cpu.server_system_s,
-    ) {
-        println!(
-            "switchyard CPU per request: {per_request:.0} µs ({:.0} % of it in the kernel)",
-            system / cpu.max(f64::MIN_POSITIVE) * 100.0
-        );
-    }
-    warn_if_busy(rounds.iter().map(|r| r.cpu.other_s / params.duration_s));
+    comparison.print(&rounds);
+    let busiest = busiest_round(&rounds, params);
+    warn_if_busy(busiest);
+    let ratio = comparison.ratio;
     let comparable = params.connections == PUBLISH_TARGET_CONNECTIONS && params.fsync == "always";
-    let verdict = match (comparable, ratio >= PUBLISH_TARGET_RATIO) {
-        (false, _) => "not judged: the target is for 64 connections with fsync always",
-        (true, true) => "met",
-        (true, false) => "MISSED",
-    };
+    let verdict = judge(
+        comparable && !params.quick,
+        ratio >= PUBLISH_TARGET_RATIO,
+        "the target is for 64 connections with fsync always, without --quick",
+    );
     println!(
         "target ≥ {PUBLISH_TARGET_RATIO}× bare axum (64 connections, fsync always): {verdict}"
     );
     report_log(&log_lines);
 
+    let headline = Headline {
+        target: format!("publish ≥ {PUBLISH_TARGET_RATIO}× bare axum"),
+        measured: format!(
+            "{ratio:.2}× ({:.0} vs {:.0} req/s, medians; rounds {})",
+            comparison.measured.requests_per_s,
+            comparison.base.requests_per_s,
+            comparison.spread()
+        ),
+        verdict,
+        busiest_other_cores: busiest,
+    };
     record(
         "publish",
         json!(params),
@@ -1198,13 +1473,264 @@ async fn publish_scenario(params: &PublishParams, server_args: &ServerArgs) -> R
             "server_binary": binary,
             "data_filesystem": data_fs,
             "rounds": rounds,
-            "bare": bare_summary,
-            "switchyard": switchyard_summary,
-            "round_ratios": round_ratios,
+            "bare": comparison.base,
+            "switchyard": comparison.measured,
+            "round_ratios": comparison.round_ratios,
             "server_warnings": log_lines,
         }),
         Some(ratio),
+        &headline,
     )
+}
+
+/// The two sides of the `webhook` scenario, both on one switchyard server.
+const PUBLISH_SIDE: &str = "publish";
+const WEBHOOK_SIDE: &str = "webhook";
+
+/// Webhook ingestion against plain publish: the same client, the same
+/// server process, the same body size, rounds alternating.
+async fn webhook_scenario(params: &PublishParams, server_args: &ServerArgs) -> Result<()> {
+    let binary = server_args.describe_binary()?;
+    let (secret, key) = webhook_secret();
+    let setup = Setup {
+        webhook_secret: Some(secret),
+        ..Setup::default()
+    };
+    let server = Switchyard::start(server_args, &setup)?;
+    let pid = server.child.id();
+    let data_fs = server.data_filesystem();
+    let publish_url = server.url(&format!("/v1/topics/{TOPIC}/events"));
+    let webhook_url = server.url(&format!("/v1/webhooks/{WEBHOOK_SOURCE}"));
+    let webhook = Load::Webhook(key);
+    eprintln!(
+        "webhook: {} connections, {}s warm-up + {}s measured, {} rounds of each, fsync {}",
+        params.connections, params.warmup_s, params.duration_s, params.rounds, params.fsync
+    );
+    let mut rounds = Vec::new();
+    for round in 1..=params.rounds {
+        // One server throughout (its log grows), so alternating rounds give
+        // both sides the same share of a larger log.
+        rounds.push(
+            drive_publish(
+                PUBLISH_SIDE,
+                &Load::Publish,
+                publish_url.clone(),
+                round,
+                params,
+                Some(pid),
+            )
+            .await?,
+        );
+        tokio::time::sleep(ROUND_PAUSE).await;
+        rounds.push(
+            drive_publish(
+                WEBHOOK_SIDE,
+                &webhook,
+                webhook_url.clone(),
+                round,
+                params,
+                Some(pid),
+            )
+            .await?,
+        );
+        tokio::time::sleep(ROUND_PAUSE).await;
+    }
+    let log_lines = server.log_lines();
+    drop(server);
+
+    let comparison = Comparison::of(&rounds, PUBLISH_SIDE, WEBHOOK_SIDE);
+    let duplicates: u64 = rounds.iter().map(|r| r.duplicates).sum();
+    println!();
+    println!(
+        "webhook: {} connections, {} B bodies (structured CloudEvents to publish, Standard Webhooks-signed JSON to /v1/webhooks/{WEBHOOK_SOURCE}), \
+         {}s measured after {}s warm-up, {} partitions, fsync {}, log on {data_fs}",
+        params.connections,
+        params.body_bytes,
+        params.duration_s,
+        params.warmup_s,
+        params.partitions,
+        params.fsync
+    );
+    println!(
+        "one switchyard server for all rounds; CPU columns: seconds in the measured window, other = the rest of the machine"
+    );
+    comparison.print(&rounds);
+    println!("webhooks answered as duplicates (stored nothing): {duplicates}");
+    let busiest = busiest_round(&rounds, params);
+    warn_if_busy(busiest);
+    let ratio = comparison.ratio;
+    let comparable = params.connections == PUBLISH_TARGET_CONNECTIONS && params.fsync == "always";
+    let verdict = judge(
+        comparable && !params.quick && duplicates == 0,
+        ratio >= WEBHOOK_TARGET_RATIO,
+        "the target is for 64 connections with fsync always, without --quick, and no duplicates",
+    );
+    println!(
+        "target webhook ≥ {WEBHOOK_TARGET_RATIO}× publish (64 connections, fsync always): {verdict}"
+    );
+    report_log(&log_lines);
+
+    let headline = Headline {
+        target: format!("webhook ≥ {WEBHOOK_TARGET_RATIO}× publish"),
+        measured: format!(
+            "{ratio:.2}× ({:.0} vs {:.0} req/s, medians; rounds {})",
+            comparison.measured.requests_per_s,
+            comparison.base.requests_per_s,
+            comparison.spread()
+        ),
+        verdict,
+        busiest_other_cores: busiest,
+    };
+    record(
+        "webhook",
+        json!(params),
+        json!({
+            "server_binary": binary,
+            "data_filesystem": data_fs,
+            "rounds": rounds,
+            "publish": comparison.base,
+            "webhook": comparison.measured,
+            "round_ratios": comparison.round_ratios,
+            "duplicates": duplicates,
+            "server_warnings": log_lines,
+        }),
+        Some(ratio),
+        &headline,
+    )
+}
+
+/// The most cores other processes kept busy in any round's window.
+fn busiest_round(rounds: &[Round], params: &PublishParams) -> f64 {
+    rounds
+        .iter()
+        .map(|r| r.cpu.other_s / params.duration_s)
+        .fold(0.0, f64::max)
+}
+
+/// `met`/`MISSED`, or why the run is not comparable with the target.
+fn judge(comparable: bool, met: bool, conditions: &str) -> String {
+    match (comparable, met) {
+        (false, _) => format!("not judged: {conditions}"),
+        (true, true) => "met".into(),
+        (true, false) => "MISSED".into(),
+    }
+}
+
+/// Two sides' rounds compared: the side measured against the baseline.
+struct Comparison {
+    base_name: &'static str,
+    measured_name: &'static str,
+    base: Summary,
+    measured: Summary,
+    /// Measured/base of the medians.
+    ratio: f64,
+    /// Each measured round against the base round just before it: the
+    /// spread shows how far to trust the median.
+    round_ratios: Vec<f64>,
+}
+
+impl Comparison {
+    fn of(rounds: &[Round], base_name: &'static str, measured_name: &'static str) -> Self {
+        let of = |name: &str| {
+            rounds
+                .iter()
+                .filter(|r| r.server == name)
+                .collect::<Vec<_>>()
+        };
+        let ratio_of = |measured: f64, base: f64| measured / base.max(f64::MIN_POSITIVE);
+        let base = Summary::of(&of(base_name));
+        let measured = Summary::of(&of(measured_name));
+        Self {
+            ratio: ratio_of(measured.requests_per_s, base.requests_per_s),
+            round_ratios: of(base_name)
+                .iter()
+                .zip(of(measured_name))
+                .map(|(base, measured)| ratio_of(measured.requests_per_s, base.requests_per_s))
+                .collect(),
+            base_name,
+            measured_name,
+            base,
+            measured,
+        }
+    }
+
+    fn spread(&self) -> String {
+        let spread: Vec<String> = self
+            .round_ratios
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect();
+        spread.join(", ")
+    }
+
+    /// The table of rounds and medians, the ratio and the server's CPU per request.
+    fn print(&self, rounds: &[Round]) {
+        println!();
+        println!(
+            "| {:<18} | {:>8} | {:>7} | {:>7} | {:>7} | {:>7} | {:>6} | {:>10} | {:>10} | {:>9} | {:>8} |",
+            "server",
+            "req/s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p999 ms",
+            "errors",
+            "server CPU",
+            "client CPU",
+            "other CPU",
+            "peak RSS"
+        );
+        println!(
+            "|{:-<20}|{:->10}|{:->9}|{:->9}|{:->9}|{:->9}|{:->8}|{:->12}|{:->12}|{:->11}|{:->10}|",
+            "", "", "", "", "", "", "", "", "", "", ""
+        );
+        for round in rounds {
+            print_row(
+                &format!("{} #{}", round.server, round.round),
+                round.requests_per_s,
+                &round.latency_ms,
+                round.errors_status + round.errors_transport,
+                &round.cpu,
+                round.server_peak_rss_mib,
+            );
+        }
+        for (name, summary) in [
+            (self.base_name, &self.base),
+            (self.measured_name, &self.measured),
+        ] {
+            print_row(
+                &format!("{name} median"),
+                summary.requests_per_s,
+                &summary.latency_ms,
+                summary.errors,
+                &summary.cpu,
+                summary.server_peak_rss_mib,
+            );
+        }
+        println!();
+        println!(
+            "ratio {}/{} (medians): {:.3}; round by round: {}",
+            self.measured_name,
+            self.base_name,
+            self.ratio,
+            self.spread()
+        );
+        for (name, summary) in [
+            (self.base_name, &self.base),
+            (self.measured_name, &self.measured),
+        ] {
+            if let (Some(per_request), Some(cpu), Some(system)) = (
+                summary.server_cpu_us_per_request,
+                summary.cpu.server_s,
+                summary.cpu.server_system_s,
+            ) {
+                println!(
+                    "switchyard CPU per request in the {name} rounds: {per_request:.0} µs ({:.0} % of it in the kernel)",
+                    system / cpu.max(f64::MIN_POSITIVE) * 100.0
+                );
+            }
+        }
+    }
 }
 
 fn print_row(
@@ -1226,9 +1752,8 @@ fn print_row(
 }
 
 /// Says so when other processes used a noticeable share of the machine
-/// during a measured window (`loads` in cores, one per window).
-fn warn_if_busy(loads: impl Iterator<Item = f64>) {
-    let busiest = loads.fold(0.0, f64::max);
+/// during a measured window (`busiest`: the most cores in any window).
+fn warn_if_busy(busiest: f64) {
     if busiest > BUSY_MACHINE_CORES {
         println!(
             "WARNING: other processes kept up to {busiest:.2} cores busy during a measured window; \
@@ -1472,7 +1997,7 @@ async fn stream_scenario(
         total * params.subscribers as u64,
         params.fsync
     );
-    let server = Switchyard::start(server_args)?;
+    let server = Switchyard::start(server_args, &Setup::default())?;
     let pid = server.child.id();
     tokio::time::sleep(SETTLE).await;
     let before_subscribers = server.usage()?;
@@ -1700,31 +2225,52 @@ async fn stream_scenario(
         ),
     );
     println!();
-    warn_if_busy(
-        [
-            idle.other_s / params.idle_s,
-            publish_cpu.other_s / params.duration_s,
-        ]
-        .into_iter(),
+    let busiest = f64::max(
+        idle.other_s / params.idle_s,
+        publish_cpu.other_s / params.duration_s,
     );
+    warn_if_busy(busiest);
     if let Some(problem) = &first_problem {
         println!("first subscriber problem: {problem}");
     }
     if let Some(error) = &published.first_error {
         println!("first publish error: {error}");
     }
-    if kind == StreamKind::Latency {
-        let comparable =
-            params.subscribers == LATENCY_TARGET_SUBSCRIBERS && params.rate == LATENCY_TARGET_RATE;
-        let verdict = match (comparable, lag.p99 <= LATENCY_TARGET_P99_MS && missing == 0) {
-            (false, _) => "not judged: the target is for 1000 subscribers at 50 events/s",
-            (true, true) => "met",
-            (true, false) => "MISSED",
-        };
+    let headline = if kind == StreamKind::Latency {
+        let comparable = params.subscribers == LATENCY_TARGET_SUBSCRIBERS
+            && params.rate == LATENCY_TARGET_RATE
+            && !params.quick;
+        let verdict = judge(
+            comparable,
+            lag.p99 <= LATENCY_TARGET_P99_MS && missing == 0,
+            "the target is for 1000 subscribers at 50 events/s, without --quick",
+        );
         println!(
             "target publish→SSE p99 ≤ {LATENCY_TARGET_P99_MS} ms, nothing missing (1000 subscribers × 50 events/s): {verdict}"
         );
-    }
+        Headline {
+            target: format!("publish→SSE p99 ≤ {LATENCY_TARGET_P99_MS} ms, nothing missing"),
+            measured: format!(
+                "p99 {:.1} ms (p50 {:.1} ms), {missing} of {expected} deliveries missing, {} subscribers",
+                lag.p99, lag.p50, params.subscribers
+            ),
+            verdict,
+            busiest_other_cores: busiest,
+        }
+    } else {
+        Headline {
+            target: "none: fan-out cost, for information".into(),
+            measured: format!(
+                "{deliveries_per_s:.0} deliveries/s to {} subscribers, p99 {:.1} ms, {missing} missing, \
+                 {:.1} KiB RSS per subscriber",
+                params.subscribers,
+                lag.p99,
+                rss_per_subscriber / 1024.0
+            ),
+            verdict: "no target".into(),
+            busiest_other_cores: busiest,
+        }
+    };
     report_log(&log_lines);
 
     record(
@@ -1756,15 +2302,505 @@ async fn stream_scenario(
             "server_warnings": log_lines,
         }),
         None,
+        &headline,
     )
+}
+
+// ---------------------------------------------------------------------------
+// handler: a handler's delivery rate against a plain client loop
+// ---------------------------------------------------------------------------
+
+/// One pass of requests arriving at the sink.
+#[derive(Debug, Serialize)]
+struct SinkRun {
+    /// Requests the sink answered.
+    requests: u64,
+    /// Requests per second at the sink, from its first request to its last.
+    requests_per_s: f64,
+    /// From the sink's first request to its last.
+    seconds: f64,
+    /// Requests the client saw fail (baseline only).
+    errors: u64,
+    cpu: CpuSplit,
+    /// The window the CPU was measured over.
+    window_s: f64,
+}
+
+impl SinkRun {
+    fn other_cores(&self) -> f64 {
+        self.cpu.other_s / self.window_s.max(f64::MIN_POSITIVE)
+    }
+}
+
+/// The handler file under test: every bench event, earliest first, POSTed
+/// as its data to the sink, 64 calls in flight.
+fn handler_definition(sink_url: &str) -> String {
+    format!(
+        "name = \"{HANDLER_NAME}\"\n\n[subscribe]\ntopic = \"{TOPIC}\"\nstart = \"earliest\"\n\n\
+         [action]\nkind = \"http\"\nurl = \"{sink_url}\"\nbody = \"data\"\n\n\
+         [policy]\nmax_concurrency = {HANDLER_CONCURRENCY}\n\n\
+         [outputs]\nresults = \"{RESULTS_TOPIC}\"\ndead_letters = \"{DEAD_LETTER_TOPIC}\"\n"
+    )
+}
+
+/// Sends `count` requests from `concurrency` workers claiming numbers
+/// 0..count from a shared counter, until done or `deadline`; `send` makes
+/// request `n`. Returns the requests answered 2xx and the first failure.
+async fn send_all<F>(
+    count: u64,
+    concurrency: usize,
+    deadline: Instant,
+    send: F,
+) -> Result<(u64, Option<String>)>
+where
+    F: Fn(u64) -> reqwest::RequestBuilder + Clone + Send + 'static,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (next, send) = (Arc::clone(&next), send.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut first_error) = (0u64, None);
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= count || Instant::now() >= deadline {
+                        break;
+                    }
+                    let failure = match send(n).send().await {
+                        Ok(response) if response.status().is_success() => {
+                            // Read the whole answer so the connection is reused.
+                            let _ = response.bytes().await;
+                            ok += 1;
+                            None
+                        }
+                        Ok(response) => Some(format!(
+                            "{}: {}",
+                            response.status(),
+                            response.text().await.unwrap_or_default()
+                        )),
+                        Err(err) => Some(format!("{err:#}")),
+                    };
+                    if let Some(failure) = failure {
+                        first_error.get_or_insert(failure);
+                        tokio::time::sleep(ERROR_BACKOFF).await;
+                    }
+                }
+                (ok, first_error)
+            })
+        })
+        .collect();
+    let (mut ok, mut first_error) = (0, None);
+    for worker in workers {
+        let (worker_ok, worker_error) = worker.await.context("a load worker panicked")?;
+        ok += worker_ok;
+        first_error = first_error.or(worker_error);
+    }
+    Ok((ok, first_error))
+}
+
+/// The baseline: the same requests the handler makes (the events' data,
+/// POSTed to the sink), from a plain client loop with the same concurrency.
+async fn baseline_to_sink(
+    sink_url: &str,
+    hits: &Hits,
+    params: &HandlerParams,
+    pad: &Arc<str>,
+) -> Result<SinkRun> {
+    let client = http_client(params.concurrency)?;
+    hits.reset();
+    let cpu_window = CpuWindow::start(None)?;
+    let started = Instant::now();
+    let progress = Progress::start(
+        "baseline".into(),
+        Duration::from_secs_f64(params.timeout_s),
+        Arc::clone(&hits.count),
+        "requests",
+    );
+    let (url, pad) = (sink_url.to_owned(), Arc::clone(pad));
+    let (ok, first_error) = send_all(
+        params.events,
+        params.concurrency,
+        started + Duration::from_secs_f64(params.timeout_s),
+        move |n| {
+            client
+                .post(&url)
+                .timeout(REQUEST_TIMEOUT)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(webhook_body(n, &pad))
+        },
+    )
+    .await?;
+    drop(progress);
+    let window_s = started.elapsed().as_secs_f64();
+    let cpu = cpu_window.end()?;
+    if let Some(error) = first_error {
+        eprintln!("  baseline: first error: {error}");
+    }
+    let (requests, span) = hits.span();
+    Ok(SinkRun {
+        requests,
+        requests_per_s: hits.rate(),
+        seconds: span.as_secs_f64(),
+        errors: params.events - ok,
+        cpu,
+        window_s,
+    })
+}
+
+async fn handler_scenario(params: &HandlerParams, server_args: &ServerArgs) -> Result<()> {
+    let binary = server_args.describe_binary()?;
+    let hits = Arc::new(Hits::new());
+    let sink = BareServer::start(SINK_PATH, Some(Arc::clone(&hits)))?;
+    let sink_url = sink.url(SINK_PATH);
+    let pad: Arc<str> = Load::Publish.padding().into();
+    let timeout = Duration::from_secs_f64(params.timeout_s);
+    eprintln!(
+        "handler: {} events, {} in flight, up to {}s, fsync {}",
+        params.events, params.concurrency, params.timeout_s, params.fsync
+    );
+
+    let before = baseline_to_sink(&sink_url, &hits, params, &pad).await?;
+
+    // The backlog goes in before the handler exists, so the measurement is
+    // the handler draining it, not the publishers' pace.
+    let setup = Setup {
+        handler_outputs: true,
+        ..Setup::default()
+    };
+    let server = Switchyard::start(server_args, &setup)?;
+    let data_fs = server.data_filesystem();
+    let client = http_client(params.concurrency)?;
+    let events_url = server.url(&format!("/v1/topics/{TOPIC}/events"));
+    let publish_pad = Arc::clone(&pad);
+    let (published, first_error) = send_all(
+        params.events,
+        params.concurrency,
+        Instant::now() + PREPUBLISH_TIMEOUT,
+        move |n| {
+            let id = event_id(0, 0, n);
+            let body = publish_body(&id, n, &publish_pad);
+            Load::Publish.request(&client, &events_url, &id, body)
+        },
+    )
+    .await?;
+    if published < params.events {
+        bail!(
+            "pre-publishing stored {published} of {} events; first error: {}",
+            params.events,
+            first_error.unwrap_or_default()
+        );
+    }
+
+    hits.reset();
+    let server = server.restart_with_handler(server_args, &handler_definition(&sink_url))?;
+    let pid = server.child.id();
+    let cpu_window = CpuWindow::start(Some(pid))?;
+    let started = Instant::now();
+    let progress = Progress::start(
+        "handler".into(),
+        timeout,
+        Arc::clone(&hits.count),
+        "sink requests",
+    );
+    while hits.count() < params.events && started.elapsed() < timeout {
+        tokio::time::sleep(SINK_POLL).await;
+    }
+    drop(progress);
+    let window_s = started.elapsed().as_secs_f64();
+    let cpu = cpu_window.end()?;
+    let (requests, span) = hits.span();
+    let handled = SinkRun {
+        requests,
+        requests_per_s: hits.rate(),
+        seconds: span.as_secs_f64(),
+        errors: 0,
+        cpu,
+        window_s,
+    };
+    let status: Value = match reqwest::get(server.url("/v1/handlers")).await {
+        Ok(response) => response.json().await.unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    };
+    let server_peak_rss = mib(server.usage()?.peak_rss_bytes);
+    let log_lines = server.log_lines();
+    drop(server);
+
+    let after = baseline_to_sink(&sink_url, &hits, params, &pad).await?;
+    drop(sink);
+
+    let baseline_rate = median(vec![before.requests_per_s, after.requests_per_s]);
+    let ratio = handled.requests_per_s / baseline_rate.max(f64::MIN_POSITIVE);
+    let complete = handled.requests >= params.events;
+    let server_cpu = handled.cpu.server_s.unwrap_or(0.0);
+
+    println!();
+    println!(
+        "handler: {} pre-published 1 KiB events drained by a handler (http action, body = data, max_concurrency {}) \
+         to an in-process sink, against the same {} POSTs from a plain client loop with {} in flight; \
+         {} partitions, fsync {}, log on {data_fs}",
+        params.events,
+        params.concurrency,
+        params.events,
+        params.concurrency,
+        params.partitions,
+        params.fsync
+    );
+    println!(
+        "rates are counted at the sink, first request to last; CPU columns: seconds in the window, \
+         client = this tool (and the sink), other = the rest of the machine"
+    );
+    println!();
+    println!(
+        "| {:<18} | {:>8} | {:>9} | {:>9} | {:>6} | {:>10} | {:>10} | {:>9} |",
+        "sender", "requests", "req/s", "seconds", "errors", "server CPU", "client CPU", "other CPU"
+    );
+    println!(
+        "|{:-<20}|{:->10}|{:->11}|{:->11}|{:->8}|{:->12}|{:->12}|{:->11}|",
+        "", "", "", "", "", "", "", ""
+    );
+    for (name, run) in [
+        ("baseline before", &before),
+        ("handler", &handled),
+        ("baseline after", &after),
+    ] {
+        let server_cpu = run
+            .cpu
+            .server_s
+            .map_or_else(|| "-".into(), |c| format!("{c:.2}"));
+        println!(
+            "| {name:<18} | {:>8} | {:>9.0} | {:>9.2} | {:>6} | {server_cpu:>10} | {:>10.2} | {:>9.2} |",
+            run.requests,
+            run.requests_per_s,
+            run.seconds,
+            run.errors,
+            run.cpu.client_s,
+            run.cpu.other_s
+        );
+    }
+    println!();
+    println!(
+        "ratio handler/baseline: {ratio:.3} ({:.0} vs {baseline_rate:.0} req/s, baseline the mean of before and after)",
+        handled.requests_per_s
+    );
+    println!(
+        "switchyard CPU per handled event: {:.0} µs; peak RSS {server_peak_rss:.0} MiB",
+        server_cpu * 1e6 / handled.requests.max(1) as f64
+    );
+    if !complete {
+        println!(
+            "INCOMPLETE: the sink got {} of {} events within {}s",
+            handled.requests, params.events, params.timeout_s
+        );
+    }
+    println!("handler status at the end: {status}");
+    let busiest = [&before, &handled, &after]
+        .iter()
+        .map(|run| run.other_cores())
+        .fold(0.0, f64::max);
+    warn_if_busy(busiest);
+    let verdict = judge(
+        !params.quick && complete && params.fsync == "always",
+        ratio >= HANDLER_TARGET_RATIO,
+        "the target needs every event delivered with fsync always, without --quick",
+    );
+    println!(
+        "target handler ≥ {HANDLER_TARGET_RATIO}× a plain client loop (64 in flight): {verdict}"
+    );
+    report_log(&log_lines);
+
+    let headline = Headline {
+        target: format!("handler ≥ {HANDLER_TARGET_RATIO}× plain client loop"),
+        measured: format!(
+            "{ratio:.2}× ({:.0} vs {baseline_rate:.0} req/s at the sink; {} of {} events delivered)",
+            handled.requests_per_s, handled.requests, params.events
+        ),
+        verdict,
+        busiest_other_cores: busiest,
+    };
+    record(
+        "handler",
+        json!(params),
+        json!({
+            "server_binary": binary,
+            "data_filesystem": data_fs,
+            "baseline_before": before,
+            "handler": handled,
+            "baseline_after": after,
+            "baseline_requests_per_s": baseline_rate,
+            "complete": complete,
+            "server_cpu_us_per_event": server_cpu * 1e6 / handled.requests.max(1) as f64,
+            "server_peak_rss_mib": server_peak_rss,
+            "handler_status": status,
+            "server_warnings": log_lines,
+        }),
+        Some(ratio),
+        &headline,
+    )
+}
+
+// ---------------------------------------------------------------------------
+// all: every scenario, then the summary in RESULTS.md
+// ---------------------------------------------------------------------------
+
+/// The scenarios `all` runs, in order, and the rows of the summary table.
+const ALL_SCENARIOS: [&str; 5] = ["publish", "latency", "fanout", "webhook", "handler"];
+
+async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
+    let started = Instant::now();
+    let publish = PublishArgs {
+        connections: None,
+        duration: None,
+        warmup: None,
+        rounds: None,
+        quick,
+        server: server.clone(),
+    };
+    let stream = StreamArgs {
+        subscribers: None,
+        rate: None,
+        duration: None,
+        idle: None,
+        quick,
+        server: server.clone(),
+    };
+    let handler = HandlerArgs {
+        events: None,
+        timeout: None,
+        quick,
+        server: server.clone(),
+    };
+    let mut failed = Vec::new();
+    for scenario in ALL_SCENARIOS {
+        eprintln!("\n=== {scenario} ===");
+        let outcome = match scenario {
+            "publish" => publish_scenario(&publish.params(), server).await,
+            "latency" => {
+                stream_scenario(
+                    StreamKind::Latency,
+                    &stream.params(LATENCY_TARGET_RATE),
+                    server,
+                )
+                .await
+            }
+            "fanout" => {
+                stream_scenario(
+                    StreamKind::Fanout,
+                    &stream.params(FANOUT_DEFAULT_RATE),
+                    server,
+                )
+                .await
+            }
+            "webhook" => webhook_scenario(&publish.params(), server).await,
+            "handler" => handler_scenario(&handler.params(), server).await,
+            other => unreachable!("{other} is not in ALL_SCENARIOS"),
+        };
+        // One failing scenario should not cost the others' results.
+        if let Err(err) = outcome {
+            eprintln!("error: {scenario} failed: {err:#}");
+            failed.push(scenario);
+        }
+    }
+    write_summary()?;
+    eprintln!(
+        "all scenarios took {:.0}s; summary regenerated in {RESULTS_MD}",
+        started.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        bail!("these scenarios failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Rewrites the generated summary table in RESULTS.md from the newest record
+/// of each scenario in results.jsonl; the text outside the markers is kept.
+fn write_summary() -> Result<()> {
+    let records =
+        fs::read_to_string(RESULTS_FILE).with_context(|| format!("reading {RESULTS_FILE}"))?;
+    let records: Vec<Value> = records
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let mut table = format!(
+        "{SUMMARY_BEGIN}\n\
+         Generated by `switchyard-bench all` from the newest record of each scenario in \
+         `results.jsonl`; `other CPU` is the most cores other processes kept busy in a \
+         measured window (above {BUSY_MACHINE_CORES} the run was skewed by other load).\n\n\
+         | scenario | target | measured | verdict | other CPU | run |\n|---|---|---|---|---:|---|\n"
+    );
+    for scenario in ALL_SCENARIOS {
+        let Some(newest) = records.iter().rev().find(|r| r["scenario"] == scenario) else {
+            table.push_str(&format!("| `{scenario}` | | not run yet | | | |\n"));
+            continue;
+        };
+        let text = |value: &Value| value.as_str().unwrap_or("").to_owned();
+        let headline = &newest["headline"];
+        let (target, measured, verdict, other) = if headline.is_object() {
+            (
+                text(&headline["target"]),
+                text(&headline["measured"]),
+                text(&headline["verdict"]),
+                format!(
+                    "{:.2}",
+                    headline["busiest_other_cores"].as_f64().unwrap_or(0.0)
+                ),
+            )
+        } else {
+            let kept = "recorded before headlines were kept; see the record";
+            (String::new(), kept.into(), String::new(), String::new())
+        };
+        let quick = if newest["params"]["quick"] == true {
+            ", --quick"
+        } else {
+            ""
+        };
+        let dirty = if newest["git_dirty"] == true {
+            "+dirty"
+        } else {
+            ""
+        };
+        table.push_str(&format!(
+            "| `{scenario}` | {target} | {measured} | {verdict} | {other} | {} `{}`{dirty}{quick} |\n",
+            text(&newest["timestamp"]).get(..16).unwrap_or_default().replace('T', " "),
+            text(&newest["git_commit"]),
+        ));
+    }
+    table.push_str(SUMMARY_END);
+
+    let current = fs::read_to_string(RESULTS_MD).unwrap_or_default();
+    let updated = match (current.find(SUMMARY_BEGIN), current.find(SUMMARY_END)) {
+        (Some(begin), Some(end)) if begin < end => format!(
+            "{}{table}{}",
+            &current[..begin],
+            &current[end + SUMMARY_END.len()..]
+        ),
+        _ => format!("{current}\n## Generated summary\n\n{table}\n"),
+    };
+    fs::write(RESULTS_MD, updated).with_context(|| format!("writing {RESULTS_MD}"))
 }
 
 // ---------------------------------------------------------------------------
 // Recording
 // ---------------------------------------------------------------------------
 
+/// A run in one line of the summary table in RESULTS.md.
+#[derive(Debug, Serialize)]
+struct Headline {
+    target: String,
+    measured: String,
+    /// `met`, `MISSED`, `not judged: …` or `no target`.
+    verdict: String,
+    /// The most cores other processes kept busy in a measured window.
+    busiest_other_cores: f64,
+}
+
 /// Appends one JSON line describing the run to bench/results.jsonl.
-fn record(scenario: &str, params: Value, results: Value, ratio: Option<f64>) -> Result<()> {
+fn record(
+    scenario: &str,
+    params: Value,
+    results: Value,
+    ratio: Option<f64>,
+    headline: &Headline,
+) -> Result<()> {
     let git = |args: &[&str]| {
         Command::new("git")
             .args(args)
@@ -1790,6 +2826,7 @@ fn record(scenario: &str, params: Value, results: Value, ratio: Option<f64>) -> 
         "params": params,
         "results": results,
         "ratio": ratio,
+        "headline": headline,
     });
     let mut file = fs::OpenOptions::new()
         .create(true)

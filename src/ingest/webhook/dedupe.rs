@@ -3,7 +3,9 @@
 //! so that exactly one of them appends.
 //!
 //! Memory: one entry per delivery inside the window. Expired entries are
-//! swept every `SWEEP_EVERY` new entries.
+//! swept when the index has doubled since the last sweep (and has at least
+//! `SWEEP_AT_LEAST` entries), so sweeping costs O(1) per insert on average
+//! however large the window makes the index.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::OwnedMutexGuard;
 
-const SWEEP_EVERY: usize = 4096;
+const SWEEP_AT_LEAST: usize = 4096;
 
 /// Per delivery: when its window ends (ms since the epoch), once stored.
 type Slot = Arc<tokio::sync::Mutex<Option<i64>>>;
@@ -20,7 +22,8 @@ type Slot = Arc<tokio::sync::Mutex<Option<i64>>>;
 #[derive(Default)]
 pub struct Dedupe {
     slots: Mutex<HashMap<(String, String), Slot>>,
-    inserted: AtomicUsize,
+    /// Entries left by the last sweep.
+    after_last_sweep: AtomicUsize,
 }
 
 impl Dedupe {
@@ -35,10 +38,11 @@ impl Dedupe {
                 None => {
                     let slot = Slot::default();
                     slots.insert(key, Arc::clone(&slot));
-                    if self.inserted.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY
-                        == SWEEP_EVERY - 1
-                    {
+                    let threshold =
+                        (2 * self.after_last_sweep.load(Ordering::Relaxed)).max(SWEEP_AT_LEAST);
+                    if slots.len() >= threshold {
                         sweep(&mut slots);
+                        self.after_last_sweep.store(slots.len(), Ordering::Relaxed);
                     }
                     slot
                 }
