@@ -14,6 +14,8 @@
 //! - `webhook`: signed webhook ingestion against plain publish on one server;
 //! - `handler`: events delivered by a handler to a local sink against the same
 //!   requests made by a plain client loop;
+//! - `backends`: the `publish` load on each backend (embedded, redis, nats,
+//!   kafka), each real broker started here, beside `redis-benchmark`;
 //! - `all`: every scenario in turn, then the summary table of `RESULTS.md`
 //!   regenerated from the newest record of each.
 //!
@@ -142,6 +144,8 @@ enum Scenario {
     Webhook(PublishArgs),
     /// Handler delivery rate to a local sink vs the same requests from a plain client loop
     Handler(HandlerArgs),
+    /// The publish load on each backend (embedded, redis, nats, kafka), with redis-benchmark beside redis
+    Backends(PublishArgs),
     /// Every scenario in turn with its defaults, then regenerate the summary in bench/RESULTS.md
     All(AllArgs),
 }
@@ -161,6 +165,9 @@ struct ServerArgs {
     /// Where the temporary data directory goes [default: the system temp dir]
     #[arg(long)]
     data_root: Option<PathBuf>,
+    /// Extra `serve` flags naming an external broker (set by `backends`).
+    #[arg(skip)]
+    broker: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -287,6 +294,19 @@ impl PublishArgs {
     }
 }
 
+impl PublishArgs {
+    /// `backends` runs four servers, so its rounds are shorter and fewer.
+    fn backends_params(&self) -> PublishParams {
+        let quick = self.quick;
+        PublishParams {
+            duration_s: secs(self.duration, if quick { 2.0 } else { 5.0 }),
+            warmup_s: secs(self.warmup, if quick { 0.5 } else { 1.0 }),
+            rounds: self.rounds.unwrap_or(1),
+            ..self.params()
+        }
+    }
+}
+
 impl StreamArgs {
     fn params(&self, default_rate: u64) -> StreamParams {
         let quick = self.quick;
@@ -368,6 +388,7 @@ async fn run(cli: Cli) -> Result<()> {
         Scenario::Publish(args) => publish_scenario(&args.params(), &args.server).await,
         Scenario::Webhook(args) => webhook_scenario(&args.params(), &args.server).await,
         Scenario::Handler(args) => handler_scenario(&args.params(), &args.server).await,
+        Scenario::Backends(args) => backends_scenario(&args.backends_params(), &args.server).await,
         Scenario::All(args) => all_scenarios(args.quick, &args.server).await,
         Scenario::Latency(args) => {
             stream_scenario(
@@ -586,6 +607,7 @@ impl Switchyard {
             .arg(dir.0.join("topics"))
             .arg("--handlers-dir")
             .arg(dir.0.join(HANDLERS_DIR))
+            .args(&args.broker)
             // Start from a known configuration, whatever the caller's shell has.
             .env_remove("SWITCHYARD_CONFIG")
             .env("RUST_LOG", "warn")
@@ -2643,7 +2665,9 @@ async fn handler_scenario(params: &HandlerParams, server_args: &ServerArgs) -> R
 // ---------------------------------------------------------------------------
 
 /// The scenarios `all` runs, in order, and the rows of the summary table.
-const ALL_SCENARIOS: [&str; 5] = ["publish", "latency", "fanout", "webhook", "handler"];
+const ALL_SCENARIOS: [&str; 6] = [
+    "publish", "latency", "fanout", "webhook", "handler", "backends",
+];
 
 async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
     let started = Instant::now();
@@ -2692,6 +2716,7 @@ async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
             }
             "webhook" => webhook_scenario(&publish.params(), server).await,
             "handler" => handler_scenario(&handler.params(), server).await,
+            "backends" => backends_scenario(&publish.backends_params(), server).await,
             other => unreachable!("{other} is not in ALL_SCENARIOS"),
         };
         // One failing scenario should not cost the others' results.
@@ -2776,6 +2801,524 @@ fn write_summary() -> Result<()> {
         _ => format!("{current}\n## Generated summary\n\n{table}\n"),
     };
     fs::write(RESULTS_MD, updated).with_context(|| format!("writing {RESULTS_MD}"))
+}
+
+// ---------------------------------------------------------------------------
+// backends: the publish load on each backend
+// ---------------------------------------------------------------------------
+
+/// How long a broker gets to listen, and `redis-benchmark` to finish.
+const BROKER_START_TIMEOUT: Duration = Duration::from_secs(10);
+const NATIVE_BENCH_TIMEOUT: Duration = Duration::from_secs(120);
+/// Requests `redis-benchmark` makes, from as many connections as the
+/// switchyard client.
+const NATIVE_BENCH_REQUESTS: u64 = 100_000;
+
+/// The backends, in the order they run; the first is the baseline.
+const BACKENDS: [&str; 4] = ["embedded", "redis", "nats", "kafka"];
+
+/// A child process killed (and reaped) when dropped.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real broker on a free loopback port with a temporary directory,
+/// started as tests/it/conformance.rs starts it. Dropping it kills the
+/// process, then removes the directory.
+struct Broker {
+    child: ChildGuard,
+    port: u16,
+    _dir: TempDir,
+}
+
+/// The server binary a backend needs.
+fn broker_binary(backend: &str) -> Option<&'static str> {
+    match backend {
+        "redis" => Some("redis-server"),
+        "nats" => Some("nats-server"),
+        "kafka" => Some("tansu"),
+        _ => None,
+    }
+}
+
+/// Whether `name` is an executable file on PATH.
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+impl Broker {
+    async fn start(backend: &str, binary: &str, root: Option<&Path>) -> Result<Self> {
+        let dir = TempDir::new(root)?;
+        let port = free_port()?;
+        let port_arg = port.to_string();
+        let listener = format!("tcp://127.0.0.1:{port}");
+        let mut command = Command::new(binary);
+        match backend {
+            "redis" => {
+                command
+                    .args(["--port", &port_arg, "--bind", "127.0.0.1", "--save", ""])
+                    .args(["--appendonly", "yes", "--appendfsync", "always"])
+                    .arg("--dir")
+                    .arg(&dir.0);
+            }
+            "nats" => {
+                command
+                    .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
+                    .arg(dir.0.join("js"));
+            }
+            _ => {
+                // tansu reads .env from its working directory: give it an empty one.
+                command
+                    .current_dir(&dir.0)
+                    .args(["broker", "--listener-url", &listener])
+                    .args(["--advertised-listener-url", &listener])
+                    .args(["--storage-engine", "memory://tansu/"]);
+            }
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {binary}"))?;
+        let broker = Self {
+            child: ChildGuard(child),
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + BROKER_START_TIMEOUT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                bail!("{binary} did not listen on 127.0.0.1:{port} in {BROKER_START_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(broker)
+    }
+
+    /// The `serve` flags that point switchyard at this broker.
+    fn serve_args(&self, backend: &str) -> Vec<String> {
+        let port = self.port;
+        match backend {
+            "redis" => vec![
+                "--broker".into(),
+                "redis".into(),
+                "--redis-url".into(),
+                format!("redis://127.0.0.1:{port}"),
+            ],
+            "nats" => vec![
+                "--broker".into(),
+                "nats".into(),
+                "--nats-url".into(),
+                format!("nats://127.0.0.1:{port}"),
+            ],
+            _ => vec![
+                "--broker".into(),
+                "kafka".into(),
+                "--kafka-brokers".into(),
+                format!("127.0.0.1:{port}"),
+            ],
+        }
+    }
+}
+
+/// What `redis-benchmark` measured: 1 KiB `XADD`s on the same server.
+#[derive(Debug, Clone, Serialize)]
+struct NativeBench {
+    command: String,
+    requests_per_s: f64,
+    p50_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    /// CPU of everything but this tool during the run (redis-benchmark,
+    /// redis-server, anything else), as cores.
+    cpu_other_cores: f64,
+}
+
+/// Runs `redis-benchmark` against the broker on `port`, bounded in time.
+async fn redis_benchmark(port: u16, connections: usize) -> Result<NativeBench> {
+    let value = "x".repeat(PUBLISH_BODY_BYTES);
+    let port_arg = port.to_string();
+    let requests = NATIVE_BENCH_REQUESTS.to_string();
+    let connections_arg = connections.to_string();
+    let args = [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port_arg,
+        "-n",
+        &requests,
+        "-c",
+        &connections_arg,
+        "-P",
+        "1",
+        "--csv",
+        "XADD",
+        "redis-benchmark-stream",
+        "*",
+        "e",
+        &value,
+    ];
+    let shown = format!(
+        "redis-benchmark -h 127.0.0.1 -p PORT -n {requests} -c {connections} -P 1 --csv XADD redis-benchmark-stream '*' e <{PUBLISH_BODY_BYTES} B value>"
+    );
+    eprintln!("native: {shown}");
+    let out = TempDir::new(None)?;
+    let out_file = out.0.join("redis-benchmark.csv");
+    let window = CpuWindow::start(None)?;
+    let started = Instant::now();
+    let mut child = ChildGuard(
+        Command::new("redis-benchmark")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out_file)?)
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-benchmark")?,
+    );
+    loop {
+        if let Some(status) = child.0.try_wait()? {
+            if !status.success() {
+                bail!("redis-benchmark failed: {status}");
+            }
+            break;
+        }
+        if started.elapsed() > NATIVE_BENCH_TIMEOUT {
+            bail!("redis-benchmark did not finish in {NATIVE_BENCH_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // redis-benchmark is not this tool: all of its CPU, and redis-server's,
+    // shows as `other`.
+    let cpu = window.end()?;
+    let csv = fs::read_to_string(&out_file)?;
+    // "test","rps","avg","min","p50","p95","p99","max": the last line.
+    let fields: Vec<f64> = csv
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .rsplit(',')
+        .take(7)
+        .map(|field| field.trim_matches('"').parse().unwrap_or(f64::NAN))
+        .collect();
+    let [max, p99, p95, p50, _min, _avg, rps] = fields[..] else {
+        bail!("cannot read redis-benchmark's output: {csv:?}");
+    };
+    Ok(NativeBench {
+        command: shown,
+        requests_per_s: rps,
+        p50_ms: p50,
+        p95_ms: p95,
+        p99_ms: p99,
+        max_ms: max,
+        cpu_other_cores: cpu.other_s / elapsed.max(f64::MIN_POSITIVE),
+    })
+}
+
+/// One backend's outcome over the run.
+#[derive(Debug, Serialize)]
+struct BackendResult {
+    backend: &'static str,
+    /// Why it did not run, if it did not.
+    skipped: Option<String>,
+    summary: Option<Summary>,
+    /// Median req/s over embedded's.
+    ratio_to_embedded: Option<f64>,
+    native: Vec<NativeBench>,
+    /// Median switchyard req/s over median native req/s.
+    ratio_to_native: Option<f64>,
+    server_warnings: Vec<String>,
+}
+
+async fn backends_scenario(params: &PublishParams, server_args: &ServerArgs) -> Result<()> {
+    let binary = server_args.describe_binary()?;
+    let path = format!("/v1/topics/{TOPIC}/events");
+    eprintln!(
+        "backends: {} connections, {}s warm-up + {}s measured, {} round(s) per backend, fsync {}",
+        params.connections, params.warmup_s, params.duration_s, params.rounds, params.fsync
+    );
+    let mut skipped: Vec<(&'static str, String)> = Vec::new();
+    for backend in BACKENDS {
+        if let Some(server_binary) = broker_binary(backend)
+            && !on_path(server_binary)
+        {
+            skipped.push((
+                backend,
+                format!("skipped: {server_binary} is not installed"),
+            ));
+        }
+    }
+    let mut rounds: Vec<Round> = Vec::new();
+    let mut native: Vec<NativeBench> = Vec::new();
+    let mut warnings: Vec<(&'static str, String)> = Vec::new();
+    let mut data_fs = String::new();
+    // (backend, round, the broker process's CPU seconds in the window)
+    let mut broker_cpu: Vec<(&'static str, u32, Option<f64>)> = Vec::new();
+    for round in 1..=params.rounds {
+        for backend in BACKENDS {
+            if skipped.iter().any(|(name, _)| *name == backend) {
+                continue;
+            }
+            let outcome = async {
+                let broker = match broker_binary(backend) {
+                    Some(server_binary) => Some(
+                        Broker::start(backend, server_binary, server_args.data_root.as_deref())
+                            .await?,
+                    ),
+                    None => None,
+                };
+                let mut args = server_args.clone();
+                args.broker = broker
+                    .as_ref()
+                    .map_or_else(Vec::new, |b| b.serve_args(backend));
+                let server = Switchyard::start(&args, &Setup::default())?;
+                data_fs = server.data_filesystem();
+                let pid = server.child.id();
+                // The broker's CPU over the measured window, sampled on the
+                // same clock as drive_publish's window.
+                let broker_pid = broker.as_ref().map(|b| b.child.0.id());
+                let warmup = Duration::from_secs_f64(params.warmup_s);
+                let broker_before = tokio::spawn(async move {
+                    tokio::time::sleep(warmup).await;
+                    broker_pid.map(ProcUsage::read).transpose().ok().flatten()
+                });
+                let measured = drive_publish(
+                    backend,
+                    &Load::Publish,
+                    server.url(&path),
+                    round,
+                    params,
+                    Some(pid),
+                )
+                .await;
+                let broker_after = broker_pid.map(ProcUsage::read).transpose().ok().flatten();
+                let broker_before = broker_before.await.ok().flatten();
+                let broker_cpu_s = broker_before
+                    .zip(broker_after)
+                    .map(|(a, b)| b.cpu_seconds() - a.cpu_seconds());
+                let lines = server.log_lines();
+                drop(server);
+                let measured = measured?;
+                // The broker's own client on the same broker, switchyard stopped.
+                let native_run = match &broker {
+                    Some(b) if backend == "redis" && on_path("redis-benchmark") => {
+                        Some(redis_benchmark(b.port, params.connections).await?)
+                    }
+                    _ => None,
+                };
+                anyhow::Ok((measured, broker_cpu_s, native_run, lines))
+            }
+            .await;
+            match outcome {
+                Ok((measured, broker_cpu_s, native_run, lines)) => {
+                    broker_cpu.push((backend, measured.round, broker_cpu_s));
+                    rounds.push(measured);
+                    native.extend(native_run);
+                    warnings.extend(lines.into_iter().map(|line| (backend, line)));
+                }
+                Err(err) => {
+                    eprintln!("error: backend {backend} failed: {err:#}");
+                    skipped.push((backend, format!("failed: {err:#}")));
+                }
+            }
+            tokio::time::sleep(ROUND_PAUSE).await;
+        }
+    }
+
+    let of = |name: &str| {
+        rounds
+            .iter()
+            .filter(|r| r.server == name)
+            .collect::<Vec<_>>()
+    };
+    let embedded_rps = {
+        let embedded = of("embedded");
+        (!embedded.is_empty()).then(|| Summary::of(&embedded).requests_per_s)
+    };
+    let native_rps =
+        (!native.is_empty()).then(|| median(native.iter().map(|n| n.requests_per_s).collect()));
+    let results: Vec<BackendResult> = BACKENDS
+        .iter()
+        .map(|&backend| {
+            let mine = of(backend);
+            let summary = (!mine.is_empty()).then(|| Summary::of(&mine));
+            let rps = summary.as_ref().map(|s| s.requests_per_s);
+            let redis = backend == "redis";
+            BackendResult {
+                backend,
+                skipped: skipped
+                    .iter()
+                    .find(|(name, _)| *name == backend)
+                    .map(|(_, why)| why.clone()),
+                ratio_to_embedded: rps.zip(embedded_rps).map(|(r, e)| r / e),
+                native: if redis { native.clone() } else { Vec::new() },
+                ratio_to_native: rps.zip(native_rps).filter(|_| redis).map(|(r, n)| r / n),
+                summary,
+                server_warnings: warnings
+                    .iter()
+                    .filter(|(name, _)| *name == backend)
+                    .map(|(_, line)| line.clone())
+                    .collect(),
+            }
+        })
+        .collect();
+
+    println!();
+    println!(
+        "backends: publish load, {} connections, {} B structured events, {}s measured after {}s warm-up, {} round(s), {} partitions, fsync {}, data on {data_fs}",
+        params.connections,
+        params.body_bytes,
+        params.duration_s,
+        params.warmup_s,
+        params.rounds,
+        params.partitions,
+        params.fsync
+    );
+    println!(
+        "CPU columns: seconds in the measured window; client = this tool, other = the rest of the machine (including the broker process)"
+    );
+    println!(
+        "| server             |    req/s |  p50 ms |  p90 ms |  p99 ms | p999 ms | errors | server CPU | client CPU | other CPU | peak RSS |"
+    );
+    println!(
+        "|--------------------|----------|---------|---------|---------|---------|--------|------------|------------|-----------|----------|"
+    );
+    for r in &rounds {
+        print_row(
+            &format!("{} #{}", r.server, r.round),
+            r.requests_per_s,
+            &r.latency_ms,
+            r.errors_status + r.errors_transport,
+            &r.cpu,
+            r.server_peak_rss_mib,
+        );
+    }
+    println!();
+    println!(
+        "| backend  |    req/s |  p50 ms |  p99 ms | errors | vs embedded | vs native | native req/s | native p50/p99 ms |"
+    );
+    println!(
+        "|----------|----------|---------|---------|--------|-------------|-----------|--------------|-------------------|"
+    );
+    let mut parts = Vec::new();
+    for result in &results {
+        let Some(summary) = &result.summary else {
+            let why = result.skipped.clone().unwrap_or_default();
+            println!("| {:<8} | {why} |", result.backend);
+            parts.push(format!("{} {why}", result.backend));
+            continue;
+        };
+        let ratio = |r: Option<f64>| r.map_or_else(|| "-".into(), |r| format!("{r:.2}×"));
+        let native_median = result
+            .native
+            .iter()
+            .map(|n| n.requests_per_s)
+            .collect::<Vec<_>>();
+        let (native_rps_text, native_latency) = match result.native.first() {
+            Some(first) => (
+                format!("{:.0}", median(native_median)),
+                format!("{:.2} / {:.2}", first.p50_ms, first.p99_ms),
+            ),
+            None if result.backend == "embedded" => ("-".into(), "-".into()),
+            None if result.backend == "redis" => ("redis-benchmark missing".into(), "-".into()),
+            None => ("no native tool".into(), "-".into()),
+        };
+        println!(
+            "| {:<8} | {:>8.0} | {:>7.2} | {:>7.2} | {:>6} | {:>11} | {:>9} | {native_rps_text:>12} | {native_latency:>17} |",
+            result.backend,
+            summary.requests_per_s,
+            summary.latency_ms.p50,
+            summary.latency_ms.p99,
+            summary.errors,
+            ratio(result.ratio_to_embedded),
+            ratio(result.ratio_to_native),
+        );
+        let mut part = format!(
+            "{} {:.0} req/s p50 {:.1} p99 {:.1} ms",
+            result.backend, summary.requests_per_s, summary.latency_ms.p50, summary.latency_ms.p99
+        );
+        if result.backend != "embedded" {
+            part.push_str(&format!(" ({})", ratio(result.ratio_to_embedded)));
+        }
+        if let Some(r) = result.ratio_to_native {
+            part.push_str(&format!(", {r:.2}× redis-benchmark XADD"));
+        }
+        if summary.errors > 0 {
+            part.push_str(&format!(", {} errors", summary.errors));
+        }
+        parts.push(part);
+    }
+    println!(
+        "native: redis-benchmark (XADD of a {PUBLISH_BODY_BYTES} B field, same connections, on the same fsync-always redis after switchyard stopped); \
+         no native load tool is installed for nats or kafka, so they are switchyard-only"
+    );
+    // The broker is part of the system under test, not foreign load: its CPU
+    // comes off `other` before judging how busy the machine was.
+    let broker_cpu_of = |r: &Round| {
+        broker_cpu
+            .iter()
+            .find(|(name, round, _)| *name == r.server && *round == r.round)
+            .and_then(|(_, _, cpu)| *cpu)
+    };
+    for r in &rounds {
+        if let Some(cpu) = broker_cpu_of(r) {
+            println!(
+                "{} #{}: the broker process used {cpu:.2} CPU s of the {:.2} `other` in the window",
+                r.server, r.round, r.cpu.other_s
+            );
+        }
+    }
+    let busiest = rounds
+        .iter()
+        .map(|r| (r.cpu.other_s - broker_cpu_of(r).unwrap_or(0.0)).max(0.0) / params.duration_s)
+        .fold(0.0, f64::max);
+    warn_if_busy(busiest);
+    for (backend, line) in &warnings {
+        println!("server log ({backend}): {line}");
+    }
+
+    let headline = Headline {
+        target: "none: publish on each backend, for information".into(),
+        measured: parts.join("; "),
+        verdict: "no target".into(),
+        busiest_other_cores: busiest,
+    };
+    record(
+        "backends",
+        json!(params),
+        json!({
+            "server_binary": binary,
+            "data_filesystem": data_fs,
+            "rounds": rounds,
+            "broker_cpu_s": broker_cpu
+                .iter()
+                .map(|(backend, round, cpu)| json!({"backend": backend, "round": round, "cpu_s": cpu}))
+                .collect::<Vec<_>>(),
+            "backends": results,
+        }),
+        None,
+        &headline,
+    )?;
+    if rounds.is_empty() {
+        bail!("no backend ran");
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
