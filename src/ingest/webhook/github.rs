@@ -23,13 +23,7 @@ pub(super) fn verify(
     if !any_signature_matches(secrets, &[body], &[candidate]) {
         return Err(Rejection::invalid_signature(SIGNATURE));
     }
-    Ok(Delivery {
-        id: headers
-            .get("x-github-delivery")
-            .and_then(|v| v.to_str().ok())
-            .filter(|id| !id.is_empty())
-            .map(str::to_owned),
-    })
+    Ok(Delivery::from_header(headers, "x-github-delivery"))
 }
 
 #[cfg(test)]

@@ -82,6 +82,19 @@ pub(crate) struct Delivery {
     id: Option<String>,
 }
 
+impl Delivery {
+    /// The delivery id a scheme sends in an (unsigned) header, if any.
+    fn from_header(headers: &HeaderMap, name: &str) -> Self {
+        Self {
+            id: headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned),
+        }
+    }
+}
+
 pub struct Unverified;
 pub struct Verified;
 
