@@ -106,7 +106,7 @@ pub struct Overrides {
     /// Directory of handler definitions [default: ./handlers]
     #[arg(long, env = "SWITCHYARD_HANDLERS_DIR")]
     pub handlers_dir: Option<PathBuf>,
-    /// Broker backend: embedded, or redis (when built with that feature) [default: embedded]
+    /// Broker backend: embedded, or redis, nats, kafka (each when built with its cargo feature) [default: embedded]
     #[arg(long, env = "SWITCHYARD_BROKER")]
     pub broker: Option<String>,
     /// Redis URL for broker = redis [default: redis://127.0.0.1:6379]
@@ -118,6 +118,15 @@ pub struct Overrides {
     /// Kafka bootstrap servers for broker = kafka [default: 127.0.0.1:9092]
     #[arg(long, env = "SWITCHYARD_KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
+    /// A librdkafka property for broker = kafka, e.g. security.protocol=SASL_SSL;
+    /// repeat the flag (or separate with commas in the env var); overrides [kafka.options]
+    #[arg(
+        long = "kafka-option",
+        value_name = "KEY=VALUE",
+        env = "SWITCHYARD_KAFKA_OPTIONS",
+        value_delimiter = ','
+    )]
+    pub kafka_options: Vec<String>,
     /// When appends are durable: "always" (fsync before answering) or "interval" [default: always]
     #[arg(long, env = "SWITCHYARD_FSYNC")]
     pub fsync: Option<String>,
@@ -217,7 +226,19 @@ impl Config {
         let nats_url = o.nats_url.clone().or(file.nats.url);
         let nats_prefix = file.nats.prefix;
         let kafka_brokers = o.kafka_brokers.clone().or(file.kafka.bootstrap_servers);
-        let kafka_file = (file.kafka.replication_factor, file.kafka.options);
+        let mut kafka_options = file.kafka.options;
+        for option in &o.kafka_options {
+            match option.split_once('=') {
+                Some((key, value)) if !key.trim().is_empty() => {
+                    kafka_options.insert(key.trim().to_owned(), value.trim().to_owned());
+                }
+                _ => problem(
+                    "--kafka-option",
+                    format!("{option:?} is not KEY=VALUE (e.g. security.protocol=SSL)"),
+                ),
+            }
+        }
+        let kafka_file = (file.kafka.replication_factor, kafka_options);
         let broker_kind = o
             .broker
             .clone()

@@ -155,6 +155,13 @@ impl BrokerServer {
                 "kafka".into(),
                 "--kafka-brokers".into(),
                 format!("127.0.0.1:{}", self.port),
+                // tansu 0.6.0 reports the end of a partition as the base
+                // offset of its last record batch + 1, hiding the rest of
+                // that batch from readers until the next write: one record
+                // per batch keeps its end exact. Real Kafka needs no such
+                // setting (ARCHITECTURE.md, known limits).
+                "--kafka-option".into(),
+                "batch.num.messages=1".into(),
             ],
         }
     }
@@ -331,16 +338,8 @@ async fn concurrent_and_large(backend: Backend) {
     large["data"]["pad"] = json!("L".repeat(1024 * 1024 - 300));
     let (status, body) = publish(&client(), &url, &large).await;
     assert_eq!(status, 200, "{what}: {body}");
-    // A Kafka-protocol broker may show an acknowledged message to readers a
-    // moment later (tansu does, now and then): every one must show up soon.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let events = loop {
-        let events = read_all(&client(), &url).await;
-        if events.len() >= 201 || Instant::now() > deadline {
-            break events;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    // Every acknowledged event is readable at once.
+    let events = read_all(&client(), &url).await;
     assert_eq!(events.len(), 201, "{what}");
     let stored = events.iter().find(|e| e["id"] == "large").unwrap();
     assert_eq!(
