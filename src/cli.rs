@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server: HTTP API, SSE fan-out and the embedded log
-    Serve(Overrides),
+    Serve(Box<Overrides>),
     /// Publish one event to a topic and print where it landed
     Publish {
         /// Topic to publish to
@@ -117,7 +117,7 @@ impl ClientArgs {
 
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve(overrides) => serve(overrides).await,
+        Command::Serve(overrides) => serve(*overrides).await,
         Command::Publish {
             topic,
             ty,

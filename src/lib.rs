@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod cursor;
 pub mod event;
+pub mod group;
 pub mod handler;
 pub mod http;
 pub mod ingest;

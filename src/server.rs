@@ -12,6 +12,7 @@ use tracing::info;
 
 use crate::broker::{Broker, BrokerError};
 use crate::config::Config;
+use crate::group::Groups;
 use crate::handler::{self, Handlers};
 use crate::http::{AppState, router};
 use crate::ingest::Ingest;
@@ -98,6 +99,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     ));
     let webhooks = Webhooks::new(&topics, Arc::clone(&ingest), Arc::clone(&metrics));
     webhooks.recover(&broker).await?;
+    // Handlers' groups are theirs alone: shared groups may not take them.
+    let mut reserved = std::collections::HashMap::new();
+    for spec in &handler_specs {
+        reserved.insert((spec.topic.clone(), spec.group.clone()), spec.name.clone());
+        for output in spec.results.iter().chain([&spec.dead_letters]) {
+            let group = format!("{}.outcomes", spec.group);
+            reserved.insert((output.clone(), group), spec.name.clone());
+        }
+    }
+    let groups = Groups::new(Arc::clone(&broker), reserved);
     let handlers = Handlers::start(
         handler_specs,
         &topics,
@@ -111,6 +122,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ingest,
         webhooks,
         handlers,
+        groups,
         topics,
         broker: Arc::clone(&broker),
         hubs,

@@ -3,6 +3,7 @@
 
 mod error;
 mod events;
+mod groups;
 mod handlers;
 mod publish;
 mod webhook;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::error::{ApiError, ApiResult, ErrorCode};
 use crate::broker::Broker;
+use crate::group::Groups;
 use crate::handler::Handlers;
 use crate::ingest::Ingest;
 use crate::ingest::webhook::Webhooks;
@@ -34,6 +36,7 @@ pub struct AppState {
     pub ingest: Arc<Ingest>,
     pub webhooks: Webhooks,
     pub handlers: Handlers,
+    pub groups: Groups,
     pub hubs: Hubs,
     pub metrics: Arc<Metrics>,
     pub max_event_bytes: usize,
@@ -50,6 +53,19 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(events::page).post(publish::publish),
         )
         .route("/v1/topics/{topic}/stream", get(events::stream))
+        .route("/v1/topics/{topic}/groups/{group}", get(groups::status))
+        .route(
+            "/v1/topics/{topic}/groups/{group}/receive",
+            axum::routing::post(groups::receive),
+        )
+        .route(
+            "/v1/topics/{topic}/groups/{group}/ack",
+            axum::routing::post(groups::ack),
+        )
+        .route(
+            "/v1/topics/{topic}/groups/{group}/nack",
+            axum::routing::post(groups::nack),
+        )
         .route("/v1/topics", get(list_topics))
         .route("/v1/handlers", get(handlers::status))
         .route(

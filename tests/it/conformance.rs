@@ -624,3 +624,210 @@ async fn broker_messages_are_cloudevents_to_third_party_clients() {
         }
     }
 }
+
+/// A worker of a shared consumer group, over the HTTP queue API.
+struct Member {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl Member {
+    fn new(server: &Server, topic: &str, group: &str) -> Self {
+        let base = server
+            .events_url(topic)
+            .replace("/events", &format!("/groups/{group}"));
+        Self {
+            client: client(),
+            base,
+        }
+    }
+
+    /// (receipt, attempt, event) per delivery.
+    async fn receive(&self, query: &str) -> Vec<(String, u64, Value)> {
+        let response = self
+            .client
+            .post(format!("{}/receive?{query}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        body["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["receipt"].as_str().unwrap().to_owned(),
+                    d["attempt"].as_u64().unwrap(),
+                    d["event"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    async fn settle(&self, verb: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}/{verb}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    async fn ack(&self, receipts: &[&str]) -> (u16, Value) {
+        self.settle("ack", json!({ "receipts": receipts })).await
+    }
+
+    async fn nack(&self, receipts: &[&str], delay: &str) -> (u16, Value) {
+        self.settle("nack", json!({ "receipts": receipts, "delay": delay }))
+            .await
+    }
+}
+
+fn ids(deliveries: &[(String, u64, Value)]) -> Vec<String> {
+    deliveries
+        .iter()
+        .map(|(_, _, e)| e["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn receipts(deliveries: &[(String, u64, Value)]) -> Vec<&str> {
+    deliveries.iter().map(|(r, _, _)| r.as_str()).collect()
+}
+
+/// Two members split a group; a nacked event and one whose member died
+/// without acking are delivered again; a restart of Switchyard redelivers
+/// what was not acked and nothing that was.
+async fn group_sharing(backend: Backend) {
+    let what = &backend.name();
+    let ws = Workspace::new();
+    ws.topic("work", 2, "");
+    let server = backend.serve(&ws);
+    for (status, body) in publish_n(&server, "work", 0..40, 0).await {
+        assert_eq!(status, 200, "{what}: {body}");
+    }
+    let a = Member::new(&server, "work", "workers");
+    let b = Member::new(&server, "work", "workers");
+
+    // Leased to A, so not to B: the two hold different events.
+    let held_a = a.receive("start=earliest&max=5&lease=30s").await;
+    let held_b = b.receive("max=5&lease=30s").await;
+    assert_eq!((held_a.len(), held_b.len()), (5, 5), "{what}");
+    let mut seen: Vec<String> = ids(&held_a);
+    for id in ids(&held_b) {
+        assert!(!seen.contains(&id), "{what}: {id} leased to both members");
+        seen.push(id);
+    }
+    assert_eq!(a.ack(&receipts(&held_a)).await.0, 200, "{what}");
+    assert_eq!(b.ack(&receipts(&held_b)).await.0, 200, "{what}");
+    // Both drain the rest side by side; every event exactly once.
+    let drain = |member: Member| async move {
+        let mut got = Vec::new();
+        loop {
+            let batch = member.receive("max=3&wait=300ms").await;
+            if batch.is_empty() {
+                return (member, got);
+            }
+            let (status, body) = member.ack(&receipts(&batch)).await;
+            assert_eq!(status, 200, "{body}");
+            got.extend(ids(&batch));
+        }
+    };
+    let ((a, got_a), (b, got_b)) = tokio::join!(drain(a), drain(b));
+    seen.extend(got_a);
+    seen.extend(got_b);
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!((seen.len(), unique.len()), (40, 40), "{what}: {seen:?}");
+
+    // Nack with a delay: due again after it, to any member, attempt 2.
+    publish(
+        &client(),
+        &server.events_url("work"),
+        &event("nacked", 100, "k1"),
+    )
+    .await;
+    let first = a.receive("max=1&wait=5s").await;
+    assert_eq!(ids(&first), ["nacked"], "{what}");
+    assert_eq!(a.nack(&receipts(&first), "400ms").await.0, 200, "{what}");
+    assert!(b.receive("max=1").await.is_empty(), "{what}: not due yet");
+    let again = b.receive("max=1&wait=5s").await;
+    assert_eq!(ids(&again), ["nacked"], "{what}");
+    assert_eq!(again[0].1, 2, "{what}: second attempt");
+    assert_eq!(b.ack(&receipts(&again)).await.0, 200, "{what}");
+
+    // A member dies holding a lease: when it runs out, the other gets it.
+    publish(
+        &client(),
+        &server.events_url("work"),
+        &event("orphan", 101, "k2"),
+    )
+    .await;
+    let orphaned = a.receive("max=1&lease=1s&wait=5s").await;
+    assert_eq!(ids(&orphaned), ["orphan"], "{what}");
+    let rescued = b.receive("max=1&lease=30s&wait=10s").await;
+    assert_eq!(ids(&rescued), ["orphan"], "{what}");
+    let (status, body) = a.ack(&receipts(&orphaned)).await;
+    assert_eq!(status, 409, "{what}: a lapsed lease cannot ack: {body}");
+    assert_eq!(body["error"]["code"], "lease_expired", "{what}");
+    assert_eq!(b.ack(&receipts(&rescued)).await.0, 200, "{what}");
+
+    // Held but not acked when Switchyard dies: delivered again after it
+    // restarts; nothing acked before comes back.
+    publish(
+        &client(),
+        &server.events_url("work"),
+        &event("unacked", 102, "k3"),
+    )
+    .await;
+    assert_eq!(
+        ids(&a.receive("max=1&wait=5s").await),
+        ["unacked"],
+        "{what}"
+    );
+    let server = server.restart();
+    let a = Member::new(&server, "work", "workers");
+    let mut after = Vec::new();
+    loop {
+        let batch = a.receive("max=10&wait=1s").await;
+        if batch.is_empty() {
+            break;
+        }
+        a.ack(&receipts(&batch)).await;
+        after.extend(ids(&batch));
+    }
+    assert_eq!(after, ["unacked"], "{what}");
+    let status: Value = a
+        .client
+        .get(&a.base)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["outstanding"], 0, "{what}: {status}");
+    let latest: Value = a
+        .client
+        .get(format!("{}?from=latest&limit=1", server.events_url("work")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["committed"], latest["next"], "{what}: all acked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_consumer_groups_share_and_redeliver() {
+    for backend in backends() {
+        group_sharing(backend).await;
+    }
+}

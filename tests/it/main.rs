@@ -4,6 +4,7 @@
 mod cli;
 mod conformance;
 mod crash;
+mod groups;
 mod handler;
 mod harness;
 mod publish;

@@ -1,0 +1,469 @@
+//! Shared consumer groups ("queues"): several workers receive from one
+//! group and each event goes to one of them at a time, under a lease.
+//! `ack` finishes an event; `nack` (or a lease that runs out, as when a
+//! worker dies) makes it due again, for any member. At-least-once.
+//!
+//! One mechanism for every backend, built on the broker contract's `read`
+//! and `commit`: the group's committed cursor is the lowest unacked offset
+//! of each partition, committed before an ack is answered. After a restart
+//! the group resumes from it, so every event that was not acked (and, as
+//! with Kafka's committed offsets, an acked one above an unacked one in the
+//! same partition) is delivered again. The leases themselves live in the
+//! Switchyard process that serves the group.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::broker::{Broker, BrokerError};
+use crate::cursor::Cursor;
+
+/// Most events a group holds read but unacked, by count and by bytes: past
+/// either it stops reading until acks make room.
+const MAX_OUTSTANDING: usize = 10_000;
+const MAX_OUTSTANDING_BYTES: usize = 64 << 20;
+/// Events read from the broker at a time (the rest wait for other members).
+const READ_BATCH: usize = 256;
+/// Longest single wait on the broker, so waiters also see nacks come due.
+const READ_SLICE: Duration = Duration::from_millis(100);
+
+/// Where a group without a committed cursor starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Earliest,
+    Latest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error(
+        "group {group:?} on topic {topic:?} belongs to handler {handler:?}; pick another group name"
+    )]
+    Reserved {
+        topic: String,
+        group: String,
+        handler: String,
+    },
+    #[error("receipt {0:?} is not one this server hands out (epoch.partition.offset.lease)")]
+    BadReceipt(String),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// One event handed to one member.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// What `ack` and `nack` take; valid while the lease holds.
+    pub receipt: String,
+    /// 1 on the first delivery of this event since the server started.
+    pub attempt: u32,
+    pub payload: Bytes,
+}
+
+/// What an ack or nack did.
+#[derive(Debug, Default)]
+pub struct Settled {
+    pub settled: usize,
+    /// Receipts whose lease had run out (the event is due again or leased
+    /// to another member): the work they stand for must be treated as lost.
+    pub expired: Vec<String>,
+}
+
+impl Settled {
+    /// None settled: every receipt's lease is gone.
+    pub fn expired(receipts: Vec<String>) -> Self {
+        Self {
+            settled: 0,
+            expired: receipts,
+        }
+    }
+}
+
+/// Every shared group of this process, created on first use.
+pub struct Groups {
+    broker: Arc<Broker>,
+    /// (topic, group) pairs that handlers consume: not for sharing.
+    reserved: HashMap<(String, String), String>,
+    groups: tokio::sync::Mutex<HashMap<(String, String), Arc<Group>>>,
+}
+
+impl Groups {
+    /// `reserved` maps the (topic, group) of each handler to its name.
+    pub fn new(broker: Arc<Broker>, reserved: HashMap<(String, String), String>) -> Self {
+        Self {
+            broker,
+            reserved,
+            groups: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The group, loaded from its committed cursor, or created at `start`
+    /// (and that position committed, so that a restart keeps it).
+    pub async fn open(
+        &self,
+        topic: &str,
+        group: &str,
+        start: Start,
+    ) -> Result<Arc<Group>, GroupError> {
+        let key = (topic.to_owned(), group.to_owned());
+        if let Some(handler) = self.reserved.get(&key) {
+            return Err(GroupError::Reserved {
+                topic: key.0,
+                group: key.1,
+                handler: handler.clone(),
+            });
+        }
+        let mut groups = self.groups.lock().await;
+        if let Some(found) = groups.get(&key) {
+            return Ok(Arc::clone(found));
+        }
+        let committed = match self.broker.committed(topic, group).await? {
+            Some(cursor) => cursor,
+            None => {
+                let cursor = match start {
+                    Start::Earliest => self.broker.earliest(topic).await?,
+                    Start::Latest => self.broker.latest(topic).await?,
+                };
+                self.broker.commit(topic, group, &cursor).await?;
+                cursor
+            }
+        };
+        let opened = Arc::new(Group::new(Arc::clone(&self.broker), &key, committed));
+        groups.insert(key, Arc::clone(&opened));
+        Ok(opened)
+    }
+
+    /// The group if this process serves it already.
+    pub async fn loaded(&self, topic: &str, group: &str) -> Option<Arc<Group>> {
+        let key = (topic.to_owned(), group.to_owned());
+        self.groups.lock().await.get(&key).cloned()
+    }
+}
+
+/// A shared consumer group on one topic.
+pub struct Group {
+    broker: Arc<Broker>,
+    topic: String,
+    name: String,
+    partitions: usize,
+    /// Random per load, in every receipt: a receipt from before a restart
+    /// names a lease that no longer exists.
+    epoch: u32,
+    next_lease: AtomicU64,
+    state: Mutex<State>,
+    /// One broker read at a time; the others wait for what it brings.
+    reading: tokio::sync::Mutex<()>,
+    /// Serialises commits, so that they land in increasing order; holds the
+    /// cursor last committed.
+    committed: tokio::sync::Mutex<Cursor>,
+    changed: tokio::sync::Notify,
+}
+
+struct State {
+    /// Where the next broker read starts.
+    read_cursor: Cursor,
+    /// Read and not yet acked, per partition, by offset.
+    outstanding: Vec<BTreeMap<u64, Entry>>,
+    outstanding_bytes: usize,
+}
+
+struct Entry {
+    payload: Bytes,
+    deliveries: u32,
+    lease: Lease,
+}
+
+enum Lease {
+    /// Due for delivery from this instant.
+    Due(Instant),
+    Held {
+        id: u64,
+        until: Instant,
+    },
+}
+
+/// Group status for `GET /v1/topics/{topic}/groups/{group}`.
+#[derive(Debug, serde::Serialize)]
+pub struct GroupStatus {
+    pub committed: String,
+    pub read: String,
+    pub outstanding: usize,
+    pub leased: usize,
+}
+
+impl Group {
+    fn new(broker: Arc<Broker>, key: &(String, String), committed: Cursor) -> Self {
+        Self {
+            broker,
+            topic: key.0.clone(),
+            name: key.1.clone(),
+            partitions: committed.partitions(),
+            epoch: fastrand::u32(..),
+            next_lease: AtomicU64::new(1),
+            state: Mutex::new(State {
+                read_cursor: committed.clone(),
+                outstanding: (0..committed.partitions())
+                    .map(|_| BTreeMap::new())
+                    .collect(),
+                outstanding_bytes: 0,
+            }),
+            reading: tokio::sync::Mutex::new(()),
+            committed: tokio::sync::Mutex::new(committed),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("group state lock poisoned")
+    }
+
+    /// Up to `max` due events, each leased for `lease`; waits up to `wait`
+    /// for the first one.
+    pub async fn receive(
+        &self,
+        max: usize,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, GroupError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (taken, next_due, room) = self.take(max, lease);
+            if !taken.is_empty() {
+                return Ok(taken);
+            }
+            let now = Instant::now();
+            let until = next_due.map_or(deadline, |due| due.min(deadline));
+            if room && let Ok(_reading) = self.reading.try_lock() {
+                let slice = until.saturating_duration_since(now).min(READ_SLICE);
+                self.fill(slice).await?;
+                if Instant::now() >= deadline {
+                    return Ok(self.take(max, lease).0);
+                }
+                continue;
+            }
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            // Another member is reading (or the group is full): wait for
+            // what it brings, an ack, or the next lease to come due.
+            tokio::select! {
+                _ = &mut changed => {}
+                _ = tokio::time::sleep_until(until.min(now + READ_SLICE)) => {}
+            }
+        }
+    }
+
+    /// Leases due events; also says when the next one comes due and whether
+    /// there is room to read more.
+    fn take(&self, max: usize, lease: Duration) -> (Vec<Delivery>, Option<Instant>, bool) {
+        let now = Instant::now();
+        let mut state = self.state();
+        let mut taken = Vec::new();
+        let mut next_due: Option<Instant> = None;
+        for (partition, entries) in state.outstanding.iter_mut().enumerate() {
+            for (&offset, entry) in entries.iter_mut() {
+                let due = match entry.lease {
+                    Lease::Due(at) => at,
+                    Lease::Held { until, .. } => until,
+                };
+                if due > now || taken.len() >= max {
+                    next_due = Some(next_due.map_or(due, |next| next.min(due)));
+                    continue;
+                }
+                let id = self.next_lease.fetch_add(1, Ordering::Relaxed);
+                entry.lease = Lease::Held {
+                    id,
+                    until: now + lease,
+                };
+                entry.deliveries += 1;
+                taken.push(Delivery {
+                    receipt: format!("{:08x}.{partition}.{offset}.{id}", self.epoch),
+                    attempt: entry.deliveries,
+                    payload: entry.payload.clone(),
+                });
+            }
+        }
+        let room = state.outstanding.iter().map(BTreeMap::len).sum::<usize>() < MAX_OUTSTANDING
+            && state.outstanding_bytes < MAX_OUTSTANDING_BYTES;
+        (taken, next_due, room)
+    }
+
+    /// One broker read into the outstanding set (the caller holds `reading`).
+    async fn fill(&self, wait: Duration) -> Result<(), GroupError> {
+        let from = self.state().read_cursor.clone();
+        match self.broker.read(&self.topic, &from, READ_BATCH, wait).await {
+            Ok(batch) => {
+                let now = Instant::now();
+                let mut state = self.state();
+                for event in batch.events {
+                    state.outstanding_bytes += event.payload.len();
+                    state.outstanding[event.partition].insert(
+                        event.offset,
+                        Entry {
+                            payload: event.payload,
+                            deliveries: 0,
+                            lease: Lease::Due(now),
+                        },
+                    );
+                }
+                state.read_cursor = batch.next;
+            }
+            Err(BrokerError::CursorExpired { oldest, .. }) => {
+                tracing::warn!(topic = %self.topic, group = %self.name, "events expired before the group read them; skipping to the oldest retained");
+                let mut state = self.state();
+                let merged: Vec<u64> = state
+                    .read_cursor
+                    .offsets()
+                    .iter()
+                    .zip(oldest.offsets())
+                    .map(|(&read, &oldest)| read.max(oldest))
+                    .collect();
+                state.read_cursor = Cursor::new(merged);
+            }
+            Err(err) => return Err(err.into()),
+        }
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Finishes the events of `receipts` and commits the group's cursor
+    /// before returning. A receipt for an event already acked counts as
+    /// settled (acks may be retried).
+    pub async fn ack(&self, receipts: &[String]) -> Result<Settled, GroupError> {
+        let parsed = self.parse_all(receipts)?;
+        let mut settled = Settled::default();
+        {
+            let mut state = self.state();
+            for (text, receipt) in receipts.iter().zip(parsed) {
+                match state.outstanding[receipt.partition].get(&receipt.offset) {
+                    Some(entry) if receipt.holds(entry, self.epoch) => {
+                        let entry = state.outstanding[receipt.partition]
+                            .remove(&receipt.offset)
+                            .expect("present");
+                        state.outstanding_bytes -= entry.payload.len();
+                        settled.settled += 1;
+                    }
+                    Some(_) => settled.expired.push(text.clone()),
+                    None if receipt.offset < state.read_cursor.next(receipt.partition)
+                        && receipt.epoch == self.epoch =>
+                    {
+                        settled.settled += 1;
+                    }
+                    None => settled.expired.push(text.clone()),
+                }
+            }
+        }
+        self.changed.notify_waiters();
+        self.commit().await?;
+        Ok(settled)
+    }
+
+    /// Makes the events of `receipts` due again after `delay`, for any
+    /// member.
+    pub fn nack(&self, receipts: &[String], delay: Duration) -> Result<Settled, GroupError> {
+        let parsed = self.parse_all(receipts)?;
+        let mut settled = Settled::default();
+        let due = Instant::now() + delay;
+        {
+            let mut state = self.state();
+            for (text, receipt) in receipts.iter().zip(parsed) {
+                match state.outstanding[receipt.partition].get_mut(&receipt.offset) {
+                    Some(entry) if receipt.holds(entry, self.epoch) => {
+                        entry.lease = Lease::Due(due);
+                        settled.settled += 1;
+                    }
+                    _ => settled.expired.push(text.clone()),
+                }
+            }
+        }
+        self.changed.notify_waiters();
+        Ok(settled)
+    }
+
+    fn parse_all(&self, receipts: &[String]) -> Result<Vec<Receipt>, GroupError> {
+        receipts
+            .iter()
+            .map(|text| Receipt::parse(text, self.partitions))
+            .collect()
+    }
+
+    /// Commits the lowest unacked offset of each partition.
+    async fn commit(&self) -> Result<(), GroupError> {
+        let mut committed = self.committed.lock().await;
+        let cursor = {
+            let state = self.state();
+            Cursor::new(
+                state
+                    .outstanding
+                    .iter()
+                    .zip(state.read_cursor.offsets())
+                    .map(|(entries, &read)| entries.keys().next().copied().unwrap_or(read))
+                    .collect(),
+            )
+        };
+        if cursor != *committed {
+            self.broker.commit(&self.topic, &self.name, &cursor).await?;
+            *committed = cursor;
+        }
+        Ok(())
+    }
+
+    pub async fn status(&self) -> GroupStatus {
+        let committed = self.committed.lock().await.to_string();
+        let state = self.state();
+        let now = Instant::now();
+        GroupStatus {
+            committed,
+            read: state.read_cursor.to_string(),
+            outstanding: state.outstanding.iter().map(BTreeMap::len).sum(),
+            leased: state
+                .outstanding
+                .iter()
+                .flat_map(BTreeMap::values)
+                .filter(|e| matches!(e.lease, Lease::Held { until, .. } if until > now))
+                .count(),
+        }
+    }
+}
+
+/// A receipt taken apart: `epoch.partition.offset.lease`.
+struct Receipt {
+    epoch: u32,
+    partition: usize,
+    offset: u64,
+    lease: u64,
+}
+
+impl Receipt {
+    fn parse(text: &str, partitions: usize) -> Result<Self, GroupError> {
+        let bad = || GroupError::BadReceipt(text.chars().take(80).collect());
+        let mut parts = text.split('.');
+        let mut next = || parts.next().ok_or_else(bad);
+        let epoch = u32::from_str_radix(next()?, 16).map_err(|_| bad())?;
+        let partition: usize = next()?.parse().map_err(|_| bad())?;
+        let offset: u64 = next()?.parse().map_err(|_| bad())?;
+        let lease: u64 = next()?.parse().map_err(|_| bad())?;
+        if parts.next().is_some() || partition >= partitions {
+            return Err(bad());
+        }
+        Ok(Self {
+            epoch,
+            partition,
+            offset,
+            lease,
+        })
+    }
+
+    /// Whether this receipt's lease on `entry` still holds.
+    fn holds(&self, entry: &Entry, epoch: u32) -> bool {
+        self.epoch == epoch
+            && matches!(entry.lease, Lease::Held { id, until } if id == self.lease && until > Instant::now())
+    }
+}

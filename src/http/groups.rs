@@ -1,0 +1,274 @@
+//! Shared consumer groups over HTTP (workers elsewhere consuming a topic as
+//! a queue): `POST …/groups/{group}/receive`, `…/ack`, `…/nack`, and
+//! `GET …/groups/{group}` for status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, ApiResult, AppState};
+use crate::group::{Group, GroupError, Settled, Start};
+
+/// Deliveries per receive when `max` is not given, and the most allowed.
+const DEFAULT_MAX: usize = 10;
+const MAX_MAX: usize = 1000;
+const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+const LEASE_RANGE: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(12 * 3600));
+const MAX_WAIT: Duration = Duration::from_secs(30);
+const MAX_NACK_DELAY: Duration = Duration::from_secs(12 * 3600);
+
+impl From<GroupError> for ApiError {
+    fn from(err: GroupError) -> Self {
+        let message = err.to_string();
+        match err {
+            GroupError::Reserved { group, handler, .. } => {
+                ApiError::new(StatusCode::CONFLICT, "group_in_use", message)
+                    .with("group", group)
+                    .with("handler", handler)
+            }
+            GroupError::BadReceipt(receipt) => {
+                ApiError::bad_request("invalid_receipt", message).with("receipt", receipt)
+            }
+            GroupError::Broker(err) => err.into(),
+        }
+    }
+}
+
+fn duration(
+    parameter: &str,
+    text: Option<&str>,
+    default: Duration,
+    range: (Duration, Duration),
+) -> ApiResult<Duration> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    let bad = |why: String| {
+        ApiError::bad_request("invalid_duration", format!("{parameter}: {why}"))
+            .with("parameter", parameter.to_owned())
+    };
+    let value = humantime::parse_duration(text).map_err(|err| {
+        bad(format!(
+            "{text:?} is not a duration like \"30s\" or \"500ms\" ({err})"
+        ))
+    })?;
+    if value < range.0 || value > range.1 {
+        return Err(bad(format!(
+            "{text:?} is outside {} ..= {}",
+            humantime::format_duration(range.0),
+            humantime::format_duration(range.1)
+        )));
+    }
+    Ok(value)
+}
+
+async fn open(state: &AppState, topic: &str, group: &str, start: Start) -> ApiResult<Arc<Group>> {
+    if state.topics.get(topic).is_none() {
+        return Err(ApiError::unknown_topic(topic));
+    }
+    Ok(state.groups.open(topic, group, start).await?)
+}
+
+/// The group if this process serves it. Receipts of a group that is not
+/// loaded (the server restarted since) hold no lease.
+async fn loaded(state: &AppState, topic: &str, group: &str) -> ApiResult<Option<Arc<Group>>> {
+    if state.topics.get(topic).is_none() {
+        return Err(ApiError::unknown_topic(topic));
+    }
+    Ok(state.groups.loaded(topic, group).await)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveQuery {
+    max: Option<usize>,
+    lease: Option<String>,
+    wait: Option<String>,
+    start: Option<String>,
+}
+
+/// Leases up to `max` events: `{"deliveries": [{"receipt", "attempt", "event"}]}`.
+pub async fn receive(
+    State(state): State<Arc<AppState>>,
+    Path((topic, group)): Path<(String, String)>,
+    query: Result<Query<ReceiveQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(query) =
+        query.map_err(|err| ApiError::bad_request("invalid_query", err.body_text()))?;
+    let max = query.max.unwrap_or(DEFAULT_MAX);
+    if max == 0 || max > MAX_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_max",
+            format!("max must be between 1 and {MAX_MAX}, got {max}"),
+        )
+        .with("parameter", "max")
+        .with("max", MAX_MAX));
+    }
+    let lease = duration("lease", query.lease.as_deref(), DEFAULT_LEASE, LEASE_RANGE)?;
+    let wait = duration(
+        "wait",
+        query.wait.as_deref(),
+        Duration::ZERO,
+        (Duration::ZERO, MAX_WAIT),
+    )?;
+    let start = match query.start.as_deref() {
+        None | Some("latest") => Start::Latest,
+        Some("earliest") => Start::Earliest,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_start",
+                format!("start must be \"earliest\" or \"latest\", got {other:?}"),
+            )
+            .with("parameter", "start"));
+        }
+    };
+    let group = open(&state, &topic, &group, start).await?;
+    let deliveries = tokio::select! {
+        deliveries = group.receive(max, lease, wait) => deliveries?,
+        _ = state.shutdown.cancelled() => Vec::new(),
+    };
+    // The stored payloads are already CloudEvent JSON: splice them in.
+    let mut body = BytesMut::with_capacity(
+        deliveries
+            .iter()
+            .map(|d| d.payload.len() + 96)
+            .sum::<usize>()
+            + 32,
+    );
+    body.put_slice(b"{\"deliveries\":[");
+    for (i, delivery) in deliveries.iter().enumerate() {
+        if i > 0 {
+            body.put_u8(b',');
+        }
+        body.put_slice(
+            format!(
+                "{{\"receipt\":\"{}\",\"attempt\":{},\"event\":",
+                delivery.receipt, delivery.attempt
+            )
+            .as_bytes(),
+        );
+        body.put_slice(&delivery.payload);
+        body.put_u8(b'}');
+    }
+    body.put_slice(b"]}");
+    Ok(([(header::CONTENT_TYPE, "application/json")], body.freeze()).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettleBody {
+    receipts: Vec<String>,
+    /// nack only: when the events are due again (default at once).
+    delay: Option<String>,
+}
+
+fn settle_body(body: &Bytes) -> ApiResult<SettleBody> {
+    let parsed: SettleBody = serde_json::from_slice(body).map_err(|err| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("expected {{\"receipts\": [\"…\"]}}: {err}"),
+        )
+    })?;
+    if parsed.receipts.is_empty() || parsed.receipts.len() > MAX_MAX {
+        return Err(ApiError::bad_request(
+            "invalid_receipts",
+            format!(
+                "receipts must hold 1 to {MAX_MAX} receipts, got {}",
+                parsed.receipts.len()
+            ),
+        )
+        .with("field", "receipts"));
+    }
+    Ok(parsed)
+}
+
+/// 200 when every receipt settled; 409 `lease_expired` naming the ones
+/// whose lease had run out (the others are settled all the same).
+fn settled(verb: &str, settled: Settled) -> ApiResult<impl IntoResponse> {
+    if settled.expired.is_empty() {
+        let mut answer = serde_json::Map::new();
+        answer.insert(verb.to_owned(), settled.settled.into());
+        return Ok(axum::Json(answer));
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "lease_expired",
+        format!(
+            "{} of the receipts had lost their lease (the event is due again or leased to another consumer); the other {} are {verb}",
+            settled.expired.len(),
+            settled.settled
+        ),
+    )
+    .with("expired", settled.expired)
+    .with(verb, settled.settled))
+}
+
+/// Finishes events; answers once the group's cursor is committed.
+pub async fn ack(
+    State(state): State<Arc<AppState>>,
+    Path((topic, group)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let body = settle_body(&body)?;
+    if body.delay.is_some() {
+        return Err(
+            ApiError::bad_request("invalid_json", "ack takes no delay (nack does)")
+                .with("field", "delay"),
+        );
+    }
+    match loaded(&state, &topic, &group).await? {
+        Some(group) => settled("acked", group.ack(&body.receipts).await?),
+        None => settled("acked", Settled::expired(body.receipts)),
+    }
+}
+
+/// Hands events back, due again after `delay`.
+pub async fn nack(
+    State(state): State<Arc<AppState>>,
+    Path((topic, group)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let body = settle_body(&body)?;
+    let delay = duration(
+        "delay",
+        body.delay.as_deref(),
+        Duration::ZERO,
+        (Duration::ZERO, MAX_NACK_DELAY),
+    )?;
+    match loaded(&state, &topic, &group).await? {
+        Some(group) => settled("nacked", group.nack(&body.receipts, delay)?),
+        None => settled("nacked", Settled::expired(body.receipts)),
+    }
+}
+
+/// Where the group is: committed and read cursors, events outstanding and
+/// leased.
+pub async fn status(
+    State(state): State<Arc<AppState>>,
+    Path((topic, group)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    if let Some(loaded) = loaded(&state, &topic, &group).await? {
+        return Ok(axum::Json(json!(loaded.status().await)));
+    }
+    match state.broker.committed(&topic, &group).await? {
+        Some(cursor) => Ok(axum::Json(json!({
+            "committed": cursor.to_string(),
+            "outstanding": 0,
+            "leased": 0,
+        }))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_group",
+            format!("group {group:?} has never consumed topic {topic:?}"),
+        )
+        .with("group", group)),
+    }
+}

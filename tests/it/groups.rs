@@ -1,0 +1,176 @@
+//! The shared consumer group API's answers to bad requests (the sharing
+//! itself runs on every backend in `conformance`).
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+async fn post(url: &str, body: Option<Value>) -> (u16, Value) {
+    let request = client().post(url);
+    let request = match body {
+        Some(body) => request.json(&body),
+        None => request,
+    };
+    let response = request.send().await.unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn bad_group_requests_get_clear_errors() {
+    let ws = Workspace::new();
+    ws.topic("jobs", 2, "");
+    std::fs::create_dir_all(ws.path().join("handlers")).unwrap();
+    std::fs::write(
+        ws.path().join("handlers/mailer.toml"),
+        "name = \"mailer\"\n[subscribe]\ntopic = \"jobs\"\n\
+         [action]\nkind = \"http\"\nurl = \"http://127.0.0.1:9/\"\n\
+         [outputs]\nresults = \"jobs\"\ndead_letters = \"jobs\"\n",
+    )
+    .unwrap();
+    let server = ws.serve(&[]);
+    let group = |g: &str| format!("{}/v1/topics/jobs/groups/{g}", server.url);
+
+    let cases: Vec<(String, Option<Value>, u16, &str, &str)> = vec![
+        (
+            format!("{}/receive?max=0", group("w")),
+            None,
+            400,
+            "invalid_max",
+            "parameter",
+        ),
+        (
+            format!("{}/receive?lease=soon", group("w")),
+            None,
+            400,
+            "invalid_duration",
+            "parameter",
+        ),
+        (
+            format!("{}/receive?wait=5m", group("w")),
+            None,
+            400,
+            "invalid_duration",
+            "parameter",
+        ),
+        (
+            format!("{}/receive?start=middle", group("w")),
+            None,
+            400,
+            "invalid_start",
+            "parameter",
+        ),
+        (
+            format!("{}/receive?colour=red", group("w")),
+            None,
+            400,
+            "invalid_query",
+            "message",
+        ),
+        (
+            format!("{}/receive", group("mailer")),
+            None,
+            409,
+            "group_in_use",
+            "handler",
+        ),
+        (
+            format!("{}/receive", group("bad/name")),
+            None,
+            404,
+            "not_found",
+            "message",
+        ),
+        (
+            format!("{}/receive", group(".hidden")),
+            None,
+            400,
+            "invalid_group",
+            "message",
+        ),
+        (
+            format!("{}/v1/topics/nope/groups/w/receive", server.url),
+            None,
+            404,
+            "unknown_topic",
+            "topic",
+        ),
+        (
+            format!("{}/ack", group("w")),
+            Some(json!({"receipts": []})),
+            400,
+            "invalid_receipts",
+            "field",
+        ),
+        (
+            format!("{}/ack", group("w")),
+            Some(json!({"ids": ["x"]})),
+            400,
+            "invalid_json",
+            "message",
+        ),
+        (
+            format!("{}/nack", group("w")),
+            Some(json!({"receipts": ["x"], "delay": "later"})),
+            400,
+            "invalid_duration",
+            "parameter",
+        ),
+    ];
+    for (url, body, status, code, names) in cases {
+        let (got, answer) = post(&url, body).await;
+        assert_eq!(got, status, "{url}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{url}: {answer}");
+        assert!(answer["error"][names].is_string(), "{url}: {answer}");
+    }
+
+    // A group in use: a receipt that is not one, and one whose lease is gone.
+    let (status, _) = post(&format!("{}/receive?start=earliest", group("w")), None).await;
+    assert_eq!(status, 200);
+    let (status, answer) = post(
+        &format!("{}/ack", group("w")),
+        Some(json!({"receipts": ["x.y"]})),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("invalid_receipt")),
+        "{answer}"
+    );
+    let (status, answer) = post(
+        &format!("{}/ack", group("w")),
+        Some(json!({"receipts": ["00000000.1.7.3"]})),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("lease_expired")),
+        "{answer}"
+    );
+    assert_eq!(answer["error"]["expired"], json!(["00000000.1.7.3"]));
+
+    // Status: a group never used is unknown; one in use says where it is.
+    let response = client().get(group("never")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    let status: Value = client()
+        .get(group("w"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["outstanding"], 0, "{status}");
+    assert!(status["committed"].is_string(), "{status}");
+
+    // And the server still serves.
+    let (status, _) = publish(
+        &client(),
+        &server.events_url("jobs"),
+        &event("after", 1, "k"),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
