@@ -1,6 +1,7 @@
 //! The way into the bus: type check, schema validation, partitioning and a
 //! durable append. Every producer path (HTTP publish, webhooks) ends here.
 
+mod ends;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde::Serialize;
 
+use self::ends::KnownEnds;
 use crate::broker::{Broker, BrokerError, Record};
 use crate::event::{CloudEvent, now_rfc3339};
 use crate::metrics::Metrics;
@@ -54,6 +56,7 @@ pub enum IngestError {
 pub struct Ingest {
     topics: Topics,
     broker: Arc<Broker>,
+    ends: KnownEnds,
     metrics: Arc<Metrics>,
     max_event_bytes: usize,
 }
@@ -67,6 +70,7 @@ impl Ingest {
     ) -> Self {
         Self {
             topics,
+            ends: KnownEnds::new(Arc::clone(&broker)),
             broker,
             metrics,
             max_event_bytes,
@@ -130,8 +134,9 @@ impl Ingest {
         // Positions name the other partitions as they were before this
         // append: resuming from one may repeat an event published
         // concurrently, but never skips one.
-        let before = self.broker.latest(topic_name).await?;
+        let before = self.ends.before_append(topic_name).await?;
         let appended = self.broker.append(topic_name, records).await?;
+        self.ends.appended(topic_name, &appended);
         self.metrics
             .published(topic_name, count, started.elapsed().as_secs_f64());
         Ok(ids
