@@ -321,12 +321,21 @@ impl KafkaBroker {
             reader.assign(&assignment).map_err(unavailable)?;
             let mut wanted: u64 = counts.iter().sum();
             let mut events = Vec::new();
+            let mut last_error = None;
             let deadline = std::time::Instant::now() + FETCH_TIMEOUT;
             while wanted > 0 && std::time::Instant::now() < deadline {
                 let Some(message) = reader.poll(Duration::from_millis(100)) else {
                     continue;
                 };
-                let message = message.map_err(unavailable)?;
+                // Errors here are librdkafka's reports of connection trouble
+                // (also from an outage already over): it retries by itself.
+                let message = match message {
+                    Ok(message) => message,
+                    Err(err) => {
+                        last_error = Some(err);
+                        continue;
+                    }
+                };
                 let partition = message.partition() as usize;
                 let offset = message.offset() as u64;
                 let end = from_offsets[partition] + counts[partition];
@@ -345,9 +354,10 @@ impl KafkaBroker {
             if events.is_empty() {
                 // They exist (the watermarks say so) but did not come: that
                 // is an outage, not the end of the topic.
-                return Err(unavailable(format!(
-                    "no message arrived within {FETCH_TIMEOUT:?}"
-                )));
+                return Err(unavailable(match last_error {
+                    Some(err) => format!("no message arrived within {FETCH_TIMEOUT:?}: {err}"),
+                    None => format!("no message arrived within {FETCH_TIMEOUT:?}"),
+                }));
             }
             Ok(events)
         })

@@ -282,7 +282,9 @@ pub async fn read_all(client: &reqwest::Client, url: &str) -> Vec<Value> {
             .json()
             .await
             .unwrap();
-        let batch = page["events"].as_array().expect("events array").clone();
+        let Some(batch) = page["events"].as_array().cloned() else {
+            panic!("not a page of events: {page}");
+        };
         from = page["next"].as_str().expect("next cursor").to_owned();
         if batch.is_empty() {
             return events;
