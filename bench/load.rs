@@ -144,8 +144,8 @@ enum Scenario {
     Webhook(PublishArgs),
     /// Handler delivery rate to a local sink vs the same requests from a plain client loop
     Handler(HandlerArgs),
-    /// The publish load on each backend (embedded, redis, nats, kafka), with redis-benchmark beside redis
-    Backends(PublishArgs),
+    /// The publish load and publish→SSE latency on each backend (embedded, redis, nats, kafka), with redis-benchmark beside redis
+    Backends(BackendsArgs),
     /// Every scenario in turn with its defaults, then regenerate the summary in bench/RESULTS.md
     All(AllArgs),
 }
@@ -189,6 +189,21 @@ struct PublishArgs {
     quick: bool,
     #[command(flatten)]
     server: ServerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct BackendsArgs {
+    #[command(flatten)]
+    publish: PublishArgs,
+    /// SSE subscribers in each backend's latency run [default: 10]
+    #[arg(long)]
+    subscribers: Option<usize>,
+    /// Events per second in each backend's latency run [default: 50]
+    #[arg(long)]
+    rate: Option<u64>,
+    /// How long each backend's latency run publishes, e.g. "10s" [default: 10s; 2s with --quick]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    latency_duration: Option<Duration>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -279,6 +294,18 @@ struct StreamParams {
 }
 
 impl PublishArgs {
+    /// No options given: every default (as `all` runs it).
+    fn defaults(quick: bool, server: &ServerArgs) -> Self {
+        Self {
+            connections: None,
+            duration: None,
+            warmup: None,
+            rounds: None,
+            quick,
+            server: server.clone(),
+        }
+    }
+
     fn params(&self) -> PublishParams {
         let quick = self.quick;
         PublishParams {
@@ -294,15 +321,38 @@ impl PublishArgs {
     }
 }
 
-impl PublishArgs {
-    /// `backends` runs four servers, so its rounds are shorter and fewer.
-    fn backends_params(&self) -> PublishParams {
-        let quick = self.quick;
-        PublishParams {
-            duration_s: secs(self.duration, if quick { 2.0 } else { 5.0 }),
-            warmup_s: secs(self.warmup, if quick { 0.5 } else { 1.0 }),
-            rounds: self.rounds.unwrap_or(1),
-            ..self.params()
+/// The `backends` scenario's settings once defaults are applied: the
+/// publish load, and the publish→SSE run on the same server after it.
+#[derive(Debug, Clone, Serialize)]
+struct BackendsParams {
+    #[serde(flatten)]
+    publish: PublishParams,
+    latency: StreamParams,
+}
+
+impl BackendsArgs {
+    /// `backends` runs four servers, so its rounds are shorter and fewer,
+    /// and its latency runs have few subscribers at a modest rate.
+    fn params(&self) -> BackendsParams {
+        let args = &self.publish;
+        let quick = args.quick;
+        BackendsParams {
+            publish: PublishParams {
+                duration_s: secs(args.duration, if quick { 2.0 } else { 5.0 }),
+                warmup_s: secs(args.warmup, if quick { 0.5 } else { 1.0 }),
+                rounds: args.rounds.unwrap_or(1),
+                ..args.params()
+            },
+            latency: StreamParams {
+                quick,
+                subscribers: self.subscribers.unwrap_or(BACKENDS_LATENCY_SUBSCRIBERS),
+                rate: self.rate.unwrap_or(LATENCY_TARGET_RATE),
+                duration_s: secs(self.latency_duration, if quick { 2.0 } else { 10.0 }),
+                idle_s: 0.0,
+                event_bytes: STREAM_EVENT_BYTES,
+                fsync: args.server.fsync.clone(),
+                partitions: args.server.partitions,
+            },
         }
     }
 }
@@ -388,7 +438,7 @@ async fn run(cli: Cli) -> Result<()> {
         Scenario::Publish(args) => publish_scenario(&args.params(), &args.server).await,
         Scenario::Webhook(args) => webhook_scenario(&args.params(), &args.server).await,
         Scenario::Handler(args) => handler_scenario(&args.params(), &args.server).await,
-        Scenario::Backends(args) => backends_scenario(&args.backends_params(), &args.server).await,
+        Scenario::Backends(args) => backends_scenario(&args.params(), &args.publish.server).await,
         Scenario::All(args) => all_scenarios(args.quick, &args.server).await,
         Scenario::Latency(args) => {
             stream_scenario(
@@ -2000,28 +2050,45 @@ async fn publish_at_rate(
     tally
 }
 
-async fn stream_scenario(
-    kind: StreamKind,
+/// What one publish→SSE run measured on a running server.
+struct StreamRun {
+    connected: usize,
+    connect_failures: usize,
+    expected: u64,
+    received: u64,
+    missing: u64,
+    /// Subscribers that missed at least one event.
+    incomplete: u64,
+    duplicates: u64,
+    problems: u64,
+    first_problem: Option<String>,
+    published: PublishTally,
+    publish_latency: Percentiles,
+    /// Publish → receive over all deliveries.
+    lag: Percentiles,
+    deliveries_per_s: f64,
+    before_subscribers: ProcUsage,
+    with_subscribers: ProcUsage,
+    rss_per_subscriber: f64,
+    /// Everyone connected, nothing published; `None` when `idle_s` is 0.
+    idle: Option<CpuSplit>,
+    publish_cpu: CpuSplit,
+    /// CPU seconds of the process `broker_pid` in the publishing window.
+    broker_cpu_s: Option<f64>,
+}
+
+/// The publish→SSE measurement shared by `latency`, `fanout` and
+/// `backends`: connects `params.subscribers` SSE clients to the bench topic
+/// of a running server, lets `params.idle_s` pass, publishes `params.rate`
+/// events/s for `params.duration_s`, and collects what each subscriber got.
+async fn run_stream(
+    server: &Switchyard,
     params: &StreamParams,
-    server_args: &ServerArgs,
-) -> Result<()> {
-    if params.rate == 0 || params.subscribers == 0 {
-        bail!("--rate and --subscribers must be at least 1");
-    }
-    let binary = server_args.describe_binary()?;
+    label: &str,
+    broker_pid: Option<u32>,
+) -> Result<StreamRun> {
     let total = (params.rate as f64 * params.duration_s).round() as u64;
-    eprintln!(
-        "{}: {} subscribers, {} events/s for {}s ({total} events, {} deliveries expected), fsync {}",
-        kind.name(),
-        params.subscribers,
-        params.rate,
-        params.duration_s,
-        total * params.subscribers as u64,
-        params.fsync
-    );
-    let server = Switchyard::start(server_args, &Setup::default())?;
     let pid = server.child.id();
-    tokio::time::sleep(SETTLE).await;
     let before_subscribers = server.usage()?;
 
     // Connect every subscriber before the first publish. The server fixes a
@@ -2089,10 +2156,13 @@ async fn stream_scenario(
 
     tokio::time::sleep(SETTLE).await;
     let with_subscribers = server.usage()?;
-    let idle_window = CpuWindow::start(Some(pid))?;
-    tokio::time::sleep(Duration::from_secs_f64(params.idle_s)).await;
-    let idle = idle_window.end()?;
-    let idle_cpu_percent = idle.server_s.unwrap_or(0.0) / params.idle_s * 100.0;
+    let idle = if params.idle_s > 0.0 {
+        let idle_window = CpuWindow::start(Some(pid))?;
+        tokio::time::sleep(Duration::from_secs_f64(params.idle_s)).await;
+        Some(idle_window.end()?)
+    } else {
+        None
+    };
     let rss_per_subscriber = (with_subscribers
         .rss_bytes
         .saturating_sub(before_subscribers.rss_bytes)) as f64
@@ -2100,15 +2170,20 @@ async fn stream_scenario(
 
     let publisher = http_client(CONNECT_CONCURRENCY)?;
     let progress = Progress::start(
-        format!("{} deliveries", kind.name()),
+        format!("{label} deliveries"),
         Duration::from_secs_f64(params.duration_s),
         Arc::clone(&delivered),
         "delivered",
     );
     let publish_url = server.url(&format!("/v1/topics/{TOPIC}/events"));
+    let broker_usage = || broker_pid.and_then(|pid| ProcUsage::read(pid).ok());
+    let broker_before = broker_usage();
     let publish_window = CpuWindow::start(Some(pid))?;
-    let published = publish_at_rate(publisher, publish_url, params.rate, total, epoch).await;
+    let mut published = publish_at_rate(publisher, publish_url, params.rate, total, epoch).await;
     let publish_cpu = publish_window.end()?;
+    let broker_cpu_s = broker_before
+        .zip(broker_usage())
+        .map(|(a, b)| b.cpu_seconds() - a.cpu_seconds());
 
     // Give stragglers a bounded time to receive the rest, then stop them.
     let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
@@ -2133,18 +2208,87 @@ async fn stream_scenario(
         first_problem = first_problem.or(tally.first_problem);
         latencies.extend(tally.latencies);
     }
+
+    let received = latencies.len() as u64;
+    let delivery_window_s = (last_received_ns.saturating_sub(published.first_sent_ns)) as f64 / 1e9;
+    Ok(StreamRun {
+        connected,
+        connect_failures,
+        expected,
+        received,
+        missing: expected - received,
+        incomplete,
+        duplicates,
+        problems,
+        first_problem,
+        publish_latency: Percentiles::of(&mut published.latencies),
+        published,
+        lag: Percentiles::of(&mut latencies),
+        deliveries_per_s: received as f64 / delivery_window_s.max(f64::MIN_POSITIVE),
+        before_subscribers,
+        with_subscribers,
+        rss_per_subscriber,
+        idle,
+        publish_cpu,
+        broker_cpu_s,
+    })
+}
+
+async fn stream_scenario(
+    kind: StreamKind,
+    params: &StreamParams,
+    server_args: &ServerArgs,
+) -> Result<()> {
+    if params.rate == 0 || params.subscribers == 0 {
+        bail!("--rate and --subscribers must be at least 1");
+    }
+    let binary = server_args.describe_binary()?;
+    let total = (params.rate as f64 * params.duration_s).round() as u64;
+    eprintln!(
+        "{}: {} subscribers, {} events/s for {}s ({total} events, {} deliveries expected), fsync {}",
+        kind.name(),
+        params.subscribers,
+        params.rate,
+        params.duration_s,
+        total * params.subscribers as u64,
+        params.fsync
+    );
+    let server = Switchyard::start(server_args, &Setup::default())?;
+    tokio::time::sleep(SETTLE).await;
+    let run = run_stream(&server, params, kind.name(), None).await?;
     let end = server.usage()?;
     let log_lines = server.log_lines();
     let data_fs = server.data_filesystem();
     drop(server);
 
-    let received = latencies.len() as u64;
-    let missing = expected - received;
-    let delivery_window_s = (last_received_ns.saturating_sub(published.first_sent_ns)) as f64 / 1e9;
-    let deliveries_per_s = received as f64 / delivery_window_s.max(f64::MIN_POSITIVE);
-    let lag = Percentiles::of(&mut latencies);
-    let mut publish_latencies = published.latencies;
-    let publish_latency = Percentiles::of(&mut publish_latencies);
+    let StreamRun {
+        connected,
+        connect_failures,
+        expected,
+        received,
+        missing,
+        incomplete,
+        duplicates,
+        problems,
+        first_problem,
+        published,
+        publish_latency,
+        lag,
+        deliveries_per_s,
+        before_subscribers,
+        with_subscribers,
+        rss_per_subscriber,
+        idle,
+        publish_cpu,
+        broker_cpu_s: _,
+    } = run;
+    let idle = idle.unwrap_or(CpuSplit {
+        client_s: 0.0,
+        server_s: None,
+        server_system_s: None,
+        other_s: 0.0,
+    });
+    let idle_cpu_percent = idle.server_s.unwrap_or(0.0) / params.idle_s * 100.0;
     let percent_of_run = |cpu: f64| cpu / params.duration_s * 100.0;
     let server_cpu = publish_cpu.server_s.unwrap_or(0.0);
 
@@ -2671,14 +2815,7 @@ const ALL_SCENARIOS: [&str; 6] = [
 
 async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
     let started = Instant::now();
-    let publish = PublishArgs {
-        connections: None,
-        duration: None,
-        warmup: None,
-        rounds: None,
-        quick,
-        server: server.clone(),
-    };
+    let publish = PublishArgs::defaults(quick, server);
     let stream = StreamArgs {
         subscribers: None,
         rate: None,
@@ -2692,6 +2829,12 @@ async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
         timeout: None,
         quick,
         server: server.clone(),
+    };
+    let backends = BackendsArgs {
+        publish: PublishArgs::defaults(quick, server),
+        subscribers: None,
+        rate: None,
+        latency_duration: None,
     };
     let mut failed = Vec::new();
     for scenario in ALL_SCENARIOS {
@@ -2716,7 +2859,7 @@ async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
             }
             "webhook" => webhook_scenario(&publish.params(), server).await,
             "handler" => handler_scenario(&handler.params(), server).await,
-            "backends" => backends_scenario(&publish.backends_params(), server).await,
+            "backends" => backends_scenario(&backends.params(), server).await,
             other => unreachable!("{other} is not in ALL_SCENARIOS"),
         };
         // One failing scenario should not cost the others' results.
@@ -2816,6 +2959,9 @@ const NATIVE_BENCH_REQUESTS: u64 = 100_000;
 
 /// The backends, in the order they run; the first is the baseline.
 const BACKENDS: [&str; 4] = ["embedded", "redis", "nats", "kafka"];
+/// SSE subscribers in each backend's latency run: few, so the broker's read
+/// path, not the fan-out, sets the latency.
+const BACKENDS_LATENCY_SUBSCRIBERS: usize = 10;
 
 /// A child process killed (and reaped) when dropped.
 struct ChildGuard(Child);
@@ -2931,6 +3077,10 @@ impl Broker {
                 "kafka".into(),
                 "--kafka-brokers".into(),
                 format!("127.0.0.1:{port}"),
+                // tansu 0.6.0 misreports a partition's end when the last
+                // batch holds several records (ARCHITECTURE.md, known limits).
+                "--kafka-option".into(),
+                "batch.num.messages=1".into(),
             ],
         }
     }
@@ -3031,6 +3181,108 @@ async fn redis_benchmark(port: u16, connections: usize) -> Result<NativeBench> {
     })
 }
 
+/// The publish→SSE table of `backends`: one row per backend and round.
+fn print_backend_latencies(
+    results: &[BackendResult],
+    params: &StreamParams,
+    embedded_p99: Option<f64>,
+) {
+    println!();
+    println!(
+        "publish→SSE latency: {} subscribers, {} events/s of ~{} B for {}s, on each backend's server after its publish load",
+        params.subscribers, params.rate, params.event_bytes, params.duration_s
+    );
+    println!(
+        "| backend  | round | received / expected | p50 ms | p90 ms | p99 ms | p999 ms | max ms | missing | dup | problems | p99 vs embedded | other cores |"
+    );
+    println!(
+        "|----------|-------|---------------------|--------|--------|--------|---------|--------|---------|-----|----------|-----------------|-------------|"
+    );
+    for result in results {
+        if result.latency.is_empty() {
+            let why = result
+                .latency_error
+                .clone()
+                .or_else(|| result.skipped.clone())
+                .unwrap_or_default();
+            println!("| {:<8} | {why} |", result.backend);
+            continue;
+        }
+        for run in &result.latency {
+            let lag = &run.publish_to_receive_ms;
+            let ratio = embedded_p99.map_or_else(|| "-".into(), |e| format!("{:.2}×", lag.p99 / e));
+            println!(
+                "| {:<8} | {:>5} | {:>19} | {:>6.2} | {:>6.2} | {:>6.2} | {:>7.2} | {:>6.2} | {:>7} | {:>3} | {:>8} | {ratio:>15} | {:>11.2} |",
+                result.backend,
+                run.round,
+                format!(
+                    "{} / {}",
+                    run.deliveries_expected - run.deliveries_missing,
+                    run.deliveries_expected
+                ),
+                lag.p50,
+                lag.p90,
+                lag.p99,
+                lag.p999,
+                lag.max,
+                run.deliveries_missing,
+                run.duplicates,
+                run.subscriber_problems + run.publish_errors + run.connect_failures as u64,
+                run.other_cores,
+            );
+            for problem in run.first_problem.iter().chain(&run.first_publish_error) {
+                println!("  {} #{}: {problem}", result.backend, run.round);
+            }
+        }
+    }
+}
+
+/// One backend's publish→SSE run (`run_stream`), as recorded.
+#[derive(Debug, Clone, Serialize)]
+struct BackendLatency {
+    round: u32,
+    subscribers: usize,
+    connect_failures: usize,
+    published_ok: u64,
+    publish_errors: u64,
+    first_publish_error: Option<String>,
+    publish_latency_ms: Percentiles,
+    deliveries_expected: u64,
+    deliveries_missing: u64,
+    duplicates: u64,
+    subscriber_problems: u64,
+    first_problem: Option<String>,
+    publish_to_receive_ms: Percentiles,
+    cpu: CpuSplit,
+    broker_cpu_s: Option<f64>,
+    /// Cores other processes kept busy while publishing, the broker's taken out.
+    other_cores: f64,
+}
+
+impl BackendLatency {
+    fn of(round: u32, run: StreamRun, params: &StreamParams) -> Self {
+        let other_s = run.publish_cpu.other_s - run.broker_cpu_s.unwrap_or(0.0);
+        Self {
+            round,
+            subscribers: run.connected,
+            connect_failures: run.connect_failures,
+            published_ok: run.published.ok,
+            publish_errors: run.published.errors,
+            first_publish_error: run.published.first_error,
+            publish_latency_ms: run.publish_latency,
+            deliveries_expected: run.expected,
+            deliveries_missing: run.missing,
+            duplicates: run.duplicates,
+            subscriber_problems: run.problems,
+            first_problem: run.first_problem,
+            publish_to_receive_ms: run.lag,
+            cpu: run.publish_cpu,
+            broker_cpu_s: run.broker_cpu_s,
+            other_cores: other_s.max(0.0) / params.duration_s,
+        }
+    }
+}
+
 /// One backend's outcome over the run.
 #[derive(Debug, Serialize)]
 struct BackendResult {
@@ -3043,15 +3295,31 @@ struct BackendResult {
     native: Vec<NativeBench>,
     /// Median switchyard req/s over median native req/s.
     ratio_to_native: Option<f64>,
+    /// Publish→SSE runs, one per round, and why one failed.
+    latency: Vec<BackendLatency>,
+    latency_error: Option<String>,
+    /// Median publish→receive p99 over embedded's.
+    latency_p99_ratio_to_embedded: Option<f64>,
     server_warnings: Vec<String>,
 }
 
-async fn backends_scenario(params: &PublishParams, server_args: &ServerArgs) -> Result<()> {
+async fn backends_scenario(all_params: &BackendsParams, server_args: &ServerArgs) -> Result<()> {
+    let (params, stream) = (&all_params.publish, &all_params.latency);
+    if stream.rate == 0 || stream.subscribers == 0 {
+        bail!("--rate and --subscribers must be at least 1");
+    }
     let binary = server_args.describe_binary()?;
     let path = format!("/v1/topics/{TOPIC}/events");
     eprintln!(
-        "backends: {} connections, {}s warm-up + {}s measured, {} round(s) per backend, fsync {}",
-        params.connections, params.warmup_s, params.duration_s, params.rounds, params.fsync
+        "backends: {} connections, {}s warm-up + {}s measured, then {} SSE subscribers × {} events/s for {}s; {} round(s) per backend, fsync {}",
+        params.connections,
+        params.warmup_s,
+        params.duration_s,
+        stream.subscribers,
+        stream.rate,
+        stream.duration_s,
+        params.rounds,
+        params.fsync
     );
     let mut skipped: Vec<(&'static str, String)> = Vec::new();
     for backend in BACKENDS {
@@ -3070,6 +3338,8 @@ async fn backends_scenario(params: &PublishParams, server_args: &ServerArgs) -> 
     let mut data_fs = String::new();
     // (backend, round, the broker process's CPU seconds in the window)
     let mut broker_cpu: Vec<(&'static str, u32, Option<f64>)> = Vec::new();
+    let mut latencies: Vec<(&'static str, BackendLatency)> = Vec::new();
+    let mut latency_errors: Vec<(&'static str, String)> = Vec::new();
     for round in 1..=params.rounds {
         for backend in BACKENDS {
             if skipped.iter().any(|(name, _)| *name == backend) {
@@ -3112,6 +3382,18 @@ async fn backends_scenario(params: &PublishParams, server_args: &ServerArgs) -> 
                 let broker_cpu_s = broker_before
                     .zip(broker_after)
                     .map(|(a, b)| b.cpu_seconds() - a.cpu_seconds());
+                // Publish→SSE latency on the same server and broker, after
+                // the throughput load (subscribers start at the end of it).
+                let latency = match &measured {
+                    Ok(_) => {
+                        tokio::time::sleep(ROUND_PAUSE).await;
+                        run_stream(&server, stream, &format!("{backend} latency"), broker_pid)
+                            .await
+                            .map(|run| BackendLatency::of(round, run, stream))
+                            .map_err(|err| format!("{err:#}"))
+                    }
+                    Err(_) => Err("the publish load failed".into()),
+                };
                 let lines = server.log_lines();
                 drop(server);
                 let measured = measured?;
@@ -3122,11 +3404,18 @@ async fn backends_scenario(params: &PublishParams, server_args: &ServerArgs) -> 
                     }
                     _ => None,
                 };
-                anyhow::Ok((measured, broker_cpu_s, native_run, lines))
+                anyhow::Ok((measured, broker_cpu_s, native_run, lines, latency))
             }
             .await;
             match outcome {
-                Ok((measured, broker_cpu_s, native_run, lines)) => {
+                Ok((measured, broker_cpu_s, native_run, lines, latency)) => {
+                    match latency {
+                        Ok(latency) => latencies.push((backend, latency)),
+                        Err(err) => {
+                            eprintln!("error: backend {backend}: the latency run failed: {err}");
+                            latency_errors.push((backend, err));
+                        }
+                    }
                     broker_cpu.push((backend, measured.round, broker_cpu_s));
                     rounds.push(measured);
                     native.extend(native_run);
@@ -3153,6 +3442,24 @@ async fn backends_scenario(params: &PublishParams, server_args: &ServerArgs) -> 
     };
     let native_rps =
         (!native.is_empty()).then(|| median(native.iter().map(|n| n.requests_per_s).collect()));
+    let latency_of = |name: &str| {
+        latencies
+            .iter()
+            .filter(|(backend, _)| *backend == name)
+            .map(|(_, latency)| latency.clone())
+            .collect::<Vec<_>>()
+    };
+    // Median over rounds of one latency percentile.
+    let median_lag = |runs: &[BackendLatency], pick: fn(&Percentiles) -> f64| {
+        (!runs.is_empty()).then(|| {
+            median(
+                runs.iter()
+                    .map(|r| pick(&r.publish_to_receive_ms))
+                    .collect(),
+            )
+        })
+    };
+    let embedded_p99 = median_lag(&latency_of("embedded"), |p| p.p99);
     let results: Vec<BackendResult> = BACKENDS
         .iter()
         .map(|&backend| {
@@ -3170,6 +3477,14 @@ async fn backends_scenario(params: &PublishParams, server_args: &ServerArgs) -> 
                 native: if redis { native.clone() } else { Vec::new() },
                 ratio_to_native: rps.zip(native_rps).filter(|_| redis).map(|(r, n)| r / n),
                 summary,
+                latency_p99_ratio_to_embedded: median_lag(&latency_of(backend), |p| p.p99)
+                    .zip(embedded_p99)
+                    .map(|(p99, e)| p99 / e),
+                latency: latency_of(backend),
+                latency_error: latency_errors
+                    .iter()
+                    .find(|(name, _)| *name == backend)
+                    .map(|(_, err)| err.clone()),
                 server_warnings: warnings
                     .iter()
                     .filter(|(name, _)| *name == backend)
@@ -3262,12 +3577,32 @@ async fn backends_scenario(params: &PublishParams, server_args: &ServerArgs) -> 
         if summary.errors > 0 {
             part.push_str(&format!(", {} errors", summary.errors));
         }
+        let runs = &result.latency;
+        if let (Some(p50), Some(p99), Some(p999)) = (
+            median_lag(runs, |p| p.p50),
+            median_lag(runs, |p| p.p99),
+            median_lag(runs, |p| p.p999),
+        ) {
+            let missing: u64 = runs.iter().map(|r| r.deliveries_missing).sum();
+            part.push_str(&format!(
+                ", SSE p50 {p50:.1} p99 {p99:.1} p999 {p999:.1} ms, {missing} missing"
+            ));
+            if let Some(r) = result
+                .latency_p99_ratio_to_embedded
+                .filter(|_| result.backend != "embedded")
+            {
+                part.push_str(&format!(" (p99 {r:.2}×)"));
+            }
+        } else if let Some(err) = &result.latency_error {
+            part.push_str(&format!(", SSE latency failed: {err}"));
+        }
         parts.push(part);
     }
     println!(
         "native: redis-benchmark (XADD of a {PUBLISH_BODY_BYTES} B field, same connections, on the same fsync-always redis after switchyard stopped); \
          no native load tool is installed for nats or kafka, so they are switchyard-only"
     );
+    print_backend_latencies(&results, stream, embedded_p99);
     // The broker is part of the system under test, not foreign load: its CPU
     // comes off `other` before judging how busy the machine was.
     let broker_cpu_of = |r: &Round| {
@@ -3287,6 +3622,7 @@ async fn backends_scenario(params: &PublishParams, server_args: &ServerArgs) -> 
     let busiest = rounds
         .iter()
         .map(|r| (r.cpu.other_s - broker_cpu_of(r).unwrap_or(0.0)).max(0.0) / params.duration_s)
+        .chain(latencies.iter().map(|(_, l)| l.other_cores))
         .fold(0.0, f64::max);
     warn_if_busy(busiest);
     for (backend, line) in &warnings {
@@ -3294,14 +3630,14 @@ async fn backends_scenario(params: &PublishParams, server_args: &ServerArgs) -> 
     }
 
     let headline = Headline {
-        target: "none: publish on each backend, for information".into(),
+        target: "none: publish and publish→SSE latency on each backend, for information".into(),
         measured: parts.join("; "),
         verdict: "no target".into(),
         busiest_other_cores: busiest,
     };
     record(
         "backends",
-        json!(params),
+        json!(all_params),
         json!({
             "server_binary": binary,
             "data_filesystem": data_fs,
