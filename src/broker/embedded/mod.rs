@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info};
 
 use self::partition::{Partition, PartitionWriter};
-use super::{Appended, BrokerError, ReadBatch, Record, Result};
+use super::{Appended, BrokerError, ReadBatch, Record, Result, StoredEvent};
 use crate::cursor::Cursor;
 use crate::topic::{Retention, Topics};
 
@@ -366,32 +366,55 @@ fn open_all(data_dir: &Path, topics: &[Arc<crate::topic::Topic>]) -> io::Result<
 
 /// Reads up to `max` events across partitions, merged by store time (the
 /// order within each partition is kept), and the cursor after them.
+/// Up to `max` events after `from`, partitions merged in the order of
+/// [`super::merge`] (store time, kept monotonic within a partition), reading
+/// only as far into each partition as the merge takes from it.
 fn read_now(log: &TopicLog, from: &Cursor, max: usize) -> Result<ReadBatch> {
-    let mut events = Vec::new();
+    let expired = |number: usize| {
+        let oldest = log
+            .partitions
+            .iter()
+            .zip(from.offsets())
+            .map(|(p, &next)| next.max(p.start()))
+            .collect();
+        BrokerError::CursorExpired {
+            partition: number,
+            oldest: Cursor::new(oldest),
+        }
+    };
+    // Per partition with something to read: its events, and the next one
+    // keyed by the running maximum of its timestamps.
+    let mut heads: Vec<(partition::Events, Option<(i64, StoredEvent)>)> = Vec::new();
     for (partition, &next) in log.partitions.iter().zip(from.offsets()) {
         if next == partition.end() {
             continue;
         }
-        match partition.read(next, max, &mut events) {
-            Ok(_) => {}
-            Err(BrokerError::CursorExpired {
-                partition: number, ..
-            }) => {
-                let oldest = log
-                    .partitions
-                    .iter()
-                    .zip(from.offsets())
-                    .map(|(p, &next)| next.max(p.start()))
-                    .collect();
-                return Err(BrokerError::CursorExpired {
-                    partition: number,
-                    oldest: Cursor::new(oldest),
-                });
-            }
-            Err(err) => return Err(err),
-        }
+        let mut events = match partition.events(next) {
+            Err(BrokerError::CursorExpired { partition, .. }) => return Err(expired(partition)),
+            other => other?,
+        };
+        let head = events.next_event()?.map(|e| (e.timestamp_ms, e));
+        heads.push((events, head));
     }
-    Ok(super::merge(from, events, max))
+    let mut next = from.clone();
+    let mut out = Vec::new();
+    while out.len() < max {
+        let Some(i) = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, head))| head.as_ref().map(|(time, e)| ((*time, e.partition), i)))
+            .min()
+            .map(|(_, i)| i)
+        else {
+            break;
+        };
+        let (events, head) = &mut heads[i];
+        let (time, event) = head.take().expect("chosen heads are present");
+        *head = events.next_event()?.map(|e| (time.max(e.timestamp_ms), e));
+        next.advance(event.partition, event.offset);
+        out.push(event);
+    }
+    Ok(ReadBatch { events: out, next })
 }
 
 fn run_writer(

@@ -60,6 +60,55 @@ fn segment_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:020}.log"))
 }
 
+/// A partition's committed events in offset order, read a chunk at a time
+/// as they are asked for.
+pub struct Events {
+    partition: usize,
+    /// The offset wanted next.
+    next: u64,
+    plan: std::vec::IntoIter<Reader>,
+    current: Option<Reader>,
+}
+
+impl Events {
+    pub fn next_event(&mut self) -> Result<Option<StoredEvent>, BrokerError> {
+        loop {
+            let reader = match &mut self.current {
+                Some(reader) => reader,
+                None => match self.plan.next() {
+                    Some(reader) => self.current.insert(reader),
+                    None => return Ok(None),
+                },
+            };
+            let record = match reader.next_record() {
+                Ok(Ok(Some(record))) => record,
+                Ok(Ok(None)) => {
+                    self.current = None;
+                    continue;
+                }
+                Ok(Err(reason)) => {
+                    return Err(corrupt(
+                        self.partition,
+                        format!("at byte {}: {reason}", reader.position()),
+                    ));
+                }
+                Err(err) => return Err(BrokerError::Unavailable(format!("read failed: {err}"))),
+            };
+            // The index points at or before the wanted offset.
+            if record.offset < self.next {
+                continue;
+            }
+            self.next = record.offset + 1;
+            return Ok(Some(StoredEvent {
+                partition: self.partition,
+                offset: record.offset,
+                timestamp_ms: record.timestamp_ms,
+                payload: record.payload,
+            }));
+        }
+    }
+}
+
 fn corrupt(partition: usize, err: impl std::fmt::Display) -> BrokerError {
     BrokerError::Corrupt(format!("partition {partition}: {err}"))
 }
@@ -73,78 +122,39 @@ impl Partition {
         self.end.load(Ordering::Acquire)
     }
 
-    /// Reads up to `max` committed events from `from` on; returns the offset
-    /// to read next.
-    pub fn read(
-        &self,
-        from: u64,
-        max: usize,
-        out: &mut Vec<StoredEvent>,
-    ) -> Result<u64, BrokerError> {
+    /// The committed events from `from` on, read lazily.
+    pub fn events(&self, from: u64) -> Result<Events, BrokerError> {
         // Plan the reads under the lock, do the I/O without it.
-        let plan: Vec<(Arc<File>, u64, u64)> = {
-            let state = self.state.read().expect("partition lock poisoned");
-            let start = state.segments.first().map_or(0, |s| s.base);
-            let end = state.segments.last().map_or(0, |s| s.end);
-            if from < start {
-                return Err(BrokerError::CursorExpired {
-                    partition: self.number,
-                    oldest: crate::cursor::Cursor::new(vec![start]),
-                });
-            }
-            if from > end {
-                return Err(BrokerError::CursorAhead {
-                    partition: self.number,
-                    end,
-                });
-            }
-            if from == end {
-                return Ok(from);
-            }
-            let first = state
-                .segments
-                .partition_point(|s| s.base <= from)
-                .saturating_sub(1);
-            state.segments[first..]
-                .iter()
-                .filter(|s| s.end > from)
-                .map(|s| (Arc::clone(&s.file), s.position_of(from), s.size))
-                .collect()
-        };
-        let mut next = from;
-        let wanted = out.len() + max;
-        for (file, pos, size) in plan {
-            let mut reader = Reader::new(&file, pos, size);
-            while out.len() < wanted {
-                let record = match reader.next_record() {
-                    Ok(Ok(Some(record))) => record,
-                    Ok(Ok(None)) => break,
-                    Ok(Err(reason)) => {
-                        return Err(corrupt(
-                            self.number,
-                            format!("at byte {}: {reason}", reader.position()),
-                        ));
-                    }
-                    Err(err) => {
-                        return Err(BrokerError::Unavailable(format!("read failed: {err}")));
-                    }
-                };
-                if record.offset < next {
-                    continue;
-                }
-                next = record.offset + 1;
-                out.push(StoredEvent {
-                    partition: self.number,
-                    offset: record.offset,
-                    timestamp_ms: record.timestamp_ms,
-                    payload: record.payload,
-                });
-            }
-            if out.len() >= wanted {
-                break;
-            }
+        let state = self.state.read().expect("partition lock poisoned");
+        let start = state.segments.first().map_or(0, |s| s.base);
+        let end = state.segments.last().map_or(0, |s| s.end);
+        if from < start {
+            return Err(BrokerError::CursorExpired {
+                partition: self.number,
+                oldest: crate::cursor::Cursor::new(vec![start]),
+            });
         }
-        Ok(next)
+        if from > end {
+            return Err(BrokerError::CursorAhead {
+                partition: self.number,
+                end,
+            });
+        }
+        let first = state
+            .segments
+            .partition_point(|s| s.base <= from)
+            .saturating_sub(1);
+        let plan: Vec<Reader> = state.segments[first..]
+            .iter()
+            .filter(|s| s.end > from)
+            .map(|s| Reader::new(Arc::clone(&s.file), s.position_of(from), s.size))
+            .collect();
+        Ok(Events {
+            partition: self.number,
+            next: from,
+            plan: plan.into_iter(),
+            current: None,
+        })
     }
 
     /// Removes whole sealed segments that are older than `max_age_ms` or that
@@ -512,7 +522,7 @@ fn create_segment(dir: &Path, base: u64) -> io::Result<Segment> {
 fn recover_segment(dir: &Path, partition: usize, base: u64) -> io::Result<Segment> {
     let mut segment = create_segment(dir, base)?;
     let file_len = segment.file.metadata()?.len();
-    let mut reader = Reader::new(&segment.file, 0, file_len);
+    let mut reader = Reader::new(Arc::clone(&segment.file), 0, file_len);
     let mut expected = base;
     let mut last_indexed: Option<u64> = None;
     let problem = loop {

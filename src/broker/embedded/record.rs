@@ -14,13 +14,16 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
 pub const HEADER_BYTES: usize = 24;
 /// Larger lengths are treated as corruption, not allocated.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
-/// How much a reader fetches with one `pread`.
+/// How much a reader fetches with one `pread`: little at first (most reads
+/// follow the tail and want a few records), doubling while it keeps going.
+const FIRST_CHUNK_BYTES: usize = 16 * 1024;
 const READ_CHUNK_BYTES: usize = 256 * 1024;
 
 /// Appends one encoded record to `buf`.
@@ -88,20 +91,22 @@ pub fn decode(buf: &Bytes) -> Next {
 }
 
 /// Reads records of a file between byte positions, a chunk at a time.
-pub struct Reader<'a> {
-    file: &'a File,
+pub struct Reader {
+    file: Arc<File>,
     pos: u64,
     end: u64,
     buf: Bytes,
+    chunk: usize,
 }
 
-impl<'a> Reader<'a> {
-    pub fn new(file: &'a File, pos: u64, end: u64) -> Self {
+impl Reader {
+    pub fn new(file: Arc<File>, pos: u64, end: u64) -> Self {
         Self {
             file,
             pos,
             end,
             buf: Bytes::new(),
+            chunk: FIRST_CHUNK_BYTES,
         }
     }
 
@@ -129,7 +134,8 @@ impl<'a> Reader<'a> {
                     if (needed as u64) > available {
                         return Ok(Err("record runs past the end of the file"));
                     }
-                    let want = available.min(needed.max(READ_CHUNK_BYTES) as u64) as usize;
+                    let want = available.min(needed.max(self.chunk) as u64) as usize;
+                    self.chunk = (self.chunk * 2).min(READ_CHUNK_BYTES);
                     let mut chunk = BytesMut::zeroed(want);
                     self.file.read_exact_at(&mut chunk, self.pos)?;
                     self.buf = chunk.freeze();
