@@ -16,8 +16,11 @@
 //!   requests made by a plain client loop;
 //! - `backends`: the `publish` load on each backend (embedded, redis, nats,
 //!   kafka), each real broker started here, beside `redis-benchmark`;
-//! - `all`: every scenario in turn, then the summary table of `RESULTS.md`
-//!   regenerated from the newest record of each.
+//! - `micro`: records the estimates that `cargo bench --bench micro`
+//!   (criterion, `bench/micro.rs`) left in `target/criterion`, with the
+//!   ratio of each benchmark to its group's baseline; it runs nothing;
+//! - `all`: every scenario in turn (and `micro`), then the summary table of
+//!   `RESULTS.md` regenerated from the newest record of each.
 //!
 //! Every run stops by itself: durations are bounded, requests time out, and
 //! the child server is killed when the tool exits, fails, panics or is
@@ -124,8 +127,8 @@ const LATENCY_TARGET_RATE: u64 = 50;
 #[command(
     name = "switchyard-bench",
     about = "Load tool for switchyard: publish throughput against bare axum, publish→SSE latency, SSE fan-out, webhooks, handlers",
-    after_help = "Build first with `cargo build --release --bins`; the tool runs the `switchyard` binary next to itself. \
-                  Results are printed and appended to bench/results.jsonl."
+    after_help = "Build first with `cargo build --release --bins --all-features`; the tool runs the `switchyard` binary next to itself. \
+                  Results are printed and appended to bench/results.jsonl. `scripts/bench` does it all: setup, build, micro-benchmarks, `all`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -146,7 +149,9 @@ enum Scenario {
     Handler(HandlerArgs),
     /// The publish load and publish→SSE latency on each backend (embedded, redis, nats, kafka), with redis-benchmark beside redis
     Backends(BackendsArgs),
-    /// Every scenario in turn with its defaults, then regenerate the summary in bench/RESULTS.md
+    /// Record the criterion micro-benchmarks' estimates (run `cargo bench --all-features --bench micro` first) and their ratios
+    Micro(MicroArgs),
+    /// Every scenario in turn with its defaults (micro: the estimates `cargo bench` left), then regenerate the summary in bench/RESULTS.md
     All(AllArgs),
 }
 
@@ -250,6 +255,13 @@ struct AllArgs {
     quick: bool,
     #[command(flatten)]
     server: ServerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct MicroArgs {
+    /// Criterion's output directory [default: $CRITERION_HOME, else $CARGO_TARGET_DIR/criterion, else target/criterion]
+    #[arg(long)]
+    criterion_dir: Option<PathBuf>,
 }
 
 /// The `handler` scenario's settings once defaults are applied.
@@ -440,6 +452,10 @@ async fn run(cli: Cli) -> Result<()> {
         Scenario::Handler(args) => handler_scenario(&args.params(), &args.server).await,
         Scenario::Backends(args) => backends_scenario(&args.params(), &args.publish.server).await,
         Scenario::All(args) => all_scenarios(args.quick, &args.server).await,
+        Scenario::Micro(args) => micro_scenario(
+            &args.criterion_dir.clone().unwrap_or_else(criterion_dir),
+            true,
+        ),
         Scenario::Latency(args) => {
             stream_scenario(
                 StreamKind::Latency,
@@ -522,10 +538,7 @@ impl ServerArgs {
                 manifest_dir.display()
             );
         }
-        let built = time::OffsetDateTime::from(built)
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        Ok(json!({ "path": binary, "built": built, "older_than_sources": stale }))
+        Ok(json!({ "path": binary, "built": rfc3339(built), "older_than_sources": stale }))
     }
 }
 
@@ -1536,7 +1549,7 @@ async fn publish_scenario(params: &PublishParams, server_args: &ServerArgs) -> R
             comparison.spread()
         ),
         verdict,
-        busiest_other_cores: busiest,
+        busiest_other_cores: Some(busiest),
     };
     record(
         "publish",
@@ -1651,7 +1664,7 @@ async fn webhook_scenario(params: &PublishParams, server_args: &ServerArgs) -> R
             comparison.spread()
         ),
         verdict,
-        busiest_other_cores: busiest,
+        busiest_other_cores: Some(busiest),
     };
     record(
         "webhook",
@@ -2421,7 +2434,7 @@ async fn stream_scenario(
                 lag.p99, lag.p50, params.subscribers
             ),
             verdict,
-            busiest_other_cores: busiest,
+            busiest_other_cores: Some(busiest),
         }
     } else {
         Headline {
@@ -2434,7 +2447,7 @@ async fn stream_scenario(
                 rss_per_subscriber / 1024.0
             ),
             verdict: "no target".into(),
-            busiest_other_cores: busiest,
+            busiest_other_cores: Some(busiest),
         }
     };
     report_log(&log_lines);
@@ -2781,7 +2794,7 @@ async fn handler_scenario(params: &HandlerParams, server_args: &ServerArgs) -> R
             handled.requests_per_s, handled.requests, params.events
         ),
         verdict,
-        busiest_other_cores: busiest,
+        busiest_other_cores: Some(busiest),
     };
     record(
         "handler",
@@ -2809,8 +2822,8 @@ async fn handler_scenario(params: &HandlerParams, server_args: &ServerArgs) -> R
 // ---------------------------------------------------------------------------
 
 /// The scenarios `all` runs, in order, and the rows of the summary table.
-const ALL_SCENARIOS: [&str; 6] = [
-    "publish", "latency", "fanout", "webhook", "handler", "backends",
+const ALL_SCENARIOS: [&str; 7] = [
+    "publish", "latency", "fanout", "webhook", "handler", "backends", "micro",
 ];
 
 async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
@@ -2860,6 +2873,9 @@ async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
             "webhook" => webhook_scenario(&publish.params(), server).await,
             "handler" => handler_scenario(&handler.params(), server).await,
             "backends" => backends_scenario(&backends.params(), server).await,
+            // Only reads what `cargo bench` left; without it the row stays
+            // as it was, and the run does not fail.
+            "micro" => micro_scenario(&criterion_dir(), false),
             other => unreachable!("{other} is not in ALL_SCENARIOS"),
         };
         // One failing scenario should not cost the others' results.
@@ -2888,11 +2904,28 @@ fn write_summary() -> Result<()> {
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
         .collect();
+    let table = summary_table(&records);
+    let current = fs::read_to_string(RESULTS_MD).unwrap_or_default();
+    let updated = match (current.find(SUMMARY_BEGIN), current.find(SUMMARY_END)) {
+        (Some(begin), Some(end)) if begin < end => format!(
+            "{}{table}{}",
+            &current[..begin],
+            &current[end + SUMMARY_END.len()..]
+        ),
+        _ => format!("{current}\n## Generated summary\n\n{table}\n"),
+    };
+    fs::write(RESULTS_MD, updated).with_context(|| format!("writing {RESULTS_MD}"))
+}
+
+/// The generated summary, markers included: one row per scenario of
+/// [`ALL_SCENARIOS`], from the newest of `records` (oldest first) for it.
+fn summary_table(records: &[Value]) -> String {
     let mut table = format!(
         "{SUMMARY_BEGIN}\n\
          Generated by `switchyard-bench all` from the newest record of each scenario in \
          `results.jsonl`; `other CPU` is the most cores other processes kept busy in a \
-         measured window (above {BUSY_MACHINE_CORES} the run was skewed by other load).\n\n\
+         measured window (above {BUSY_MACHINE_CORES} the run was skewed by other load; \
+         not measured for `micro`, which reads criterion's estimates).\n\n\
          | scenario | target | measured | verdict | other CPU | run |\n|---|---|---|---|---:|---|\n"
     );
     for scenario in ALL_SCENARIOS {
@@ -2907,10 +2940,9 @@ fn write_summary() -> Result<()> {
                 text(&headline["target"]),
                 text(&headline["measured"]),
                 text(&headline["verdict"]),
-                format!(
-                    "{:.2}",
-                    headline["busiest_other_cores"].as_f64().unwrap_or(0.0)
-                ),
+                headline["busiest_other_cores"]
+                    .as_f64()
+                    .map_or_else(String::new, |cores| format!("{cores:.2}")),
             )
         } else {
             let kept = "recorded before headlines were kept; see the record";
@@ -2933,17 +2965,388 @@ fn write_summary() -> Result<()> {
         ));
     }
     table.push_str(SUMMARY_END);
+    table
+}
 
-    let current = fs::read_to_string(RESULTS_MD).unwrap_or_default();
-    let updated = match (current.find(SUMMARY_BEGIN), current.find(SUMMARY_END)) {
-        (Some(begin), Some(end)) if begin < end => format!(
-            "{}{table}{}",
-            &current[..begin],
-            &current[end + SUMMARY_END.len()..]
-        ),
-        _ => format!("{current}\n## Generated summary\n\n{table}\n"),
+// ---------------------------------------------------------------------------
+// micro: the criterion micro-benchmarks, as `cargo bench` left them
+// ---------------------------------------------------------------------------
+
+/// A group of bench/micro.rs: its baseline and the benchmarks compared with
+/// it, each named as criterion names it (`group/benchmark`).
+struct MicroGroup {
+    baseline: &'static str,
+    measured: &'static [&'static str],
+}
+
+/// Every benchmark of bench/micro.rs. Each ratio is a benchmark's mean over
+/// its group's baseline's.
+const MICRO_GROUPS: [MicroGroup; 3] = [
+    MicroGroup {
+        baseline: "event/parse",
+        measured: &["event/parse_validate"],
+    },
+    MicroGroup {
+        baseline: "webhook_verify/hmac_sha256_baseline",
+        measured: &[
+            "webhook_verify/standard-webhooks",
+            "webhook_verify/github",
+            "webhook_verify/stripe",
+            "webhook_verify/slack",
+            "webhook_verify/shopify",
+            "webhook_verify/hmac",
+        ],
+    },
+    MicroGroup {
+        baseline: "log_append/fsync_interval_10ms",
+        measured: &["log_append/fsync_always"],
+    },
+];
+
+/// Criterion's `--quick` keeps exactly 2 samples; a full run keeps the
+/// configured sample size (20 in bench/micro.rs, at least 10).
+const CRITERION_QUICK_SAMPLES: usize = 2;
+/// Estimates written further apart than this come from different
+/// `cargo bench` runs (a whole run takes about 1.5 minutes).
+const MICRO_SAME_RUN: Duration = Duration::from_secs(600);
+
+/// Every benchmark of [`MICRO_GROUPS`], each group's baseline first.
+fn micro_ids() -> impl Iterator<Item = &'static str> {
+    MICRO_GROUPS
+        .iter()
+        .flat_map(|group| std::iter::once(group.baseline).chain(group.measured.iter().copied()))
+}
+
+/// Where criterion writes, as criterion itself chooses it.
+fn criterion_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return home.into();
+    }
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+            PathBuf::from,
+        )
+        .join("criterion")
+}
+
+/// One benchmark's estimate of the mean time per iteration.
+#[derive(Debug, Clone, Serialize)]
+struct MicroBench {
+    id: &'static str,
+    /// criterion's point estimate of the mean.
+    mean_ns: f64,
+    /// criterion's confidence interval of the mean (95 % by default).
+    mean_low_ns: f64,
+    mean_high_ns: f64,
+    /// Samples taken: 2 in a `--quick` run; none when `sample.json` is missing.
+    samples: Option<usize>,
+    /// When criterion wrote the estimate.
+    written: String,
+    #[serde(skip)]
+    written_at: SystemTime,
+}
+
+impl MicroBench {
+    /// Reads `<dir>/<id>/new/estimates.json` (and `sample.json` beside it);
+    /// `Ok(None)` when criterion has not written it.
+    fn read(dir: &Path, id: &'static str) -> Result<Option<Self>> {
+        let new = dir.join(id).join("new");
+        let path = new.join("estimates.json");
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+        };
+        let estimates: Value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        let number = |value: &Value, what: &str| {
+            value
+                .as_f64()
+                .with_context(|| format!("{} has no number at {what}", path.display()))
+        };
+        let mean = &estimates["mean"];
+        let interval = &mean["confidence_interval"];
+        let samples = fs::read(new.join("sample.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .and_then(|sample| Some(sample["iters"].as_array()?.len()));
+        let written_at = fs::metadata(&path)?.modified()?;
+        Ok(Some(Self {
+            id,
+            mean_ns: number(&mean["point_estimate"], "mean.point_estimate")?,
+            mean_low_ns: number(
+                &interval["lower_bound"],
+                "mean.confidence_interval.lower_bound",
+            )?,
+            mean_high_ns: number(
+                &interval["upper_bound"],
+                "mean.confidence_interval.upper_bound",
+            )?,
+            samples,
+            written: rfc3339(written_at),
+            written_at,
+        }))
+    }
+
+    /// The part of the id after the group.
+    fn name(&self) -> &'static str {
+        self.id.split_once('/').map_or(self.id, |(_, name)| name)
+    }
+}
+
+/// A benchmark's mean over its group's baseline's.
+#[derive(Debug, Serialize)]
+struct MicroRatio {
+    benchmark: &'static str,
+    baseline: &'static str,
+    ratio: f64,
+    /// Seconds between the two estimates; above [`MICRO_SAME_RUN`] they come
+    /// from different runs and the ratio is not a claim.
+    written_apart_s: f64,
+}
+
+/// Every benchmark's estimate, with the ratios to the baselines.
+#[derive(Debug)]
+struct MicroRun {
+    dir: PathBuf,
+    benches: Vec<MicroBench>,
+    ratios: Vec<MicroRatio>,
+    /// Some estimate came from `cargo bench … -- --quick`.
+    quick: bool,
+    /// Some estimate is older than the sources it measured.
+    older_than_sources: bool,
+}
+
+impl MicroRun {
+    /// The estimates in `dir`, or which benchmarks have none.
+    fn read(dir: &Path) -> Result<std::result::Result<Self, Vec<&'static str>>> {
+        let mut benches = Vec::new();
+        let mut missing = Vec::new();
+        for id in micro_ids() {
+            match MicroBench::read(dir, id)? {
+                Some(bench) => benches.push(bench),
+                None => missing.push(id),
+            }
+        }
+        if !missing.is_empty() {
+            return Ok(Err(missing));
+        }
+        let of = |id: &str| {
+            benches
+                .iter()
+                .find(|bench| bench.id == id)
+                .expect("every benchmark was read")
+        };
+        let ratios = MICRO_GROUPS
+            .iter()
+            .flat_map(|group| group.measured.iter().map(move |&id| (group.baseline, id)))
+            .map(|(baseline, id)| {
+                let (base, bench) = (of(baseline), of(id));
+                let apart = bench
+                    .written_at
+                    .duration_since(base.written_at)
+                    .or_else(|_| base.written_at.duration_since(bench.written_at))
+                    .unwrap_or_default();
+                MicroRatio {
+                    benchmark: id,
+                    baseline,
+                    ratio: bench.mean_ns / base.mean_ns,
+                    written_apart_s: apart.as_secs_f64(),
+                }
+            })
+            .collect();
+        let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let newest_source = [
+            manifest_dir.join("src"),
+            manifest_dir.join("bench/micro.rs"),
+            manifest_dir.join("Cargo.toml"),
+        ]
+        .iter()
+        .filter_map(|path| newest_modification(path))
+        .max();
+        let oldest = benches.iter().map(|bench| bench.written_at).min();
+        Ok(Ok(Self {
+            dir: dir.to_path_buf(),
+            quick: benches
+                .iter()
+                .any(|bench| bench.samples.is_some_and(|n| n <= CRITERION_QUICK_SAMPLES)),
+            older_than_sources: newest_source.zip(oldest).is_some_and(|(s, o)| s > o),
+            benches,
+            ratios,
+        }))
+    }
+
+    fn bench(&self, id: &str) -> &MicroBench {
+        self.benches
+            .iter()
+            .find(|bench| bench.id == id)
+            .expect("every benchmark was read")
+    }
+
+    /// The summary row: each group's baseline, then each benchmark's ratio.
+    fn headline(&self) -> Headline {
+        let groups = MICRO_GROUPS.iter().map(|group| {
+            let base = self.bench(group.baseline);
+            let measured = group
+                .measured
+                .iter()
+                .map(|&id| {
+                    let bench = self.bench(id);
+                    format!(
+                        "{} {:.2}× ({})",
+                        bench.name(),
+                        bench.mean_ns / base.mean_ns,
+                        format_ns(bench.mean_ns)
+                    )
+                })
+                .collect::<Vec<_>>();
+            format!(
+                "{} {}: {}",
+                group.baseline,
+                format_ns(base.mean_ns),
+                measured.join(", ")
+            )
+        });
+        let mixed = self
+            .ratios
+            .iter()
+            .any(|ratio| ratio.written_apart_s > MICRO_SAME_RUN.as_secs_f64());
+        Headline {
+            target: "none: criterion mean per iteration, as a ratio to its group's baseline, for information".into(),
+            measured: groups.collect::<Vec<_>>().join("; "),
+            verdict: if mixed {
+                "no target; some ratios mix runs, see the record".into()
+            } else {
+                "no target".into()
+            },
+            busiest_other_cores: None,
+        }
+    }
+
+    fn print(&self) {
+        let written = self.benches.iter().map(|bench| bench.written_at);
+        let (first, last) = (written.clone().min(), written.max());
+        println!();
+        println!(
+            "micro: criterion's estimates in {}, written {} to {}",
+            self.dir.display(),
+            first.map(rfc3339).unwrap_or_default(),
+            last.map(rfc3339).unwrap_or_default(),
+        );
+        println!(
+            "| benchmark                                |       mean |        [low, high] | samples |    ratio |"
+        );
+        println!(
+            "|------------------------------------------|------------|--------------------|---------|----------|"
+        );
+        for bench in &self.benches {
+            let ratio = self
+                .ratios
+                .iter()
+                .find(|ratio| ratio.benchmark == bench.id)
+                .map_or_else(|| "1 (base)".into(), |ratio| format!("{:.2}×", ratio.ratio));
+            println!(
+                "| {:<40} | {:>10} | {:>18} | {:>7} | {ratio:>8} |",
+                bench.id,
+                format_ns(bench.mean_ns),
+                format!(
+                    "[{}, {}]",
+                    format_ns(bench.mean_low_ns),
+                    format_ns(bench.mean_high_ns)
+                ),
+                bench.samples.map_or_else(|| "?".into(), |n| n.to_string()),
+            );
+        }
+        for ratio in &self.ratios {
+            if ratio.written_apart_s > MICRO_SAME_RUN.as_secs_f64() {
+                println!(
+                    "WARNING: {} and {} were measured {:.0} s apart, in different runs; rerun `cargo bench --all-features --bench micro`",
+                    ratio.benchmark, ratio.baseline, ratio.written_apart_s
+                );
+            }
+        }
+        if self.quick {
+            println!(
+                "WARNING: some estimates come from `cargo bench … -- --quick` (2 samples): a smoke run, not a claim"
+            );
+        }
+        if self.older_than_sources {
+            println!(
+                "WARNING: some estimates are older than the sources (src/, bench/micro.rs, Cargo.toml); rerun `cargo bench --all-features --bench micro`"
+            );
+        }
+    }
+
+    /// The record's `params` and `results`.
+    fn params(&self) -> Value {
+        json!({
+            "quick": self.quick,
+            "criterion_dir": self.dir,
+            "statistic": "mean.point_estimate of <group>/<benchmark>/new/estimates.json, in ns",
+        })
+    }
+
+    fn results(&self) -> Value {
+        json!({
+            "benches": self.benches,
+            "ratios": self.ratios,
+            "estimates_older_than_sources": self.older_than_sources,
+        })
+    }
+}
+
+/// `micro`: records the estimates the last `cargo bench --bench micro` left
+/// in `dir`. When some are missing it fails if `required`, and otherwise says
+/// so and records nothing.
+fn micro_scenario(dir: &Path, required: bool) -> Result<()> {
+    let run = match MicroRun::read(dir)? {
+        Ok(run) => run,
+        Err(missing) => {
+            let what = if missing.len() == micro_ids().count() {
+                "no criterion estimates".to_owned()
+            } else {
+                format!("no criterion estimates for {}", missing.join(", "))
+            };
+            let message = format!(
+                "{what} in {}; run `cargo bench --all-features --bench micro` (or scripts/bench) first",
+                dir.display()
+            );
+            if required {
+                bail!(message);
+            }
+            eprintln!("micro skipped, nothing recorded: {message}");
+            return Ok(());
+        }
     };
-    fs::write(RESULTS_MD, updated).with_context(|| format!("writing {RESULTS_MD}"))
+    run.print();
+    let headline = run.headline();
+    println!("{}", headline.measured);
+    record("micro", run.params(), run.results(), None, &headline)
+}
+
+/// A time in nanoseconds in the unit that suits it, to 3 significant digits.
+fn format_ns(ns: f64) -> String {
+    let (value, unit) = if ns >= 1e6 {
+        (ns / 1e6, "ms")
+    } else if ns >= 1e3 {
+        (ns / 1e3, "µs")
+    } else {
+        (ns, "ns")
+    };
+    if value >= 100.0 {
+        format!("{value:.0} {unit}")
+    } else if value >= 10.0 {
+        format!("{value:.1} {unit}")
+    } else {
+        format!("{value:.2} {unit}")
+    }
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    time::OffsetDateTime::from(time)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------
@@ -3633,7 +4036,7 @@ async fn backends_scenario(all_params: &BackendsParams, server_args: &ServerArgs
         target: "none: publish and publish→SSE latency on each backend, for information".into(),
         measured: parts.join("; "),
         verdict: "no target".into(),
-        busiest_other_cores: busiest,
+        busiest_other_cores: Some(busiest),
     };
     record(
         "backends",
@@ -3668,8 +4071,10 @@ struct Headline {
     measured: String,
     /// `met`, `MISSED`, `not judged: …` or `no target`.
     verdict: String,
-    /// The most cores other processes kept busy in a measured window.
-    busiest_other_cores: f64,
+    /// The most cores other processes kept busy in a measured window; none
+    /// where the tool did not measure it (`micro` only reads criterion's
+    /// estimates).
+    busiest_other_cores: Option<f64>,
 }
 
 /// Appends one JSON line describing the run to bench/results.jsonl.
@@ -3680,6 +4085,25 @@ fn record(
     ratio: Option<f64>,
     headline: &Headline,
 ) -> Result<()> {
+    let line = record_line(scenario, params, results, ratio, headline);
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(RESULTS_FILE)
+        .with_context(|| format!("opening {RESULTS_FILE}"))?;
+    writeln!(file, "{line}").with_context(|| format!("writing {RESULTS_FILE}"))?;
+    eprintln!("recorded in {RESULTS_FILE}");
+    Ok(())
+}
+
+/// The run's record: what it measured, on which commit and machine.
+fn record_line(
+    scenario: &str,
+    params: Value,
+    results: Value,
+    ratio: Option<f64>,
+    headline: &Headline,
+) -> Value {
     let git = |args: &[&str]| {
         Command::new("git")
             .args(args)
@@ -3693,10 +4117,8 @@ fn record(
     // Uncommitted changes mean the commit alone does not name what ran.
     let dirty =
         git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-    let timestamp = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    let line = json!({
+    let timestamp = rfc3339(SystemTime::now());
+    json!({
         "scenario": scenario,
         "timestamp": timestamp,
         "git_commit": commit,
@@ -3706,15 +4128,7 @@ fn record(
         "results": results,
         "ratio": ratio,
         "headline": headline,
-    });
-    let mut file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(RESULTS_FILE)
-        .with_context(|| format!("opening {RESULTS_FILE}"))?;
-    writeln!(file, "{line}").with_context(|| format!("writing {RESULTS_FILE}"))?;
-    eprintln!("recorded in {RESULTS_FILE}");
-    Ok(())
+    })
 }
 
 fn machine() -> Value {
@@ -3735,4 +4149,158 @@ fn machine() -> Value {
         "cpu_model": model,
         "memory_gib": (mem_kib as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `<dir>/<id>/new/{estimates,sample}.json` as criterion does.
+    fn write_estimate(dir: &Path, id: &str, mean_ns: f64, samples: usize) {
+        let new = dir.join(id).join("new");
+        fs::create_dir_all(&new).unwrap();
+        let estimate = |value: f64| {
+            json!({
+                "confidence_interval": {"confidence_level": 0.95, "lower_bound": value * 0.99, "upper_bound": value * 1.01},
+                "point_estimate": value,
+                "standard_error": value * 0.01,
+            })
+        };
+        let estimates = json!({
+            "mean": estimate(mean_ns),
+            "median": estimate(mean_ns * 0.98),
+            "median_abs_dev": estimate(1.0),
+            "slope": estimate(mean_ns * 1.02),
+            "std_dev": estimate(2.0),
+        });
+        fs::write(new.join("estimates.json"), estimates.to_string()).unwrap();
+        let iters: Vec<f64> = (1..=samples).map(|n| n as f64).collect();
+        let times: Vec<f64> = iters.iter().map(|n| n * mean_ns).collect();
+        let sample = json!({"sampling_mode": "Linear", "iters": iters, "times": times});
+        fs::write(new.join("sample.json"), sample.to_string()).unwrap();
+    }
+
+    /// Every benchmark of bench/micro.rs: baselines at `base` ns, the others
+    /// at 1.5 times that, but `fsync_always` at 25 times.
+    fn write_all(dir: &Path, base: f64, samples: usize) {
+        for group in &MICRO_GROUPS {
+            write_estimate(dir, group.baseline, base, samples);
+            for &id in group.measured {
+                let factor = if id == "log_append/fsync_always" {
+                    25.0
+                } else {
+                    1.5
+                };
+                write_estimate(dir, id, base * factor, samples);
+            }
+        }
+    }
+
+    #[test]
+    fn missing_estimates_say_how_to_get_them() {
+        let dir = TempDir::new(None).unwrap();
+        let missing = MicroRun::read(&dir.0).unwrap().unwrap_err();
+        assert_eq!(missing.len(), 11);
+        let err = micro_scenario(&dir.0, true).unwrap_err().to_string();
+        assert!(err.starts_with("no criterion estimates in "), "{err}");
+        assert!(
+            err.contains("run `cargo bench --all-features --bench micro` (or scripts/bench)"),
+            "{err}"
+        );
+        // As `all` runs it: skipped, not failed, nothing recorded.
+        micro_scenario(&dir.0, false).unwrap();
+
+        write_estimate(&dir.0, "event/parse", 6000.0, 20);
+        let missing = MicroRun::read(&dir.0).unwrap().unwrap_err();
+        assert_eq!(missing.len(), 10);
+        let err = micro_scenario(&dir.0, true).unwrap_err().to_string();
+        assert!(
+            err.starts_with("no criterion estimates for event/parse_validate, webhook_verify/"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn micro_record_has_times_ratios_and_a_summary_row() {
+        let dir = TempDir::new(None).unwrap();
+        write_all(&dir.0, 10_000.0, 20);
+        let run = MicroRun::read(&dir.0).unwrap().unwrap();
+        assert!(!run.quick);
+        assert_eq!(run.benches.len(), 11);
+        assert_eq!(run.ratios.len(), 8);
+        for ratio in &run.ratios {
+            let expected = if ratio.benchmark == "log_append/fsync_always" {
+                25.0
+            } else {
+                1.5
+            };
+            assert!((ratio.ratio - expected).abs() < 1e-9, "{ratio:?}");
+            assert!(ratio.written_apart_s < MICRO_SAME_RUN.as_secs_f64());
+        }
+        let headline = run.headline();
+        assert_eq!(headline.verdict, "no target");
+        assert_eq!(
+            headline.measured,
+            "event/parse 10.0 µs: parse_validate 1.50× (15.0 µs); \
+             webhook_verify/hmac_sha256_baseline 10.0 µs: standard-webhooks 1.50× (15.0 µs), \
+             github 1.50× (15.0 µs), stripe 1.50× (15.0 µs), slack 1.50× (15.0 µs), \
+             shopify 1.50× (15.0 µs), hmac 1.50× (15.0 µs); \
+             log_append/fsync_interval_10ms 10.0 µs: fsync_always 25.00× (250 µs)"
+        );
+
+        let line = record_line("micro", run.params(), run.results(), None, &headline);
+        assert_eq!(line["params"]["quick"], false);
+        assert_eq!(line["results"]["benches"][1]["id"], "event/parse_validate");
+        assert_eq!(line["results"]["benches"][1]["mean_ns"], 15_000.0);
+        assert_eq!(line["results"]["benches"][1]["samples"], 20);
+        assert_eq!(line["results"]["ratios"][0]["ratio"], 1.5);
+        assert!(line["headline"]["busiest_other_cores"].is_null());
+        // The record as it would be read back from results.jsonl.
+        let line: Value = serde_json::from_str(&line.to_string()).unwrap();
+        let table = summary_table(&[line]);
+        assert!(table.starts_with(SUMMARY_BEGIN) && table.ends_with(SUMMARY_END));
+        assert!(table.contains("| `publish` | | not run yet | | | |\n"));
+        let row = table
+            .lines()
+            .find(|row| row.starts_with("| `micro` |"))
+            .expect("a micro row");
+        assert!(
+            row.starts_with(&format!(
+                "| `micro` | {} | {} | no target |  | ",
+                headline.target, headline.measured
+            )),
+            "{row}"
+        );
+        assert!(!row.contains("--quick"), "{row}");
+    }
+
+    #[test]
+    fn quick_estimates_are_marked_quick() {
+        let dir = TempDir::new(None).unwrap();
+        write_all(&dir.0, 800.0, CRITERION_QUICK_SAMPLES);
+        let run = MicroRun::read(&dir.0).unwrap().unwrap();
+        assert!(run.quick);
+        let headline = run.headline();
+        assert!(
+            headline
+                .measured
+                .starts_with("event/parse 800 ns: parse_validate 1.50× (1.20 µs)"),
+            "{}",
+            headline.measured
+        );
+        let line = record_line("micro", run.params(), run.results(), None, &headline);
+        let table = summary_table(&[line]);
+        let row = table.lines().find(|row| row.starts_with("| `micro` |"));
+        assert!(row.unwrap().ends_with(", --quick |"), "{row:?}");
+    }
+
+    #[test]
+    fn times_have_three_significant_digits() {
+        assert_eq!(format_ns(795.4), "795 ns");
+        assert_eq!(format_ns(5977.7), "5.98 µs");
+        assert_eq!(format_ns(76_800.0), "76.8 µs");
+        assert_eq!(format_ns(243_000.0), "243 µs");
+        assert_eq!(format_ns(3_300_000.0), "3.30 ms");
+        assert_eq!(format_ns(12.0), "12.0 ns");
+    }
 }
