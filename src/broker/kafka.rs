@@ -65,60 +65,78 @@ fn unavailable(err: impl std::fmt::Display) -> BrokerError {
 }
 
 impl KafkaBroker {
-    fn client_config(config: &KafkaConfig) -> ClientConfig {
+    /// Settings every client shares; `role` adds the producer's or a
+    /// consumer's. The user's options go last, so they win.
+    fn create<T: rdkafka::config::FromClientConfig>(
+        config: &KafkaConfig,
+        role: &[(&str, String)],
+    ) -> Result<T> {
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &config.bootstrap_servers)
             .set("socket.timeout.ms", "5000")
-            .set("socket.connection.setup.timeout.ms", "5000");
+            .set("socket.connection.setup.timeout.ms", "5000")
+            // Back within a second of the broker (librdkafka waits up to
+            // 10 s between reconnects by default).
+            .set("reconnect.backoff.max.ms", "1000");
+        for (key, value) in role {
+            client.set(*key, value);
+        }
         for (key, value) in &config.options {
             client.set(key, value);
         }
-        client
+        client.create().map_err(unavailable)
     }
 
     fn consumer(config: &KafkaConfig, group: &str) -> Result<BaseConsumer> {
-        Self::client_config(config)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            // Reads ask for messages they know exist: do not linger.
-            .set("fetch.wait.max.ms", "10")
-            .set("fetch.error.backoff.ms", "10")
-            // Room for the largest event in one fetch.
-            .set(
-                "fetch.max.bytes",
-                (MAX_MESSAGE_BYTES + (1 << 20)).to_string(),
-            )
-            .set(
-                "max.partition.fetch.bytes",
-                (MAX_MESSAGE_BYTES + (1 << 20)).to_string(),
-            )
-            .set(
-                "receive.message.max.bytes",
-                (MAX_MESSAGE_BYTES + (2 << 20)).to_string(),
-            )
-            .create()
-            .map_err(unavailable)
+        Self::create(
+            config,
+            &[
+                ("group.id", group.to_owned()),
+                ("enable.auto.commit", "false".into()),
+                ("enable.auto.offset.store", "false".into()),
+                ("enable.partition.eof", "false".into()),
+                // Reads ask for messages they know exist: do not linger.
+                ("fetch.wait.max.ms", "10".into()),
+                ("fetch.error.backoff.ms", "10".into()),
+                // Room for the largest event in one fetch.
+                (
+                    "fetch.max.bytes",
+                    (MAX_MESSAGE_BYTES + (1 << 20)).to_string(),
+                ),
+                (
+                    "max.partition.fetch.bytes",
+                    (MAX_MESSAGE_BYTES + (1 << 20)).to_string(),
+                ),
+                (
+                    "receive.message.max.bytes",
+                    (MAX_MESSAGE_BYTES + (2 << 20)).to_string(),
+                ),
+            ],
+        )
     }
 
     pub async fn open(config: KafkaConfig, topics: &Topics) -> Result<Self> {
-        let producer: FutureProducer = Self::client_config(&config)
-            .set("enable.idempotence", "true")
-            .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
-            .set("acks", "all")
-            .set("message.timeout.ms", "10000")
-            .set("linger.ms", "1")
-            .create()
-            .map_err(unavailable)?;
-        let admin: AdminClient<DefaultClientContext> =
-            Self::client_config(&config).create().map_err(unavailable)?;
+        let producer: FutureProducer = Self::create(
+            &config,
+            &[
+                ("enable.idempotence", "true".into()),
+                ("message.max.bytes", MAX_MESSAGE_BYTES.to_string()),
+                ("acks", "all".into()),
+                ("message.timeout.ms", "10000".into()),
+                ("linger.ms", "1".into()),
+            ],
+        )?;
+        let admin: AdminClient<DefaultClientContext> = Self::create(&config, &[])?;
         // Topic configs as strings, kept alive for the NewTopic borrows.
         let settings: Vec<Vec<(&str, String)>> = topics
             .iter()
             .map(|t| {
-                let mut settings = vec![("max.message.bytes", MAX_MESSAGE_BYTES.to_string())];
+                let mut settings = vec![
+                    ("max.message.bytes", MAX_MESSAGE_BYTES.to_string()),
+                    // Kafka's default, stated: retention deletes old records.
+                    ("cleanup.policy", "delete".to_owned()),
+                ];
                 if let Some(age) = t.retention.max_age {
                     settings.push(("retention.ms", age.as_millis().to_string()));
                 }
@@ -426,11 +444,17 @@ impl KafkaBroker {
         Ok(Some(Cursor::new(offsets)))
     }
 
+    /// Ready when both the producer (writes) and the watcher (the ends of
+    /// topics, which every read asks for) reach the cluster.
     pub async fn health(&self) -> Result<()> {
         let producer = self.producer.clone();
+        let watcher = Arc::clone(&self.watcher);
         tokio::task::spawn_blocking(move || {
             producer
                 .client()
+                .fetch_metadata(None, REQUEST_TIMEOUT)
+                .map_err(unavailable)?;
+            watcher
                 .fetch_metadata(None, REQUEST_TIMEOUT)
                 .map(|_| ())
                 .map_err(unavailable)

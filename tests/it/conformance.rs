@@ -19,7 +19,7 @@ use crate::harness::*;
 pub enum Kind {
     Redis,
     Nats,
-    /// tansu, a Kafka-protocol broker (memory storage: a restart forgets).
+    /// tansu, a Kafka-protocol broker, on its SQLite storage.
     Kafka,
 }
 
@@ -122,7 +122,12 @@ impl BrokerServer {
                         "--advertised-listener-url",
                         &listener,
                     ])
-                    .args(["--storage-engine", "memory://tansu/"]);
+                    // A log on disk (SQLite) that survives kill -9; old
+                    // records are expired every second.
+                    .args([
+                        "--storage-engine",
+                        "sqlite://tansu.db?maintenance_interval=1s",
+                    ]);
                 c
             }
         };
@@ -155,13 +160,6 @@ impl BrokerServer {
                 "kafka".into(),
                 "--kafka-brokers".into(),
                 format!("127.0.0.1:{}", self.port),
-                // tansu 0.6.0 reports the end of a partition as the base
-                // offset of its last record batch + 1, hiding the rest of
-                // that batch from readers until the next write: one record
-                // per batch keeps its end exact. Real Kafka needs no such
-                // setting (ARCHITECTURE.md, known limits).
-                "--kafka-option".into(),
-                "batch.num.messages=1".into(),
             ],
         }
     }
@@ -170,20 +168,6 @@ impl BrokerServer {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-
-    /// SIGSTOP: the server hangs, its sockets stay open.
-    pub fn freeze(&self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGSTOP);
-        }
-    }
-
-    /// SIGCONT after [`BrokerServer::freeze`].
-    pub fn thaw(&self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGCONT);
-        }
     }
 
     /// Starts again on the same port and data.
@@ -424,12 +408,6 @@ async fn conformance_concurrent_publishers_and_large_events() {
 #[tokio::test]
 async fn conformance_retention() {
     for backend in backends() {
-        // Switchyard sets retention.ms on the Kafka topics it creates, but
-        // tansu's memory storage (our Kafka-protocol test broker) never
-        // expires anything, so there is nothing to observe here.
-        if matches!(&backend, Backend::External(server) if server.kind == Kind::Kafka) {
-            continue;
-        }
         retention(backend).await;
     }
 }
@@ -475,20 +453,19 @@ async fn broker_outage_answers_503_and_loses_nothing_acknowledged() {
     }
 }
 
-/// How the broker goes away: killed and restarted on its data, or — for
-/// tansu, whose log lives in memory here, so that a killed tansu has lost
-/// everything — frozen (SIGSTOP) past the producer's 10 s message timeout
-/// and thawed: requests time out, and every acknowledged event must be
-/// there afterwards all the same.
 async fn outage(mut broker: BrokerServer) {
-    let (down_for, crash) = match broker.kind {
-        Kind::Kafka => (Duration::from_secs(12), false),
-        _ => (Duration::from_secs(2), true),
-    };
     let what = format!("{:?}", broker.kind);
     let ws = Workspace::new();
     ws.topic("out", 2, "");
-    let args = broker.args();
+    let mut args = broker.args();
+    if broker.kind == Kind::Kafka {
+        // tansu 0.6.0's SQLite storage panics on the first write of an
+        // idempotent producer that outlived a broker restart (lite.rs:503,
+        // "more or less than one row") and then answers nothing: here the
+        // producer runs without idempotence (acks=all still). Apache Kafka
+        // needs nothing of the kind (ARCHITECTURE.md, known limits).
+        args.extend(["--kafka-option".into(), "enable.idempotence=false".into()]);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = ws.serve(&args);
     let url = server.events_url("out");
@@ -525,13 +502,9 @@ async fn outage(mut broker: BrokerServer) {
         &mut unavailable,
     )
     .await;
-    if crash {
-        broker.kill();
-    } else {
-        broker.freeze();
-    }
+    broker.kill();
     publish_for(
-        Instant::now() + down_for,
+        Instant::now() + Duration::from_secs(2),
         &mut acknowledged,
         &mut unavailable,
     )
@@ -544,11 +517,7 @@ async fn outage(mut broker: BrokerServer) {
         503,
         "/readyz fails while the broker is down"
     );
-    if crash {
-        broker.restart();
-    } else {
-        broker.thaw();
-    }
+    broker.restart();
     // Reconnects by itself.
     let deadline = Instant::now() + Duration::from_secs(20);
     while reqwest::get(format!("{}/readyz", server.url))
