@@ -470,6 +470,8 @@ async fn outage(mut broker: BrokerServer) {
     let server = ws.serve(&args);
     let url = server.events_url("out");
     let client = client();
+    // A subscriber that stays through the outage.
+    let mut sse = Sse::connect(&format!("{}?from=earliest", server.stream_url("out")), None).await;
 
     let mut acknowledged = Vec::new();
     let mut unavailable = 0;
@@ -544,6 +546,39 @@ async fn outage(mut broker: BrokerServer) {
         .filter(|n| !stored.contains(n))
         .collect();
     assert!(lost.is_empty(), "{what}: acknowledged but lost: {lost:?}");
+
+    // The subscriber sees every acknowledged event too: the stream goes on
+    // after the outage, or ends with `event: error` and resumes from the
+    // last id it got.
+    let mut seen = HashSet::new();
+    let mut last_id = None;
+    let mut errors = 0;
+    while !acknowledged.iter().all(|n| seen.contains(n)) {
+        match sse.next(Duration::from_secs(20)).await {
+            Some(event) if event.event == "error" || event.event == "lagged" => {
+                errors += 1;
+                assert!(
+                    errors < 20,
+                    "{what}: the stream keeps failing: {:?}",
+                    event.data
+                );
+                sse = Sse::connect(&server.stream_url("out"), last_id.as_deref()).await;
+            }
+            Some(event) => {
+                if let Some(n) = event.data["data"]["n"].as_u64() {
+                    seen.insert(n);
+                }
+                if !event.id.is_empty() {
+                    last_id = Some(event.id);
+                }
+            }
+            None => {
+                errors += 1;
+                assert!(errors < 20, "{what}: the stream keeps ending");
+                sse = Sse::connect(&server.stream_url("out"), last_id.as_deref()).await;
+            }
+        }
+    }
 }
 
 /// Runs one of the third-party reader scripts in tests/signers.
