@@ -746,6 +746,7 @@ async fn group_sharing(backend: Backend) {
     }
     let a = Member::new(&server, "work", "workers");
     let b = Member::new(&server, "work", "workers");
+    let work = server.events_url("work");
 
     // Leased to A, so not to B: the two hold different events.
     let held_a = a.receive("start=earliest&max=5&lease=30s").await;
@@ -778,12 +779,7 @@ async fn group_sharing(backend: Backend) {
     assert_eq!((seen.len(), unique.len()), (40, 40), "{what}: {seen:?}");
 
     // Nack with a delay: due again after it, to any member, attempt 2.
-    publish(
-        &client(),
-        &server.events_url("work"),
-        &event("nacked", 100, "k1"),
-    )
-    .await;
+    publish(&client(), &work, &event("nacked", 100, "k1")).await;
     let first = a.receive("max=1&wait=5s").await;
     assert_eq!(ids(&first), ["nacked"], "{what}");
     assert_eq!(a.nack(&receipts(&first), "400ms").await.0, 200, "{what}");
@@ -794,12 +790,7 @@ async fn group_sharing(backend: Backend) {
     assert_eq!(b.ack(&receipts(&again)).await.0, 200, "{what}");
 
     // A member dies holding a lease: when it runs out, the other gets it.
-    publish(
-        &client(),
-        &server.events_url("work"),
-        &event("orphan", 101, "k2"),
-    )
-    .await;
+    publish(&client(), &work, &event("orphan", 101, "k2")).await;
     let orphaned = a.receive("max=1&lease=1s&wait=5s").await;
     assert_eq!(ids(&orphaned), ["orphan"], "{what}");
     let rescued = b.receive("max=1&lease=30s&wait=10s").await;
@@ -811,12 +802,7 @@ async fn group_sharing(backend: Backend) {
 
     // Held but not acked when Switchyard dies: delivered again after it
     // restarts; nothing acked before comes back.
-    publish(
-        &client(),
-        &server.events_url("work"),
-        &event("unacked", 102, "k3"),
-    )
-    .await;
+    publish(&client(), &work, &event("unacked", 102, "k3")).await;
     assert_eq!(
         ids(&a.receive("max=1&wait=5s").await),
         ["unacked"],
@@ -834,25 +820,13 @@ async fn group_sharing(backend: Backend) {
         after.extend(ids(&batch));
     }
     assert_eq!(after, ["unacked"], "{what}");
-    let status: Value = a
-        .client
-        .get(&a.base)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json(&a.base).await;
     assert_eq!(status["outstanding"], 0, "{what}: {status}");
-    let latest: Value = a
-        .client
-        .get(format!("{}?from=latest&limit=1", server.events_url("work")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let latest = get_json(&format!(
+        "{}?from=latest&limit=1",
+        server.events_url("work")
+    ))
+    .await;
     assert_eq!(status["committed"], latest["next"], "{what}: all acked");
 }
 

@@ -154,14 +154,7 @@ async fn bad_group_requests_get_clear_errors() {
     // Status: a group never used is unknown; one in use says where it is.
     let response = client().get(group("never")).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 404);
-    let status: Value = client()
-        .get(group("w"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json(&group("w")).await;
     assert_eq!(status["outstanding"], 0, "{status}");
     assert!(status["committed"].is_string(), "{status}");
 

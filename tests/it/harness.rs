@@ -268,6 +268,18 @@ pub async fn publish(client: &reqwest::Client, url: &str, event: &Value) -> (u16
     (status, body)
 }
 
+/// GETs `url` and parses the answer as JSON, whatever the status.
+pub async fn get_json(url: &str) -> Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Reads the whole topic from `from` by paging; returns (cursor, event) pairs.
 pub async fn read_all(client: &reqwest::Client, url: &str) -> Vec<Value> {
     let mut events = Vec::new();
