@@ -118,7 +118,7 @@ pub struct Overrides {
     /// Kafka bootstrap servers for broker = kafka [default: 127.0.0.1:9092]
     #[arg(long, env = "SWITCHYARD_KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
-    /// A librdkafka property for broker = kafka, e.g. security.protocol=SASL_SSL;
+    /// A librdkafka property for broker = kafka, e.g. sasl.mechanism=PLAIN;
     /// repeat the flag (or separate with commas in the env var); overrides [kafka.options]
     #[arg(
         long = "kafka-option",
