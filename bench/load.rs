@@ -1542,12 +1542,7 @@ async fn publish_scenario(params: &PublishParams, server_args: &ServerArgs) -> R
 
     let headline = Headline {
         target: format!("publish ≥ {PUBLISH_TARGET_RATIO}× bare axum"),
-        measured: format!(
-            "{ratio:.2}× ({:.0} vs {:.0} req/s, medians; rounds {})",
-            comparison.measured.requests_per_s,
-            comparison.base.requests_per_s,
-            comparison.spread()
-        ),
+        measured: comparison.measured_text(),
         verdict,
         busiest_other_cores: Some(busiest),
     };
@@ -1657,12 +1652,7 @@ async fn webhook_scenario(params: &PublishParams, server_args: &ServerArgs) -> R
 
     let headline = Headline {
         target: format!("webhook ≥ {WEBHOOK_TARGET_RATIO}× publish"),
-        measured: format!(
-            "{ratio:.2}× ({:.0} vs {:.0} req/s, medians; rounds {})",
-            comparison.measured.requests_per_s,
-            comparison.base.requests_per_s,
-            comparison.spread()
-        ),
+        measured: comparison.measured_text(),
         verdict,
         busiest_other_cores: Some(busiest),
     };
@@ -1746,6 +1736,17 @@ impl Comparison {
             .map(|r| format!("{r:.2}"))
             .collect();
         spread.join(", ")
+    }
+
+    /// The ratio, both medians and the round-by-round spread, for a headline.
+    fn measured_text(&self) -> String {
+        format!(
+            "{:.2}× ({:.0} vs {:.0} req/s, medians; rounds {})",
+            self.ratio,
+            self.measured.requests_per_s,
+            self.base.requests_per_s,
+            self.spread()
+        )
     }
 
     /// The table of rounds and medians, the ratio and the server's CPU per request.

@@ -234,7 +234,7 @@ impl Config {
                 }
                 _ => problem(
                     "--kafka-option",
-                    format!("{option:?} is not KEY=VALUE (e.g. security.protocol=SSL)"),
+                    format!("{option:?} is not KEY=VALUE (e.g. sasl.mechanism=PLAIN)"),
                 ),
             }
         }

@@ -100,14 +100,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let webhooks = Webhooks::new(&topics, Arc::clone(&ingest), Arc::clone(&metrics));
     webhooks.recover(&broker).await?;
     // Handlers' groups are theirs alone: shared groups may not take them.
-    let mut reserved = std::collections::HashMap::new();
-    for spec in &handler_specs {
-        reserved.insert((spec.topic.clone(), spec.group.clone()), spec.name.clone());
-        for output in spec.results.iter().chain([&spec.dead_letters]) {
-            let group = format!("{}.outcomes", spec.group);
-            reserved.insert((output.clone(), group), spec.name.clone());
-        }
-    }
+    let reserved = handler_specs
+        .iter()
+        .flat_map(|spec| {
+            spec.groups()
+                .into_iter()
+                .map(|key| (key, spec.name.clone()))
+        })
+        .collect();
     let groups = Groups::new(Arc::clone(&broker), reserved);
     let handlers = Handlers::start(
         handler_specs,

@@ -175,6 +175,34 @@ pub struct HandlerSpec {
     pub dead_letters: String,
 }
 
+impl HandlerSpec {
+    /// The output topics, results first.
+    pub fn outputs(&self) -> Vec<&str> {
+        let mut outputs: Vec<&str> = self.results.iter().map(String::as_str).collect();
+        if !outputs.contains(&self.dead_letters.as_str()) {
+            outputs.push(&self.dead_letters);
+        }
+        outputs
+    }
+
+    /// The consumer group under which the outputs' cursors are kept.
+    pub fn outputs_group(&self) -> String {
+        format!("{}.outcomes", self.group)
+    }
+
+    /// Every (topic, consumer group) this handler commits cursors under.
+    pub fn groups(&self) -> Vec<(String, String)> {
+        let outputs_group = self.outputs_group();
+        std::iter::once((self.topic.clone(), self.group.clone()))
+            .chain(
+                self.outputs()
+                    .into_iter()
+                    .map(|topic| (topic.to_owned(), outputs_group.clone())),
+            )
+            .collect()
+    }
+}
+
 fn parse_url(text: &str) -> Result<Vec<UrlPart>, String> {
     let mut parts = Vec::new();
     let mut rest = text;

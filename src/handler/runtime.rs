@@ -227,23 +227,9 @@ impl Worker {
         }
     }
 
-    /// The output topics, results first.
-    fn outputs(&self) -> Vec<&str> {
-        let mut outputs: Vec<&str> = self.spec.results.iter().map(String::as_str).collect();
-        if !outputs.contains(&self.spec.dead_letters.as_str()) {
-            outputs.push(&self.spec.dead_letters);
-        }
-        outputs
-    }
-
-    /// The consumer group under which the outputs' cursors are kept.
-    fn outputs_group(&self) -> String {
-        format!("{}.outcomes", self.spec.group)
-    }
-
     async fn outputs_latest(&self) -> Option<Vec<Cursor>> {
         let mut cursors = Vec::new();
-        for topic in self.outputs() {
+        for topic in self.spec.outputs() {
             cursors.push(self.broker.latest(topic).await.ok()?);
         }
         Some(cursors)
@@ -254,14 +240,18 @@ impl Worker {
     async fn recent_outcomes(&self) -> Result<HashSet<(String, String)>, BrokerError> {
         let mut found = HashSet::new();
         let me = format!("/handlers/{}", self.spec.name);
-        for topic in self.outputs() {
-            let mut cursor = match self.broker.committed(topic, &self.outputs_group()).await? {
+        for topic in self.spec.outputs() {
+            let mut cursor = match self
+                .broker
+                .committed(topic, &self.spec.outputs_group())
+                .await?
+            {
                 Some(cursor) => cursor,
                 None => {
                     // A new group: nothing of ours can be there yet.
                     let latest = self.broker.latest(topic).await?;
                     self.broker
-                        .commit(topic, &self.outputs_group(), &latest)
+                        .commit(topic, &self.spec.outputs_group(), &latest)
                         .await?;
                     latest
                 }
@@ -883,8 +873,9 @@ impl Consumer {
         *worker.stats.committed.lock().expect("stats lock poisoned") = Some(cursor.clone());
         self.committed = cursor;
         self.dirty = false;
-        let group = worker.outputs_group();
+        let group = worker.spec.outputs_group();
         for (topic, position) in worker
+            .spec
             .outputs()
             .into_iter()
             .zip(outputs.into_iter().flatten())

@@ -38,7 +38,7 @@ async fn resolve_from(
     }
 }
 
-fn bad_query(err: QueryRejection) -> ApiError {
+pub(super) fn bad_query(err: QueryRejection) -> ApiError {
     ApiError::bad_request("invalid_query", err.body_text())
 }
 

@@ -70,19 +70,22 @@ fn duration(
     Ok(value)
 }
 
-async fn open(state: &AppState, topic: &str, group: &str, start: Start) -> ApiResult<Arc<Group>> {
-    if state.topics.get(topic).is_none() {
-        return Err(ApiError::unknown_topic(topic));
+fn known_topic(state: &AppState, topic: &str) -> ApiResult<()> {
+    match state.topics.get(topic) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::unknown_topic(topic)),
     }
+}
+
+async fn open(state: &AppState, topic: &str, group: &str, start: Start) -> ApiResult<Arc<Group>> {
+    known_topic(state, topic)?;
     Ok(state.groups.open(topic, group, start).await?)
 }
 
 /// The group if this process serves it. Receipts of a group that is not
 /// loaded (the server restarted since) hold no lease.
 async fn loaded(state: &AppState, topic: &str, group: &str) -> ApiResult<Option<Arc<Group>>> {
-    if state.topics.get(topic).is_none() {
-        return Err(ApiError::unknown_topic(topic));
-    }
+    known_topic(state, topic)?;
     Ok(state.groups.loaded(topic, group).await)
 }
 
@@ -101,8 +104,7 @@ pub async fn receive(
     Path((topic, group)): Path<(String, String)>,
     query: Result<Query<ReceiveQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
-    let Query(query) =
-        query.map_err(|err| ApiError::bad_request("invalid_query", err.body_text()))?;
+    let Query(query) = query.map_err(super::events::bad_query)?;
     let max = query.max.unwrap_or(DEFAULT_MAX);
     if max == 0 || max > MAX_MAX {
         return Err(ApiError::bad_request(
