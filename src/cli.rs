@@ -24,6 +24,15 @@ use crate::topic::Topics;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text (for people) or JSON (one object a line, for log shippers)
+    #[arg(long, global = true, env = "SWITCHYARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +97,33 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Mint a bearer token (HS256, signed with SWITCHYARD_JWT_SECRET) and print it
+    #[command(
+        after_help = "Example: switchyard token --publish orders --subscribe 'orders.*' --consume billing --ttl 30d\nPresent it as `Authorization: Bearer <token>`, the switchyard_token cookie, or ?access_token=."
+    )]
+    Token {
+        /// Topics it may publish to (patterns: orders, orders.*, *); repeat or comma-separate
+        #[arg(long, value_delimiter = ',')]
+        publish: Vec<String>,
+        /// Topics it may read over SSE and pages
+        #[arg(long, value_delimiter = ',')]
+        subscribe: Vec<String>,
+        /// Consumer groups it may receive, ack and nack in
+        #[arg(long, value_delimiter = ',')]
+        consume: Vec<String>,
+        /// May replay dead letters, see handler status and metrics, and do everything else
+        #[arg(long)]
+        admin: bool,
+        /// How long it is valid, e.g. 1h, 30d
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Who it is for (the sub claim)
+        #[arg(long)]
+        subject: Option<String>,
+        /// The HS256 secret the server checks tokens with
+        #[arg(long, env = "SWITCHYARD_JWT_SECRET", hide_env_values = true)]
+        secret: String,
+    },
     /// Validate the config file and every topic file; non-zero exit on any problem
     Check {
         /// Config file [default: ./switchyard.toml when it exists]
@@ -107,9 +143,28 @@ struct ClientArgs {
     /// Base URL of the Switchyard server
     #[arg(long, env = "SWITCHYARD_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// Bearer token for a server that needs one (see `switchyard token`)
+    #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 impl ClientArgs {
+    /// An HTTP client that presents the token, when there is one.
+    fn http(&self) -> Result<reqwest::Client> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &self.token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .context("the token is not a valid header value")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .default_headers(headers)
+            .build()
+            .context("building the HTTP client")
+    }
+
     fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.url.trim_end_matches('/'))
     }
@@ -142,7 +197,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             client,
         } => {
             let selection = serde_json::json!({"ids": ids, "from": from, "to": to});
-            let response = client_builder()?
+            let response = client
+                .http()?
                 .post(client.endpoint(&format!("/v1/handlers/{handler}/replay")))
                 .json(&selection)
                 .send()
@@ -152,6 +208,35 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                 return fail_with(response).await;
             }
             println!("{}", response.text().await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            publish,
+            subscribe,
+            consume,
+            admin,
+            ttl,
+            subject,
+            secret,
+        } => {
+            use crate::auth::{Pattern, Scopes};
+            let ttl = humantime::parse_duration(&ttl)
+                .with_context(|| format!("--ttl {ttl:?} is not a duration like 1h or 30d"))?;
+            let patterns = |names: Vec<String>| names.into_iter().map(Pattern::new).collect();
+            let scopes = Scopes {
+                publish: patterns(publish),
+                subscribe: patterns(subscribe),
+                consume: patterns(consume),
+                admin,
+            };
+            if scopes == Scopes::default() {
+                anyhow::bail!(
+                    "the token would allow nothing: give --publish, --subscribe, --consume or --admin"
+                );
+            }
+            let claims = crate::auth::claims_for(scopes, subject, ttl);
+            let token = crate::auth::mint(&secret, &claims).map_err(anyhow::Error::msg)?;
+            println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Check {
@@ -200,13 +285,6 @@ async fn wait_for_signal() {
     }
 }
 
-fn client_builder() -> Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .context("building the HTTP client")
-}
-
 /// Prints a server error body readably and turns it into a failure.
 async fn fail_with(response: reqwest::Response) -> Result<ExitCode> {
     let status = response.status();
@@ -252,12 +330,13 @@ async fn publish(
         Some(ty) => {
             let mut query = vec![("type", ty.clone())];
             query.extend(subject.map(|s| ("subject", s)));
-            client_builder()?
+            args.http()?
                 .post(url)
                 .query(&query)
                 .header("content-type", "application/json")
         }
-        None => client_builder()?
+        None => args
+            .http()?
             .post(url)
             .header("content-type", "application/cloudevents+json"),
     };
@@ -274,7 +353,8 @@ async fn publish(
 }
 
 async fn topics(args: &ClientArgs) -> Result<ExitCode> {
-    let response = client_builder()?
+    let response = args
+        .http()?
         .get(args.endpoint("/v1/topics"))
         .send()
         .await
@@ -310,9 +390,7 @@ async fn tail(
     subject: Option<String>,
     cursors: bool,
 ) -> Result<ExitCode> {
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .build()?;
+    let http = args.http()?;
     let url = args.endpoint(&format!("/v1/topics/{topic}/stream"));
     let mut last_id: Option<String> = None;
     let mut backoff = Duration::from_millis(crate::stream::RETRY_HINT_MS);

@@ -17,6 +17,15 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+/// Time a client has to send a request's headers (and an idle keep-alive
+/// connection to send the next request) before the connection is closed.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more are accepted and closed at once.
+/// Stays well below the ~20,000 open files a process may hold, leaving
+/// descriptors for the log.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// How long a shutdown waits for open requests and streams to finish.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The validated configuration of `switchyard serve`.
 #[derive(Debug, Clone)]
@@ -32,6 +41,15 @@ pub struct Config {
     pub max_batch_bytes: usize,
     /// Interval of SSE heartbeat comments.
     pub heartbeat: Duration,
+    /// Keys that bearer tokens are checked against; none: no tokens needed.
+    pub keys: crate::auth::KeyConfig,
+    /// Origins allowed cross-origin access (CORS), exactly as browsers send them.
+    pub cors_origins: Vec<String>,
+    /// `/metrics` without a token.
+    pub metrics_open: bool,
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
 }
 
 /// The file form: every field optional, unknown keys refused.
@@ -46,6 +64,17 @@ pub struct FileConfig {
     pub max_event_bytes: Option<bytesize::ByteSize>,
     pub max_batch_bytes: Option<bytesize::ByteSize>,
     pub heartbeat: Option<String>,
+    pub jwt_secret: Option<String>,
+    pub jwt_public_key: Option<PathBuf>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
+    pub allow_anonymous: Option<bool>,
+    pub metrics_open: Option<bool>,
+    pub header_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub shutdown_grace: Option<String>,
     #[serde(default)]
     pub embedded: EmbeddedFileConfig,
     #[serde(default)]
@@ -139,6 +168,41 @@ pub struct Overrides {
     /// Interval of SSE heartbeat comments, e.g. "15s" [default: 15s]
     #[arg(long, env = "SWITCHYARD_HEARTBEAT")]
     pub heartbeat: Option<String>,
+    /// HS256 secret that bearer tokens are signed with (at least 16 bytes);
+    /// prefer the env var: flags show in the process list
+    #[arg(long, env = "SWITCHYARD_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Public key that bearer tokens are signed with (RS256/ES256/EdDSA): a PEM file or a JWKS file
+    #[arg(long, env = "SWITCHYARD_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Tokens must carry this issuer (iss)
+    #[arg(long, env = "SWITCHYARD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Tokens must carry this audience (aud)
+    #[arg(long, env = "SWITCHYARD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Origins allowed to call the API from a browser (CORS), comma-separated,
+    /// e.g. https://dash.example.com
+    #[arg(long, env = "SWITCHYARD_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Serve a non-loopback address without any token key: everyone may do
+    /// anything. Only for networks you trust
+    #[arg(long, env = "SWITCHYARD_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+    /// Serve /metrics without a token
+    #[arg(long, env = "SWITCHYARD_METRICS_OPEN")]
+    pub metrics_open: bool,
+    /// Time a client has to send request headers, and an idle connection to
+    /// send its next request [default: 10s]
+    #[arg(long, env = "SWITCHYARD_HEADER_TIMEOUT")]
+    pub header_timeout: Option<String>,
+    /// Connections served at once; more are closed at once [default: 10000]
+    #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// On SIGTERM, how long open requests and streams may take before their
+    /// connections are closed [default: 10s]
+    #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<String>,
 }
 
 impl Config {
@@ -169,7 +233,7 @@ impl Config {
             .clone()
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let listen = listen_text.parse().unwrap_or_else(|_| {
+        let listen: SocketAddr = listen_text.parse().unwrap_or_else(|_| {
             problem(
                 "listen",
                 format!("{listen_text:?} is not an address like 127.0.0.1:8080"),
@@ -329,19 +393,75 @@ impl Config {
         )
         .max(max_event_bytes);
 
-        let heartbeat = match o.heartbeat.clone().or(file.heartbeat) {
-            None => DEFAULT_HEARTBEAT,
+        let mut duration = |key: &str, text: Option<String>, default: Duration| match text {
+            None => default,
             Some(text) => match humantime::parse_duration(&text) {
                 Ok(d) if !d.is_zero() => d,
                 _ => {
-                    problem(
-                        "heartbeat",
-                        format!("{text:?} is not a duration like \"15s\""),
-                    );
-                    DEFAULT_HEARTBEAT
+                    problem(key, format!("{text:?} is not a duration like \"15s\""));
+                    default
                 }
             },
         };
+        let heartbeat = duration(
+            "heartbeat",
+            o.heartbeat.clone().or(file.heartbeat),
+            DEFAULT_HEARTBEAT,
+        );
+        let header_timeout = duration(
+            "header_timeout",
+            o.header_timeout.clone().or(file.header_timeout),
+            DEFAULT_HEADER_TIMEOUT,
+        );
+        let shutdown_grace = duration(
+            "shutdown_grace",
+            o.shutdown_grace.clone().or(file.shutdown_grace),
+            DEFAULT_SHUTDOWN_GRACE,
+        );
+        let max_connections = o
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            problem("max_connections", "must be at least 1".into());
+        }
+
+        let keys = crate::auth::KeyConfig {
+            secret: o.jwt_secret.clone().or(file.jwt_secret),
+            public_key: o.jwt_public_key.clone().or(file.jwt_public_key),
+            issuer: o.jwt_issuer.clone().or(file.jwt_issuer),
+            audience: o.jwt_audience.clone().or(file.jwt_audience),
+        };
+        let allow_anonymous = o.allow_anonymous || file.allow_anonymous.unwrap_or(false);
+        if !keys.is_set() && !listen.ip().is_loopback() && !allow_anonymous {
+            problem(
+                "listen",
+                format!(
+                    "{listen} is reachable from the network but no token key is configured: set SWITCHYARD_JWT_SECRET (or SWITCHYARD_JWT_PUBLIC_KEY), or start with --allow-anonymous to let anyone do anything"
+                ),
+            );
+        }
+        let cors_origins: Vec<String> = if o.cors_origins.is_empty() {
+            file.cors_origins
+        } else {
+            o.cors_origins.clone()
+        };
+        let cors_origins: Vec<String> = cors_origins
+            .into_iter()
+            .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+            .filter(|origin| !origin.is_empty())
+            .collect();
+        for origin in &cors_origins {
+            if origin == "*" || !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                problem(
+                    "cors_origins",
+                    format!(
+                        "{origin:?} is not an origin like https://dash.example.com (no wildcards: credentials are allowed)"
+                    ),
+                );
+            }
+        }
+        let metrics_open = o.metrics_open || file.metrics_open.unwrap_or(false);
 
         if !problems.is_empty() {
             return Err(problems);
@@ -355,6 +475,12 @@ impl Config {
             max_event_bytes,
             max_batch_bytes,
             heartbeat,
+            keys,
+            cors_origins,
+            metrics_open,
+            header_timeout,
+            max_connections,
+            shutdown_grace,
         })
     }
 }

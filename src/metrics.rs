@@ -188,10 +188,64 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    /// The OpenMetrics text exposition (`application/openmetrics-text`).
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+
+    /// The Prometheus text format 0.0.4, for scrapers that do not ask for
+    /// OpenMetrics (and `promtool check metrics`).
+    pub fn render_prometheus_text(&self) -> String {
+        openmetrics_to_prometheus_text(&self.render())
+    }
+}
+
+/// OpenMetrics text → Prometheus text 0.0.4: a counter family's HELP and
+/// TYPE name its `_total` samples, and there are no UNIT or EOF lines.
+fn openmetrics_to_prometheus_text(text: &str) -> String {
+    let counters: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|rest| ("# HELP ", rest))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|rest| ("# TYPE ", rest)));
+        match meta {
+            Some((kind, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(kind);
+                out.push_str(name);
+                if counters.contains(name) && !name.ends_with("_total") {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod exposition_tests {
+    #[test]
+    fn counters_are_named_by_their_samples_and_eof_goes() {
+        let open = "# HELP x Events.\n# TYPE x counter\nx_total{t=\"a\"} 1\n# HELP h Time.\n# TYPE h histogram\n# UNIT h seconds\nh_sum 0.5\n# EOF\n";
+        assert_eq!(
+            super::openmetrics_to_prometheus_text(open),
+            "# HELP x_total Events.\n# TYPE x_total counter\nx_total{t=\"a\"} 1\n# HELP h Time.\n# TYPE h histogram\nh_sum 0.5\n"
+        );
     }
 }

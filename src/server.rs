@@ -1,14 +1,20 @@
 //! Wiring and lifecycle: open the broker, start the fan-out hubs, serve HTTP,
-//! and shut down in order (stop intake, end SSE streams, flush the log).
+//! and shut down in order (stop intake, end SSE streams, close connections
+//! after a grace period, flush the log, release the data directory).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::serve::ListenerExt;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::broker::{Broker, BrokerError};
 use crate::config::Config;
@@ -27,6 +33,8 @@ pub enum StartError {
     Config(Vec<ConfigProblem>),
     #[error("cannot open the broker: {0}")]
     Broker(#[from] BrokerError),
+    #[error("invalid token key: {0}")]
+    Keys(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -78,6 +86,13 @@ impl Running {
 
 /// Loads topics, opens the broker and starts serving on `config.listen`.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    let verifier = crate::auth::Verifier::load(&config.keys).map_err(StartError::Keys)?;
+    if verifier.is_none() && !config.listen.ip().is_loopback() {
+        warn!(
+            listen = %config.listen,
+            "ANONYMOUS ACCESS: no token key is configured and the address is reachable from the network; anyone who reaches it may publish, read and administer"
+        );
+    }
     let topics = Topics::load(&config.topics_dir).map_err(StartError::Config)?;
     let handler_specs = handler::load(&config.handlers_dir, &topics).map_err(StartError::Config)?;
     let broker = Arc::new(Broker::open(&config.broker, &topics).await?);
@@ -109,6 +124,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         })
         .collect();
     let groups = Groups::new(Arc::clone(&broker), reserved);
+    let handler_outputs = handler_specs
+        .iter()
+        .flat_map(|spec| {
+            spec.outputs()
+                .into_iter()
+                .map(|topic| (topic.to_owned(), spec.name.clone()))
+        })
+        .collect();
     let handlers = Handlers::start(
         handler_specs,
         &topics,
@@ -131,6 +154,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         max_batch_bytes: config.max_batch_bytes,
         heartbeat: config.heartbeat,
         shutdown: shutdown.clone(),
+        verifier,
+        metrics_open: config.metrics_open,
+        cors: cors_layer(&config.cors_origins),
+        cors_origins: config.cors_origins.clone(),
+        handler_outputs,
     });
     let listener = TcpListener::bind(config.listen)
         .await
@@ -142,19 +170,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         addr: config.listen,
         source,
     })?;
-    let app = router(state);
-    let token = shutdown.clone();
-    let serve = tokio::spawn(async move {
-        // No Nagle: SSE frames and small answers go out at once.
-        let listener = listener.tap_io(|stream| {
-            if let Err(err) = stream.set_nodelay(true) {
-                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await
-    });
+    let limits = Limits {
+        header_timeout: config.header_timeout,
+        max_connections: config.max_connections,
+        grace: config.shutdown_grace,
+    };
+    let serve = tokio::spawn(serve(listener, router(state), limits, shutdown.clone()));
     info!(%addr, broker = broker.kind(), "serving");
     Ok(Running {
         addr,
@@ -163,4 +184,127 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         serve,
         broker,
     })
+}
+
+/// What bounds the connections of one server.
+struct Limits {
+    header_timeout: Duration,
+    max_connections: usize,
+    grace: Duration,
+}
+
+/// Answers preflights and marks answers for the listed origins only; for
+/// any other origin nothing is added.
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderValue, Method, header};
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_credentials(true)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            // Authorization, Content-Type, Last-Event-ID and the ce-* headers
+            // of binary mode: whatever the preflight asks for.
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers([header::RETRY_AFTER, header::WWW_AUTHENTICATE])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// The accept loop. A connection gets `header_timeout` to send each
+/// request's headers (slowloris and idle keep-alive connections are closed);
+/// past `max_connections` a new connection is closed at once, so a flood
+/// costs the flooder, not the descriptors the log needs. On shutdown it stops
+/// accepting, asks every connection to finish, and closes what is still
+/// open after `grace`.
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: Limits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.header_timeout);
+    let builder = Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = JoinSet::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of descriptors or a connection that died in the
+                    // backlog: pause rather than spin.
+                    warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!("connection limit reached; closing a new connection");
+            drop(stream);
+            continue;
+        };
+        // No Nagle: SSE frames and small answers go out at once.
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+        }
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
+        let app = app.clone();
+        let first_byte = limits.header_timeout;
+        connections.spawn(async move {
+            let _slot = slot;
+            // A connection that sends nothing at all is closed like one
+            // that sends its headers too slowly.
+            let mut first = [0u8; 1];
+            if tokio::time::timeout(first_byte, stream.peek(&mut first))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(app))
+                .into_owned();
+            if let Err(err) = watcher.watch(connection).await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let open = graceful.count();
+    if open > 0 {
+        info!(connections = open, grace = ?limits.grace, "waiting for open connections");
+    }
+    if tokio::time::timeout(limits.grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(
+            connections = connections.len(),
+            "closing connections still open after the shutdown grace period"
+        );
+    }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }

@@ -159,3 +159,48 @@ impl From<IngestError> for ApiError {
         }
     }
 }
+
+/// Gives every error answer that did not come from [`ApiError`] (the HTTP
+/// stack's own rejections: a body over the limit, a path that is not UTF-8,
+/// a query that does not parse) the same JSON form.
+pub(super) async fn json_rejections(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.extensions().get::<ErrorCode>().is_some()
+    {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let error = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            status,
+            "payload_too_large",
+            format!(
+                "the request body is over the limit of {} bytes",
+                super::CONTROL_BODY_LIMIT
+            ),
+        )
+        .with("limit", super::CONTROL_BODY_LIMIT),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::new(status, "unsupported_media_type", message)
+        }
+        StatusCode::BAD_REQUEST => ApiError::new(status, "bad_request", message),
+        _ => ApiError::new(status, "error", message),
+    };
+    let mut answer = error.into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().append(name, value.clone());
+        }
+    }
+    answer
+}

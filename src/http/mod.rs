@@ -4,6 +4,7 @@
 mod error;
 mod events;
 mod groups;
+mod guard;
 mod handlers;
 mod publish;
 mod webhook;
@@ -15,11 +16,12 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 pub use self::error::{ApiError, ApiResult, ErrorCode};
+use crate::auth::{Access, Need, Verifier};
 use crate::broker::Broker;
 use crate::group::Groups;
 use crate::handler::Handlers;
@@ -43,46 +45,82 @@ pub struct AppState {
     pub max_batch_bytes: usize,
     pub heartbeat: Duration,
     pub shutdown: CancellationToken,
+    /// Checks bearer tokens; `None`: no key configured, everyone may do anything.
+    pub verifier: Option<Verifier>,
+    /// `/metrics` without a token.
+    pub metrics_open: bool,
+    /// Cross-origin access (CORS) for `cors_origins`.
+    pub cors: Option<tower_http::cors::CorsLayer>,
+    pub cors_origins: Vec<String>,
+    /// Output topics of handlers (results, dead letters) and the handler
+    /// that writes each: clients may not publish there.
+    pub handler_outputs: std::collections::HashMap<String, String>,
 }
+
+/// Largest body of a request that is not a publish or a webhook (ack, nack,
+/// replay selections): they are small JSON documents.
+pub const CONTROL_BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let metrics = Arc::clone(&state.metrics);
+    let cors = state.cors.clone();
+    let cors_origins = Arc::new(state.cors_origins.clone());
+    let guard = |need: Need| {
+        axum::middleware::from_fn_with_state((Arc::clone(&state), need), guard::authorize)
+    };
     Router::new()
         .route(
             "/v1/topics/{topic}/events",
-            get(events::page).post(publish::publish),
+            get(events::page)
+                .route_layer(guard(Need::Subscribe))
+                .merge(post(publish::publish).route_layer(guard(Need::Publish))),
         )
-        .route("/v1/topics/{topic}/stream", get(events::stream))
-        .route("/v1/topics/{topic}/groups/{group}", get(groups::status))
+        .route(
+            "/v1/topics/{topic}/stream",
+            get(events::stream).route_layer(guard(Need::Subscribe)),
+        )
+        .route(
+            "/v1/topics/{topic}/groups/{group}",
+            get(groups::status).route_layer(guard(Need::Consume)),
+        )
         .route(
             "/v1/topics/{topic}/groups/{group}/receive",
-            axum::routing::post(groups::receive),
+            post(groups::receive).route_layer(guard(Need::Consume)),
         )
         .route(
             "/v1/topics/{topic}/groups/{group}/ack",
-            axum::routing::post(groups::ack),
+            post(groups::ack).route_layer(guard(Need::Consume)),
         )
         .route(
             "/v1/topics/{topic}/groups/{group}/nack",
-            axum::routing::post(groups::nack),
+            post(groups::nack).route_layer(guard(Need::Consume)),
         )
-        .route("/v1/topics", get(list_topics))
-        .route("/v1/handlers", get(handlers::status))
+        .route(
+            "/v1/topics",
+            get(list_topics).route_layer(guard(Need::Token)),
+        )
+        .route(
+            "/v1/handlers",
+            get(handlers::status).route_layer(guard(Need::Admin)),
+        )
         .route(
             "/v1/handlers/{name}/replay",
-            axum::routing::post(handlers::replay),
+            post(handlers::replay).route_layer(guard(Need::Admin)),
         )
-        .route(
-            "/v1/webhooks/{source}",
-            axum::routing::post(webhook::receive),
-        )
+        // Webhooks authenticate by their sender's signature.
+        .route("/v1/webhooks/{source}", post(webhook::receive))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
+        .route(
+            "/metrics",
+            get(render_metrics).route_layer(guard(Need::Metrics)),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Publish enforces its own limits to answer with a JSON 413.
-        .layer(DefaultBodyLimit::disable())
+        // Publish and webhooks read their bodies with their own limits (and
+        // a JSON 413); everything else is small.
+        .layer(DefaultBodyLimit::max(CONTROL_BODY_LIMIT))
+        .layer(axum::middleware::map_response(error::json_rejections))
         .layer(axum::middleware::map_response(move |response: Response| {
             let metrics = Arc::clone(&metrics);
             async move {
@@ -92,7 +130,39 @@ pub fn router(state: Arc<AppState>) -> Router {
                 response
             }
         }))
+        .layer(tower::util::option_layer(cors))
+        .layer(axum::middleware::from_fn_with_state(
+            cors_origins,
+            only_listed_origins,
+        ))
         .with_state(state)
+}
+
+/// CORS headers go to the listed origins only: an answer to any other
+/// origin (or to a request without one) carries none.
+async fn only_listed_origins(
+    State(origins): State<Arc<Vec<String>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let listed = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|origin| origin.to_str().ok())
+        .is_some_and(|origin| origins.iter().any(|o| o == origin));
+    let mut response = next.run(request).await;
+    if !listed {
+        let headers = response.headers_mut();
+        let names: Vec<_> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("access-control-"))
+            .cloned()
+            .collect();
+        for name in names {
+            headers.remove(name);
+        }
+    }
+    response
 }
 
 async fn not_found() -> ApiError {
@@ -122,20 +192,43 @@ async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<impl IntoRespon
     ))
 }
 
-async fn render_metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
+/// OpenMetrics for scrapers that ask for it, Prometheus text 0.0.4 otherwise.
+async fn render_metrics(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            state.metrics.render(),
+        )
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            state.metrics.render_prometheus_text(),
+        )
+    }
 }
 
-async fn list_topics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+async fn list_topics(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(access): axum::Extension<Access>,
+) -> impl IntoResponse {
     let topics: Vec<_> = state
         .topics
         .iter()
+        .filter(|topic| access.sees_topic(&topic.name))
         .map(|topic| {
             let types: serde_json::Map<String, serde_json::Value> = topic
                 .types

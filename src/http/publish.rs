@@ -120,6 +120,15 @@ pub async fn publish(
     if state.topics.get(&topic).is_none() {
         return Err(ApiError::unknown_topic(&topic));
     }
+    if let Some(handler) = state.handler_outputs.get(&topic) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "handler_output",
+            format!("topic {topic:?} holds the outcomes of handler {handler:?}: only the handler writes there"),
+        )
+        .with("topic", topic.as_str())
+        .with("handler", handler.as_str()));
+    }
     let Query(query) =
         query.map_err(|err| ApiError::bad_request("invalid_query", err.body_text()))?;
     let content_type = media_type(&headers)?;

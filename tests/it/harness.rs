@@ -69,11 +69,17 @@ impl Workspace {
 
     /// Starts a server with extra environment variables (webhook secrets).
     pub fn serve_with_env(&self, env: &[(&str, &str)]) -> Server {
+        self.serve_with(&[], env)
+    }
+
+    /// Starts a server with extra arguments and environment variables.
+    pub fn serve_with(&self, args: &[&str], env: &[(&str, &str)]) -> Server {
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Server::start_with(self.path(), Vec::new(), None, env)
+        let args = args.iter().map(|s| s.to_string()).collect();
+        Server::start_with(self.path(), args, None, env)
     }
 }
 
@@ -437,6 +443,84 @@ impl Signer {
 }
 
 impl Drop for Signer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident memory of a process, in bytes (from /proc).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib * 1024
+}
+
+/// Mints tokens with PyJWT (tests/signers/jwt_tokens.py), a third-party
+/// JWT library, so that the server's verification is not checked against
+/// its own signing code.
+pub struct TokenMinter {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl TokenMinter {
+    fn python() -> (PathBuf, PathBuf) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/signers");
+        let python = dir.join(".venv/bin/python");
+        assert!(
+            python.exists(),
+            "the test libraries are not installed: run scripts/test (it installs them into tests/signers)"
+        );
+        (python, dir.join("jwt_tokens.py"))
+    }
+
+    /// Writes an ES256 key pair into `dir`: es256.pem and es256.pub.pem.
+    pub fn keypair(dir: &Path) {
+        let (python, script) = Self::python();
+        let status = Command::new(python)
+            .arg(script)
+            .arg("keypair")
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "keypair generation failed");
+    }
+
+    pub fn new() -> TokenMinter {
+        let (python, script) = Self::python();
+        let mut child = Command::new(python)
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the token minter");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        TokenMinter {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// A token signed with `alg` and `key` (a secret for HS256, a private
+    /// PEM path otherwise). `claims` may hold `exp_in`: seconds from now.
+    pub fn mint(&mut self, alg: &str, key: &str, claims: Value) -> String {
+        use std::io::Write;
+        let request = json!({"alg": alg, "key": key, "claims": claims});
+        writeln!(self.stdin, "{request}").unwrap();
+        self.stdin.flush().unwrap();
+        self.stdout.next().expect("minter answered").unwrap()
+    }
+}
+
+impl Drop for TokenMinter {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

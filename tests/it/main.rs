@@ -1,6 +1,8 @@
 //! Integration tests: the real `switchyard` binary over loopback HTTP, on
 //! real files. Each test has its own workspace (topics, data) and server.
 
+mod access;
+mod bounds;
 mod cli;
 mod conformance;
 mod crash;
