@@ -276,6 +276,13 @@ impl Verifier {
         Ok(scopes)
     }
 
+    /// Seconds until a verified token expires (`None`: it does not).
+    pub fn expires_in(&self, token: &str) -> Option<u64> {
+        let cache = self.cache.lock().expect("cache lock");
+        let exp = cache.get(token)?.exp?;
+        Some(exp.saturating_sub(now_seconds()))
+    }
+
     fn decode(&self, token: &str) -> Result<Claims, Invalid> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|err| Invalid(format!("the token is not a JWT: {err}")))?;
@@ -406,16 +413,26 @@ pub fn claims_for(scopes: Scopes, subject: Option<String>, ttl: std::time::Durat
     }
 }
 
-/// Finds the token of a request: `Authorization: Bearer`, else the cookie,
-/// else the `access_token` query parameter.
-pub fn token_of(headers: &axum::http::HeaderMap, query: Option<&str>) -> Option<String> {
-    use axum::http::header;
+/// Finds the token of a request: `Authorization: Bearer`, else (for reads
+/// only: GET and HEAD) the cookie, else the `access_token` query parameter.
+/// A cookie or a link rides along on requests that other sites make a
+/// browser send, so neither may publish, consume or administer: that takes
+/// the header, which no other site can set (cross-site request forgery).
+pub fn token_of(
+    method: &axum::http::Method,
+    headers: &axum::http::HeaderMap,
+    query: Option<&str>,
+) -> Option<String> {
+    use axum::http::{Method, header};
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let text = value.to_str().ok()?;
         let (scheme, token) = text.split_once(' ')?;
         return scheme
             .eq_ignore_ascii_case("bearer")
             .then(|| token.trim().to_owned());
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return None;
     }
     let from_cookie = headers
         .get_all(header::COOKIE)
@@ -518,23 +535,33 @@ mod tests {
 
     #[test]
     fn tokens_are_found_in_header_cookie_or_query() {
-        use axum::http::{HeaderMap, HeaderValue, header};
+        use axum::http::{HeaderMap, HeaderValue, Method, header};
+        let get = &Method::GET;
         let mut headers = HeaderMap::new();
         assert_eq!(
-            token_of(&headers, Some("access_token=a%2Eb&x=1")).as_deref(),
+            token_of(get, &headers, Some("access_token=a%2Eb&x=1")).as_deref(),
             Some("a.b")
+        );
+        // Writes take the header only (no cross-site request forgery).
+        assert_eq!(
+            token_of(&Method::POST, &headers, Some("access_token=a")),
+            None
         );
         headers.insert(
             header::COOKIE,
             HeaderValue::from_static("theme=dark; switchyard_token=c.d"),
         );
-        assert_eq!(token_of(&headers, None).as_deref(), Some("c.d"));
+        assert_eq!(token_of(get, &headers, None).as_deref(), Some("c.d"));
+        assert_eq!(token_of(&Method::POST, &headers, None), None);
         headers.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("Bearer e.f"),
         );
-        assert_eq!(token_of(&headers, None).as_deref(), Some("e.f"));
+        assert_eq!(
+            token_of(&Method::POST, &headers, None).as_deref(),
+            Some("e.f")
+        );
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic xyz"));
-        assert_eq!(token_of(&headers, None), None);
+        assert_eq!(token_of(get, &headers, None), None);
     }
 }

@@ -26,6 +26,10 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// How long a shutdown waits for open requests and streams to finish.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// A consumer group unused this long leaves memory.
+pub const DEFAULT_GROUP_IDLE: Duration = Duration::from_secs(600);
+/// Consumer groups loaded per topic at most.
+pub const DEFAULT_MAX_GROUPS_PER_TOPIC: usize = 1000;
 
 /// The validated configuration of `switchyard serve`.
 #[derive(Debug, Clone)]
@@ -50,6 +54,7 @@ pub struct Config {
     pub header_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
+    pub groups: crate::group::GroupLimits,
 }
 
 /// The file form: every field optional, unknown keys refused.
@@ -75,6 +80,8 @@ pub struct FileConfig {
     pub header_timeout: Option<String>,
     pub max_connections: Option<usize>,
     pub shutdown_grace: Option<String>,
+    pub group_idle: Option<String>,
+    pub max_groups_per_topic: Option<usize>,
     #[serde(default)]
     pub embedded: EmbeddedFileConfig,
     #[serde(default)]
@@ -203,6 +210,13 @@ pub struct Overrides {
     /// connections are closed [default: 10s]
     #[arg(long, env = "SWITCHYARD_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<String>,
+    /// A consumer group unused this long (and with no live lease) leaves
+    /// memory; its committed cursor stays [default: 10m]
+    #[arg(long, env = "SWITCHYARD_GROUP_IDLE")]
+    pub group_idle: Option<String>,
+    /// Consumer groups loaded per topic at most; more answer 429 [default: 1000]
+    #[arg(long, env = "SWITCHYARD_MAX_GROUPS_PER_TOPIC")]
+    pub max_groups_per_topic: Option<usize>,
 }
 
 impl Config {
@@ -418,6 +432,18 @@ impl Config {
             o.shutdown_grace.clone().or(file.shutdown_grace),
             DEFAULT_SHUTDOWN_GRACE,
         );
+        let group_idle = duration(
+            "group_idle",
+            o.group_idle.clone().or(file.group_idle),
+            DEFAULT_GROUP_IDLE,
+        );
+        let max_groups_per_topic = o
+            .max_groups_per_topic
+            .or(file.max_groups_per_topic)
+            .unwrap_or(DEFAULT_MAX_GROUPS_PER_TOPIC);
+        if max_groups_per_topic == 0 {
+            problem("max_groups_per_topic", "must be at least 1".into());
+        }
         let max_connections = o
             .max_connections
             .or(file.max_connections)
@@ -481,6 +507,10 @@ impl Config {
             header_timeout,
             max_connections,
             shutdown_grace,
+            groups: crate::group::GroupLimits {
+                idle: group_idle,
+                max_per_topic: max_groups_per_topic,
+            },
         })
     }
 }

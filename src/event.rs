@@ -258,6 +258,42 @@ impl CloudEvent {
         Ok(event)
     }
 
+    /// Checks what every way in must respect, so that the stored form is one
+    /// every reader accepts: no control characters in attributes (they would
+    /// break headers, logs and SSE frames), and JSON data nested no deeper
+    /// than [`MAX_DATA_DEPTH`] (the envelope adds a level, and JSON readers
+    /// stop at 128).
+    pub fn check_stored_form(&self) -> Result<(), EventError> {
+        let attributes = [
+            ("id", Some(&self.id)),
+            ("source", Some(&self.source)),
+            ("type", Some(&self.ty)),
+            ("subject", self.subject.as_ref()),
+        ];
+        let extensions = self
+            .extensions
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str(), value.as_str()?)));
+        for (name, value) in attributes
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value?.as_str())))
+            .chain(extensions)
+        {
+            if value.chars().any(char::is_control) {
+                return Err(EventError::new(name, "must not contain control characters"));
+            }
+        }
+        if let Some(Data::Json(data)) = &self.data
+            && depth(data) > MAX_DATA_DEPTH
+        {
+            return Err(EventError::new(
+                "data",
+                format!("is nested deeper than {MAX_DATA_DEPTH} levels"),
+            ));
+        }
+        Ok(())
+    }
+
     /// The JSON data, when the event carries JSON (or none, as `null`).
     pub fn json_data(&self) -> Option<&Value> {
         match &self.data {
@@ -325,6 +361,26 @@ impl EventHead {
     pub fn parse(bytes: &[u8]) -> Option<Self> {
         serde_json::from_slice(bytes).ok()
     }
+}
+
+/// Deepest nesting of arrays and objects accepted in an event's data.
+pub const MAX_DATA_DEPTH: usize = 100;
+
+/// Levels of arrays and objects in `value` (a scalar is 0), without
+/// recursion, so that no input can exhaust the stack.
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, level)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(level + 1);
+        stack.extend(children.map(|child| (child, level + 1)));
+    }
+    deepest
 }
 
 pub fn now_rfc3339() -> String {

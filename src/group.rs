@@ -12,7 +12,6 @@
 //! Switchyard process that serves the group.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +24,7 @@ use crate::cursor::Cursor;
 /// Most events a group holds read but unacked, by count and by bytes: past
 /// either it stops reading until acks make room.
 const MAX_OUTSTANDING: usize = 10_000;
-const MAX_OUTSTANDING_BYTES: usize = 64 << 20;
+const MAX_OUTSTANDING_BYTES: usize = 4 << 20;
 /// Events read from the broker at a time (the rest wait for other members).
 const READ_BATCH: usize = 256;
 /// Longest single wait on the broker, so waiters also see nacks come due.
@@ -50,6 +49,10 @@ pub enum GroupError {
     },
     #[error("receipt {0:?} is not one this server hands out (epoch.partition.offset.lease)")]
     BadReceipt(String),
+    #[error(
+        "topic {topic:?} has {limit} consumer groups loaded already (the most per topic); an idle group leaves memory after the group idle time"
+    )]
+    TooMany { topic: String, limit: usize },
     #[error(transparent)]
     Broker(#[from] BrokerError),
 }
@@ -89,15 +92,31 @@ pub struct Groups {
     /// (topic, group) pairs that handlers consume: not for sharing.
     reserved: HashMap<(String, String), String>,
     groups: tokio::sync::Mutex<HashMap<(String, String), Arc<Group>>>,
+    limits: GroupLimits,
+}
+
+/// How many groups a process keeps in memory, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupLimits {
+    /// A group unused this long, with no live lease, leaves memory (its
+    /// committed cursor stays on the broker; unacked events come back).
+    pub idle: Duration,
+    /// Groups loaded per topic at most.
+    pub max_per_topic: usize,
 }
 
 impl Groups {
     /// `reserved` maps the (topic, group) of each handler to its name.
-    pub fn new(broker: Arc<Broker>, reserved: HashMap<(String, String), String>) -> Self {
+    pub fn new(
+        broker: Arc<Broker>,
+        reserved: HashMap<(String, String), String>,
+        limits: GroupLimits,
+    ) -> Self {
         Self {
             broker,
             reserved,
             groups: tokio::sync::Mutex::new(HashMap::new()),
+            limits,
         }
     }
 
@@ -119,7 +138,17 @@ impl Groups {
         }
         let mut groups = self.groups.lock().await;
         if let Some(found) = groups.get(&key) {
+            found.touch();
             return Ok(Arc::clone(found));
+        }
+        let now = Instant::now();
+        groups.retain(|_, group| !group.evictable(now, self.limits.idle));
+        let loaded = groups.keys().filter(|(t, _)| t == topic).count();
+        if loaded >= self.limits.max_per_topic {
+            return Err(GroupError::TooMany {
+                topic: key.0,
+                limit: self.limits.max_per_topic,
+            });
         }
         let committed = match self.broker.committed(topic, group).await? {
             Some(cursor) => cursor,
@@ -140,7 +169,9 @@ impl Groups {
     /// The group if this process serves it already.
     pub async fn loaded(&self, topic: &str, group: &str) -> Option<Arc<Group>> {
         let key = (topic.to_owned(), group.to_owned());
-        self.groups.lock().await.get(&key).cloned()
+        let found = self.groups.lock().await.get(&key).cloned()?;
+        found.touch();
+        Some(found)
     }
 }
 
@@ -153,7 +184,6 @@ pub struct Group {
     /// Random per load, in every receipt: a receipt from before a restart
     /// names a lease that no longer exists.
     epoch: u32,
-    next_lease: AtomicU64,
     state: Mutex<State>,
     /// One broker read at a time; the others wait for what it brings.
     reading: tokio::sync::Mutex<()>,
@@ -161,6 +191,7 @@ pub struct Group {
     /// cursor last committed.
     committed: tokio::sync::Mutex<Cursor>,
     changed: tokio::sync::Notify,
+    last_used: Mutex<Instant>,
 }
 
 struct State {
@@ -202,8 +233,7 @@ impl Group {
             topic: key.0.clone(),
             name: key.1.clone(),
             partitions: committed.partitions(),
-            epoch: fastrand::u32(..),
-            next_lease: AtomicU64::new(1),
+            epoch: unguessable() as u32,
             state: Mutex::new(State {
                 read_cursor: committed.clone(),
                 outstanding: (0..committed.partitions())
@@ -214,7 +244,26 @@ impl Group {
             reading: tokio::sync::Mutex::new(()),
             committed: tokio::sync::Mutex::new(committed),
             changed: tokio::sync::Notify::new(),
+            last_used: Mutex::new(Instant::now()),
         }
+    }
+
+    fn touch(&self) {
+        *self.last_used.lock().expect("group clock lock poisoned") = Instant::now();
+    }
+
+    /// Unused for `idle`, no request holds it, and no lease is live.
+    fn evictable(self: &Arc<Self>, now: Instant, idle: Duration) -> bool {
+        let last = *self.last_used.lock().expect("group clock lock poisoned");
+        if now.saturating_duration_since(last) < idle || Arc::strong_count(self) > 1 {
+            return false;
+        }
+        let state = self.state();
+        !state
+            .outstanding
+            .iter()
+            .flat_map(BTreeMap::values)
+            .any(|entry| matches!(entry.lease, Lease::Held { until, .. } if until > now))
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -277,7 +326,9 @@ impl Group {
                     next_due = Some(next_due.map_or(due, |next| next.min(due)));
                     continue;
                 }
-                let id = self.next_lease.fetch_add(1, Ordering::Relaxed);
+                // Random, so that one receipt reveals nothing of another's:
+                // only the member that received a lease can settle it.
+                let id = unguessable();
                 entry.lease = Lease::Held {
                     id,
                     until: now + lease,
@@ -297,8 +348,16 @@ impl Group {
 
     /// One broker read into the outstanding set (the caller holds `reading`).
     async fn fill(&self, wait: Duration) -> Result<(), GroupError> {
-        let from = self.state().read_cursor.clone();
-        match self.broker.read(&self.topic, &from, READ_BATCH, wait).await {
+        let (from, room) = {
+            let state = self.state();
+            let room = MAX_OUTSTANDING_BYTES.saturating_sub(state.outstanding_bytes);
+            (state.read_cursor.clone(), room.max(1))
+        };
+        match self
+            .broker
+            .read_bounded(&self.topic, &from, READ_BATCH, room, wait)
+            .await
+        {
             Ok(batch) => {
                 let now = Instant::now();
                 let mut state = self.state();
@@ -431,6 +490,11 @@ impl Group {
                 .count(),
         }
     }
+}
+
+/// 64 bits from the operating system's secure generator.
+fn unguessable() -> u64 {
+    getrandom::u64().expect("the operating system's random source is available")
 }
 
 /// A receipt taken apart: `epoch.partition.offset.lease`.

@@ -123,7 +123,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 .map(|key| (key, spec.name.clone()))
         })
         .collect();
-    let groups = Groups::new(Arc::clone(&broker), reserved);
+    let groups = Groups::new(Arc::clone(&broker), reserved, config.groups);
     let handler_outputs = handler_specs
         .iter()
         .flat_map(|spec| {
@@ -234,7 +234,10 @@ async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        // A client that shuts its sending side after the request still
+        // gets the answer.
+        .half_close(true);
     builder
         .http2()
         .timer(TokioTimer::new())

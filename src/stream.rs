@@ -26,8 +26,9 @@ use crate::metrics::Metrics;
 /// Batches the broadcast holds for subscribers that are momentarily behind;
 /// further behind, they read the log.
 const BROADCAST_CAPACITY: usize = 256;
-/// Events the hub reads from the log at once.
+/// Events the hub reads from the log at once, and their most bytes.
 const HUB_READ_BATCH: usize = 1024;
+const HUB_READ_BYTES: usize = 4 << 20;
 /// How long one hub read waits for new events before it asks again.
 const HUB_POLL_WAIT: Duration = Duration::from_secs(1);
 /// How often a hub with no subscribers moves its cursor to the end.
@@ -138,7 +139,7 @@ async fn run_hub(
         }
         let read = tokio::select! {
             _ = shutdown.cancelled() => return,
-            read = broker.read(&topic, &cursor, HUB_READ_BATCH, HUB_POLL_WAIT) => read,
+            read = broker.read_bounded(&topic, &cursor, HUB_READ_BATCH, HUB_READ_BYTES, HUB_POLL_WAIT) => read,
         };
         match read {
             Ok(batch) => {
@@ -347,7 +348,7 @@ impl Subscription {
                 self.done = true;
                 return None;
             }
-            read = self.broker.read(&self.topic, &self.cursor, CATCH_UP_BATCH, Duration::ZERO) => read,
+            read = self.broker.read_bounded(&self.topic, &self.cursor, CATCH_UP_BATCH, crate::broker::READER_BYTES, Duration::ZERO) => read,
         };
         match read {
             Ok(batch) if batch.events.is_empty() => {

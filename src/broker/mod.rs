@@ -59,6 +59,10 @@ pub struct ReadBatch {
     pub next: Cursor,
 }
 
+/// Bytes of events one reader (a page, an SSE subscriber catching up) holds
+/// at once: a stalled reader costs about this much beyond socket buffers.
+pub const READER_BYTES: usize = 1 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("unknown topic {0:?}")]
@@ -178,6 +182,62 @@ impl Broker {
             #[cfg(feature = "kafka")]
             Self::Kafka(broker) => broker.read(topic, from, max, wait).await,
         }
+    }
+
+    /// Like [`Broker::read`] (see [`READER_BYTES`]), but stops once the events add up to
+    /// `max_bytes` (always at least one event), so that what a reader holds
+    /// is bounded in bytes, not only in events. Reads in steps sized by the
+    /// events seen so far: small events cost few round trips, large ones
+    /// never more than about `max_bytes` at once.
+    pub async fn read_bounded(
+        &self,
+        topic: &str,
+        from: &Cursor,
+        max: usize,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<ReadBatch> {
+        const FIRST_STEP: usize = 8;
+        let mut batch = ReadBatch {
+            events: Vec::new(),
+            next: from.clone(),
+        };
+        let mut bytes = 0usize;
+        let mut step = FIRST_STEP.min(max);
+        while batch.events.len() < max && bytes < max_bytes {
+            let wait = if batch.events.is_empty() {
+                wait
+            } else {
+                Duration::ZERO
+            };
+            let read = self.read(topic, &batch.next, step, wait).await?;
+            let exhausted = read.events.len() < step;
+            let mut took_all = true;
+            for event in read.events {
+                if bytes >= max_bytes || batch.events.len() >= max {
+                    took_all = false;
+                    break;
+                }
+                bytes += event.payload.len();
+                batch.next.advance(event.partition, event.offset);
+                batch.events.push(event);
+            }
+            if took_all {
+                // The backend's own cursor: it may step over gaps.
+                batch.next = read.next;
+            }
+            if exhausted || !took_all || batch.events.is_empty() {
+                break;
+            }
+            let average = (bytes / batch.events.len()).max(1);
+            step = (max_bytes.saturating_sub(bytes) / average)
+                .clamp(1, step * 4)
+                .min(max - batch.events.len().min(max));
+            if step == 0 {
+                break;
+            }
+        }
+        Ok(batch)
     }
 
     /// The cursor before the oldest retained event of every partition.

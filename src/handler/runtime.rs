@@ -550,6 +550,8 @@ impl Worker {
                 )
             }
         };
+        let mut event = event;
+        let mut shrunk = false;
         loop {
             match self
                 .ingest
@@ -557,6 +559,18 @@ impl Worker {
                 .await
             {
                 Ok(_) => return true,
+                // Too large or otherwise unstorable as it is: never retried
+                // as it is. Stored once more without the bulky parts (the
+                // source event, the target's answer), with a marker.
+                Err(err) if !matches!(err, crate::ingest::IngestError::Broker(_)) => {
+                    if shrunk {
+                        tracing::error!(handler = %self.spec.name, topic, error = %err, "an outcome cannot be stored even without its bulky parts; dropping it");
+                        return true;
+                    }
+                    warn!(handler = %self.spec.name, topic, error = %err, "an outcome cannot be stored as it is; storing it truncated");
+                    shrink_outcome(&mut event, source, &err.to_string());
+                    shrunk = true;
+                }
                 Err(err) => {
                     warn!(handler = %self.spec.name, topic, error = %err, "cannot store an outcome yet; retrying");
                     tokio::select! {
@@ -633,6 +647,20 @@ impl Worker {
                 .map(|(end, next)| end.saturating_sub(*next))
                 .sum(),
         )
+    }
+}
+
+/// Replaces an outcome's bulky parts (the source event, the target's
+/// answer) with a summary and a `truncated` marker saying why.
+fn shrink_outcome(event: &mut CloudEvent, source: &Value, why: &str) {
+    if let Some(crate::event::Data::Json(Value::Object(data))) = &mut event.data {
+        if data.contains_key("event") {
+            data.insert("event".into(), summary(source));
+        }
+        if data.contains_key("body") {
+            data.insert("body".into(), Value::Null);
+        }
+        data.insert("truncated".into(), json!({ "reason": why }));
     }
 }
 

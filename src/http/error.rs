@@ -155,6 +155,9 @@ impl From<IngestError> for ApiError {
                         .with("type", ty),
                 }
             }
+            IngestError::Invalid { index, source } => Self::bad_request("invalid_event", message)
+                .with("index", index)
+                .with("attribute", source.attribute),
             IngestError::Broker(err) => err.into(),
         }
     }

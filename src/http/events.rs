@@ -77,7 +77,13 @@ pub async fn page(
     .await?;
     let batch = state
         .broker
-        .read(&topic, &from, limit, Duration::ZERO)
+        .read_bounded(
+            &topic,
+            &from,
+            limit,
+            crate::broker::READER_BYTES,
+            Duration::ZERO,
+        )
         .await?;
     // The stored payloads are already CloudEvent JSON: splice them in.
     let mut body = BytesMut::with_capacity(

@@ -37,6 +37,11 @@ impl From<GroupError> for ApiError {
             GroupError::BadReceipt(receipt) => {
                 ApiError::bad_request("invalid_receipt", message).with("receipt", receipt)
             }
+            GroupError::TooMany { topic, limit } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_groups", message)
+                    .with("topic", topic)
+                    .with("limit", limit)
+            }
             GroupError::Broker(err) => err.into(),
         }
     }

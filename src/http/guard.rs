@@ -23,7 +23,7 @@ pub(super) async fn authorize(
 ) -> Response {
     let access = match authenticate(&state, need, &request) {
         Ok(access) => access,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let params = match params {
         Ok(params) => params,
@@ -81,16 +81,29 @@ fn strip_token_parameter(request: &mut Request) {
     }
 }
 
-fn authenticate(state: &AppState, need: Need, request: &Request) -> Result<Access, Response> {
+/// A 401: the error code, the message, and the `WWW-Authenticate` challenge.
+struct Unauthorized(&'static str, String, String);
+
+impl IntoResponse for Unauthorized {
+    fn into_response(self) -> Response {
+        with_challenge(
+            ApiError::new(StatusCode::UNAUTHORIZED, self.0, self.1),
+            self.2,
+        )
+    }
+}
+
+fn authenticate(state: &AppState, need: Need, request: &Request) -> Result<Access, Unauthorized> {
     let open = need == Need::Open || (need == Need::Metrics && state.metrics_open);
     let Some(verifier) = state.verifier.as_ref().filter(|_| !open) else {
         return Ok(Access::Anyone);
     };
-    let Some(token) = auth::token_of(request.headers(), request.uri().query()) else {
-        return Err(unauthorized(
+    let Some(token) = auth::token_of(request.method(), request.headers(), request.uri().query())
+    else {
+        return Err(Unauthorized(
             "missing_token",
             format!(
-                "this needs a bearer token: an Authorization: Bearer header, the {} cookie, or the ?{}= parameter",
+                "this needs a bearer token: an Authorization: Bearer header (reads also take the {} cookie or the ?{}= parameter)",
                 auth::COOKIE,
                 auth::QUERY_PARAMETER
             ),
@@ -98,19 +111,12 @@ fn authenticate(state: &AppState, need: Need, request: &Request) -> Result<Acces
         ));
     };
     verifier.verify(&token).map(Access::Token).map_err(|err| {
-        unauthorized(
+        Unauthorized(
             "invalid_token",
             err.to_string(),
             format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
         )
     })
-}
-
-fn unauthorized(code: &'static str, message: String, challenge: String) -> Response {
-    with_challenge(
-        ApiError::new(StatusCode::UNAUTHORIZED, code, message),
-        challenge,
-    )
 }
 
 fn forbidden(missing: &Missing) -> Response {
@@ -140,5 +146,51 @@ fn with_challenge(error: ApiError, challenge: String) -> Response {
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, value);
     }
+    response
+}
+
+/// `POST /v1/session`: turns the bearer token of the request into the
+/// HttpOnly `switchyard_token` cookie, for browsers (EventSource cannot send
+/// headers, and script never sees an HttpOnly cookie). The cookie lives as
+/// long as the token.
+pub(super) async fn sign_in(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let Some(verifier) = state.verifier.as_ref() else {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "no_tokens",
+            "this server takes no tokens (no key is configured): there is nothing to sign in with",
+        )
+        .into_response();
+    };
+    // The guard has verified it already.
+    let token = auth::token_of(request.method(), request.headers(), request.uri().query())
+        .unwrap_or_default();
+    let max_age = verifier
+        .expires_in(&token)
+        .map(|seconds| format!("; Max-Age={seconds}"))
+        .unwrap_or_default();
+    let cookie = format!(
+        "{}={token}; Path=/; HttpOnly; SameSite=Lax{max_age}",
+        auth::COOKIE
+    );
+    session_answer(&cookie)
+}
+
+/// `DELETE /v1/session`: clears the cookie.
+pub(super) async fn sign_out() -> Response {
+    session_answer(&format!(
+        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
+        auth::COOKIE
+    ))
+}
+
+fn session_answer(cookie: &str) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

@@ -100,6 +100,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(list_topics).route_layer(guard(Need::Token)),
         )
         .route(
+            "/v1/session",
+            post(guard::sign_in)
+                .route_layer(guard(Need::Token))
+                .delete(guard::sign_out),
+        )
+        .route(
             "/v1/handlers",
             get(handlers::status).route_layer(guard(Need::Admin)),
         )
@@ -136,6 +142,22 @@ pub fn router(state: Arc<AppState>) -> Router {
             only_listed_origins,
         ))
         .with_state(state)
+}
+
+/// Runs `work` on its own task, so that it finishes even when the client
+/// goes away and the request's future is dropped: an append is never cut
+/// off between its parts.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = ApiResult<T>> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::spawn(work).await.unwrap_or_else(|err| {
+        tracing::error!(error = %err, "a detached request task failed");
+        Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the request failed inside the server; see its log",
+        ))
+    })
 }
 
 /// CORS headers go to the listed origins only: an answer to any other

@@ -171,6 +171,13 @@ pub async fn publish(
             vec![event]
         }
     };
-    let published = state.ingest.publish(&topic, events).await?;
+    // Detached from the connection: a client that hangs up mid-append does
+    // not leave part of a batch behind.
+    let ingest = Arc::clone(&state.ingest);
+    let published =
+        super::detached(
+            async move { ingest.publish(&topic, events).await.map_err(ApiError::from) },
+        )
+        .await?;
     Ok(axum::Json(serde_json::json!({ "events": published })))
 }

@@ -24,7 +24,14 @@ pub async fn receive(
         .max_body_bytes(&source)
         .ok_or_else(|| unknown_source(&source))?;
     let body = read_body(body, limit).await?;
-    let outcome = state.webhooks.receive(&source, headers, body).await?;
+    // Detached from the connection: a sender that hangs up mid-append does
+    // not cancel it halfway, so the event and its dedupe mark land together
+    // and the sender's retry is answered as a duplicate.
+    let outcome = super::detached(async move {
+        let outcome = state.webhooks.receive(&source, headers, body).await;
+        outcome.map_err(ApiError::from)
+    })
+    .await?;
     Ok(match outcome {
         Outcome::Accepted(published) => axum::Json(json!({
             "id": published.id,

@@ -49,6 +49,12 @@ pub enum IngestError {
         size: usize,
         limit: usize,
     },
+    #[error("event {index}: {source}")]
+    Invalid {
+        index: usize,
+        #[source]
+        source: crate::event::EventError,
+    },
     #[error(transparent)]
     Broker(#[from] BrokerError),
 }
@@ -105,6 +111,9 @@ impl Ingest {
         let mut ids = Vec::with_capacity(events.len());
         let mut records = Vec::with_capacity(events.len());
         for (index, mut event) in events.into_iter().enumerate() {
+            event
+                .check_stored_form()
+                .map_err(|source| IngestError::Invalid { index, source })?;
             let declared = topic.types.contains_key(&event.ty);
             if declared || undeclared == Undeclared::Refuse {
                 topic

@@ -288,3 +288,56 @@ async fn metrics_pass_promtool_and_logs_are_json_lines() {
         assert!(!line.contains('\u{1b}'), "ANSI escape in {line:?}");
     }
 }
+
+#[tokio::test]
+async fn stalled_readers_of_large_events_hold_a_bounded_amount_of_memory() {
+    let ws = Workspace::new();
+    ws.topic("big", 2, "");
+    let server = ws.serve(&[]);
+    // 48 events of ~900 KB: ~43 MB on the log.
+    let pad = "p".repeat(900 * 1024);
+    for i in 0..48 {
+        let mut e = event(&format!("e{i}"), i, &format!("k{i}"));
+        e["data"]["pad"] = json!(pad);
+        let (status, body) = publish(&client(), &server.events_url("big"), &e).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss_bytes(server.pid());
+    // Readers that ask for everything and never read an answer: SSE
+    // streams and pages from the start, and consumer groups that each read
+    // ahead.
+    let mut stalled = Vec::new();
+    for i in 0..4 {
+        for request in [
+            "GET /v1/topics/big/stream?from=earliest HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+            "GET /v1/topics/big/events?from=earliest&limit=1000 HTTP/1.1\r\nHost: x\r\n\r\n"
+                .to_owned(),
+            format!(
+                "POST /v1/topics/big/groups/g{i}/receive?max=1&start=earliest HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+            ),
+        ] {
+            let mut s = TcpStream::connect(&server.addr).unwrap();
+            s.write_all(request.as_bytes()).unwrap();
+            stalled.push(s);
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let grown = rss_bytes(server.pid()).saturating_sub(before);
+    // 4 SSE + 4 pages at ~1 MiB each beyond socket buffers, 4 groups at
+    // ~4 MiB of read-ahead each, and room for the allocator.
+    assert!(
+        grown < 64 * 1024 * 1024,
+        "12 stalled readers grew the server by {} MiB",
+        grown >> 20
+    );
+    // The server still serves.
+    let (status, _) = publish(
+        &client(),
+        &server.events_url("big"),
+        &event("after", 1, "a"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    drop(stalled);
+}

@@ -583,3 +583,60 @@ async fn a_crash_with_calls_in_flight_still_gives_each_event_exactly_one_outcome
         "the target saw every event at least once"
     );
 }
+
+#[tokio::test]
+async fn outcomes_too_large_to_store_are_stored_truncated_not_retried_forever() {
+    let ws = workspace();
+    let sink = Sink::start().await;
+    // A target that answers 3 MB, and one that refuses (400) an event
+    // just under the event size limit, whose dead letter would be over it.
+    handler(&ws, "chatty", &format!("{}/big/3000000", sink.url), "", "");
+    let server = ws.serve(&[]);
+    let (status, _) = publish(
+        &client(),
+        &server.events_url("jobs"),
+        &event("small", 1, "a"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let results = outcomes(&server, "results", RESULT, 1).await;
+    let body = &results[0]["data"]["body"];
+    assert_eq!(body["truncated"], true, "{body}");
+    assert!(body["prefix"].as_str().unwrap().len() <= 64 * 1024);
+    drop(server);
+
+    let ws = workspace();
+    handler(&ws, "refusing", &format!("{}/status/400", sink.url), "", "");
+    let server = ws.serve(&[]);
+    let mut big = event("big", 2, "b");
+    // Just under 1 MiB as an event; its dead letter (the event plus the
+    // reason and history) is over.
+    big["data"]["pad"] = json!("p".repeat(1024 * 1024 - 400));
+    let (status, body) = publish(&client(), &server.events_url("jobs"), &big).await;
+    assert_eq!(status, 200, "{body}");
+    let dead = outcomes(&server, "dead", FAILED, 1).await;
+    let data = &dead[0]["data"];
+    assert!(
+        data["truncated"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("limit"),
+        "{data}"
+    );
+    assert_eq!(data["event"]["id"], "big");
+    assert!(
+        data["event"].get("data").is_none(),
+        "the bulky source was left out"
+    );
+    // The handler moved on: its lag is back to zero.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = get_json(&format!("{}/v1/handlers", server.url)).await;
+        let handler = &status["handlers"][0];
+        if handler["lag"] == 0 && handler["in_flight"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "handler stuck: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

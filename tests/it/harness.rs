@@ -121,10 +121,12 @@ impl Server {
             .open(dir.join("server.log"))
             .unwrap();
         let mut command = Command::new(BIN);
+        command.current_dir(dir).arg("serve");
+        // A free port unless the arguments name an address (`restart_same_port`).
+        if !args.iter().any(|arg| arg == "--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
         command
-            .current_dir(dir)
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
             .args(["--data-dir", "data", "--topics-dir", "topics"])
             .args(&args)
             .env("RUST_LOG", "info")
@@ -228,6 +230,23 @@ impl Server {
     pub fn restart(mut self) -> Server {
         self.kill();
         Self::start_with(&self.dir, self.args.clone(), None, self.env.clone())
+    }
+
+    /// Kills this process (SIGKILL) and starts another on the same
+    /// directory and the same address, so that clients holding its URL (a
+    /// browser's EventSource) reconnect to the new one by themselves.
+    pub fn restart_same_port(mut self) -> Server {
+        self.kill();
+        let mut args = vec!["--listen".to_owned(), self.addr.clone()];
+        let mut rest = self.args.iter();
+        while let Some(arg) = rest.next() {
+            if arg == "--listen" {
+                rest.next();
+            } else {
+                args.push(arg.clone());
+            }
+        }
+        Self::start_with(&self.dir, args, None, self.env.clone())
     }
 
     pub fn log(&self) -> String {

@@ -3,6 +3,7 @@
 
 mod access;
 mod bounds;
+mod browser;
 mod cli;
 mod conformance;
 mod crash;

@@ -372,3 +372,44 @@ async fn a_503_carries_retry_after() {
             .contains("could not store")
     );
 }
+
+#[tokio::test]
+async fn deep_data_and_control_characters_are_refused_by_name() {
+    let ws = Workspace::new();
+    ws.topic("t", 1, "");
+    let server = ws.serve(&[]);
+    // Data nested 127 deep parses, but its stored form (inside the
+    // envelope) would be deeper than JSON readers accept.
+    let deep = format!("{}1{}", "[".repeat(127), "]".repeat(127));
+    let response = client()
+        .post(format!("{}?type=test.event", server.events_url("t")))
+        .header("content-type", "application/json")
+        .body(deep)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["attribute"], "data", "{body}");
+    // A line break smuggled into an attribute, percent-encoded.
+    let response = client()
+        .post(server.events_url("t"))
+        .header("content-type", "application/json")
+        .header("ce-specversion", "1.0")
+        .header("ce-id", "x1")
+        .header("ce-source", "/t")
+        .header("ce-type", "test.event")
+        .header("ce-subject", "a%0Aevent: forged")
+        .body(r#"{"n": 1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["attribute"], "subject", "{body}");
+    assert!(
+        read_all(&client(), &server.events_url("t"))
+            .await
+            .is_empty()
+    );
+}

@@ -9,6 +9,7 @@
 //! - `/hang` — never answers in time
 //! - `/slow/{ms}` — answers 200 after `ms` milliseconds
 //! - `/toggle` — 500 while `failing` is set, else 200
+//! - `/big/{bytes}` — 200 with a JSON body of about that many bytes
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -175,6 +176,12 @@ async fn answer(
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
         ["toggle"] => ok(),
+        ["big", bytes] => (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            format!("{{\"pad\":\"{}\"}}", "b".repeat(bytes.parse().unwrap())),
+        )
+            .into_response(),
         _ => StatusCode::NOT_FOUND.into_response(),
     }
 }

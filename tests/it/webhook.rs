@@ -647,3 +647,51 @@ async fn storm_of_webhooks_lets_in_exactly_the_genuine_unique_ones() {
             .collect::<HashSet<_>>()
     );
 }
+
+#[tokio::test]
+async fn a_sender_that_hangs_up_mid_append_is_stored_once_after_its_retry() {
+    use std::io::Write;
+    let ws = workspace();
+    let server = serve(&ws);
+    let case = &CASES[0];
+    let mut signer = Signer::new(case.signer);
+    for round in 0..10u64 {
+        let delivery_id = format!("msg_hangup_{round}");
+        let (body, extra) = delivery(case, &delivery_id, round);
+        let headers = signed(
+            &mut signer,
+            case,
+            secret(case.secrets[0]),
+            &body,
+            unix_now(),
+            &delivery_id,
+            &extra,
+        );
+        // Send the whole request, then hang up at once, before the answer.
+        let mut raw = format!(
+            "POST /v1/webhooks/{} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n",
+            case.source,
+            body.len()
+        );
+        for (name, value) in &headers {
+            raw.push_str(&format!("{name}: {value}\r\n"));
+        }
+        raw.push_str("\r\n");
+        raw.push_str(&body);
+        let mut stream = std::net::TcpStream::connect(&server.addr).unwrap();
+        stream.write_all(raw.as_bytes()).unwrap();
+        drop(stream);
+        // The sender retries the same delivery.
+        let (status, answer) = send(&server, case.source, &body, &headers).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let events = read_all(&client(), &server.events_url("hooks")).await;
+    let mut seen = HashMap::new();
+    for event in &events {
+        *seen
+            .entry(event["id"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 10, "{seen:?}");
+    assert!(seen.values().all(|&n| n == 1), "stored twice: {seen:?}");
+}

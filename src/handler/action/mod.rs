@@ -24,6 +24,28 @@ const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 /// Largest response body kept in a result event.
 const MAX_RESULT_BODY_BYTES: usize = 64 * 1024;
 
+/// A response body read up to a limit.
+enum Capped {
+    Whole(Bytes),
+    /// Longer than the limit: its first bytes; the rest was not read.
+    Truncated(Bytes),
+}
+
+/// Reads at most `limit` bytes of a response body, so that a target's
+/// answer costs at most that much memory however large it is.
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> reqwest::Result<Capped> {
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - out.len();
+        if chunk.len() > room {
+            out.extend_from_slice(&chunk[..room]);
+            return Ok(Capped::Truncated(out.freeze()));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Capped::Whole(out.freeze()))
+}
+
 /// A request ready to send, and the target its breaker is keyed by.
 pub struct Prepared {
     pub target: String,
@@ -206,31 +228,35 @@ pub async fn call(prepared: Prepared, timeout: Duration, keep_headers: &[String]
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(crate::event::is_json_media_type);
-        let bytes = match tokio::time::timeout(timeout, response.bytes()).await {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(err)) => {
-                return CallResult::Retryable {
-                    reason: format!("reading the response failed: {}", error_chain(&err)),
-                    status: Some(status),
-                    retry_after: None,
-                };
-            }
-            Err(_) => {
-                return CallResult::Retryable {
-                    reason: format!("the response body did not arrive within {timeout:?}"),
-                    status: Some(status),
-                    retry_after: None,
-                };
-            }
-        };
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else if is_json {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-        } else {
-            let end = bytes.len().min(MAX_RESULT_BODY_BYTES);
-            Value::String(String::from_utf8_lossy(&bytes[..end]).into_owned())
+        let bytes =
+            match tokio::time::timeout(timeout, read_capped(response, MAX_RESULT_BODY_BYTES)).await
+            {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(err)) => {
+                    return CallResult::Retryable {
+                        reason: format!("reading the response failed: {}", error_chain(&err)),
+                        status: Some(status),
+                        retry_after: None,
+                    };
+                }
+                Err(_) => {
+                    return CallResult::Retryable {
+                        reason: format!("the response body did not arrive within {timeout:?}"),
+                        status: Some(status),
+                        retry_after: None,
+                    };
+                }
+            };
+        let body = match bytes {
+            Capped::Whole(bytes) if bytes.is_empty() => Value::Null,
+            Capped::Whole(bytes) if is_json => serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())),
+            Capped::Whole(bytes) => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+            Capped::Truncated(prefix) => serde_json::json!({
+                "truncated": true,
+                "limit": MAX_RESULT_BODY_BYTES,
+                "prefix": String::from_utf8_lossy(&prefix),
+            }),
         };
         return CallResult::Success {
             status,

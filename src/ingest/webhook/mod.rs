@@ -147,10 +147,14 @@ impl Request<Unverified> {
 }
 
 /// A header as text, or a rejection naming it.
+/// A required header's value; an empty one counts as missing (an empty
+/// delivery id would dedupe every delivery as one).
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Rejection> {
-    headers
+    let value = headers
         .get(name)
-        .ok_or_else(|| Rejection::missing_header(name))?
+        .filter(|value| !value.is_empty())
+        .ok_or_else(|| Rejection::missing_header(name))?;
+    value
         .to_str()
         .map_err(|_| Rejection::malformed_header(name, "not visible ASCII"))
 }
