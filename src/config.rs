@@ -20,10 +20,13 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 /// Time a client has to send a request's headers (and an idle keep-alive
 /// connection to send the next request) before the connection is closed.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; more are accepted and closed at once.
-/// Stays well below the ~20,000 open files a process may hold, leaving
-/// descriptors for the log.
+/// Connections served at once; more are accepted and closed at once. The
+/// default is this or, when the process may open fewer files, what is left
+/// after the descriptors kept for the log and outbound calls.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Descriptors kept out of reach of connections: the log's cached segment
+/// files, partition directories, handlers' outbound connections.
+pub const RESERVED_FILES: usize = crate::broker::embedded::SEGMENT_FILES_OPEN + 1024;
 /// How long a shutdown waits for open requests and streams to finish.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A consumer group unused this long leaves memory.
@@ -52,7 +55,8 @@ pub struct Config {
     /// `/metrics` without a token.
     pub metrics_open: bool,
     pub header_timeout: Duration,
-    pub max_connections: usize,
+    /// Connections served at once; `None`: derived from the open-file limit.
+    pub max_connections: Option<usize>,
     pub shutdown_grace: Duration,
     pub groups: crate::group::GroupLimits,
 }
@@ -203,7 +207,8 @@ pub struct Overrides {
     /// send its next request [default: 10s]
     #[arg(long, env = "SWITCHYARD_HEADER_TIMEOUT")]
     pub header_timeout: Option<String>,
-    /// Connections served at once; more are closed at once [default: 10000]
+    /// Connections served at once; more are closed at once [default: 10000,
+    /// or fewer when the open-file limit leaves less room]
     #[arg(long, env = "SWITCHYARD_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// On SIGTERM, how long open requests and streams may take before their
@@ -444,11 +449,8 @@ impl Config {
         if max_groups_per_topic == 0 {
             problem("max_groups_per_topic", "must be at least 1".into());
         }
-        let max_connections = o
-            .max_connections
-            .or(file.max_connections)
-            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
-        if max_connections == 0 {
+        let max_connections = o.max_connections.or(file.max_connections);
+        if max_connections == Some(0) {
             problem("max_connections", "must be at least 1".into());
         }
 

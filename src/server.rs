@@ -172,7 +172,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })?;
     let limits = Limits {
         header_timeout: config.header_timeout,
-        max_connections: config.max_connections,
+        max_connections: connection_cap(config.max_connections),
         grace: config.shutdown_grace,
     };
     let serve = tokio::spawn(serve(listener, router(state), limits, shutdown.clone()));
@@ -191,6 +191,38 @@ struct Limits {
     header_timeout: Duration,
     max_connections: usize,
     grace: Duration,
+}
+
+/// The most connections to serve at once: as configured, else the default
+/// within what the open-file limit leaves after the descriptors reserved for
+/// the log, so that a flood of connections cannot starve it.
+fn connection_cap(configured: Option<usize>) -> usize {
+    use crate::config::{DEFAULT_MAX_CONNECTIONS, RESERVED_FILES};
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only into the struct it is given.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    let open_files = if known {
+        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        usize::MAX
+    };
+    let room = open_files.saturating_sub(RESERVED_FILES).max(16);
+    match configured {
+        Some(cap) => {
+            if cap > room {
+                warn!(
+                    max_connections = cap,
+                    open_files,
+                    "max_connections leaves fewer than {RESERVED_FILES} of the process's open files for the log; raise the limit (ulimit -n) or lower max_connections"
+                );
+            }
+            cap
+        }
+        None => room.min(DEFAULT_MAX_CONNECTIONS),
+    }
 }
 
 /// Answers preflights and marks answers for the listed origins only; for

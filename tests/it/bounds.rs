@@ -341,3 +341,161 @@ async fn stalled_readers_of_large_events_hold_a_bounded_amount_of_memory() {
     assert_eq!(status, 200);
     drop(stalled);
 }
+
+#[tokio::test]
+async fn out_of_file_descriptors_a_segment_roll_fails_cleanly_and_recovers() {
+    use crate::harness::{Limits, Server};
+    let ws = Workspace::new();
+    // ~1 KB events in 4 KiB segments: a new segment file every few events.
+    ws.topic("t", 1, "segment_bytes = \"4KiB\"");
+    let limits = Limits {
+        open_files: 256,
+        ..Limits::default()
+    };
+    // A connection cap above what the descriptors allow, so that a flood
+    // of connections can take them all.
+    let server = Server::start(
+        ws.path(),
+        &["--max-connections", "5000", "--header-timeout", "60s"],
+        Some(limits),
+    );
+    // One client with a warm connection, opened before the flood.
+    let warm = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let url = server.events_url("t");
+    let sized = |n: u64| {
+        let mut e = event(&format!("e{n}"), n, "a");
+        e["data"]["pad"] = json!("p".repeat(900));
+        e
+    };
+    let (status, _) = publish(&warm, &url, &sized(0)).await;
+    assert_eq!(status, 200);
+    let mut acknowledged = vec!["e0".to_owned()];
+
+    // Connect until the server has taken every descriptor it may hold.
+    let addr: std::net::SocketAddr = server.addr.parse().unwrap();
+    let open_fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let mut flood: Vec<TcpStream> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // More than it may hold: the rest wait in the listen backlog.
+    while flood.len() < 320 && std::time::Instant::now() < deadline {
+        if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            flood.push(stream);
+        }
+        if flood.len() % 50 == 0 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    while open_fds() < 256 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut starved = None;
+    for n in 1..40 {
+        let (status, body) = publish(&warm, &url, &sized(n)).await;
+        match status {
+            200 => acknowledged.push(format!("e{n}")),
+            503 => {
+                starved = Some((n, body));
+                break;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    let (n, body) = starved.unwrap_or_else(|| {
+        let fds = open_fds();
+        panic!(
+            "no append failed while {} connections took the descriptors (the server holds {fds})",
+            flood.len()
+        )
+    });
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("open files"),
+        "{body}"
+    );
+
+    // The flood ends; the same append now goes in, with no restart.
+    drop(flood);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = publish(&warm, &url, &sized(n)).await;
+        if status == 200 {
+            acknowledged.push(format!("e{n}"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never recovered: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for m in n + 1..n + 10 {
+        let (status, body) = publish(&warm, &url, &sized(m)).await;
+        assert_eq!(status, 200, "{body}");
+        acknowledged.push(format!("e{m}"));
+    }
+    let ready = client()
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    // Every acknowledged event is there once, in order, across a restart.
+    let server = server.restart();
+    let ids: Vec<String> = crate::harness::read_all(&client(), &server.events_url("t"))
+        .await
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, acknowledged);
+}
+
+#[tokio::test]
+async fn a_flood_of_connections_cannot_take_the_descriptors_the_log_needs() {
+    use crate::harness::{Limits, Server};
+    let ws = Workspace::new();
+    ws.topic("t", 1, "segment_bytes = \"4KiB\"");
+    let limits = Limits {
+        open_files: 2300,
+        ..Limits::default()
+    };
+    // No --max-connections: the cap comes from what the open-file limit
+    // leaves after the log's reserve.
+    let server = Server::start(ws.path(), &["--header-timeout", "60s"], Some(limits));
+    let warm = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let url = server.events_url("t");
+    let (status, _) = publish(&warm, &url, &event("e0", 0, "a")).await;
+    assert_eq!(status, 200);
+    let addr: std::net::SocketAddr = server.addr.parse().unwrap();
+    let flood: Vec<TcpStream> = (0..2400)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    // Appends that roll segment after segment all go in.
+    for n in 1..40 {
+        let mut e = event(&format!("e{n}"), n, "a");
+        e["data"]["pad"] = json!("p".repeat(900));
+        let (status, body) = publish(&warm, &url, &e).await;
+        assert_eq!(
+            status,
+            200,
+            "append {n} with {} connections open: {body}",
+            flood.len()
+        );
+    }
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+        .unwrap()
+        .count();
+    assert!(fds < 2300, "{fds}");
+}

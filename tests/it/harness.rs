@@ -97,6 +97,17 @@ pub struct Server {
 pub struct Limits {
     /// RLIMIT_FSIZE in bytes: writes past it fail like a full disk.
     pub file_size: u64,
+    /// RLIMIT_NOFILE: how many files the server may hold open.
+    pub open_files: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            file_size: libc::RLIM_INFINITY,
+            open_files: libc::RLIM_INFINITY,
+        }
+    }
 }
 
 impl Server {
@@ -149,6 +160,20 @@ impl Server {
                     };
                     if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
                         return Err(std::io::Error::last_os_error());
+                    }
+                    if limits.open_files != libc::RLIM_INFINITY {
+                        let mut current = libc::rlimit {
+                            rlim_cur: 0,
+                            rlim_max: 0,
+                        };
+                        libc::getrlimit(libc::RLIMIT_NOFILE, &mut current);
+                        let limit = libc::rlimit {
+                            rlim_cur: limits.open_files,
+                            rlim_max: current.rlim_max,
+                        };
+                        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
                     }
                     Ok(())
                 });

@@ -291,6 +291,7 @@ async fn a_full_disk_answers_503_and_a_retry_succeeds_once_there_is_room() {
     // Files may grow to 64 KiB: the "disk" fills after ~60 small events.
     let limits = Limits {
         file_size: 64 * 1024,
+        ..Limits::default()
     };
     let server = Server::start(ws.path(), &[], Some(limits));
     let url = server.events_url("full");
@@ -313,13 +314,22 @@ async fn a_full_disk_answers_503_and_a_retry_succeeds_once_there_is_room() {
     }
     let (refused_n, body) = refused.expect("the size limit was never hit");
     assert_eq!(body["error"]["code"], "broker_unavailable");
-    // Readiness reflects nothing broken: the failed write was undone.
+    // Readiness says why the log takes no writes (the failed write itself
+    // was undone).
     let ready = client
         .get(format!("{}/readyz", server.url))
         .send()
         .await
         .unwrap();
-    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert!(
+        ready["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("File too large"),
+        "{ready}"
+    );
 
     // Make room (lift the limit); the same event now goes in.
     let unlimited = libc::rlimit {
@@ -340,6 +350,12 @@ async fn a_full_disk_answers_503_and_a_retry_succeeds_once_there_is_room() {
     let (status, body) = publish(&client, &url, &retry).await;
     assert_eq!(status, 200, "{body}");
     acknowledged.push(format!("e-{refused_n}"));
+    let ready = client
+        .get(format!("{}/readyz", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "ready again once an append succeeded");
 
     // Every acknowledged event is there once, in order, and no half-written
     // record survived, even across a restart.
@@ -356,7 +372,14 @@ async fn a_full_disk_answers_503_and_a_retry_succeeds_once_there_is_room() {
 async fn a_503_carries_retry_after() {
     let ws = Workspace::new();
     ws.topic("ra", 1, "");
-    let server = Server::start(ws.path(), &[], Some(Limits { file_size: 1 }));
+    let server = Server::start(
+        ws.path(),
+        &[],
+        Some(Limits {
+            file_size: 1,
+            ..Limits::default()
+        }),
+    );
     let (status, body, headers) = post(
         &server.events_url("ra"),
         Some("application/cloudevents+json"),

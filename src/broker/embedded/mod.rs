@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info};
 
-use self::partition::{Partition, PartitionWriter};
+use self::partition::{Partition, PartitionWriter, SegmentFiles};
 use super::{Appended, BrokerError, ReadBatch, Record, Result, StoredEvent};
 use crate::cursor::Cursor;
 use crate::topic::{Retention, Topics};
@@ -38,6 +38,9 @@ const APPEND_QUEUE_CAPACITY: usize = 1024;
 const GROUP_COMMIT_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// How often retention runs.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(1);
+/// Files of sealed segments kept open at most, across every topic: the log's
+/// share of the process's file descriptors.
+pub const SEGMENT_FILES_OPEN: usize = 1024;
 
 /// When appends become durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,9 +73,12 @@ struct TopicLog {
     commands: mpsc::Sender<Command>,
     /// Bumped after every commit; readers waiting for new events watch it.
     committed: watch::Sender<u64>,
-    /// Set when a failed write could not be undone: appends are refused
-    /// until a restart recovers the log.
+    /// Set when a failed write could not be undone: the next append first
+    /// retries the undo (the repair), and is refused while that fails.
     failed: AtomicBool,
+    /// Why the last append failed, until one succeeds (a full disk, no
+    /// file descriptors): readiness reports it.
+    write_error: Mutex<Option<String>>,
 }
 
 pub struct EmbeddedBroker {
@@ -117,6 +123,7 @@ impl EmbeddedBroker {
                 commands,
                 committed: watch::Sender::new(0),
                 failed: AtomicBool::new(false),
+                write_error: Mutex::new(None),
             });
             let writer_log = Arc::clone(&log);
             let retention = topic.retention;
@@ -165,11 +172,6 @@ impl EmbeddedBroker {
 
     pub async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
         let log = self.log(topic)?;
-        if log.failed.load(Ordering::Acquire) {
-            return Err(BrokerError::Unavailable(format!(
-                "the log of topic {topic:?} failed a write it could not undo; restart to recover it"
-            )));
-        }
         if let Some(record) = records.iter().find(|r| r.partition >= log.partitions.len()) {
             return Err(BrokerError::Unavailable(format!(
                 "partition {} out of range",
@@ -281,17 +283,25 @@ impl EmbeddedBroker {
                 "the broker is shutting down".into(),
             ));
         }
-        match self
+        if let Some(log) = self
             .topics
             .values()
             .find(|log| log.failed.load(Ordering::Acquire))
         {
-            Some(log) => Err(BrokerError::Unavailable(format!(
+            return Err(BrokerError::Unavailable(format!(
                 "the log of topic {:?} failed a write it could not undo",
                 log.name
-            ))),
-            None => Ok(()),
+            )));
         }
+        for log in self.topics.values() {
+            if let Some(err) = log.write_error.lock().expect("write error lock").as_ref() {
+                return Err(BrokerError::Unavailable(format!(
+                    "the last append to topic {:?} failed ({err}); ready again once an append succeeds",
+                    log.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub async fn close(&self) {
@@ -347,6 +357,7 @@ fn open_all(data_dir: &Path, topics: &[Arc<crate::topic::Topic>]) -> io::Result<
             ),
         )
     })?;
+    let files = Arc::new(SegmentFiles::new(SEGMENT_FILES_OPEN));
     let mut logs = Vec::new();
     for topic in topics {
         let topic_dir = data_dir.join("topics").join(&topic.name);
@@ -356,6 +367,7 @@ fn open_all(data_dir: &Path, topics: &[Arc<crate::topic::Topic>]) -> io::Result<
                     topic_dir.join(number.to_string()),
                     number,
                     topic.segment_bytes,
+                    Arc::clone(&files),
                 )
             })
             .collect::<io::Result<Vec<_>>>()?;
@@ -486,6 +498,26 @@ fn run_writer(
 type Batch = Vec<(Vec<Record>, oneshot::Sender<Result<Vec<Appended>>>)>;
 
 fn commit_batch(log: &TopicLog, writers: &mut [PartitionWriter], batch: Batch, sync: bool) {
+    if log.failed.load(Ordering::Acquire) {
+        // An earlier undo failed (out of file descriptors, or the disk):
+        // retry it before anything new is written.
+        match writers.iter_mut().try_for_each(PartitionWriter::repair) {
+            Ok(()) => {
+                info!(topic = %log.name, "the log is repaired; appends go on");
+                log.failed.store(false, Ordering::Release);
+            }
+            Err(err) => {
+                let message = format!(
+                    "the log of topic {:?} could not undo a failed write and still cannot: {err}",
+                    log.name
+                );
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(BrokerError::Unavailable(message.clone())));
+                }
+                return;
+            }
+        }
+    }
     let now = now_ms();
     let mut answers = Vec::with_capacity(batch.len());
     let staged: io::Result<()> = (|| {
@@ -507,6 +539,7 @@ fn commit_batch(log: &TopicLog, writers: &mut [PartitionWriter], batch: Batch, s
             for writer in writers.iter_mut() {
                 writer.publish();
             }
+            log.write_error.lock().expect("write error lock").take();
             log.committed.send_modify(|n| *n += 1);
             for ((_, reply), appended) in batch.into_iter().zip(answers) {
                 let _ = reply.send(Ok(appended));
@@ -514,10 +547,11 @@ fn commit_batch(log: &TopicLog, writers: &mut [PartitionWriter], batch: Batch, s
         }
         Err(err) => {
             error!(topic = %log.name, error = %err, "append failed; undoing the partial write");
+            *log.write_error.lock().expect("write error lock") = Some(err.to_string());
             for writer in writers.iter_mut() {
                 if let Err(undo) = writer.rollback() {
                     error!(topic = %log.name, partition = writer.partition.number, error = %undo,
-                        "undoing a failed append failed; refusing appends until restart");
+                        "undoing a failed append failed; the next append retries it");
                     log.failed.store(true, Ordering::Release);
                 }
             }

@@ -5,12 +5,13 @@
 //! end, size and index entries under the state lock after the records are
 //! durable, never before.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tracing::warn;
 
@@ -23,7 +24,9 @@ const INDEX_INTERVAL_BYTES: u64 = 4096;
 struct Segment {
     base: u64,
     path: PathBuf,
-    file: Arc<File>,
+    /// The active segment's file, shared with the writer; sealed segments
+    /// are opened on demand through the [`SegmentFiles`] cache.
+    file: Option<Arc<File>>,
     /// The offset after the last committed record.
     end: u64,
     /// Committed bytes.
@@ -46,9 +49,61 @@ struct State {
     segments: Vec<Segment>,
 }
 
+/// Open files of sealed segments, shared by every partition of the log and
+/// capped, so that a log of many segments holds a bounded number of file
+/// descriptors (the least recently read is closed first; a reader that
+/// holds it keeps it open until done).
+pub struct SegmentFiles {
+    capacity: usize,
+    clock: AtomicU64,
+    open: Mutex<HashMap<PathBuf, (Arc<File>, u64)>>,
+}
+
+impl SegmentFiles {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            clock: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, path: &Path) -> io::Result<Arc<File>> {
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+        let mut open = self.open.lock().expect("segment file cache lock poisoned");
+        if let Some((file, used)) = open.get_mut(path) {
+            *used = now;
+            return Ok(Arc::clone(file));
+        }
+        if open.len() >= self.capacity {
+            let oldest = open
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(path, _)| path.clone());
+            if let Some(oldest) = oldest {
+                open.remove(&oldest);
+            }
+        }
+        let file = Arc::new(File::open(path)?);
+        open.insert(path.to_owned(), (Arc::clone(&file), now));
+        Ok(file)
+    }
+
+    fn forget(&self, path: &Path) {
+        self.open
+            .lock()
+            .expect("segment file cache lock poisoned")
+            .remove(path);
+    }
+}
+
 pub struct Partition {
     pub number: usize,
     dir: PathBuf,
+    /// The partition's directory, kept open: making a new segment durable
+    /// (and undoing one) needs no new file descriptor.
+    dir_file: File,
+    files: Arc<SegmentFiles>,
     state: RwLock<State>,
     /// First retained offset; mirrors `state` for lock-free checks.
     start: AtomicU64,
@@ -147,8 +202,16 @@ impl Partition {
         let plan: Vec<Reader> = state.segments[first..]
             .iter()
             .filter(|s| s.end > from)
-            .map(|s| Reader::new(Arc::clone(&s.file), s.position_of(from), s.size))
-            .collect();
+            .map(|s| {
+                let file = match &s.file {
+                    Some(file) => Arc::clone(file),
+                    None => self.files.get(&s.path).map_err(|err| {
+                        BrokerError::Unavailable(format!("cannot open {}: {err}", s.path.display()))
+                    })?,
+                };
+                Ok(Reader::new(file, s.position_of(from), s.size))
+            })
+            .collect::<Result<_, BrokerError>>()?;
         Ok(Events {
             partition: self.number,
             next: from,
@@ -179,6 +242,7 @@ impl Partition {
             }
         }
         for segment in removed {
+            self.files.forget(&segment.path);
             // Readers holding the file keep reading it; unlinking is safe.
             if let Err(err) = fs::remove_file(&segment.path) {
                 warn!(path = %segment.path.display(), error = %err, "removing an expired segment failed");
@@ -239,7 +303,12 @@ struct SegmentProgress {
 
 impl PartitionWriter {
     /// Opens (recovering) or creates the partition in `dir`.
-    pub fn open(dir: PathBuf, number: usize, segment_bytes: u64) -> io::Result<Self> {
+    pub fn open(
+        dir: PathBuf,
+        number: usize,
+        segment_bytes: u64,
+        files: Arc<SegmentFiles>,
+    ) -> io::Result<Self> {
         fs::create_dir_all(&dir)?;
         let mut bases: Vec<u64> = fs::read_dir(&dir)?
             .filter_map(|entry| entry.ok())
@@ -260,14 +329,20 @@ impl PartitionWriter {
             }
             segments.push(segment);
         }
+        let dir_file = File::open(&dir)?;
         if segments.is_empty() {
             segments.push(create_segment(&dir, 0)?);
-            sync_dir(&dir)?;
+            dir_file.sync_all()?;
+        }
+        // Only the active segment keeps its file open.
+        let sealed = segments.len() - 1;
+        for segment in &mut segments[..sealed] {
+            segment.file = None;
         }
         let active = segments.last().expect("at least one segment");
         let writer_state = (
             active.base,
-            Arc::clone(&active.file),
+            Arc::clone(active.file.as_ref().expect("the active segment is open")),
             active.size,
             active.end,
         );
@@ -280,6 +355,8 @@ impl PartitionWriter {
         let partition = Arc::new(Partition {
             number,
             dir,
+            dir_file,
+            files,
             start: AtomicU64::new(start),
             end: AtomicU64::new(writer_state.3),
             state: RwLock::new(State { segments }),
@@ -409,7 +486,7 @@ impl PartitionWriter {
             }
             self.active_file.sync_data()?;
             if !self.staged.new_files.is_empty() {
-                sync_dir(&self.partition.dir)?;
+                self.partition.dir_file.sync_all()?;
             }
         } else {
             self.unsynced = true;
@@ -421,7 +498,7 @@ impl PartitionWriter {
     pub fn sync(&mut self) -> io::Result<()> {
         if self.unsynced {
             self.active_file.sync_data()?;
-            sync_dir(&self.partition.dir)?;
+            self.partition.dir_file.sync_all()?;
             self.unsynced = false;
         }
         Ok(())
@@ -450,10 +527,14 @@ impl PartitionWriter {
                 None => {
                     let (base, path, file) = new_files.next().expect("a file for each new segment");
                     debug_assert_eq!(base, progress.base);
+                    // The segment before it is sealed now: its file goes.
+                    if let Some(sealed) = state.segments.last_mut() {
+                        sealed.file = None;
+                    }
                     state.segments.push(Segment {
                         base,
                         path,
-                        file,
+                        file: Some(file),
                         end: base,
                         size: 0,
                         index: Vec::new(),
@@ -488,9 +569,16 @@ impl PartitionWriter {
         self.active_size = committed.active_size;
         self.next_offset = committed.next_offset;
         self.last_timestamp_ms = committed.last_timestamp_ms;
+        self.repair()
+    }
+
+    /// Cuts the active file back to its committed size and makes that
+    /// durable; what a rollback ends with, and what a failed one retries.
+    /// Needs no new file descriptor.
+    pub fn repair(&mut self) -> io::Result<()> {
         self.active_file.set_len(self.active_size)?;
         self.active_file.sync_all()?;
-        sync_dir(&self.partition.dir)
+        self.partition.dir_file.sync_all()
     }
 }
 
@@ -509,7 +597,7 @@ fn create_segment(dir: &Path, base: u64) -> io::Result<Segment> {
     Ok(Segment {
         base,
         path,
-        file,
+        file: Some(file),
         end: base,
         size: 0,
         index: Vec::new(),
@@ -521,8 +609,9 @@ fn create_segment(dir: &Path, base: u64) -> io::Result<Segment> {
 /// the last valid one (a torn write from a crash, or corruption).
 fn recover_segment(dir: &Path, partition: usize, base: u64) -> io::Result<Segment> {
     let mut segment = create_segment(dir, base)?;
-    let file_len = segment.file.metadata()?.len();
-    let mut reader = Reader::new(Arc::clone(&segment.file), 0, file_len);
+    let file = Arc::clone(segment.file.as_ref().expect("a created segment is open"));
+    let file_len = file.metadata()?.len();
+    let mut reader = Reader::new(Arc::clone(&file), 0, file_len);
     let mut expected = base;
     let mut last_indexed: Option<u64> = None;
     let problem = loop {
@@ -551,14 +640,10 @@ fn recover_segment(dir: &Path, partition: usize, base: u64) -> io::Result<Segmen
             reason,
             "truncating the log after its last valid record"
         );
-        segment.file.set_len(valid_len)?;
-        segment.file.sync_all()?;
+        file.set_len(valid_len)?;
+        file.sync_all()?;
     }
     segment.end = expected;
     segment.size = valid_len;
     Ok(segment)
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
