@@ -12,6 +12,8 @@
 //! - `latency`: publish→SSE delivery latency with many subscribers;
 //! - `fanout`: delivery rate, lag and server cost per subscriber at a higher rate;
 //! - `webhook`: signed webhook ingestion against plain publish on one server;
+//! - `auth`: publish with an HS256 bearer token against publish on a server
+//!   that takes none;
 //! - `handler`: events delivered by a handler to a local sink against the same
 //!   requests made by a plain client loop;
 //! - `backends`: the `publish` load on each backend (embedded, redis, nats,
@@ -100,6 +102,16 @@ const WEBHOOK_SECRET_ENV: &str = "BENCH_WEBHOOK_SECRET";
 /// what the common providers issue.
 const WEBHOOK_SECRET_BYTES: usize = 32;
 
+/// The variable holding the server's HS256 secret (`--jwt-secret`), and the
+/// secret's size: 32 random bytes, hex-encoded, as `openssl rand -hex 32`
+/// makes (the server wants at least 16 bytes).
+const JWT_SECRET_ENV: &str = "SWITCHYARD_JWT_SECRET";
+const JWT_SECRET_BYTES: usize = 32;
+/// A token outlives the run by at least this much.
+const TOKEN_TTL_MARGIN: Duration = Duration::from_secs(3600);
+/// How long `switchyard token` may take to print a token.
+const TOKEN_MINT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The handler under test, its output topics, and the sink it calls.
 const HANDLER_NAME: &str = "bench-handler";
 const RESULTS_TOPIC: &str = "bench-results";
@@ -117,6 +129,7 @@ const SINK_POLL: Duration = Duration::from_millis(20);
 /// The targets in bench/README.md.
 const PUBLISH_TARGET_RATIO: f64 = 0.5;
 const WEBHOOK_TARGET_RATIO: f64 = 0.9;
+const AUTH_TARGET_RATIO: f64 = 0.95;
 const HANDLER_TARGET_RATIO: f64 = 0.7;
 const PUBLISH_TARGET_CONNECTIONS: usize = 64;
 const LATENCY_TARGET_P99_MS: f64 = 10.0;
@@ -126,7 +139,7 @@ const LATENCY_TARGET_RATE: u64 = 50;
 #[derive(Debug, Parser)]
 #[command(
     name = "switchyard-bench",
-    about = "Load tool for switchyard: publish throughput against bare axum, publish→SSE latency, SSE fan-out, webhooks, handlers",
+    about = "Load tool for switchyard: publish throughput against bare axum, publish→SSE latency, SSE fan-out, webhooks, bearer tokens, handlers",
     after_help = "Build first with `cargo build --release --bins --all-features`; the tool runs the `switchyard` binary next to itself. \
                   Results are printed and appended to bench/results.jsonl. `scripts/bench` does it all: setup, build, micro-benchmarks, `all`."
 )]
@@ -145,6 +158,8 @@ enum Scenario {
     Fanout(StreamArgs),
     /// Signed webhook ingestion vs plain publish of the same size, on one switchyard server
     Webhook(PublishArgs),
+    /// Publish with an HS256 bearer token on every request vs the same publish to a server without a key
+    Auth(PublishArgs),
     /// Handler delivery rate to a local sink vs the same requests from a plain client loop
     Handler(HandlerArgs),
     /// The publish load and publish→SSE latency on each backend (embedded, redis, nats, kafka), with redis-benchmark beside redis
@@ -186,7 +201,7 @@ struct PublishArgs {
     /// Unmeasured time at the start of each round [default: 2s; 500ms with --quick]
     #[arg(long, value_parser = humantime::parse_duration)]
     warmup: Option<Duration>,
-    /// Rounds of each side, run alternately (bare, switchyard, bare, ... or publish, webhook, ...) [default: 3; 2 with --quick]
+    /// Rounds of each side, run alternately (bare, switchyard, ...; publish, webhook, ...; no token, token, ...) [default: 3; 2 with --quick]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
     rounds: Option<u32>,
     /// Small defaults for a smoke run of a few seconds
@@ -449,6 +464,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.scenario {
         Scenario::Publish(args) => publish_scenario(&args.params(), &args.server).await,
         Scenario::Webhook(args) => webhook_scenario(&args.params(), &args.server).await,
+        Scenario::Auth(args) => auth_scenario(&args.params(), &args.server).await,
         Scenario::Handler(args) => handler_scenario(&args.params(), &args.server).await,
         Scenario::Backends(args) => backends_scenario(&args.params(), &args.publish.server).await,
         Scenario::All(args) => all_scenarios(args.quick, &args.server).await,
@@ -586,6 +602,9 @@ struct Setup {
     webhook_secret: Option<String>,
     /// Declare the handler's output topics.
     handler_outputs: bool,
+    /// Start the server with this HS256 secret, so that it asks every
+    /// publish for a bearer token.
+    jwt_secret: Option<String>,
 }
 
 /// The real server, running as a child process on a fresh data directory.
@@ -631,6 +650,12 @@ impl Switchyard {
             .webhook_secret
             .iter()
             .map(|secret| (WEBHOOK_SECRET_ENV, secret.clone()))
+            .chain(
+                setup
+                    .jwt_secret
+                    .iter()
+                    .map(|secret| (JWT_SECRET_ENV, secret.clone())),
+            )
             .collect();
         Self::spawn(args, Arc::new(dir), env)
     }
@@ -662,7 +687,7 @@ impl Switchyard {
             .create(true)
             .append(true)
             .open(&log)?;
-        let mut child = Command::new(&binary)
+        let mut child = known_environment(&mut Command::new(&binary))
             .args(["serve", "--listen", "127.0.0.1:0", "--fsync", &args.fsync])
             .arg("--data-dir")
             .arg(dir.0.join("data"))
@@ -671,8 +696,6 @@ impl Switchyard {
             .arg("--handlers-dir")
             .arg(dir.0.join(HANDLERS_DIR))
             .args(&args.broker)
-            // Start from a known configuration, whatever the caller's shell has.
-            .env_remove("SWITCHYARD_CONFIG")
             .env("RUST_LOG", "warn")
             .envs(env.iter().map(|(key, value)| (key, value)))
             .current_dir(&dir.0)
@@ -760,6 +783,19 @@ impl Drop for Switchyard {
         // Kill before the fields drop, so the data directory goes after.
         self.stop();
     }
+}
+
+/// Takes every `SWITCHYARD_*` variable of the caller's environment out of
+/// `command`'s, so the server starts from a known configuration whatever the
+/// caller's shell has: a `SWITCHYARD_JWT_SECRET` there, say, would refuse
+/// every publish without a token, a `SWITCHYARD_CONFIG` would add settings.
+fn known_environment(command: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SWITCHYARD_") {
+            command.env_remove(key);
+        }
+    }
+    command
 }
 
 /// Writes a topic file declaring the bench event type, plus `extra` TOML.
@@ -1189,6 +1225,9 @@ struct WorkerTally {
 enum Load {
     /// 1 KiB structured CloudEvents to `POST /v1/topics/bench/events`.
     Publish,
+    /// The same, each with this `Authorization: Bearer …` header (built
+    /// once, so the client does no per-request work for it beyond sending it).
+    Authorized(reqwest::header::HeaderValue),
     /// 1 KiB JSON bodies to `POST /v1/webhooks/bench`, signed per Standard
     /// Webhooks with this key (the secret without `whsec_`, decoded).
     Webhook(Arc<[u8]>),
@@ -1197,7 +1236,7 @@ enum Load {
 impl Load {
     fn body(&self, id: &str, seq: u64, pad: &str) -> String {
         match self {
-            Self::Publish => publish_body(id, seq, pad),
+            Self::Publish | Self::Authorized(_) => publish_body(id, seq, pad),
             Self::Webhook(_) => webhook_body(seq, pad),
         }
     }
@@ -1220,6 +1259,10 @@ impl Load {
         match self {
             Self::Publish => request
                 .header(reqwest::header::CONTENT_TYPE, STRUCTURED)
+                .body(body),
+            Self::Authorized(authorization) => request
+                .header(reqwest::header::CONTENT_TYPE, STRUCTURED)
+                .header(reqwest::header::AUTHORIZATION, authorization.clone())
                 .body(body),
             Self::Webhook(key) => {
                 let timestamp = SystemTime::now()
@@ -1667,6 +1710,235 @@ async fn webhook_scenario(params: &PublishParams, server_args: &ServerArgs) -> R
             "webhook": comparison.measured,
             "round_ratios": comparison.round_ratios,
             "duplicates": duplicates,
+            "server_warnings": log_lines,
+        }),
+        Some(ratio),
+        &headline,
+    )
+}
+
+/// The two sides of the `auth` scenario, each on servers of its own.
+const NO_TOKEN_SIDE: &str = "no token";
+const TOKEN_SIDE: &str = "token";
+
+/// A fresh HS256 secret: random bytes, hex-encoded.
+fn jwt_secret() -> String {
+    (0..JWT_SECRET_BYTES)
+        .map(|_| format!("{:02x}", fastrand::u8(..)))
+        .collect()
+}
+
+/// Mints a token that may publish to the bench topic for `ttl`, with the
+/// server binary's own `switchyard token` (as an operator would), signed
+/// with `secret`.
+async fn mint_token(server_args: &ServerArgs, secret: &str, ttl: Duration) -> Result<String> {
+    let binary = server_args.binary()?;
+    let ttl = format!("{}s", ttl.as_secs());
+    let args = [
+        "token",
+        "--publish",
+        TOPIC,
+        "--ttl",
+        &ttl,
+        "--subject",
+        "switchyard-bench",
+    ];
+    let started = Instant::now();
+    // The token is a few hundred bytes: it fits in the pipe, so the child
+    // never blocks on it before exiting.
+    let mut child = ChildGuard(
+        known_environment(&mut Command::new(&binary))
+            .args(args)
+            .env(JWT_SECRET_ENV, secret)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {} token", binary.display()))?,
+    );
+    let status = loop {
+        if let Some(status) = child.0.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > TOKEN_MINT_TIMEOUT {
+            bail!("`switchyard token` printed nothing in {TOKEN_MINT_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let read = |pipe: Option<&mut dyn std::io::Read>| {
+        let mut text = String::new();
+        if let Some(pipe) = pipe {
+            let _ = pipe.read_to_string(&mut text);
+        }
+        text.trim().to_owned()
+    };
+    let token = read(child.0.stdout.as_mut().map(|p| p as &mut dyn std::io::Read));
+    if !status.success() || token.is_empty() {
+        let stderr = read(child.0.stderr.as_mut().map(|p| p as &mut dyn std::io::Read));
+        bail!(
+            "`{} {}` failed ({status}): {stderr}",
+            binary.display(),
+            args.join(" ")
+        );
+    }
+    Ok(token)
+}
+
+/// Checks that a server started with the secret refuses a publish without
+/// a token (else the token rounds would measure nothing) and accepts one
+/// with it (else every request of the round would fail).
+async fn check_token_required(server: &Switchyard, path: &str, token: &Load) -> Result<()> {
+    let client = http_client(1)?;
+    let url = server.url(path);
+    let id = event_id(0, 0, 0);
+    for (load, wanted) in [
+        (&Load::Publish, reqwest::StatusCode::UNAUTHORIZED),
+        (token, reqwest::StatusCode::OK),
+    ] {
+        let response = load
+            .request(&client, &url, &id, load.body(&id, 0, ""))
+            .send()
+            .await
+            .context("checking that the server asks for the token")?;
+        let status = response.status();
+        if status != wanted {
+            let body = response.text().await.unwrap_or_default();
+            let with = if wanted.is_success() {
+                "with"
+            } else {
+                "without"
+            };
+            bail!("a publish {with} the token was answered {status} ({body}), not {wanted}");
+        }
+    }
+    Ok(())
+}
+
+/// Publish with an HS256 bearer token on every request against the same
+/// publish to a server started without a key (no header): the same client,
+/// body and connections, a fresh server per round, rounds alternating.
+async fn auth_scenario(params: &PublishParams, server_args: &ServerArgs) -> Result<()> {
+    let binary = server_args.describe_binary()?;
+    let secret = jwt_secret();
+    // The token must outlive every server of the run, each started within
+    // SERVER_START_TIMEOUT.
+    let per_round = 2.0
+        * (params.warmup_s
+            + params.duration_s
+            + (ROUND_PAUSE + SERVER_START_TIMEOUT).as_secs_f64());
+    let ttl = TOKEN_TTL_MARGIN + Duration::from_secs_f64(per_round * f64::from(params.rounds));
+    let token = mint_token(server_args, &secret, ttl).await?;
+    let mut authorization = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+        .context("the minted token is not a valid header value")?;
+    authorization.set_sensitive(true);
+    let token_load = Load::Authorized(authorization);
+    let without_key = Setup::default();
+    let with_key = Setup {
+        jwt_secret: Some(secret),
+        ..Setup::default()
+    };
+    let path = format!("/v1/topics/{TOPIC}/events");
+    let mut rounds = Vec::new();
+    let mut log_lines = Vec::new();
+    let mut data_fs = String::new();
+    eprintln!(
+        "auth: {} connections, {}s warm-up + {}s measured, {} rounds of each, fsync {}; token of {} B",
+        params.connections,
+        params.warmup_s,
+        params.duration_s,
+        params.rounds,
+        params.fsync,
+        token.len()
+    );
+    for round in 1..=params.rounds {
+        for (side, setup, load) in [
+            (NO_TOKEN_SIDE, &without_key, &Load::Publish),
+            (TOKEN_SIDE, &with_key, &token_load),
+        ] {
+            // A fresh server and log per round, as in `publish`: the two
+            // sides need servers started differently, and neither inherits
+            // the other's segments or memory.
+            let server = Switchyard::start(server_args, setup)?;
+            data_fs = server.data_filesystem();
+            if setup.jwt_secret.is_some() {
+                check_token_required(&server, &path, load).await?;
+            }
+            let pid = server.child.id();
+            rounds.push(
+                drive_publish(side, load, server.url(&path), round, params, Some(pid)).await?,
+            );
+            log_lines.extend(server.log_lines());
+            drop(server);
+            tokio::time::sleep(ROUND_PAUSE).await;
+        }
+    }
+
+    let comparison = Comparison::of(&rounds, NO_TOKEN_SIDE, TOKEN_SIDE);
+    println!();
+    println!(
+        "auth: {} connections, {} B structured events, {}s measured after {}s warm-up, {} partitions, fsync {}, log on {data_fs}",
+        params.connections,
+        params.body_bytes,
+        params.duration_s,
+        params.warmup_s,
+        params.partitions,
+        params.fsync
+    );
+    println!(
+        "token: HS256, {} B, may publish to {TOPIC:?}, minted by `switchyard token`, sent as `Authorization: Bearer` on every request \
+         to a server started with {JWT_SECRET_ENV}; no token: a server started without a key, no header",
+        token.len()
+    );
+    println!(
+        "a fresh server per round; CPU columns: seconds in the measured window, other = the rest of the machine"
+    );
+    comparison.print(&rounds);
+    let busiest = busiest_round(&rounds, params);
+    warn_if_busy(busiest);
+    let ratio = comparison.ratio;
+    let comparable = params.connections == PUBLISH_TARGET_CONNECTIONS && params.fsync == "always";
+    let verdict = judge(
+        comparable && !params.quick,
+        ratio >= AUTH_TARGET_RATIO,
+        "the target is for 64 connections with fsync always, without --quick",
+    );
+    println!(
+        "target token ≥ {AUTH_TARGET_RATIO}× no token (64 connections, fsync always): {verdict}"
+    );
+    report_log(&log_lines);
+
+    let cpu_text = match (
+        comparison.measured.server_cpu_us_per_request,
+        comparison.base.server_cpu_us_per_request,
+    ) {
+        (Some(token), Some(none)) => {
+            format!("; server CPU {token:.0} vs {none:.0} µs/request")
+        }
+        _ => String::new(),
+    };
+    let headline = Headline {
+        target: format!("publish with a token ≥ {AUTH_TARGET_RATIO}× without"),
+        measured: format!("{}{cpu_text}", comparison.measured_text()),
+        verdict,
+        busiest_other_cores: Some(busiest),
+    };
+    record(
+        "auth",
+        json!(params),
+        json!({
+            "server_binary": binary,
+            "data_filesystem": data_fs,
+            "jwt": {
+                "alg": "HS256",
+                "token_bytes": token.len(),
+                "publish": [TOPIC],
+                "ttl_s": ttl.as_secs(),
+                "minted_by": "switchyard token",
+            },
+            "rounds": rounds,
+            "no_token": comparison.base,
+            "token": comparison.measured,
+            "round_ratios": comparison.round_ratios,
             "server_warnings": log_lines,
         }),
         Some(ratio),
@@ -2823,8 +3095,8 @@ async fn handler_scenario(params: &HandlerParams, server_args: &ServerArgs) -> R
 // ---------------------------------------------------------------------------
 
 /// The scenarios `all` runs, in order, and the rows of the summary table.
-const ALL_SCENARIOS: [&str; 7] = [
-    "publish", "latency", "fanout", "webhook", "handler", "backends", "micro",
+const ALL_SCENARIOS: [&str; 8] = [
+    "publish", "latency", "fanout", "webhook", "auth", "handler", "backends", "micro",
 ];
 
 async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
@@ -2872,6 +3144,7 @@ async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
                 .await
             }
             "webhook" => webhook_scenario(&publish.params(), server).await,
+            "auth" => auth_scenario(&publish.params(), server).await,
             "handler" => handler_scenario(&handler.params(), server).await,
             "backends" => backends_scenario(&backends.params(), server).await,
             // Only reads what `cargo bench` left; without it the row stays

@@ -388,7 +388,7 @@ async fn out_of_file_descriptors_a_segment_roll_fails_cleanly_and_recovers() {
         if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
             flood.push(stream);
         }
-        if flood.len() % 50 == 0 {
+        if flood.len().is_multiple_of(50) {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
