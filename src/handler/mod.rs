@@ -52,6 +52,14 @@ pub enum ReplayError {
     Broker(#[from] BrokerError),
 }
 
+/// What a replay does: the dead letters re-driven, and those it skipped
+/// with the reason (no longer valid for the topic, stored truncated).
+#[derive(Debug, serde::Serialize)]
+pub struct Replay {
+    pub ids: Vec<String>,
+    pub skipped: Vec<Value>,
+}
+
 /// All running handlers.
 #[derive(Clone, Default)]
 pub struct Handlers {
@@ -157,7 +165,7 @@ impl Handlers {
         &self,
         name: &str,
         selection: ReplaySelection,
-    ) -> Result<Vec<String>, ReplayError> {
+    ) -> Result<Replay, ReplayError> {
         let worker = self
             .worker(name)
             .ok_or_else(|| ReplayError::UnknownHandler(name.to_owned()))?;
@@ -180,6 +188,7 @@ impl Handlers {
         };
         let wanted: HashSet<&str> = selection.ids.iter().map(String::as_str).collect();
         let mut chosen = Vec::new();
+        let mut skipped = Vec::new();
         'read: loop {
             let batch = broker.read(topic, &cursor, 512, Duration::ZERO).await?;
             if batch.events.is_empty() {
@@ -200,8 +209,13 @@ impl Handlers {
                 let matches = letter.get("type").and_then(Value::as_str) == Some(DEAD_LETTER_TYPE)
                     && letter.pointer("/data/handler").and_then(Value::as_str) == Some(name)
                     && (wanted.is_empty() || wanted.contains(id.as_str()));
-                if matches && let Some(event) = letter.pointer("/data/event").cloned() {
-                    chosen.push((id, event));
+                if !matches {
+                    continue;
+                }
+                let event = letter.pointer("/data/event").cloned().unwrap_or_default();
+                match worker.replayable(&event) {
+                    Ok(()) => chosen.push((id, event)),
+                    Err(reason) => skipped.push(json!({"id": id, "reason": reason})),
                 }
             }
             cursor = batch.next;
@@ -213,6 +227,6 @@ impl Handlers {
         for (_, event) in chosen {
             self.tracker.spawn(Arc::clone(worker).redrive(event));
         }
-        Ok(ids)
+        Ok(Replay { ids, skipped })
     }
 }

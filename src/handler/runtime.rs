@@ -616,6 +616,22 @@ impl Worker {
         self.handle(event, payload).await;
     }
 
+    /// Whether a dead letter's event may be re-driven: it must still be an
+    /// event this handler takes, valid against its topic's type and schema
+    /// (a dead letter stored truncated, or one that is not what it seems,
+    /// is not sent to the target).
+    pub fn replayable(&self, event: &Value) -> Result<(), String> {
+        let parsed = CloudEvent::from_json(event.clone()).map_err(|err| err.to_string())?;
+        self.topic.validate(&parsed).map_err(|err| err.to_string())?;
+        if !self.wants(event) {
+            return Err(format!(
+                "type {:?} or its subject is not one this handler takes",
+                parsed.ty
+            ));
+        }
+        Ok(())
+    }
+
     fn wants(&self, event: &Value) -> bool {
         let ty = event
             .get("type")

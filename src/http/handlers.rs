@@ -31,7 +31,7 @@ pub async fn replay(
             )
         })?
     };
-    let ids = state
+    let replay = state
         .handlers
         .replay(&name, selection)
         .await
@@ -48,6 +48,10 @@ pub async fn replay(
         })?;
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(json!({"replaying": ids.len(), "ids": ids})),
+        axum::Json(json!({
+            "replaying": replay.ids.len(),
+            "ids": replay.ids,
+            "skipped": replay.skipped,
+        })),
     ))
 }

@@ -628,6 +628,18 @@ async fn outcomes_too_large_to_store_are_stored_truncated_not_retried_forever() 
         data["event"].get("data").is_none(),
         "the bulky source was left out"
     );
+    // A truncated dead letter no longer holds a valid event: replay skips
+    // it and says why, rather than send the target a stub.
+    let replay: Value = client()
+        .post(format!("{}/v1/handlers/refusing/replay", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replay["replaying"], 0, "{replay}");
+    assert_eq!(replay["skipped"][0]["id"], dead[0]["id"], "{replay}");
     // The handler moved on: its lag is back to zero.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -638,5 +650,31 @@ async fn outcomes_too_large_to_store_are_stored_truncated_not_retried_forever() 
         }
         assert!(Instant::now() < deadline, "handler stuck: {status}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn credentials_in_target_urls_never_reach_status_dead_letters_or_logs() {
+    let ws = workspace();
+    // Nothing listens on port 9: every call fails, and the error names the URL.
+    handler(
+        &ws,
+        "leaky",
+        "http://svc-user:pa55word@127.0.0.1:9/hook?api_key=k3y-s3cret",
+        "",
+        "max_attempts = 2",
+    );
+    let server = ws.serve(&[]);
+    let (status, _) = publish(&client(), &server.events_url("jobs"), &event("j", 1, "a")).await;
+    assert_eq!(status, 200);
+    let dead = outcomes(&server, "dead", FAILED, 1).await;
+    let reason = dead[0]["data"]["reason"].as_str().unwrap();
+    assert!(reason.contains("127.0.0.1:9/hook"), "{reason}");
+    let status = get_json(&format!("{}/v1/handlers", server.url)).await;
+    let log = server.log();
+    for secret in ["pa55word", "k3y-s3cret"] {
+        assert!(!dead[0].to_string().contains(secret), "dead letter: {}", dead[0]);
+        assert!(!status.to_string().contains(secret), "status: {status}");
+        assert!(!log.contains(secret), "log: {log}");
     }
 }

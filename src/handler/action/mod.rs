@@ -208,7 +208,7 @@ pub async fn call(prepared: Prepared, timeout: Duration, keep_headers: &[String]
         }
         Err(err) => {
             return CallResult::Retryable {
-                reason: format!("request failed: {}", error_chain(&err)),
+                reason: format!("request failed: {}", describe(err)),
                 status: None,
                 retry_after: None,
             };
@@ -234,7 +234,7 @@ pub async fn call(prepared: Prepared, timeout: Duration, keep_headers: &[String]
                 Ok(Ok(bytes)) => bytes,
                 Ok(Err(err)) => {
                     return CallResult::Retryable {
-                        reason: format!("reading the response failed: {}", error_chain(&err)),
+                        reason: format!("reading the response failed: {}", describe(err)),
                         status: Some(status),
                         retry_after: None,
                     };
@@ -282,6 +282,30 @@ pub async fn call(prepared: Prepared, timeout: Duration, keep_headers: &[String]
             status: Some(status),
         }
     }
+}
+
+/// A request error, its URL stripped of what may be secret: credentials
+/// and the query (API keys ride in both) never reach the log, the handler
+/// status or a dead letter.
+fn describe(err: reqwest::Error) -> String {
+    let url = err.url().map(redacted);
+    let text = error_chain(&err.without_url());
+    match url {
+        Some(url) => format!("{text} ({url})"),
+        None => text,
+    }
+}
+
+fn redacted(url: &reqwest::Url) -> String {
+    let mut shown = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+    if let Some(port) = url.port() {
+        shown.push_str(&format!(":{port}"));
+    }
+    shown.push_str(url.path());
+    if url.query().is_some() {
+        shown.push_str("?…");
+    }
+    shown
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
