@@ -29,6 +29,10 @@ pub struct RawSource {
     max_body_bytes: Option<bytesize::ByteSize>,
     #[serde(default)]
     accept_undeclared_types: bool,
+    /// Also dedupe on a hash of the signed body (for senders whose delivery
+    /// id is not signed: GitHub, Shopify).
+    #[serde(default)]
+    dedupe_body: bool,
     // Options of the generic `hmac` scheme.
     header: Option<String>,
     encoding: Option<String>,
@@ -123,6 +127,10 @@ pub struct WebhookSpec {
     pub dedupe_window: Duration,
     pub max_body_bytes: usize,
     pub accept_undeclared_types: bool,
+    /// A body seen within the window is a duplicate, whatever its delivery
+    /// id says: a replay of a captured delivery under a new (unsigned) id
+    /// gets in no more than once.
+    pub dedupe_body: bool,
 }
 
 fn is_valid_source_name(name: &str) -> bool {
@@ -310,6 +318,7 @@ impl RawSource {
                 dedupe_window,
                 max_body_bytes,
                 accept_undeclared_types: self.accept_undeclared_types,
+                dedupe_body: self.dedupe_body,
             }),
             _ => Err(problems
                 .into_iter()

@@ -622,7 +622,9 @@ impl Worker {
     /// is not sent to the target).
     pub fn replayable(&self, event: &Value) -> Result<(), String> {
         let parsed = CloudEvent::from_json(event.clone()).map_err(|err| err.to_string())?;
-        self.topic.validate(&parsed).map_err(|err| err.to_string())?;
+        self.topic
+            .validate(&parsed)
+            .map_err(|err| err.to_string())?;
         if !self.wants(event) {
             return Err(format!(
                 "type {:?} or its subject is not one this handler takes",

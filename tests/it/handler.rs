@@ -673,7 +673,11 @@ async fn credentials_in_target_urls_never_reach_status_dead_letters_or_logs() {
     let status = get_json(&format!("{}/v1/handlers", server.url)).await;
     let log = server.log();
     for secret in ["pa55word", "k3y-s3cret"] {
-        assert!(!dead[0].to_string().contains(secret), "dead letter: {}", dead[0]);
+        assert!(
+            !dead[0].to_string().contains(secret),
+            "dead letter: {}",
+            dead[0]
+        );
         assert!(!status.to_string().contains(secret), "status: {status}");
         assert!(!log.contains(secret), "log: {log}");
     }

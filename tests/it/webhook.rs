@@ -695,3 +695,71 @@ async fn a_sender_that_hangs_up_mid_append_is_stored_once_after_its_retry() {
     assert_eq!(seen.len(), 10, "{seen:?}");
     assert!(seen.values().all(|&n| n == 1), "stored twice: {seen:?}");
 }
+
+/// The same headers with another (unsigned) GitHub delivery id.
+fn with_delivery(headers: &[(String, String)], id: &str) -> Vec<(String, String)> {
+    let mut headers: Vec<_> = headers
+        .iter()
+        .filter(|(name, _)| name != "x-github-delivery")
+        .cloned()
+        .collect();
+    headers.push(("x-github-delivery".into(), id.into()));
+    headers
+}
+
+#[tokio::test]
+async fn a_github_delivery_replayed_under_a_new_id_gets_in_once_with_dedupe_body() {
+    let ws = Workspace::new();
+    let toml = format!(
+        "{HOOKS_TOML}\n[[webhooks]]\nsource = \"ghd\"\nscheme = \"github\"\n\
+         secrets_env = [\"T_GH_1\"]\ndedupe_body = true\n"
+    );
+    ws.topic("hooks", 2, &toml);
+    let server = serve(&ws);
+    let case = &CASES[1];
+    let mut signer = Signer::new(case.signer);
+    let (body, extra) = delivery(case, "d-original", 7);
+    let now = unix_now();
+    let headers = signed(
+        &mut signer,
+        case,
+        secret("T_GH_1"),
+        &body,
+        now,
+        "d-original",
+        &extra,
+    );
+    let (status, first) = send(&server, "ghd", &body, &headers).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["duplicate"], false);
+    // The captured delivery, replayed with a new delivery id.
+    let (status, again) = send(
+        &server,
+        "ghd",
+        &body,
+        &with_delivery(&headers, "d-forged-1"),
+    )
+    .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["duplicate"], true, "{again}");
+    // Remembered across a restart.
+    let server = server.restart();
+    let (status, again) = send(
+        &server,
+        "ghd",
+        &body,
+        &with_delivery(&headers, "d-forged-2"),
+    )
+    .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["duplicate"], true, "{again}");
+    let events = read_all(&client(), &server.events_url("hooks")).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    // Without dedupe_body (source gh) the same replay is a new delivery, as
+    // README says.
+    let (status, _) = send(&server, "gh", &body, &with_delivery(&headers, "d-a")).await;
+    assert_eq!(status, 200);
+    let (status, answer) = send(&server, "gh", &body, &with_delivery(&headers, "d-b")).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["duplicate"], false);
+}

@@ -360,6 +360,7 @@ impl Webhooks {
                     struct Head {
                         id: String,
                         source: String,
+                        bodydigest: Option<String>,
                     }
                     let Ok(head) = serde_json::from_slice::<Head>(&stored.payload) else {
                         continue;
@@ -367,8 +368,11 @@ impl Webhooks {
                     if let Some((name, window_ms)) = windows.get(&head.source)
                         && stored.timestamp_ms + window_ms > now_ms
                     {
-                        self.dedupe
-                            .remember(name, &head.id, stored.timestamp_ms + window_ms);
+                        let expires_ms = stored.timestamp_ms + window_ms;
+                        self.dedupe.remember(name, &head.id, expires_ms);
+                        if let Some(digest) = &head.bodydigest {
+                            self.dedupe.remember(&body_key(name), digest, expires_ms);
+                        }
                         remembered += 1;
                     }
                 }
@@ -454,7 +458,31 @@ impl Webhooks {
                 .filter(|id| !id.is_empty())
                 .map(str::to_owned)
         });
-        let event = to_event(source, &request, data, delivery_id.clone())?;
+        let mut event = to_event(source, &request, data, delivery_id.clone())?;
+        // The signed body's digest: a dedupe key of its own, and kept on the
+        // event so that a restart remembers it.
+        let body_slot = match source.spec.dedupe_body {
+            true => {
+                let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&request.body));
+                event
+                    .extensions
+                    .insert(BODY_DIGEST.into(), Value::String(digest.clone()));
+                let slot = self
+                    .dedupe
+                    .lock(&body_key(&source.spec.name), &digest)
+                    .await;
+                if let Some(expires_ms) = *slot
+                    && expires_ms > now_ms
+                {
+                    return Ok(Outcome::Duplicate {
+                        id: delivery_id.unwrap_or(digest),
+                    });
+                }
+                Some(slot)
+            }
+            false => None,
+        };
+        let expires_ms = now_ms + source.spec.dedupe_window.as_millis() as i64;
         let undeclared = if source.spec.accept_undeclared_types {
             Undeclared::Accept
         } else {
@@ -465,6 +493,9 @@ impl Webhooks {
                 .ingest
                 .publish_checked(&source.spec.topic, vec![event], undeclared)
                 .await?;
+            if let Some(mut body_slot) = body_slot {
+                *body_slot = Some(expires_ms);
+            }
             return Ok(Outcome::Accepted(first(published)));
         };
         // One delivery id at a time: a concurrent redelivery waits for the
@@ -479,9 +510,22 @@ impl Webhooks {
             .ingest
             .publish_checked(&source.spec.topic, vec![event], undeclared)
             .await?;
-        *seen = Some(now_ms + source.spec.dedupe_window.as_millis() as i64);
+        *seen = Some(expires_ms);
+        if let Some(mut body_slot) = body_slot {
+            *body_slot = Some(expires_ms);
+        }
         Ok(Outcome::Accepted(first(published)))
     }
+}
+
+/// The extension attribute holding the SHA-256 of a webhook's signed body
+/// (sources with `dedupe_body`).
+pub const BODY_DIGEST: &str = "bodydigest";
+
+/// The dedupe namespace of a source's body digests (a NUL cannot be in a
+/// source name).
+fn body_key(source: &str) -> String {
+    format!("{source}\0body")
 }
 
 fn first(mut published: Vec<Published>) -> Published {
