@@ -454,11 +454,17 @@ impl Config {
             problem("max_connections", "must be at least 1".into());
         }
 
+        // An empty value (an unset variable in docker-compose) means none.
+        let given = |text: Option<String>| text.filter(|t| !t.trim().is_empty());
         let keys = crate::auth::KeyConfig {
-            secret: o.jwt_secret.clone().or(file.jwt_secret),
-            public_key: o.jwt_public_key.clone().or(file.jwt_public_key),
-            issuer: o.jwt_issuer.clone().or(file.jwt_issuer),
-            audience: o.jwt_audience.clone().or(file.jwt_audience),
+            secret: given(o.jwt_secret.clone().or(file.jwt_secret)),
+            public_key: o
+                .jwt_public_key
+                .clone()
+                .or(file.jwt_public_key)
+                .filter(|p| !p.as_os_str().is_empty()),
+            issuer: given(o.jwt_issuer.clone().or(file.jwt_issuer)),
+            audience: given(o.jwt_audience.clone().or(file.jwt_audience)),
         };
         let allow_anonymous = o.allow_anonymous || file.allow_anonymous.unwrap_or(false);
         if !keys.is_set() && !listen.ip().is_loopback() && !allow_anonymous {
