@@ -211,3 +211,107 @@ async fn a_corrupt_last_record_is_never_served() {
     assert_eq!(ids, ["f-0", "f-1"]);
     assert!(events.iter().all(|e: &Value| e["data"]["n"].is_u64()));
 }
+
+/// The rule README states for batches: a 2xx batch is whole after a crash;
+/// of a batch killed mid-write (no answer), what survives is, for each
+/// partition, a prefix of the batch's events there (events of one key share
+/// a partition, so: a prefix of each key's events).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_batch_leaves_whole_batches_or_per_partition_prefixes() {
+    const BATCH: u64 = 12;
+    const KEYS: u64 = 3;
+    let ws = Workspace::new();
+    ws.topic("batches", 4, "segment_bytes = \"64KiB\"");
+    let acknowledged: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut server = ws.serve(&[]);
+    for cycle in 0..5u64 {
+        let url = server.events_url("batches");
+        let mut publishers = Vec::new();
+        for publisher in 0..4u64 {
+            let url = url.clone();
+            let acknowledged = Arc::clone(&acknowledged);
+            publishers.push(tokio::spawn(async move {
+                let client = client();
+                for i in 0.. {
+                    let batch_id = format!("c{cycle}-p{publisher}-b{i}");
+                    let events: Vec<Value> = (0..BATCH)
+                        .map(|j| {
+                            let mut e = event(
+                                &format!("{batch_id}-{j}"),
+                                j,
+                                &format!("{batch_id}-k{}", j % KEYS),
+                            );
+                            e["data"]["pad"] = json!("b".repeat(300));
+                            e
+                        })
+                        .collect();
+                    let sent = client
+                        .post(&url)
+                        .header("content-type", "application/cloudevents-batch+json")
+                        .body(Value::Array(events).to_string())
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(response) if response.status() == 200 => {
+                            acknowledged.lock().unwrap().insert(batch_id);
+                        }
+                        Ok(response) => panic!("unexpected status {}", response.status()),
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(250 + 113 * cycle)).await;
+        server.kill();
+        for publisher in publishers {
+            publisher.await.unwrap();
+        }
+        server = ws.serve(&[]);
+    }
+    let stored = read_all(&client(), &server.events_url("batches")).await;
+    // batch id → key → the event numbers stored, in stored order.
+    let mut by_batch: HashMap<String, HashMap<String, Vec<u64>>> = HashMap::new();
+    for e in &stored {
+        let id = e["id"].as_str().unwrap();
+        let batch_id = id.rsplit_once('-').unwrap().0.to_owned();
+        by_batch
+            .entry(batch_id)
+            .or_default()
+            .entry(e["data"]["k"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(e["data"]["n"].as_u64().unwrap());
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() > 20, "too few batches to mean anything");
+    for batch_id in &acknowledged {
+        let keys = by_batch
+            .get(batch_id)
+            .unwrap_or_else(|| panic!("{batch_id} lost"));
+        let count: usize = keys.values().map(Vec::len).sum();
+        assert_eq!(
+            count as u64, BATCH,
+            "acknowledged batch {batch_id} is not whole"
+        );
+    }
+    let unacknowledged_stored = by_batch
+        .keys()
+        .filter(|id| !acknowledged.contains(*id))
+        .count();
+    eprintln!(
+        "{} batches acknowledged, {unacknowledged_stored} stored without an answer",
+        acknowledged.len()
+    );
+    for (batch_id, keys) in &by_batch {
+        for (key, numbers) in keys {
+            let k: u64 = key.rsplit_once("-k").unwrap().1.parse().unwrap();
+            let expected: Vec<u64> = (0..BATCH)
+                .filter(|j| j % KEYS == k)
+                .take(numbers.len())
+                .collect();
+            assert_eq!(
+                numbers, &expected,
+                "batch {batch_id}, key {key}: not a prefix of the batch's events"
+            );
+        }
+    }
+}
