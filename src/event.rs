@@ -363,6 +363,66 @@ impl EventHead {
     }
 }
 
+/// An event in binary content mode, whatever the transport (HTTP `ce-*`
+/// headers, Kafka `ce_*` headers): the context attributes as text, the
+/// content type, and the data as the bytes of the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BinaryEvent {
+    /// Every attribute but `data`, `data_base64` and `datacontenttype`, as
+    /// text (strings as they are, other values as JSON).
+    pub attributes: Vec<(String, String)>,
+    pub content_type: Option<String>,
+    /// `data_base64` decoded; a string under a non-JSON content type as its
+    /// text; any other data as JSON; `None` without data.
+    pub data: Option<Vec<u8>>,
+}
+
+/// The binary content mode of a structured event (as stored): the one
+/// encoder, beside [`CloudEvent::from_binary`], for every binding.
+pub fn to_binary(event: &Value) -> BinaryEvent {
+    let Some(attributes) = event.as_object() else {
+        return BinaryEvent {
+            attributes: Vec::new(),
+            content_type: None,
+            data: Some(event.to_string().into_bytes()),
+        };
+    };
+    let content_type = attributes
+        .get("datacontenttype")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let data = match (attributes.get("data"), attributes.get("data_base64")) {
+        (_, Some(Value::String(encoded))) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok(),
+        (Some(Value::String(text)), _)
+            if content_type
+                .as_deref()
+                .is_some_and(|ct| !is_json_media_type(ct)) =>
+        {
+            Some(text.clone().into_bytes())
+        }
+        (Some(data), _) => Some(data.to_string().into_bytes()),
+        (None, _) => None,
+    };
+    let attributes = attributes
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "data" | "data_base64" | "datacontenttype"))
+        .map(|(name, value)| {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (name.clone(), text)
+        })
+        .collect();
+    BinaryEvent {
+        attributes,
+        content_type,
+        data,
+    }
+}
+
 /// Deepest nesting of arrays and objects accepted in an event's data.
 pub const MAX_DATA_DEPTH: usize = 100;
 
@@ -419,6 +479,33 @@ fn optional_string(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binary_mode_carries_the_data_bytes_whatever_form_they_were_stored_in() {
+        let base64 = serde_json::json!({
+            "specversion": "1.0", "id": "b", "source": "/s", "type": "t",
+            "datacontenttype": "application/octet-stream", "data_base64": "AAEC/w==",
+        });
+        let binary = to_binary(&base64);
+        assert_eq!(binary.data, Some(vec![0, 1, 2, 255]));
+        assert_eq!(
+            binary.content_type.as_deref(),
+            Some("application/octet-stream")
+        );
+        assert!(binary.attributes.contains(&("id".into(), "b".into())));
+        assert!(!binary.attributes.iter().any(|(n, _)| n.starts_with("data")));
+        let text = serde_json::json!({
+            "specversion": "1.0", "id": "t", "source": "/s", "type": "t",
+            "datacontenttype": "text/plain", "data": "hello", "count": 3,
+        });
+        let binary = to_binary(&text);
+        assert_eq!(binary.data.as_deref(), Some(&b"hello"[..]));
+        assert!(binary.attributes.contains(&("count".into(), "3".into())));
+        let json = serde_json::json!({
+            "specversion": "1.0", "id": "j", "source": "/s", "type": "t", "data": "quoted",
+        });
+        assert_eq!(to_binary(&json).data.as_deref(), Some(&b"\"quoted\""[..]));
+    }
     use serde_json::json;
 
     fn minimal() -> Value {

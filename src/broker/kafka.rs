@@ -466,43 +466,21 @@ impl KafkaBroker {
 
 /// A structured CloudEvent as Kafka binary-mode headers and value.
 fn to_binary(event: &Value) -> (OwnedHeaders, Option<Vec<u8>>) {
+    let binary = crate::event::to_binary(event);
     let mut headers = OwnedHeaders::new();
-    let Some(attributes) = event.as_object() else {
-        return (headers, Some(event.to_string().into_bytes()));
-    };
-    let content_type = attributes.get("datacontenttype").and_then(Value::as_str);
-    for (name, value) in attributes {
-        if matches!(name.as_str(), "data" | "data_base64" | "datacontenttype") {
-            continue;
-        }
-        let text = match value {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
+    for (name, text) in &binary.attributes {
         headers = headers.insert(Header {
             key: &format!("ce_{name}"),
             value: Some(text.as_bytes()),
         });
     }
-    if let Some(content_type) = content_type {
+    if let Some(content_type) = &binary.content_type {
         headers = headers.insert(Header {
             key: "content-type",
             value: Some(content_type.as_bytes()),
         });
     }
-    let value = match (attributes.get("data"), attributes.get("data_base64")) {
-        (_, Some(Value::String(encoded))) => base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .ok(),
-        (Some(Value::String(text)), _)
-            if content_type.is_some_and(|ct| !crate::event::is_json_media_type(ct)) =>
-        {
-            Some(text.clone().into_bytes())
-        }
-        (Some(data), _) => Some(data.to_string().into_bytes()),
-        (None, _) => None,
-    };
-    (headers, value)
+    (headers, binary.data)
 }
 
 /// A Kafka binary-mode message back into the structured CloudEvent JSON.

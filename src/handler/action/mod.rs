@@ -160,36 +160,25 @@ fn body_of(
             Vec::new(),
         ),
         BodyMode::Data | BodyMode::Binary => {
-            let data = event.get("data").cloned().unwrap_or(Value::Null);
-            let content_type = event
-                .get("datacontenttype")
-                .and_then(Value::as_str)
-                .unwrap_or("application/json")
-                .to_owned();
-            let body = match &data {
-                Value::String(text) if !crate::event::is_json_media_type(&content_type) => {
-                    Bytes::from(text.clone())
-                }
-                _ => Bytes::from(serde_json::to_vec(&data).expect("JSON serializes")),
+            let binary = crate::event::to_binary(event);
+            let content_type = binary
+                .content_type
+                .unwrap_or_else(|| "application/json".to_owned());
+            // No data: a JSON null, as before.
+            let body = Bytes::from(binary.data.unwrap_or_else(|| b"null".to_vec()));
+            let headers = match mode {
+                BodyMode::Binary => binary
+                    .attributes
+                    .iter()
+                    .map(|(name, text)| {
+                        (
+                            format!("ce-{name}"),
+                            utf8_percent_encode(text, URL_VALUE).to_string(),
+                        )
+                    })
+                    .collect(),
+                _ => Vec::new(),
             };
-            let mut headers = Vec::new();
-            if mode == BodyMode::Binary
-                && let Some(attributes) = event.as_object()
-            {
-                for (name, value) in attributes {
-                    if matches!(name.as_str(), "data" | "data_base64" | "datacontenttype") {
-                        continue;
-                    }
-                    let text = match value {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    headers.push((
-                        format!("ce-{name}"),
-                        utf8_percent_encode(&text, URL_VALUE).to_string(),
-                    ));
-                }
-            }
             (content_type, body, headers)
         }
     }
