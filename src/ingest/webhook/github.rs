@@ -3,7 +3,7 @@
 
 use axum::http::HeaderMap;
 
-use super::{Delivery, Rejection, any_signature_matches, header};
+use super::{DefaultType, Delivery, Facts, Rejection, SecretForm, any_signature_matches, header};
 
 const SIGNATURE: &str = "x-hub-signature-256";
 
@@ -11,6 +11,15 @@ const SIGNATURE: &str = "x-hub-signature-256";
 pub fn parse_signature(value: &str) -> Option<Vec<u8>> {
     hex::decode(value.trim().strip_prefix("sha256=")?).ok()
 }
+
+/// What Switchyard needs to know of this scheme beyond `verify`.
+pub(super) const FACTS: Facts = Facts {
+    secret: SecretForm::Utf8,
+    body_delivery_id: None,
+    // `pull_request` + `.` + the body's `action`: `pull_request.opened`.
+    default_type: DefaultType::HeaderDotJson("x-github-event", "/action"),
+    challenge: None,
+};
 
 pub(super) fn verify(
     headers: &HeaderMap,

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 
-use super::{Delivery, Rejection, any_signature_matches, check_timestamp, decode_base64, header};
+use super::{
+    DefaultType, Delivery, Facts, Rejection, SecretForm, any_signature_matches, check_timestamp,
+    decode_base64, header,
+};
 use crate::source::{Encoding, HmacOptions, Part};
 
 /// The signature bytes of a header value under these options.
@@ -18,6 +21,15 @@ pub fn parse_signature(options: &HmacOptions, value: &str) -> Option<Vec<u8>> {
         Encoding::Base64 => decode_base64(encoded),
     }
 }
+
+/// What Switchyard needs to know of this scheme beyond `verify` (the type
+/// is usually configured: `type = { … }`).
+pub(super) const FACTS: Facts = Facts {
+    secret: SecretForm::Utf8,
+    body_delivery_id: None,
+    default_type: DefaultType::Json(&["/type"]),
+    challenge: None,
+};
 
 pub(super) fn verify(
     options: &HmacOptions,

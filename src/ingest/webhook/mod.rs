@@ -3,7 +3,10 @@
 //! A request is `Request<Unverified>` until its scheme's module checks the
 //! signature over the raw bytes; only a `Request<Verified>` can become an
 //! event. Each signature scheme is one file of the same shape: `verify`
-//! (headers and raw body in, delivery facts or a rejection out).
+//! (headers and raw body in, delivery facts or a rejection out) and `FACTS`
+//! (how its secrets are written, where its delivery id and default type are,
+//! an optional handshake). The dispatch over schemes (`verify`, `facts`)
+//! matches exhaustively: a new scheme cannot leave one out.
 //!
 //! Deduplication: a scheme's delivery id becomes the event id, so "seen
 //! before" means "an event with this source and id is in the log within the
@@ -213,6 +216,59 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// What a scheme's file says of it beyond `verify`.
+pub(super) struct Facts {
+    /// How a secret's text becomes key bytes.
+    secret: SecretForm,
+    /// Where the delivery id sits in the body, for schemes that do not send
+    /// it in a header (`verify` reads header ids).
+    body_delivery_id: Option<&'static str>,
+    /// The event type when the source configures none.
+    default_type: DefaultType,
+    /// A handshake answered instead of storing the request: the body in,
+    /// the answer out.
+    challenge: Option<fn(&Value) -> Option<String>>,
+}
+
+pub(super) enum SecretForm {
+    /// The text's UTF-8 bytes.
+    Utf8,
+    /// `whsec_` followed by the base64 of the key.
+    WhsecBase64,
+}
+
+pub(super) enum DefaultType {
+    /// The first string at these JSON pointers.
+    Json(&'static [&'static str]),
+    /// A header's value.
+    Header(&'static str),
+    /// A header's value, then `.` and the string at a JSON pointer if any.
+    HeaderDotJson(&'static str, &'static str),
+}
+
+impl DefaultType {
+    fn describe_missing(&self) -> String {
+        match self {
+            Self::Json(pointers) => format!("the body has no string at {}", pointers.join(" or ")),
+            Self::Header(name) | Self::HeaderDotJson(name, _) => {
+                format!("the {name} header is missing")
+            }
+        }
+    }
+}
+
+/// The facts of a scheme: the one place besides `verify` that names them all.
+fn facts(scheme: &Scheme) -> &'static Facts {
+    match scheme {
+        Scheme::StandardWebhooks => &standard::FACTS,
+        Scheme::Github => &github::FACTS,
+        Scheme::Stripe => &stripe::FACTS,
+        Scheme::Slack => &slack::FACTS,
+        Scheme::Shopify => &shopify::FACTS,
+        Scheme::Hmac(_) => &hmac::FACTS,
+    }
+}
+
 /// A configured source with its secrets resolved.
 struct Source {
     spec: WebhookSpec,
@@ -223,12 +279,10 @@ struct Source {
 
 /// Turns a secret's text into key bytes as its scheme wants them.
 fn secret_bytes(scheme: &Scheme, text: &str) -> Result<Vec<u8>, String> {
-    match scheme {
-        // Standard Webhooks: `whsec_` + base64 of the key.
-        Scheme::StandardWebhooks => decode_base64(text.strip_prefix("whsec_").unwrap_or(text))
+    match facts(scheme).secret {
+        SecretForm::WhsecBase64 => decode_base64(text.strip_prefix("whsec_").unwrap_or(text))
             .ok_or_else(|| "is not whsec_ followed by base64".to_owned()),
-        // Stripe signs with the whole `whsec_…` string as UTF-8.
-        _ => Ok(text.as_bytes().to_vec()),
+        SecretForm::Utf8 => Ok(text.as_bytes().to_vec()),
     }
 }
 
@@ -442,17 +496,13 @@ impl Webhooks {
         }
         let data: Value = serde_json::from_slice(&request.body)
             .map_err(|e| WebhookError::InvalidBody(e.to_string()))?;
-        if matches!(source.spec.scheme, Scheme::Slack)
-            && data.get("type").and_then(Value::as_str) == Some("url_verification")
-        {
-            let challenge = data
-                .get("challenge")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            return Ok(Outcome::Challenge(challenge.to_owned()));
+        let facts = facts(&source.spec.scheme);
+        if let Some(answer) = facts.challenge.and_then(|challenge| challenge(&data)) {
+            return Ok(Outcome::Challenge(answer));
         }
         let delivery_id = request.delivery.id.clone().or_else(|| {
-            body_delivery_pointer(&source.spec.scheme)
+            facts
+                .body_delivery_id
                 .and_then(|pointer| data.pointer(pointer))
                 .and_then(Value::as_str)
                 .filter(|id| !id.is_empty())
@@ -532,15 +582,6 @@ fn first(mut published: Vec<Published>) -> Published {
     published.pop().expect("one event in, one position out")
 }
 
-/// Where a scheme keeps its delivery id in the body, when not in a header.
-fn body_delivery_pointer(scheme: &Scheme) -> Option<&'static str> {
-    match scheme {
-        Scheme::Stripe => Some("/id"),
-        Scheme::Slack => Some("/event_id"),
-        _ => None,
-    }
-}
-
 fn to_event(
     source: &Source,
     request: &Request<Verified>,
@@ -564,16 +605,15 @@ fn to_event(
         TypeRule::Fixed(ty) => Some(ty.clone()),
         TypeRule::Header(name) => header_text(name),
         TypeRule::Json(pointer) => json_text(pointer),
-        TypeRule::SchemeDefault => match &spec.scheme {
-            Scheme::Github => {
-                header_text("x-github-event").map(|event| match json_text("/action") {
-                    Some(action) => format!("{event}.{action}"),
-                    None => event,
+        TypeRule::SchemeDefault => match &facts(&spec.scheme).default_type {
+            DefaultType::Json(pointers) => pointers.iter().find_map(|p| json_text(p)),
+            DefaultType::Header(name) => header_text(name),
+            DefaultType::HeaderDotJson(name, pointer) => {
+                header_text(name).map(|head| match json_text(pointer) {
+                    Some(tail) => format!("{head}.{tail}"),
+                    None => head,
                 })
             }
-            Scheme::Shopify => header_text("x-shopify-topic"),
-            Scheme::Slack => json_text("/event/type").or_else(|| json_text("/type")),
-            Scheme::StandardWebhooks | Scheme::Stripe | Scheme::Hmac(_) => json_text("/type"),
         },
     }
     .filter(|ty| !ty.is_empty())
@@ -599,17 +639,10 @@ fn to_event(
 }
 
 fn type_rule_description(spec: &WebhookSpec) -> String {
-    match (&spec.type_rule, &spec.scheme) {
-        (TypeRule::Header(name), _) => format!("the {name} header is missing"),
-        (TypeRule::Json(pointer), _) => format!("the body has no string at {pointer}"),
-        (TypeRule::Fixed(_), _) => "the fixed type is empty".into(),
-        (TypeRule::SchemeDefault, Scheme::Github) => "the x-github-event header is missing".into(),
-        (TypeRule::SchemeDefault, Scheme::Shopify) => {
-            "the x-shopify-topic header is missing".into()
-        }
-        (TypeRule::SchemeDefault, Scheme::Slack) => {
-            "the body has no string at /event/type or /type".into()
-        }
-        (TypeRule::SchemeDefault, _) => "the body has no string at /type".into(),
+    match &spec.type_rule {
+        TypeRule::Header(name) => format!("the {name} header is missing"),
+        TypeRule::Json(pointer) => format!("the body has no string at {pointer}"),
+        TypeRule::Fixed(_) => "the fixed type is empty".into(),
+        TypeRule::SchemeDefault => facts(&spec.scheme).default_type.describe_missing(),
     }
 }

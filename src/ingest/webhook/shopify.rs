@@ -4,9 +4,20 @@
 
 use axum::http::HeaderMap;
 
-use super::{Delivery, Rejection, any_signature_matches, decode_base64, header};
+use super::{
+    DefaultType, Delivery, Facts, Rejection, SecretForm, any_signature_matches, decode_base64,
+    header,
+};
 
 const SIGNATURE: &str = "x-shopify-hmac-sha256";
+
+/// What Switchyard needs to know of this scheme beyond `verify`.
+pub(super) const FACTS: Facts = Facts {
+    secret: SecretForm::Utf8,
+    body_delivery_id: None,
+    default_type: DefaultType::Header("x-shopify-topic"),
+    challenge: None,
+};
 
 pub(super) fn verify(
     headers: &HeaderMap,

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 
-use super::{Delivery, Rejection, any_signature_matches, check_timestamp, header};
+use super::{
+    DefaultType, Delivery, Facts, Rejection, SecretForm, any_signature_matches, check_timestamp,
+    header,
+};
 
 const SIGNATURE: &str = "x-slack-signature";
 const TIMESTAMP: &str = "x-slack-request-timestamp";
@@ -14,6 +17,24 @@ const TIMESTAMP: &str = "x-slack-request-timestamp";
 /// The signature bytes of an `X-Slack-Signature` value.
 pub fn parse_signature(value: &str) -> Option<Vec<u8>> {
     hex::decode(value.trim().strip_prefix("v0=")?).ok()
+}
+
+/// What Switchyard needs to know of this scheme beyond `verify`.
+pub(super) const FACTS: Facts = Facts {
+    secret: SecretForm::Utf8,
+    body_delivery_id: Some("/event_id"),
+    default_type: DefaultType::Json(&["/event/type", "/type"]),
+    challenge: Some(url_verification),
+};
+
+/// Slack's `url_verification`: answered with its challenge, not stored.
+fn url_verification(body: &serde_json::Value) -> Option<String> {
+    (body.get("type")?.as_str()? == "url_verification").then(|| {
+        body.get("challenge")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    })
 }
 
 pub(super) fn verify(

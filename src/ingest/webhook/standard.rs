@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 
-use super::{Delivery, Rejection, any_signature_matches, check_timestamp, decode_base64, header};
+use super::{
+    DefaultType, Delivery, Facts, Rejection, SecretForm, any_signature_matches, check_timestamp,
+    decode_base64, header,
+};
 
 /// The header names: the standard's, and Svix's older ones.
 const NAMES: [[&str; 3]; 2] = [
@@ -23,6 +26,14 @@ pub fn parse_signatures(value: &str) -> Vec<Vec<u8>> {
         .filter_map(decode_base64)
         .collect()
 }
+
+/// What Switchyard needs to know of this scheme beyond `verify`.
+pub(super) const FACTS: Facts = Facts {
+    secret: SecretForm::WhsecBase64,
+    body_delivery_id: None,
+    default_type: DefaultType::Json(&["/type"]),
+    challenge: None,
+};
 
 pub(super) fn verify(
     headers: &HeaderMap,

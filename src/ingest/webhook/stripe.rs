@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 
-use super::{Delivery, Rejection, any_signature_matches, check_timestamp, header};
+use super::{
+    DefaultType, Delivery, Facts, Rejection, SecretForm, any_signature_matches, check_timestamp,
+    header,
+};
 
 const SIGNATURE: &str = "stripe-signature";
 
@@ -23,6 +26,15 @@ pub fn parse_header(value: &str) -> (Option<&str>, Vec<Vec<u8>>) {
     }
     (timestamp, signatures)
 }
+
+/// What Switchyard needs to know of this scheme beyond `verify`.
+pub(super) const FACTS: Facts = Facts {
+    // Stripe signs with the whole `whsec_…` string as UTF-8.
+    secret: SecretForm::Utf8,
+    body_delivery_id: Some("/id"),
+    default_type: DefaultType::Json(&["/type"]),
+    challenge: None,
+};
 
 pub(super) fn verify(
     headers: &HeaderMap,
