@@ -1,6 +1,8 @@
 //! One broker contract, many backends: the same test bodies run against the
-//! embedded log and against real external servers (redis-server, started
-//! here on a free loopback port with a temp dir, killed on drop).
+//! embedded log and against real external servers (redis-server,
+//! nats-server, tansu), each started for its test on a free loopback port
+//! with a temp dir, killed on drop. Tests are generated per (case, backend):
+//! `conformance::<backend>::<case>`.
 //!
 //! In CI (`CI` set) a missing server binary fails the test; elsewhere the
 //! external backends are skipped with a message, and the embedded one runs.
@@ -207,20 +209,85 @@ impl Backend {
     }
 }
 
-fn external_backends() -> Vec<Backend> {
-    [Kind::Redis, Kind::Nats, Kind::Kafka]
-        .into_iter()
-        .filter_map(BrokerServer::start)
-        .map(Backend::External)
-        .collect()
+/// The backend of a generated test: the embedded log, or a real server
+/// started for this test alone (`None`: skipped, outside CI, when the
+/// server or the backend's cargo feature is missing).
+fn backend(kind: Option<Kind>) -> Option<Backend> {
+    match kind {
+        None => Some(Backend::Embedded),
+        Some(kind) => BrokerServer::start(kind).map(Backend::External),
+    }
 }
 
-/// Every backend available here.
-fn backends() -> Vec<Backend> {
-    let mut backends = vec![Backend::Embedded];
-    backends.extend(external_backends());
-    backends
+/// One test per (case, backend), so that one backend's failure hides no
+/// other's and a backend runs alone: `cargo test --all-features --test it
+/// conformance::nats::`.
+macro_rules! per_backend {
+    ($module:ident, $kind:expr, [$($case:ident),* $(,)?]) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::Kind;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(backend) = super::backend($kind) {
+                        super::$case(backend).await;
+                    }
+                }
+            )*
+        }
+    };
 }
+
+per_backend!(
+    embedded,
+    None,
+    [
+        append_read_resume,
+        concurrent_and_large,
+        retention,
+        group_sharing
+    ]
+);
+per_backend!(
+    redis,
+    Some(Kind::Redis),
+    [
+        append_read_resume,
+        concurrent_and_large,
+        retention,
+        group_sharing,
+        two_instances_share_a_backend,
+        broker_outage_answers_503_and_loses_nothing_acknowledged,
+    ]
+);
+// NATS and Kafka have a CloudEvents binding that third-party clients read.
+per_backend!(
+    nats,
+    Some(Kind::Nats),
+    [
+        append_read_resume,
+        concurrent_and_large,
+        retention,
+        group_sharing,
+        two_instances_share_a_backend,
+        broker_outage_answers_503_and_loses_nothing_acknowledged,
+        broker_messages_are_cloudevents_to_third_party_clients,
+    ]
+);
+per_backend!(
+    kafka,
+    Some(Kind::Kafka),
+    [
+        append_read_resume,
+        concurrent_and_large,
+        retention,
+        group_sharing,
+        two_instances_share_a_backend,
+        broker_outage_answers_503_and_loses_nothing_acknowledged,
+        broker_messages_are_cloudevents_to_third_party_clients,
+    ]
+);
 
 async fn publish_n(
     server: &Server,
@@ -391,32 +458,10 @@ async fn retention(backend: Backend) {
     );
 }
 
-#[tokio::test]
-async fn conformance_append_read_resume() {
-    for backend in backends() {
-        append_read_resume(backend).await;
-    }
-}
-
-#[tokio::test]
-async fn conformance_concurrent_publishers_and_large_events() {
-    for backend in backends() {
-        concurrent_and_large(backend).await;
-    }
-}
-
-#[tokio::test]
-async fn conformance_retention() {
-    for backend in backends() {
-        retention(backend).await;
-    }
-}
-
 /// Two Switchyard processes on one backend: SSE on one sees what the other
 /// ingested.
-#[tokio::test]
-async fn two_instances_share_a_backend() {
-    for backend in external_backends() {
+async fn two_instances_share_a_backend(backend: Backend) {
+    {
         let what = &backend.name();
         let ws_a = Workspace::new();
         ws_a.topic("shared", 3, "");
@@ -443,14 +488,11 @@ async fn two_instances_share_a_backend() {
 /// The broker dies under publish load: 503 + Retry-After while it is down,
 /// never a 2xx for an event that is not stored; after it comes back every
 /// acknowledged event is there.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broker_outage_answers_503_and_loses_nothing_acknowledged() {
-    for backend in external_backends() {
-        let Backend::External(broker) = backend else {
-            unreachable!("external backends only");
-        };
-        outage(broker).await;
-    }
+async fn broker_outage_answers_503_and_loses_nothing_acknowledged(backend: Backend) {
+    let Backend::External(broker) = backend else {
+        unreachable!("external backends only");
+    };
+    outage(broker).await;
 }
 
 async fn outage(mut broker: BrokerServer) {
@@ -608,14 +650,13 @@ fn third_party_read(script: &str, args: &[String]) -> Vec<Value> {
 /// What Switchyard writes to NATS and Kafka is a CloudEvent to any client:
 /// read back with nats-py or confluent-kafka and parsed by the cloudevents
 /// SDK (all from PyPI).
-#[tokio::test]
-async fn broker_messages_are_cloudevents_to_third_party_clients() {
-    for backend in external_backends() {
+async fn broker_messages_are_cloudevents_to_third_party_clients(backend: Backend) {
+    {
         let Backend::External(server_of_broker) = &backend else {
             unreachable!("external backends only");
         };
         let (script, args) = match server_of_broker.kind {
-            Kind::Redis => continue,
+            Kind::Redis => unreachable!("Redis Streams have no CloudEvents binding"),
             Kind::Nats => (
                 "read_nats.py",
                 vec![
@@ -828,11 +869,4 @@ async fn group_sharing(backend: Backend) {
     ))
     .await;
     assert_eq!(status["committed"], latest["next"], "{what}: all acked");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_consumer_groups_share_and_redeliver() {
-    for backend in backends() {
-        group_sharing(backend).await;
-    }
 }
