@@ -355,7 +355,7 @@ impl Group {
         };
         match self
             .broker
-            .read_bounded(&self.topic, &from, READ_BATCH, room, wait)
+            .read_bounded(&self.topic, &from, READ_BATCH, (room, 1), wait)
             .await
         {
             Ok(batch) => {

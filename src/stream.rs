@@ -26,9 +26,11 @@ use crate::metrics::Metrics;
 /// Batches the broadcast holds for subscribers that are momentarily behind;
 /// further behind, they read the log.
 const BROADCAST_CAPACITY: usize = 256;
-/// Events the hub reads from the log at once, and their most bytes.
+/// Events the hub reads from the log at once, their most bytes, and its
+/// first step (the hub is one reader per topic and reads often: it starts
+/// at 16 events, so a busy topic costs one read per wake-up).
 const HUB_READ_BATCH: usize = 1024;
-const HUB_READ_BYTES: usize = 4 << 20;
+const HUB_READ_BYTES: (usize, usize) = (4 << 20, 16);
 /// How long one hub read waits for new events before it asks again.
 const HUB_POLL_WAIT: Duration = Duration::from_secs(1);
 /// How often a hub with no subscribers moves its cursor to the end.

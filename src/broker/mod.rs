@@ -60,8 +60,9 @@ pub struct ReadBatch {
 }
 
 /// Bytes of events one reader (a page, an SSE subscriber catching up) holds
-/// at once: a stalled reader costs about this much beyond socket buffers.
-pub const READER_BYTES: usize = 1 << 20;
+/// at once, and its first step: a stalled reader costs about this much (and
+/// at most one event more) beyond socket buffers.
+pub const READER_BYTES: (usize, usize) = (1 << 20, 1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -184,26 +185,27 @@ impl Broker {
         }
     }
 
-    /// Like [`Broker::read`] (see [`READER_BYTES`]), but stops once the events add up to
-    /// `max_bytes` (always at least one event), so that what a reader holds
-    /// is bounded in bytes, not only in events. Reads in steps sized by the
-    /// events seen so far: small events cost few round trips, large ones
-    /// never more than about `max_bytes` at once.
+    /// Like [`Broker::read`] (see [`READER_BYTES`]), but stops before the
+    /// events add up to more than `max_bytes` (always at least one event), so that
+    /// what a reader holds is bounded in bytes, not only in events. Reads in
+    /// steps: `first` events, then as many as the average size so far says
+    /// fit (at most four times the step before). A reader that must stay
+    /// near `max_bytes` starts at 1; one that wants few round trips starts
+    /// higher and may hold `first` events at once.
     pub async fn read_bounded(
         &self,
         topic: &str,
         from: &Cursor,
         max: usize,
-        max_bytes: usize,
+        (max_bytes, first): (usize, usize),
         wait: Duration,
     ) -> Result<ReadBatch> {
-        const FIRST_STEP: usize = 8;
         let mut batch = ReadBatch {
             events: Vec::new(),
             next: from.clone(),
         };
         let mut bytes = 0usize;
-        let mut step = FIRST_STEP.min(max);
+        let mut step = first.clamp(1, max.max(1));
         while batch.events.len() < max && bytes < max_bytes {
             let wait = if batch.events.is_empty() {
                 wait
@@ -214,7 +216,9 @@ impl Broker {
             let exhausted = read.events.len() < step;
             let mut took_all = true;
             for event in read.events {
-                if bytes >= max_bytes || batch.events.len() >= max {
+                // Never past `max_bytes`, unless one event alone is larger.
+                let over = bytes + event.payload.len() > max_bytes;
+                if batch.events.len() >= max || (over && !batch.events.is_empty()) {
                     took_all = false;
                     break;
                 }
@@ -229,9 +233,11 @@ impl Broker {
             if exhausted || !took_all || batch.events.is_empty() {
                 break;
             }
+            // As many as the average size so far says still fit; none: done
+            // (rather than read one more only to put it back).
             let average = (bytes / batch.events.len()).max(1);
             step = (max_bytes.saturating_sub(bytes) / average)
-                .clamp(1, step * 4)
+                .min(step * 4)
                 .min(max - batch.events.len().min(max));
             if step == 0 {
                 break;

@@ -324,10 +324,13 @@ async fn stalled_readers_of_large_events_hold_a_bounded_amount_of_memory() {
     }
     std::thread::sleep(Duration::from_secs(3));
     let grown = rss_bytes(server.pid()).saturating_sub(before);
-    // 4 SSE + 4 pages at ~1 MiB each beyond socket buffers, 4 groups at
-    // ~4 MiB of read-ahead each, and room for the allocator.
+    eprintln!("12 stalled readers: +{} MiB", grown >> 20);
+    // Live: 4 SSE + 4 pages at ~1 MiB each beyond socket buffers, 4
+    // groups at ~4 MiB of read-ahead each. RSS also keeps what the
+    // allocator freed but did not return (measured: ~50 MiB in all, debug
+    // build); without the byte bounds these readers took ~600 MiB.
     assert!(
-        grown < 64 * 1024 * 1024,
+        grown < 96 * 1024 * 1024,
         "12 stalled readers grew the server by {} MiB",
         grown >> 20
     );

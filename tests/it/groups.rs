@@ -21,13 +21,14 @@ async fn post(url: &str, body: Option<Value>) -> (u16, Value) {
 #[tokio::test]
 async fn bad_group_requests_get_clear_errors() {
     let ws = Workspace::new();
-    ws.topic("jobs", 2, "");
+    ws.topic("jobs", 2, "").topic("mailed", 1, "");
     std::fs::create_dir_all(ws.path().join("handlers")).unwrap();
+    // Its outputs go elsewhere: clients may not publish to a handler's outputs.
     std::fs::write(
         ws.path().join("handlers/mailer.toml"),
         "name = \"mailer\"\n[subscribe]\ntopic = \"jobs\"\n\
          [action]\nkind = \"http\"\nurl = \"http://127.0.0.1:9/\"\n\
-         [outputs]\nresults = \"jobs\"\ndead_letters = \"jobs\"\n",
+         [outputs]\nresults = \"mailed\"\ndead_letters = \"mailed\"\n",
     )
     .unwrap();
     let server = ws.serve(&[]);
