@@ -506,7 +506,7 @@ fn check(overrides: Overrides) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn report(problems: &[crate::topic::ConfigProblem]) -> ExitCode {
+fn report(problems: &[crate::problem::ConfigProblem]) -> ExitCode {
     for problem in problems {
         eprintln!("{problem}");
     }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::broker::BrokerConfig;
 use crate::broker::embedded::{EmbeddedConfig, FsyncPolicy, MAX_PAYLOAD_BYTES};
-use crate::topic::ConfigProblem;
+use crate::problem::ConfigProblem;
 
 pub const DEFAULT_CONFIG_FILE: &str = "switchyard.toml";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -285,13 +285,10 @@ impl Config {
             "always" => FsyncPolicy::Always,
             "interval" => {
                 let text = interval_text.unwrap_or_else(|| "10ms".into());
-                match humantime::parse_duration(&text) {
-                    Ok(d) if !d.is_zero() => FsyncPolicy::Interval(d),
-                    _ => {
-                        problem(
-                            "embedded.fsync_interval",
-                            format!("{text:?} is not a duration like \"10ms\""),
-                        );
+                match crate::problem::duration(&text, "10ms") {
+                    Ok(d) => FsyncPolicy::Interval(d),
+                    Err(reason) => {
+                        problem("embedded.fsync_interval", reason);
                         FsyncPolicy::Always
                     }
                 }
@@ -414,13 +411,10 @@ impl Config {
 
         let mut duration = |key: &str, text: Option<String>, default: Duration| match text {
             None => default,
-            Some(text) => match humantime::parse_duration(&text) {
-                Ok(d) if !d.is_zero() => d,
-                _ => {
-                    problem(key, format!("{text:?} is not a duration like \"15s\""));
-                    default
-                }
-            },
+            Some(text) => crate::problem::duration(&text, "15s").unwrap_or_else(|reason| {
+                problem(key, reason);
+                default
+            }),
         };
         let heartbeat = duration(
             "heartbeat",

@@ -15,6 +15,7 @@ pub mod handler;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod problem;
 pub mod server;
 pub mod source;
 pub mod stream;

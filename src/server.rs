@@ -24,8 +24,9 @@ use crate::http::{AppState, router};
 use crate::ingest::Ingest;
 use crate::ingest::webhook::Webhooks;
 use crate::metrics::Metrics;
+use crate::problem::ConfigProblem;
 use crate::stream::Hubs;
-use crate::topic::{ConfigProblem, Topics};
+use crate::topic::Topics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::topic::ConfigProblem;
+use crate::problem::ConfigProblem;
 
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -149,16 +149,10 @@ fn duration(
 ) -> Duration {
     match text {
         None => default,
-        Some(text) => match humantime::parse_duration(text) {
-            Ok(d) if !d.is_zero() => d,
-            _ => {
-                problems.push((
-                    key.to_owned(),
-                    format!("{text:?} is not a duration like \"5m\""),
-                ));
-                default
-            }
-        },
+        Some(text) => crate::problem::duration(text, "5m").unwrap_or_else(|reason| {
+            problems.push((key.to_owned(), reason));
+            default
+        }),
     }
 }
 

@@ -2,8 +2,7 @@
 //! event type, and the choice of partition. Knows nothing of brokers or HTTP.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,40 +11,13 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::event::CloudEvent;
+use crate::problem::ConfigProblem;
 use crate::source::{RawSource, TypeRule, WebhookSpec};
 
 /// The most partitions a topic may declare.
 pub const MAX_PARTITIONS: usize = 1024;
 /// Default size at which the embedded log starts a new segment.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
-
-/// One problem in a config file: which file, which key, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    pub file: PathBuf,
-    pub key: String,
-    pub reason: String,
-}
-
-impl ConfigProblem {
-    pub fn new(file: &Path, key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            file: file.to_owned(),
-            key: key.into(),
-            reason: reason.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}: {}", self.file.display(), self.reason)
-        } else {
-            write!(f, "{}: {}: {}", self.file.display(), self.key, self.reason)
-        }
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -346,23 +318,16 @@ fn load_topic(dir: &Path, file: &Path) -> Result<Topic, Vec<ConfigProblem>> {
             format!("{key:?} is not a JSON pointer (it must start with /)"),
         );
     }
-    let max_age = match &raw.retention {
-        Some(text) => match humantime::parse_duration(text) {
-            Ok(age) if !age.is_zero() => Some(age),
-            Ok(_) => {
-                problem("retention", "must be longer than zero".into());
-                None
-            }
-            Err(err) => {
-                problem(
-                    "retention",
-                    format!("{text:?} is not a duration like \"7d\": {err}"),
-                );
-                None
-            }
-        },
-        None => None,
-    };
+    let max_age =
+        raw.retention
+            .as_deref()
+            .and_then(|text| match crate::problem::duration(text, "7d") {
+                Ok(age) => Some(age),
+                Err(reason) => {
+                    problem("retention", reason);
+                    None
+                }
+            });
     let segment_bytes = raw
         .segment_bytes
         .map_or(DEFAULT_SEGMENT_BYTES, |b| b.as_u64());

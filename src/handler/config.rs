@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::topic::{ConfigProblem, Topics};
+use crate::problem::ConfigProblem;
+use crate::topic::Topics;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,13 +254,10 @@ impl Checker<'_> {
     fn duration(&mut self, key: &str, text: Option<&str>, default: Duration) -> Duration {
         match text {
             None => default,
-            Some(text) => match humantime::parse_duration(text) {
-                Ok(d) if !d.is_zero() => d,
-                _ => {
-                    self.problem(key, format!("{text:?} is not a duration like \"10s\""));
-                    default
-                }
-            },
+            Some(text) => crate::problem::duration(text, "10s").unwrap_or_else(|reason| {
+                self.problem(key, reason);
+                default
+            }),
         }
     }
 
