@@ -151,6 +151,20 @@ impl Broker {
         }
     }
 
+    /// Whether `latest` is a cheap, in-process answer (else a round trip to
+    /// the broker, worth caching).
+    pub fn latest_is_cheap(&self) -> bool {
+        match self {
+            Self::Embedded(_) => true,
+            #[cfg(feature = "redis")]
+            Self::Redis(_) => false,
+            #[cfg(feature = "nats")]
+            Self::Nats(_) => false,
+            #[cfg(feature = "kafka")]
+            Self::Kafka(_) => false,
+        }
+    }
+
     /// Appends records atomically as one unit: either all are durable when
     /// this returns `Ok`, or the error says none were acknowledged.
     pub async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {

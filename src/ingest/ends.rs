@@ -45,7 +45,7 @@ impl KnownEnds {
 
     /// Ends at or below the true ones, to build positions on.
     pub async fn before_append(&self, topic: &str) -> Result<Cursor, BrokerError> {
-        if matches!(*self.broker, Broker::Embedded(_)) {
+        if self.broker.latest_is_cheap() {
             return self.broker.latest(topic).await;
         }
         if let Some(known) = self.topics().get_mut(topic) {
