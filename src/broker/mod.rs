@@ -85,6 +85,9 @@ pub enum BrokerError {
     Unavailable(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A caller broke the contract (a bug, not a state to retry): 500.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl BrokerError {

@@ -108,6 +108,14 @@ impl From<BrokerError> for ApiError {
                     message,
                 )
             }
+            BrokerError::Internal(_) => {
+                tracing::error!(error = %message, "a bug: the broker contract was broken");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the server hit a bug; see its log",
+                )
+            }
             BrokerError::Corrupt(_) => {
                 tracing::error!(error = %message, "corrupt data in the log");
                 Self::new(

@@ -173,8 +173,8 @@ impl EmbeddedBroker {
     pub async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
         let log = self.log(topic)?;
         if let Some(record) = records.iter().find(|r| r.partition >= log.partitions.len()) {
-            return Err(BrokerError::Unavailable(format!(
-                "partition {} out of range",
+            return Err(BrokerError::Internal(format!(
+                "partition {} out of range for topic {topic:?}",
                 record.partition
             )));
         }
