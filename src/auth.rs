@@ -22,6 +22,8 @@ pub const QUERY_PARAMETER: &str = "access_token";
 pub const COOKIE: &str = "switchyard_token";
 /// Seconds of clock skew allowed on `exp` and `nbf`.
 const LEEWAY_SECONDS: u64 = 30;
+/// The shortest HS256 secret accepted.
+pub const MIN_SECRET_BYTES: usize = 16;
 /// Verified tokens kept; the cache starts over when full.
 const CACHE_ENTRIES: usize = 4096;
 
@@ -229,11 +231,10 @@ impl Verifier {
     pub fn load(config: &KeyConfig) -> Result<Option<Self>, String> {
         let mut keys = Vec::new();
         if let Some(secret) = &config.secret {
-            if secret.len() < 16 {
-                return Err(
-                    "the HS256 secret is shorter than 16 bytes; use a long random one (e.g. `openssl rand -hex 32`)"
-                        .into(),
-                );
+            if secret.len() < MIN_SECRET_BYTES {
+                return Err(format!(
+                    "the HS256 secret is shorter than {MIN_SECRET_BYTES} bytes; use a long random one (e.g. `openssl rand -hex 32`)"
+                ));
             }
             let key = DecodingKey::from_secret(secret.as_bytes()).map_err(|e| e.to_string())?;
             keys.push(Key { kid: None, key });

@@ -234,6 +234,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
                     "the token would allow nothing: give --publish, --subscribe, --consume or --admin"
                 );
             }
+            if secret.len() < crate::auth::MIN_SECRET_BYTES {
+                anyhow::bail!(
+                    "the secret is shorter than {} bytes, so the server would refuse it; use a long random one (e.g. `openssl rand -hex 32`)",
+                    crate::auth::MIN_SECRET_BYTES
+                );
+            }
             let claims = crate::auth::claims_for(scopes, subject, ttl);
             let token = crate::auth::mint(&secret, &claims).map_err(anyhow::Error::msg)?;
             println!("{token}");
