@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use super::action::ActionSpec;
+use super::action::{Common, http::HttpAction, webhook::WebhookAction};
 use crate::problem::ConfigProblem;
 use crate::topic::Topics;
 
@@ -36,30 +38,32 @@ struct RawSubscribe {
     start: Option<String>,
 }
 
+/// The `[action]` table: the keys every kind shares, and each kind's own
+/// (checked by the kind: `handler/action/<kind>.rs`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawAction {
-    kind: String,
-    url: String,
-    method: Option<String>,
+pub(crate) struct RawAction {
+    pub(crate) kind: String,
+    pub(crate) url: String,
+    pub(crate) method: Option<String>,
     #[serde(default)]
-    headers: BTreeMap<String, String>,
-    auth: Option<RawAuth>,
-    body: Option<String>,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) auth: Option<RawAuth>,
+    pub(crate) body: Option<String>,
     /// webhook: environment variables holding `whsec_…` signing secrets.
     #[serde(default)]
-    secrets_env: Vec<String>,
+    pub(crate) secrets_env: Vec<String>,
     /// Response headers copied into result events.
     #[serde(default)]
-    result_headers: Vec<String>,
+    pub(crate) result_headers: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawAuth {
-    bearer_env: Option<String>,
-    header: Option<String>,
-    value_env: Option<String>,
+pub(crate) struct RawAuth {
+    pub(crate) bearer_env: Option<String>,
+    pub(crate) header: Option<String>,
+    pub(crate) value_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,32 +115,6 @@ pub enum UrlPart {
     Literal(String),
     /// A JSON pointer into the event, e.g. `/id` or `/data/order_id`.
     Pointer(String),
-}
-
-#[derive(Debug, Clone)]
-pub enum Auth {
-    Bearer(String),
-    Header { name: String, value: String },
-}
-
-#[derive(Debug, Clone)]
-pub enum ActionSpec {
-    Http {
-        method: reqwest::Method,
-        url: Vec<UrlPart>,
-        headers: Vec<(String, String)>,
-        auth: Option<Auth>,
-        body: BodyMode,
-        result_headers: Vec<String>,
-    },
-    Webhook {
-        url: Vec<UrlPart>,
-        headers: Vec<(String, String)>,
-        /// Decoded signing keys, one signature each (rotation).
-        secrets: Vec<Vec<u8>>,
-        body: BodyMode,
-        result_headers: Vec<String>,
-    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -240,13 +218,14 @@ fn parse_url(text: &str) -> Result<Vec<UrlPart>, String> {
 }
 
 /// Collects problems of one handler file, each with its key.
-struct Checker<'a> {
+/// Collects the problems of one handler file.
+pub(crate) struct Checker<'a> {
     file: &'a Path,
     problems: Vec<ConfigProblem>,
 }
 
 impl Checker<'_> {
-    fn problem(&mut self, key: &str, reason: impl Into<String>) {
+    pub(crate) fn problem(&mut self, key: &str, reason: impl Into<String>) {
         self.problems
             .push(ConfigProblem::new(self.file, key, reason));
     }
@@ -261,7 +240,7 @@ impl Checker<'_> {
         }
     }
 
-    fn env(&mut self, key: &str, name: &str) -> String {
+    pub(crate) fn env(&mut self, key: &str, name: &str) -> String {
         match std::env::var(name) {
             Ok(value) if !value.is_empty() => value,
             _ => {
@@ -410,110 +389,29 @@ fn resolve_action(c: &mut Checker, raw: RawAction) -> Option<ActionSpec> {
             BodyMode::Event
         }
     };
-    let headers: Vec<(String, String)> = raw.headers.into_iter().collect();
+    let headers: Vec<(String, String)> = raw
+        .headers
+        .iter()
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
     for (name, _) in &headers {
         if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
             c.problem("action.headers", format!("{name:?} is not a header name"));
         }
     }
-    let result_headers = raw
-        .result_headers
-        .iter()
-        .map(|h| h.to_ascii_lowercase())
-        .collect();
+    let common = Common {
+        url,
+        headers,
+        body,
+        result_headers: raw
+            .result_headers
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+    };
     match raw.kind.as_str() {
-        "http" => {
-            let method = match raw
-                .method
-                .as_deref()
-                .unwrap_or("POST")
-                .parse::<reqwest::Method>()
-            {
-                Ok(method) => method,
-                Err(_) => {
-                    c.problem(
-                        "action.method",
-                        format!("{:?} is not an HTTP method", raw.method),
-                    );
-                    reqwest::Method::POST
-                }
-            };
-            if !raw.secrets_env.is_empty() {
-                c.problem(
-                    "action.secrets_env",
-                    "only webhook actions sign; use auth for http",
-                );
-            }
-            let auth = match raw.auth {
-                None => None,
-                Some(RawAuth {
-                    bearer_env: Some(env),
-                    header: None,
-                    value_env: None,
-                }) => Some(Auth::Bearer(c.env("action.auth.bearer_env", &env))),
-                Some(RawAuth {
-                    bearer_env: None,
-                    header: Some(name),
-                    value_env: Some(env),
-                }) => Some(Auth::Header {
-                    name,
-                    value: c.env("action.auth.value_env", &env),
-                }),
-                Some(_) => {
-                    c.problem(
-                        "action.auth",
-                        "give { bearer_env = \"VAR\" } or { header = \"X-Api-Key\", value_env = \"VAR\" }",
-                    );
-                    None
-                }
-            };
-            Some(ActionSpec::Http {
-                method,
-                url,
-                headers,
-                auth,
-                body,
-                result_headers,
-            })
-        }
-        "webhook" => {
-            if raw.method.is_some() || raw.auth.is_some() {
-                c.problem(
-                    "action",
-                    "webhook actions always POST and authenticate by signature",
-                );
-            }
-            if raw.secrets_env.is_empty() {
-                c.problem(
-                    "action.secrets_env",
-                    "name at least one environment variable holding a whsec_ secret",
-                );
-            }
-            let mut secrets = Vec::new();
-            for name in &raw.secrets_env {
-                let text = c.env("action.secrets_env", name);
-                if text.is_empty() {
-                    continue;
-                }
-                use base64::Engine;
-                match base64::engine::general_purpose::STANDARD
-                    .decode(text.strip_prefix("whsec_").unwrap_or(&text))
-                {
-                    Ok(key) => secrets.push(key),
-                    Err(_) => c.problem(
-                        "action.secrets_env",
-                        format!("{name} is not whsec_ followed by base64"),
-                    ),
-                }
-            }
-            Some(ActionSpec::Webhook {
-                url,
-                headers,
-                secrets,
-                body,
-                result_headers,
-            })
-        }
+        "http" => Some(ActionSpec::Http(HttpAction::resolve(c, raw, common))),
+        "webhook" => Some(ActionSpec::Webhook(WebhookAction::resolve(c, raw, common))),
         other => {
             c.problem(
                 "action.kind",

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::action::{self, CallResult};
-use super::config::{ActionSpec, HandlerSpec};
+use super::config::HandlerSpec;
 use super::policy::breaker::{Breaker, Permit, Transition};
 use super::policy::retry::backoff;
 use crate::broker::{Broker, BrokerError, StoredEvent};
@@ -329,12 +329,9 @@ impl Worker {
         let policy = &self.spec.policy;
         let started = Instant::now();
         let mut attempts = Vec::new();
-        let keep_headers = match &self.spec.action {
-            ActionSpec::Http { result_headers, .. }
-            | ActionSpec::Webhook { result_headers, .. } => result_headers,
-        };
+        let keep_headers = self.spec.action.result_headers();
         for attempt in 1..=policy.max_attempts {
-            let prepared = match action::prepare(&self.client, &self.spec.action, event, payload) {
+            let prepared = match self.spec.action.prepare(&self.client, event, payload) {
                 Ok(prepared) => prepared,
                 Err(reason) => {
                     return Some(Outcome::Failed {

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use hmac::{KeyInit, Mac};
 use serde_json::Value;
 
-use super::body_of;
-use crate::handler::config::BodyMode;
+use super::{Common, body_of};
+use crate::handler::config::{Checker, RawAction};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -37,31 +37,71 @@ pub fn signature(secrets: &[Vec<u8>], id: &str, timestamp: u64, body: &[u8]) -> 
         .join(" ")
 }
 
-pub(super) fn request(
-    client: &reqwest::Client,
-    url: &str,
-    headers: &[(String, String)],
-    secrets: &[Vec<u8>],
-    body: BodyMode,
-    event: &Value,
-    payload: &Bytes,
-) -> reqwest::RequestBuilder {
-    let (content_type, body, ce_headers) = body_of(body, event, payload);
-    let id = event.get("id").and_then(Value::as_str).unwrap_or_default();
-    let timestamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut request = client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, content_type)
-        .header("webhook-id", id)
-        .header("webhook-timestamp", timestamp.to_string())
-        .header(
-            "webhook-signature",
-            signature(secrets, id, timestamp, &body),
-        );
-    for (name, value) in headers.iter().chain(&ce_headers) {
-        request = request.header(name, value);
+#[derive(Debug, Clone)]
+pub struct WebhookAction {
+    pub(super) common: Common,
+    /// Decoded signing keys, one signature each (rotation).
+    secrets: Vec<Vec<u8>>,
+}
+
+impl WebhookAction {
+    /// Checks the `webhook` keys of an `[action]` table.
+    pub(crate) fn resolve(c: &mut Checker, raw: RawAction, common: Common) -> Self {
+        if raw.method.is_some() || raw.auth.is_some() {
+            c.problem(
+                "action",
+                "webhook actions always POST and authenticate by signature",
+            );
+        }
+        if raw.secrets_env.is_empty() {
+            c.problem(
+                "action.secrets_env",
+                "name at least one environment variable holding a whsec_ secret",
+            );
+        }
+        let mut secrets = Vec::new();
+        for name in &raw.secrets_env {
+            let text = c.env("action.secrets_env", name);
+            if text.is_empty() {
+                continue;
+            }
+            match base64::engine::general_purpose::STANDARD
+                .decode(text.strip_prefix("whsec_").unwrap_or(&text))
+            {
+                Ok(key) => secrets.push(key),
+                Err(_) => c.problem(
+                    "action.secrets_env",
+                    format!("{name} is not whsec_ followed by base64"),
+                ),
+            }
+        }
+        Self { common, secrets }
     }
-    request.body(body)
+
+    pub(super) fn request(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        event: &Value,
+        payload: &Bytes,
+    ) -> reqwest::RequestBuilder {
+        let (content_type, body, ce_headers) = body_of(self.common.body, event, payload);
+        let id = event.get("id").and_then(Value::as_str).unwrap_or_default();
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut request = client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header(
+                "webhook-signature",
+                signature(&self.secrets, id, timestamp, &body),
+            );
+        for (name, value) in self.common.headers.iter().chain(&ce_headers) {
+            request = request.header(name, value);
+        }
+        request.body(body)
+    }
 }
