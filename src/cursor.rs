@@ -60,6 +60,23 @@ impl Cursor {
     pub fn advance(&mut self, partition: usize, offset: u64) {
         self.next[partition] = offset + 1;
     }
+
+    /// What a consumer commits (a shared group, a handler): in each
+    /// partition the lowest offset still pending (read, not yet acked), else
+    /// where it has read to. Everything before it is done; a restart
+    /// redelivers from it.
+    pub fn lowest_pending<V>(
+        pending: &[std::collections::BTreeMap<u64, V>],
+        read: &Cursor,
+    ) -> Cursor {
+        Cursor::new(
+            pending
+                .iter()
+                .zip(read.offsets())
+                .map(|(pending, &read)| pending.keys().next().copied().unwrap_or(read))
+                .collect(),
+        )
+    }
 }
 
 impl fmt::Display for Cursor {

@@ -150,17 +150,10 @@ impl Groups {
                 limit: self.limits.max_per_topic,
             });
         }
-        let committed = match self.broker.committed(topic, group).await? {
-            Some(cursor) => cursor,
-            None => {
-                let cursor = match start {
-                    Start::Earliest => self.broker.earliest(topic).await?,
-                    Start::Latest => self.broker.latest(topic).await?,
-                };
-                self.broker.commit(topic, group, &cursor).await?;
-                cursor
-            }
-        };
+        let committed = self
+            .broker
+            .committed_or_start(topic, group, start == Start::Earliest)
+            .await?;
         let opened = Arc::new(Group::new(Arc::clone(&self.broker), &key, committed));
         groups.insert(key, Arc::clone(&opened));
         Ok(opened)
@@ -458,14 +451,7 @@ impl Group {
         let mut committed = self.committed.lock().await;
         let cursor = {
             let state = self.state();
-            Cursor::new(
-                state
-                    .outstanding
-                    .iter()
-                    .zip(state.read_cursor.offsets())
-                    .map(|(entries, &read)| entries.keys().next().copied().unwrap_or(read))
-                    .collect(),
-            )
+            Cursor::lowest_pending(&state.outstanding, &state.read_cursor)
         };
         if cursor != *committed {
             self.broker.commit(&self.topic, &self.name, &cursor).await?;

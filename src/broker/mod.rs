@@ -317,6 +317,27 @@ impl Broker {
         }
     }
 
+    /// The group's committed cursor; a group that never committed starts at
+    /// the earliest or the latest event and commits that at once, so that a
+    /// restart keeps its place.
+    pub async fn committed_or_start(
+        &self,
+        topic: &str,
+        group: &str,
+        start_earliest: bool,
+    ) -> Result<Cursor> {
+        if let Some(cursor) = self.committed(topic, group).await? {
+            return Ok(cursor);
+        }
+        let cursor = if start_earliest {
+            self.earliest(topic).await?
+        } else {
+            self.latest(topic).await?
+        };
+        self.commit(topic, group, &cursor).await?;
+        Ok(cursor)
+    }
+
     /// `Ok` when the broker can take writes.
     pub async fn health(&self) -> Result<()> {
         match self {

@@ -195,25 +195,10 @@ impl Worker {
     async fn starting_cursor(&self) -> Option<Cursor> {
         let (topic, group) = (&self.spec.topic, &self.spec.group);
         loop {
-            let found = match self.broker.committed(topic, group).await {
-                Ok(Some(cursor)) => Ok(cursor),
-                Ok(None) => {
-                    let start = if self.spec.start_earliest {
-                        self.broker.earliest(topic).await
-                    } else {
-                        self.broker.latest(topic).await
-                    };
-                    match start {
-                        Ok(cursor) => self
-                            .broker
-                            .commit(topic, group, &cursor)
-                            .await
-                            .map(|()| cursor),
-                        Err(err) => Err(err),
-                    }
-                }
-                Err(err) => Err(err),
-            };
+            let found = self
+                .broker
+                .committed_or_start(topic, group, self.spec.start_earliest)
+                .await;
             match found {
                 Ok(cursor) => return Some(cursor),
                 Err(err) => {
@@ -241,21 +226,11 @@ impl Worker {
         let mut found = HashSet::new();
         let me = format!("/handlers/{}", self.spec.name);
         for topic in self.spec.outputs() {
-            let mut cursor = match self
+            // A new group starts at the latest: nothing of ours is there yet.
+            let mut cursor = self
                 .broker
-                .committed(topic, &self.spec.outputs_group())
-                .await?
-            {
-                Some(cursor) => cursor,
-                None => {
-                    // A new group: nothing of ours can be there yet.
-                    let latest = self.broker.latest(topic).await?;
-                    self.broker
-                        .commit(topic, &self.spec.outputs_group(), &latest)
-                        .await?;
-                    latest
-                }
-            };
+                .committed_or_start(topic, &self.spec.outputs_group(), false)
+                .await?;
             loop {
                 let batch = self
                     .broker
@@ -886,13 +861,7 @@ impl Consumer {
 
     /// Commits the lowest unacked offset of each partition.
     async fn commit(&mut self) {
-        let cursor = Cursor::new(
-            self.pending
-                .iter()
-                .zip(self.read_cursor.offsets())
-                .map(|(pending, &read)| pending.keys().next().copied().unwrap_or(read))
-                .collect(),
-        );
+        let cursor = Cursor::lowest_pending(&self.pending, &self.read_cursor);
         if cursor == self.committed {
             self.dirty = false;
             return;
