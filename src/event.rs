@@ -70,13 +70,18 @@ pub fn is_valid_attribute_name(name: &str) -> bool {
 }
 
 /// True when a media type carries JSON (`application/json`, `*/*+json`, `text/json`).
-pub fn is_json_media_type(content_type: &str) -> bool {
-    let essence = content_type
+/// A media type without its parameters, lower-cased: `application/json`.
+pub fn media_type_essence(content_type: &str) -> String {
+    content_type
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+pub fn is_json_media_type(content_type: &str) -> bool {
+    let essence = media_type_essence(content_type);
     essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
 }
 

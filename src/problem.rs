@@ -46,8 +46,52 @@ pub fn duration(text: &str, example: &str) -> Result<Duration, String> {
     }
 }
 
+/// A piece of a `{…}` template: text, or the name between braces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    Literal(&'a str),
+    Placeholder(&'a str),
+}
+
+/// Splits a template such as `https://x/{data/id}` or `{timestamp}.{body}`
+/// into its pieces; an unclosed `{` is the error.
+pub fn template(text: &str) -> Result<Vec<Piece<'_>>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('{') {
+        if start > 0 {
+            pieces.push(Piece::Literal(&rest[..start]));
+        }
+        let end = rest[start..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed '{{' in {text:?}"))?;
+        pieces.push(Piece::Placeholder(&rest[start + 1..start + end]));
+        rest = &rest[start + end + 1..];
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Literal(rest));
+    }
+    Ok(pieces)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::Piece;
+
+    #[test]
+    fn templates_split_into_text_and_placeholders() {
+        assert_eq!(
+            super::template("a{b}c{d}").unwrap(),
+            [
+                Piece::Literal("a"),
+                Piece::Placeholder("b"),
+                Piece::Literal("c"),
+                Piece::Placeholder("d")
+            ]
+        );
+        assert!(super::template("x{open").unwrap_err().contains("unclosed"));
+    }
+
     #[test]
     fn durations_name_the_text_and_an_example() {
         assert_eq!(

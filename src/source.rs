@@ -157,30 +157,19 @@ fn duration(
 }
 
 fn parse_template(text: &str) -> Result<Vec<Part>, String> {
-    let mut parts = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find('{') {
-        if start > 0 {
-            parts.push(Part::Literal(rest[..start].to_owned()));
-        }
-        let end = rest[start..]
-            .find('}')
-            .ok_or_else(|| format!("unclosed '{{' in {text:?}"))?;
-        parts.push(match &rest[start + 1..start + end] {
-            "timestamp" => Part::Timestamp,
-            "id" => Part::Id,
-            "body" => Part::Body,
-            other => {
-                return Err(format!(
-                    "unknown placeholder {{{other}}}; use {{timestamp}}, {{id}} or {{body}}"
-                ));
-            }
-        });
-        rest = &rest[start + end + 1..];
-    }
-    if !rest.is_empty() {
-        parts.push(Part::Literal(rest.to_owned()));
-    }
+    use crate::problem::Piece;
+    let parts = crate::problem::template(text)?
+        .into_iter()
+        .map(|piece| match piece {
+            Piece::Literal(text) => Ok(Part::Literal(text.to_owned())),
+            Piece::Placeholder("timestamp") => Ok(Part::Timestamp),
+            Piece::Placeholder("id") => Ok(Part::Id),
+            Piece::Placeholder("body") => Ok(Part::Body),
+            Piece::Placeholder(other) => Err(format!(
+                "unknown placeholder {{{other}}}; use {{timestamp}}, {{id}} or {{body}}"
+            )),
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     if !parts.contains(&Part::Body) {
         return Err("the signed content must include {body}".into());
     }

@@ -181,7 +181,9 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn matches(&self, ty: &str, subject: Option<&str>) -> bool {
+    /// Whether an event of type `ty` with `subject` passes (SSE streams and
+    /// handlers alike).
+    pub fn matches(&self, ty: &str, subject: Option<&str>) -> bool {
         self.types.as_ref().is_none_or(|types| types.contains(ty))
             && self
                 .subject_prefix

@@ -183,30 +183,18 @@ impl HandlerSpec {
 }
 
 fn parse_url(text: &str) -> Result<Vec<UrlPart>, String> {
-    let mut parts = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find('{') {
-        if start > 0 {
-            parts.push(UrlPart::Literal(rest[..start].to_owned()));
-        }
-        let end = rest[start..]
-            .find('}')
-            .ok_or_else(|| format!("unclosed '{{' in {text:?}"))?;
-        let name = &rest[start + 1..start + end];
-        let pointer = if name.starts_with('/') {
-            name.to_owned()
-        } else {
-            format!("/{name}")
-        };
-        if name.is_empty() {
-            return Err("empty placeholder {}".into());
-        }
-        parts.push(UrlPart::Pointer(pointer));
-        rest = &rest[start + end + 1..];
-    }
-    if !rest.is_empty() {
-        parts.push(UrlPart::Literal(rest.to_owned()));
-    }
+    use crate::problem::Piece;
+    let parts = crate::problem::template(text)?
+        .into_iter()
+        .map(|piece| match piece {
+            Piece::Literal(text) => Ok(UrlPart::Literal(text.to_owned())),
+            Piece::Placeholder("") => Err("empty placeholder {}".to_owned()),
+            Piece::Placeholder(name) if name.starts_with('/') => {
+                Ok(UrlPart::Pointer(name.to_owned()))
+            }
+            Piece::Placeholder(name) => Ok(UrlPart::Pointer(format!("/{name}"))),
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     match parts.first() {
         Some(UrlPart::Literal(head))
             if head.starts_with("http://") || head.starts_with("https://") =>

@@ -35,6 +35,7 @@ use crate::cursor::Cursor;
 use crate::event::{CloudEvent, now_rfc3339};
 use crate::ingest::{Ingest, Undeclared};
 use crate::metrics::Metrics;
+use crate::stream::Filter;
 use crate::topic::Topic;
 
 /// Events read but not yet acked, at most; reading pauses beyond it.
@@ -131,6 +132,8 @@ enum Outcome {
 
 pub struct Worker {
     pub spec: HandlerSpec,
+    /// The events it takes (its subscribe types and subject prefix).
+    filter: Filter,
     topic: Arc<Topic>,
     broker: Arc<Broker>,
     ingest: Arc<Ingest>,
@@ -176,8 +179,13 @@ impl Worker {
             let period = Duration::from_secs_f64(1.0 / rate);
             RateLimiter::direct(Quota::with_period(period).expect("a positive period"))
         });
+        let filter = Filter {
+            types: (!spec.types.is_empty()).then(|| spec.types.iter().cloned().collect()),
+            subject_prefix: spec.subject_prefix.clone(),
+        };
         Self {
             concurrency: Semaphore::new(spec.policy.max_concurrency),
+            filter,
             spec,
             topic,
             broker,
@@ -611,13 +619,8 @@ impl Worker {
             .get("type")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let subject = event.get("subject").and_then(Value::as_str);
-        (self.spec.types.is_empty() || self.spec.types.iter().any(|t| t == ty))
-            && self
-                .spec
-                .subject_prefix
-                .as_deref()
-                .is_none_or(|prefix| subject.is_some_and(|s| s.starts_with(prefix)))
+        self.filter
+            .matches(ty, event.get("subject").and_then(Value::as_str))
     }
 
     /// Events not yet acked: latest minus committed, over all partitions.

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{ApiError, ApiResult, AppState};
-use crate::event::{CloudEvent, is_json_media_type};
+use crate::event::{CloudEvent, is_json_media_type, media_type_essence};
 
 const STRUCTURED: &str = "application/cloudevents+json";
 const BATCH: &str = "application/cloudevents-batch+json";
@@ -46,15 +46,6 @@ fn media_type(headers: &HeaderMap) -> ApiResult<Option<String>> {
     }
 }
 
-fn essence(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
-}
-
 fn mode(headers: &HeaderMap, content_type: Option<&str>) -> ApiResult<Mode> {
     if headers.contains_key("ce-specversion") {
         return Ok(Mode::Binary);
@@ -62,7 +53,7 @@ fn mode(headers: &HeaderMap, content_type: Option<&str>) -> ApiResult<Mode> {
     let Some(content_type) = content_type else {
         return Err(unsupported("the request has no Content-Type"));
     };
-    match essence(content_type).as_str() {
+    match media_type_essence(content_type).as_str() {
         STRUCTURED => Ok(Mode::Structured),
         BATCH => Ok(Mode::Batch),
         _ if is_json_media_type(content_type) => Ok(Mode::PlainJson),
