@@ -1569,17 +1569,13 @@ async fn publish_scenario(params: &PublishParams, server_args: &ServerArgs) -> R
         "CPU columns: seconds in the measured window; client = this tool (and the in-process bare server), other = the rest of the machine"
     );
     comparison.print(&rounds);
-    let busiest = busiest_round(&rounds, params);
-    warn_if_busy(busiest);
-    let ratio = comparison.ratio;
-    let comparable = params.connections == PUBLISH_TARGET_CONNECTIONS && params.fsync == "always";
-    let verdict = judge(
-        comparable && !params.quick,
-        ratio >= PUBLISH_TARGET_RATIO,
-        "the target is for 64 connections with fsync always, without --quick",
-    );
-    println!(
-        "target ≥ {PUBLISH_TARGET_RATIO}× bare axum (64 connections, fsync always): {verdict}"
+    let (verdict, busiest) = publish_verdict(
+        params,
+        &rounds,
+        &comparison,
+        PUBLISH_TARGET_RATIO,
+        None,
+        &format!("≥ {PUBLISH_TARGET_RATIO}× bare axum"),
     );
     report_log(&log_lines);
 
@@ -1601,7 +1597,7 @@ async fn publish_scenario(params: &PublishParams, server_args: &ServerArgs) -> R
             "round_ratios": comparison.round_ratios,
             "server_warnings": log_lines,
         }),
-        Some(ratio),
+        Some(comparison.ratio),
         &headline,
     )
 }
@@ -1679,17 +1675,13 @@ async fn webhook_scenario(params: &PublishParams, server_args: &ServerArgs) -> R
     );
     comparison.print(&rounds);
     println!("webhooks answered as duplicates (stored nothing): {duplicates}");
-    let busiest = busiest_round(&rounds, params);
-    warn_if_busy(busiest);
-    let ratio = comparison.ratio;
-    let comparable = params.connections == PUBLISH_TARGET_CONNECTIONS && params.fsync == "always";
-    let verdict = judge(
-        comparable && !params.quick && duplicates == 0,
-        ratio >= WEBHOOK_TARGET_RATIO,
-        "the target is for 64 connections with fsync always, without --quick, and no duplicates",
-    );
-    println!(
-        "target webhook ≥ {WEBHOOK_TARGET_RATIO}× publish (64 connections, fsync always): {verdict}"
+    let (verdict, busiest) = publish_verdict(
+        params,
+        &rounds,
+        &comparison,
+        WEBHOOK_TARGET_RATIO,
+        Some((duplicates == 0, "no duplicates")),
+        &format!("webhook ≥ {WEBHOOK_TARGET_RATIO}× publish"),
     );
     report_log(&log_lines);
 
@@ -1712,7 +1704,7 @@ async fn webhook_scenario(params: &PublishParams, server_args: &ServerArgs) -> R
             "duplicates": duplicates,
             "server_warnings": log_lines,
         }),
-        Some(ratio),
+        Some(comparison.ratio),
         &headline,
     )
 }
@@ -1893,17 +1885,13 @@ async fn auth_scenario(params: &PublishParams, server_args: &ServerArgs) -> Resu
         "a fresh server per round; CPU columns: seconds in the measured window, other = the rest of the machine"
     );
     comparison.print(&rounds);
-    let busiest = busiest_round(&rounds, params);
-    warn_if_busy(busiest);
-    let ratio = comparison.ratio;
-    let comparable = params.connections == PUBLISH_TARGET_CONNECTIONS && params.fsync == "always";
-    let verdict = judge(
-        comparable && !params.quick,
-        ratio >= AUTH_TARGET_RATIO,
-        "the target is for 64 connections with fsync always, without --quick",
-    );
-    println!(
-        "target token ≥ {AUTH_TARGET_RATIO}× no token (64 connections, fsync always): {verdict}"
+    let (verdict, busiest) = publish_verdict(
+        params,
+        &rounds,
+        &comparison,
+        AUTH_TARGET_RATIO,
+        None,
+        &format!("token ≥ {AUTH_TARGET_RATIO}× no token"),
     );
     report_log(&log_lines);
 
@@ -1941,7 +1929,7 @@ async fn auth_scenario(params: &PublishParams, server_args: &ServerArgs) -> Resu
             "round_ratios": comparison.round_ratios,
             "server_warnings": log_lines,
         }),
-        Some(ratio),
+        Some(comparison.ratio),
         &headline,
     )
 }
@@ -1955,6 +1943,41 @@ fn busiest_round(rounds: &[Round], params: &PublishParams) -> f64 {
 }
 
 /// `met`/`MISSED`, or why the run is not comparable with the target.
+/// Judges a publish-shaped comparison against `target`× its base and prints
+/// the verdict: judged only with 64 connections, fsync always, without
+/// --quick, and `extra` (a condition and its words) when given. Also warns
+/// when the machine was busy; returns the verdict and the busiest other-core
+/// load.
+fn publish_verdict(
+    params: &PublishParams,
+    rounds: &[Round],
+    comparison: &Comparison,
+    target: f64,
+    extra: Option<(bool, &str)>,
+    what: &str,
+) -> (String, f64) {
+    let busiest = busiest_round(rounds, params);
+    warn_if_busy(busiest);
+    let comparable = params.connections == PUBLISH_TARGET_CONNECTIONS
+        && params.fsync == "always"
+        && extra.is_none_or(|(holds, _)| holds);
+    let conditions = match extra {
+        Some((_, words)) => {
+            format!(
+                "the target is for 64 connections with fsync always, without --quick, and {words}"
+            )
+        }
+        None => "the target is for 64 connections with fsync always, without --quick".to_owned(),
+    };
+    let verdict = judge(
+        comparable && !params.quick,
+        comparison.ratio >= target,
+        &conditions,
+    );
+    println!("target {what} (64 connections, fsync always): {verdict}");
+    (verdict, busiest)
+}
+
 fn judge(comparable: bool, met: bool, conditions: &str) -> String {
     match (comparable, met) {
         (false, _) => format!("not judged: {conditions}"),

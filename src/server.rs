@@ -157,7 +157,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown: shutdown.clone(),
         verifier,
         metrics_open: config.metrics_open,
-        cors: cors_layer(&config.cors_origins),
         cors_origins: config.cors_origins.clone(),
         handler_outputs,
     });
@@ -224,31 +223,6 @@ fn connection_cap(configured: Option<usize>) -> usize {
         }
         None => room.min(DEFAULT_MAX_CONNECTIONS),
     }
-}
-
-/// Answers preflights and marks answers for the listed origins only; for
-/// any other origin nothing is added.
-fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
-    use axum::http::{HeaderValue, Method, header};
-    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
-    if origins.is_empty() {
-        return None;
-    }
-    let origins: Vec<HeaderValue> = origins
-        .iter()
-        .filter_map(|origin| HeaderValue::from_str(origin).ok())
-        .collect();
-    Some(
-        CorsLayer::new()
-            .allow_origin(AllowOrigin::list(origins))
-            .allow_credentials(true)
-            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
-            // Authorization, Content-Type, Last-Event-ID and the ce-* headers
-            // of binary mode: whatever the preflight asks for.
-            .allow_headers(AllowHeaders::mirror_request())
-            .expose_headers([header::RETRY_AFTER, header::WWW_AUTHENTICATE])
-            .max_age(Duration::from_secs(600)),
-    )
 }
 
 /// The accept loop. A connection gets `header_timeout` to send each

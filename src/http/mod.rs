@@ -49,8 +49,7 @@ pub struct AppState {
     pub verifier: Option<Verifier>,
     /// `/metrics` without a token.
     pub metrics_open: bool,
-    /// Cross-origin access (CORS) for `cors_origins`.
-    pub cors: Option<tower_http::cors::CorsLayer>,
+    /// Origins allowed cross-origin access (CORS); none: no CORS at all.
     pub cors_origins: Vec<String>,
     /// Output topics of handlers (results, dead letters) and the handler
     /// that writes each: clients may not publish there.
@@ -63,12 +62,11 @@ pub const CONTROL_BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let metrics = Arc::clone(&state.metrics);
-    let cors = state.cors.clone();
-    let cors_origins = Arc::new(state.cors_origins.clone());
+    let cors_origins = state.cors_origins.clone();
     let guard = |need: Need| {
         axum::middleware::from_fn_with_state((Arc::clone(&state), need), guard::authorize)
     };
-    Router::new()
+    let router = Router::new()
         .route(
             "/v1/topics/{topic}/events",
             get(events::page)
@@ -136,12 +134,39 @@ pub fn router(state: Arc<AppState>) -> Router {
                 response
             }
         }))
-        .layer(tower::util::option_layer(cors))
+        .with_state(state);
+    with_cors(router, cors_origins)
+}
+
+/// Cross-origin access for the listed origins only: tower-http answers
+/// preflights and marks answers, and `only_listed_origins` takes every
+/// CORS header off answers to any other origin. Nothing at all without
+/// origins.
+fn with_cors(router: Router, origins: Vec<String>) -> Router {
+    use axum::http::{HeaderValue, Method};
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return router;
+    }
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allowed))
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        // Authorization, Content-Type, Last-Event-ID and the ce-* headers
+        // of binary mode: whatever the preflight asks for.
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers([header::RETRY_AFTER, header::WWW_AUTHENTICATE])
+        .max_age(Duration::from_secs(600));
+    router
+        .layer(cors)
         .layer(axum::middleware::from_fn_with_state(
-            cors_origins,
+            Arc::new(origins),
             only_listed_origins,
         ))
-        .with_state(state)
 }
 
 /// Runs `work` on its own task, so that it finishes even when the client

@@ -429,6 +429,23 @@ async fn cors_answers_listed_origins_only() {
         .to_ascii_lowercase();
     assert!(allowed.contains("last-event-id") && allowed.contains("authorization"));
 
+    // Signing out (DELETE /v1/session) works cross-origin too.
+    let sign_out = client()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v1/session", server.url),
+        )
+        .header("origin", "https://ops.test")
+        .header("access-control-request-method", "DELETE")
+        .send()
+        .await
+        .unwrap();
+    let methods = sign_out.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(methods.contains("DELETE"), "{methods}");
+
     let unlisted = preflight("http://evil.test").await.unwrap();
     assert!(
         unlisted

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::{Common, body_of};
+use super::Common;
 use crate::handler::config::{Checker, RawAction, RawAuth};
 
 #[derive(Debug, Clone)]
@@ -84,14 +84,10 @@ impl HttpAction {
         event: &Value,
         payload: &Bytes,
     ) -> reqwest::RequestBuilder {
-        let (content_type, body, ce_headers) = body_of(self.common.body, event, payload);
-        let mut request = client
-            .request(self.method.clone(), url)
-            .header(reqwest::header::CONTENT_TYPE, content_type);
-        for (name, value) in self.common.headers.iter().chain(&ce_headers) {
-            request = request.header(name, value);
-        }
-        request = match &self.auth {
+        let (request, body) = self
+            .common
+            .start(client, self.method.clone(), url, event, payload);
+        let request = match &self.auth {
             Some(Auth::Bearer(token)) => request.bearer_auth(token),
             Some(Auth::Header { name, value }) => request.header(name, value),
             None => request,

@@ -91,6 +91,29 @@ pub struct Common {
     pub result_headers: Vec<String>,
 }
 
+impl Common {
+    /// A request to `url` with what every kind sends: the content type, the
+    /// configured headers and, in binary mode, the `ce-*` headers; and the
+    /// body, for the kind to sign or send as it is.
+    fn start(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        url: &str,
+        event: &Value,
+        payload: &Bytes,
+    ) -> (reqwest::RequestBuilder, Bytes) {
+        let (content_type, body, ce_headers) = body_of(self.body, event, payload);
+        let mut request = client
+            .request(method, url)
+            .header(reqwest::header::CONTENT_TYPE, content_type);
+        for (name, value) in self.headers.iter().chain(&ce_headers) {
+            request = request.header(name, value);
+        }
+        (request, body)
+    }
+}
+
 impl ActionSpec {
     fn common(&self) -> &Common {
         match self {
@@ -154,7 +177,7 @@ fn render_url(parts: &[UrlPart], event: &Value) -> Result<String, String> {
 
 /// The body and content type for a body mode; binary mode also returns the
 /// `ce-*` headers.
-pub(super) fn body_of(
+fn body_of(
     mode: BodyMode,
     event: &Value,
     payload: &Bytes,

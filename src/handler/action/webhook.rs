@@ -10,7 +10,7 @@ use bytes::Bytes;
 use hmac::{KeyInit, Mac};
 use serde_json::Value;
 
-use super::{Common, body_of};
+use super::Common;
 use crate::handler::config::{Checker, RawAction};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
@@ -85,23 +85,18 @@ impl WebhookAction {
         event: &Value,
         payload: &Bytes,
     ) -> reqwest::RequestBuilder {
-        let (content_type, body, ce_headers) = body_of(self.common.body, event, payload);
+        let (request, body) = self
+            .common
+            .start(client, reqwest::Method::POST, url, event, payload);
         let id = event.get("id").and_then(Value::as_str).unwrap_or_default();
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut request = client
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, content_type)
+        let signature = signature(&self.secrets, id, timestamp, &body);
+        request
             .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string())
-            .header(
-                "webhook-signature",
-                signature(&self.secrets, id, timestamp, &body),
-            );
-        for (name, value) in self.common.headers.iter().chain(&ce_headers) {
-            request = request.header(name, value);
-        }
-        request.body(body)
+            .header("webhook-signature", signature)
+            .body(body)
     }
 }
