@@ -11,11 +11,8 @@
 //! and its children name a concrete broker.
 
 pub mod embedded;
-#[cfg(feature = "kafka")]
 pub mod kafka;
-#[cfg(feature = "nats")]
 pub mod nats;
-#[cfg(feature = "redis")]
 pub mod redis;
 
 use std::time::Duration;

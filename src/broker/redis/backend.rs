@@ -13,6 +13,7 @@
 //! with `appendonly yes` and `appendfsync always` for the embedded log's
 //! promise; `everysec` may lose the last second on power loss.
 
+use super::RedisConfig;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,7 +23,7 @@ use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{AsyncConnectionConfig, Value};
 use tracing::warn;
 
-use super::{
+use crate::broker::{
     Appended, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent, check_cursor, merge,
 };
 use crate::cursor::Cursor;
@@ -58,13 +59,6 @@ return ids
 ",
     )
 });
-
-#[derive(Debug, Clone)]
-pub struct RedisConfig {
-    pub url: String,
-    /// Prefix of every key Switchyard writes.
-    pub prefix: String,
-}
 
 struct TopicInfo {
     partitions: usize,

@@ -9,6 +9,7 @@
 //! replica has the event. Consumers are `BaseConsumer`s driven on blocking
 //! threads (dropping a `StreamConsumer` can hang, rust-rdkafka issue 509).
 
+use super::KafkaConfig;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,7 +25,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{Map, Value};
 
-use super::{
+use crate::broker::{
     Appended, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent, check_cursor, merge,
 };
 use crate::cursor::Cursor;
@@ -37,15 +38,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024 + 64 * 1024;
 /// How long a read polls for messages it knows are there.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-
-#[derive(Debug, Clone)]
-pub struct KafkaConfig {
-    pub bootstrap_servers: String,
-    /// Replication factor of topics Switchyard creates.
-    pub replication_factor: i32,
-    /// Extra librdkafka properties (TLS, SASL, …), passed through as given.
-    pub options: Vec<(String, String)>,
-}
 
 pub struct KafkaBroker {
     config: KafkaConfig,

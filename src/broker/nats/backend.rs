@@ -14,6 +14,7 @@
 //! stores the event once. A 2xx means JetStream stored it; its file store
 //! syncs to disk on its own schedule (`sync_interval`).
 
+use super::NatsConfig;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
 use tracing::warn;
 
-use super::{
+use crate::broker::{
     Appended, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent, check_cursor, merge,
 };
 use crate::cursor::Cursor;
@@ -32,13 +33,6 @@ use crate::topic::Topics;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages fetched concurrently while reading one partition.
 const READ_CONCURRENCY: usize = 64;
-
-#[derive(Debug, Clone)]
-pub struct NatsConfig {
-    pub url: String,
-    /// Prefix of stream names and subjects.
-    pub prefix: String,
-}
 
 struct TopicStreams {
     streams: Vec<stream::Stream>,
