@@ -397,6 +397,8 @@ fn append_benches(c: &mut Criterion) {
                     for _ in 0..iters {
                         let record = Record {
                             partition: 0,
+                            key: None,
+                            identity: String::new(),
                             payload: payload.clone(),
                         };
                         let appended = broker.append("orders", vec![record]).await;

@@ -5,6 +5,7 @@
 //! partition. The text form is the offsets joined by `.` (`0.17.4.9`);
 //! clients treat it as opaque.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -60,20 +61,108 @@ impl Cursor {
     pub fn advance(&mut self, partition: usize, offset: u64) {
         self.next[partition] = offset + 1;
     }
+}
 
-    /// What a consumer commits (a shared group, a handler): in each
-    /// partition the lowest offset still pending (read, not yet acked), else
-    /// where it has read to. Everything before it is done; a restart
-    /// redelivers from it.
-    pub fn lowest_pending<V>(
-        pending: &[std::collections::BTreeMap<u64, V>],
-        read: &Cursor,
-    ) -> Cursor {
+/// A consumer's place in a topic (a shared group's, a handler's): how far
+/// it has read, and the events read but not yet acked, per partition by
+/// offset, each with what the consumer keeps for it.
+#[derive(Debug)]
+pub struct Pending<V> {
+    read: Cursor,
+    unacked: Vec<BTreeMap<u64, V>>,
+}
+
+impl<V> Pending<V> {
+    /// Nothing read yet: reading starts at `start`.
+    pub fn new(start: Cursor) -> Self {
+        let unacked = (0..start.partitions()).map(|_| BTreeMap::new()).collect();
+        Self {
+            read: start,
+            unacked,
+        }
+    }
+
+    /// Where the next read starts.
+    pub fn read_cursor(&self) -> &Cursor {
+        &self.read
+    }
+
+    /// After a read: the next one starts at `next`.
+    pub fn read_to(&mut self, next: Cursor) {
+        self.read = next;
+    }
+
+    /// After the events before `oldest` expired unread: reading goes on
+    /// from there (never back).
+    pub fn skip_to(&mut self, oldest: &Cursor) {
+        let merged = self
+            .read
+            .offsets()
+            .iter()
+            .zip(oldest.offsets())
+            .map(|(&read, &oldest)| read.max(oldest))
+            .collect();
+        self.read = Cursor::new(merged);
+    }
+
+    /// Whether the event at `offset` in `partition` was read already.
+    pub fn was_read(&self, partition: usize, offset: u64) -> bool {
+        offset < self.read.next(partition)
+    }
+
+    /// A read event, now unacked.
+    pub fn insert(&mut self, partition: usize, offset: u64, value: V) {
+        self.unacked[partition].insert(offset, value);
+    }
+
+    pub fn get(&self, partition: usize, offset: u64) -> Option<&V> {
+        self.unacked.get(partition)?.get(&offset)
+    }
+
+    pub fn get_mut(&mut self, partition: usize, offset: u64) -> Option<&mut V> {
+        self.unacked.get_mut(partition)?.get_mut(&offset)
+    }
+
+    /// Acks an event: what was kept for it, if it was unacked.
+    pub fn remove(&mut self, partition: usize, offset: u64) -> Option<V> {
+        self.unacked.get_mut(partition)?.remove(&offset)
+    }
+
+    /// Events unacked.
+    pub fn len(&self) -> usize {
+        self.unacked.iter().map(BTreeMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.unacked.iter().all(BTreeMap::is_empty)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.unacked.iter().flat_map(BTreeMap::values)
+    }
+
+    /// Every unacked event as (partition, offset, value), in partition and
+    /// offset order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, u64, &mut V)> {
+        self.unacked
+            .iter_mut()
+            .enumerate()
+            .flat_map(|(partition, events)| {
+                events
+                    .iter_mut()
+                    .map(move |(&offset, value)| (partition, offset, value))
+            })
+    }
+
+    /// What to commit: in each partition the lowest unacked offset, else how
+    /// far it has read. Everything before it is done; a restart redelivers
+    /// from it.
+    pub fn commit_point(&self) -> Cursor {
         Cursor::new(
-            pending
+            self.unacked
                 .iter()
-                .zip(read.offsets())
-                .map(|(pending, &read)| pending.keys().next().copied().unwrap_or(read))
+                .zip(self.read.offsets())
+                .map(|(unacked, &read)| unacked.keys().next().copied().unwrap_or(read))
                 .collect(),
         )
     }
@@ -142,5 +231,28 @@ mod tests {
         for junk in ["", ".", "1..2", "a", "-1", "+1", "1.2 "] {
             assert!(junk.parse::<Cursor>().is_err(), "{junk:?}");
         }
+    }
+
+    #[test]
+    fn pending_commits_the_lowest_unacked_offset_else_the_read_position() {
+        let mut pending = Pending::new(Cursor::new(vec![0, 5]));
+        for offset in 0..4 {
+            pending.insert(0, offset, ());
+        }
+        pending.read_to(Cursor::new(vec![4, 5]));
+        assert_eq!(pending.commit_point(), Cursor::new(vec![0, 5]));
+        // Acked out of order: the commit stays below the oldest unacked.
+        pending.remove(0, 2);
+        pending.remove(0, 0);
+        assert_eq!(pending.commit_point(), Cursor::new(vec![1, 5]));
+        assert_eq!(pending.len(), 2);
+        pending.remove(0, 1);
+        pending.remove(0, 3);
+        assert_eq!(pending.commit_point(), Cursor::new(vec![4, 5]));
+        assert!(pending.is_empty());
+        assert!(pending.was_read(0, 3) && !pending.was_read(0, 4));
+        // Expired events are skipped forward, never back.
+        pending.skip_to(&Cursor::new(vec![2, 9]));
+        assert_eq!(pending.read_cursor(), &Cursor::new(vec![4, 9]));
     }
 }

@@ -368,6 +368,39 @@ impl EventHead {
     }
 }
 
+/// What a handler reads of an event besides its data: who it is, where it
+/// routes, and the correlation and trace its outcomes carry on.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct Attributes {
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub subject: Option<String>,
+    pub correlationid: Option<String>,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+}
+
+impl Attributes {
+    /// Of a stored event (valid, so every attribute has its type); a value
+    /// that is not an event reads as empty attributes.
+    pub fn of(event: &Value) -> Self {
+        serde::Deserialize::deserialize(event).unwrap_or_default()
+    }
+
+    /// `{id, type, source, subject}`: what names the event in an outcome.
+    pub fn summary(&self) -> Value {
+        serde_json::json!({
+            "id": self.id,
+            "type": self.ty,
+            "source": self.source,
+            "subject": self.subject,
+        })
+    }
+}
+
 /// An event in binary content mode, whatever the transport (HTTP `ce-*`
 /// headers, Kafka `ce_*` headers): the context attributes as text, the
 /// content type, and the data as the bytes of the body.

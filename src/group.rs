@@ -11,7 +11,7 @@
 //! same partition) is delivered again. The leases themselves live in the
 //! Switchyard process that serves the group.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::broker::{Broker, BrokerError};
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, Pending};
 
 /// Most events a group holds read but unacked, by count and by bytes: past
 /// either it stops reading until acks make room.
@@ -188,10 +188,8 @@ pub struct Group {
 }
 
 struct State {
-    /// Where the next broker read starts.
-    read_cursor: Cursor,
-    /// Read and not yet acked, per partition, by offset.
-    outstanding: Vec<BTreeMap<u64, Entry>>,
+    /// How far the broker was read, and what is read and not yet acked.
+    outstanding: Pending<Entry>,
     outstanding_bytes: usize,
 }
 
@@ -228,10 +226,7 @@ impl Group {
             partitions: committed.partitions(),
             epoch: unguessable() as u32,
             state: Mutex::new(State {
-                read_cursor: committed.clone(),
-                outstanding: (0..committed.partitions())
-                    .map(|_| BTreeMap::new())
-                    .collect(),
+                outstanding: Pending::new(committed.clone()),
                 outstanding_bytes: 0,
             }),
             reading: tokio::sync::Mutex::new(()),
@@ -254,8 +249,7 @@ impl Group {
         let state = self.state();
         !state
             .outstanding
-            .iter()
-            .flat_map(BTreeMap::values)
+            .values()
             .any(|entry| matches!(entry.lease, Lease::Held { until, .. } if until > now))
     }
 
@@ -309,32 +303,30 @@ impl Group {
         let mut state = self.state();
         let mut taken = Vec::new();
         let mut next_due: Option<Instant> = None;
-        for (partition, entries) in state.outstanding.iter_mut().enumerate() {
-            for (&offset, entry) in entries.iter_mut() {
-                let due = match entry.lease {
-                    Lease::Due(at) => at,
-                    Lease::Held { until, .. } => until,
-                };
-                if due > now || taken.len() >= max {
-                    next_due = Some(next_due.map_or(due, |next| next.min(due)));
-                    continue;
-                }
-                // Random, so that one receipt reveals nothing of another's:
-                // only the member that received a lease can settle it.
-                let id = unguessable();
-                entry.lease = Lease::Held {
-                    id,
-                    until: now + lease,
-                };
-                entry.deliveries += 1;
-                taken.push(Delivery {
-                    receipt: format!("{:08x}.{partition}.{offset}.{id}", self.epoch),
-                    attempt: entry.deliveries,
-                    payload: entry.payload.clone(),
-                });
+        for (partition, offset, entry) in state.outstanding.iter_mut() {
+            let due = match entry.lease {
+                Lease::Due(at) => at,
+                Lease::Held { until, .. } => until,
+            };
+            if due > now || taken.len() >= max {
+                next_due = Some(next_due.map_or(due, |next| next.min(due)));
+                continue;
             }
+            // Random, so that one receipt reveals nothing of another's:
+            // only the member that received a lease can settle it.
+            let id = unguessable();
+            entry.lease = Lease::Held {
+                id,
+                until: now + lease,
+            };
+            entry.deliveries += 1;
+            taken.push(Delivery {
+                receipt: format!("{:08x}.{partition}.{offset}.{id}", self.epoch),
+                attempt: entry.deliveries,
+                payload: entry.payload.clone(),
+            });
         }
-        let room = state.outstanding.iter().map(BTreeMap::len).sum::<usize>() < MAX_OUTSTANDING
+        let room = state.outstanding.len() < MAX_OUTSTANDING
             && state.outstanding_bytes < MAX_OUTSTANDING_BYTES;
         (taken, next_due, room)
     }
@@ -344,7 +336,7 @@ impl Group {
         let (from, room) = {
             let state = self.state();
             let room = MAX_OUTSTANDING_BYTES.saturating_sub(state.outstanding_bytes);
-            (state.read_cursor.clone(), room.max(1))
+            (state.outstanding.read_cursor().clone(), room.max(1))
         };
         match self
             .broker
@@ -356,7 +348,8 @@ impl Group {
                 let mut state = self.state();
                 for event in batch.events {
                     state.outstanding_bytes += event.payload.len();
-                    state.outstanding[event.partition].insert(
+                    state.outstanding.insert(
+                        event.partition,
                         event.offset,
                         Entry {
                             payload: event.payload,
@@ -365,19 +358,11 @@ impl Group {
                         },
                     );
                 }
-                state.read_cursor = batch.next;
+                state.outstanding.read_to(batch.next);
             }
             Err(BrokerError::CursorExpired { oldest, .. }) => {
                 tracing::warn!(topic = %self.topic, group = %self.name, "events expired before the group read them; skipping to the oldest retained");
-                let mut state = self.state();
-                let merged: Vec<u64> = state
-                    .read_cursor
-                    .offsets()
-                    .iter()
-                    .zip(oldest.offsets())
-                    .map(|(&read, &oldest)| read.max(oldest))
-                    .collect();
-                state.read_cursor = Cursor::new(merged);
+                self.state().outstanding.skip_to(&oldest);
             }
             Err(err) => return Err(err.into()),
         }
@@ -394,16 +379,19 @@ impl Group {
         {
             let mut state = self.state();
             for (text, receipt) in receipts.iter().zip(parsed) {
-                match state.outstanding[receipt.partition].get(&receipt.offset) {
+                match state.outstanding.get(receipt.partition, receipt.offset) {
                     Some(entry) if receipt.holds(entry, self.epoch) => {
-                        let entry = state.outstanding[receipt.partition]
-                            .remove(&receipt.offset)
+                        let entry = state
+                            .outstanding
+                            .remove(receipt.partition, receipt.offset)
                             .expect("present");
                         state.outstanding_bytes -= entry.payload.len();
                         settled.settled += 1;
                     }
                     Some(_) => settled.expired.push(text.clone()),
-                    None if receipt.offset < state.read_cursor.next(receipt.partition)
+                    None if state
+                        .outstanding
+                        .was_read(receipt.partition, receipt.offset)
                         && receipt.epoch == self.epoch =>
                     {
                         settled.settled += 1;
@@ -426,7 +414,7 @@ impl Group {
         {
             let mut state = self.state();
             for (text, receipt) in receipts.iter().zip(parsed) {
-                match state.outstanding[receipt.partition].get_mut(&receipt.offset) {
+                match state.outstanding.get_mut(receipt.partition, receipt.offset) {
                     Some(entry) if receipt.holds(entry, self.epoch) => {
                         entry.lease = Lease::Due(due);
                         settled.settled += 1;
@@ -451,7 +439,7 @@ impl Group {
         let mut committed = self.committed.lock().await;
         let cursor = {
             let state = self.state();
-            Cursor::lowest_pending(&state.outstanding, &state.read_cursor)
+            state.outstanding.commit_point()
         };
         if cursor != *committed {
             self.broker.commit(&self.topic, &self.name, &cursor).await?;
@@ -466,12 +454,11 @@ impl Group {
         let now = Instant::now();
         GroupStatus {
             committed,
-            read: state.read_cursor.to_string(),
-            outstanding: state.outstanding.iter().map(BTreeMap::len).sum(),
+            read: state.outstanding.read_cursor().to_string(),
+            outstanding: state.outstanding.len(),
             leased: state
                 .outstanding
-                .iter()
-                .flat_map(BTreeMap::values)
+                .values()
                 .filter(|e| matches!(e.lease, Lease::Held { until, .. } if until > now))
                 .count(),
         }

@@ -32,8 +32,9 @@ use crate::topic::Topics;
 pub enum StartError {
     #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
     Config(Vec<ConfigProblem>),
-    #[error("cannot open the broker: {0}")]
-    Broker(#[from] BrokerError),
+    /// Shown with the backend's detail: the operator must fix it.
+    #[error("cannot open the broker: {}", .0.detail())]
+    Broker(BrokerError),
     #[error("invalid token key: {0}")]
     Keys(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -42,6 +43,12 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<BrokerError> for StartError {
+    fn from(err: BrokerError) -> Self {
+        Self::Broker(err)
+    }
 }
 
 /// A server that is accepting connections.

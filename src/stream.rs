@@ -163,7 +163,7 @@ async fn run_hub(
                 cursor = oldest;
             }
             Err(err) => {
-                warn!(topic = %topic, error = %err, "fan-out read failed; retrying");
+                warn!(topic = %topic, error = %err.detail(), "fan-out read failed; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}

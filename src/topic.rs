@@ -128,11 +128,11 @@ impl Topic {
     /// The partition an event goes to: the hash of its key (Kafka's murmur2,
     /// so keyed events land where a Kafka producer would put them), or the
     /// next partition in turn when the event has no key.
-    pub fn partition_for(&self, event_json: &Value) -> usize {
+    pub fn partition_for(&self, key: Option<&str>) -> usize {
         if self.partitions == 1 {
             return 0;
         }
-        match self.key_of(event_json) {
+        match key {
             Some(key) => (murmur2(key.as_bytes()) & 0x7fff_ffff) as usize % self.partitions,
             None => self.next_unkeyed.fetch_add(1, Ordering::Relaxed) % self.partitions,
         }

@@ -10,11 +10,13 @@
 //! Backends are a closed enum: `match` shows the whole set. Only this module
 //! and its children name a concrete broker.
 
+mod contract;
 pub mod embedded;
 pub mod kafka;
 pub mod nats;
 pub mod redis;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,12 +24,19 @@ use bytes::Bytes;
 use crate::cursor::Cursor;
 use crate::topic::Topics;
 
+pub use contract::Backend;
+
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
 /// An event to append, already assigned to a partition.
 #[derive(Debug, Clone)]
 pub struct Record {
     pub partition: usize,
+    /// The partition key ingest hashed (Kafka stores it as the message key).
+    pub key: Option<String>,
+    /// `source` and `id`, which name the event: backends with server-side
+    /// dedupe (NATS's `Nats-Msg-Id`) use it.
+    pub identity: String,
     /// The event in the CloudEvents JSON format.
     pub payload: Bytes,
 }
@@ -78,8 +87,14 @@ pub enum BrokerError {
     #[error("invalid consumer group name {0:?}: use letters, digits, '.', '_' and '-'")]
     BadGroup(String),
     /// The broker cannot store or serve right now; the caller may retry.
-    #[error("broker unavailable: {0}")]
-    Unavailable(String),
+    /// `what` is safe to show clients; the backend's own error, with its
+    /// details, is the source, for the log and for operators (`/readyz`).
+    #[error("broker unavailable: {what}")]
+    Unavailable {
+        what: String,
+        #[source]
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    },
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     /// A caller broke the contract (a bug, not a state to retry): 500.
@@ -88,9 +103,41 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
+    /// Unavailable for a reason that needs no detail.
+    pub fn unavailable(what: impl Into<String>) -> Self {
+        Self::Unavailable {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// Unavailable because of `source` (an I/O error, the client library's
+    /// error), which stays in the chain for the log.
+    pub fn unavailable_from(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Unavailable {
+            what: what.into(),
+            source: Some(Arc::from(source.into())),
+        }
+    }
+
     /// Whether a retry later may succeed (maps to 503 + Retry-After).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        matches!(self, Self::Unavailable { .. })
+    }
+
+    /// The error and every source below it, for logs and operators.
+    pub fn detail(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(err) = source {
+            text.push_str(": ");
+            text.push_str(&err.to_string());
+            source = err.source();
+        }
+        text
     }
 }
 
@@ -117,66 +164,98 @@ pub enum Broker {
     Kafka(Box<kafka::KafkaBroker>),
 }
 
+/// `dispatch!(self, b => expr)`: `expr` with `b` bound to the running
+/// backend; the one place besides `open` that lists the variants.
+macro_rules! dispatch {
+    ($broker:expr, $b:ident => $body:expr) => {
+        match $broker {
+            Broker::Embedded($b) => $body,
+            #[cfg(feature = "redis")]
+            Broker::Redis($b) => $body,
+            #[cfg(feature = "nats")]
+            Broker::Nats($b) => {
+                let $b = &**$b;
+                $body
+            }
+            #[cfg(feature = "kafka")]
+            Broker::Kafka($b) => {
+                let $b = &**$b;
+                $body
+            }
+        }
+    };
+}
+
+/// The same, for the backend's type: `kind!(self, B => B::KIND)`.
+macro_rules! kind {
+    ($broker:expr, $t:ident => $body:expr) => {
+        match $broker {
+            Broker::Embedded(_) => {
+                type $t = embedded::EmbeddedBroker;
+                $body
+            }
+            #[cfg(feature = "redis")]
+            Broker::Redis(_) => {
+                type $t = redis::RedisBroker;
+                $body
+            }
+            #[cfg(feature = "nats")]
+            Broker::Nats(_) => {
+                type $t = nats::NatsBroker;
+                $body
+            }
+            #[cfg(feature = "kafka")]
+            Broker::Kafka(_) => {
+                type $t = kafka::KafkaBroker;
+                $body
+            }
+        }
+    };
+}
+
 impl Broker {
     /// Opens the configured backend for every topic in `topics`.
     pub async fn open(config: &BrokerConfig, topics: &Topics) -> Result<Self> {
-        match config {
-            BrokerConfig::Embedded(config) => Ok(Self::Embedded(
-                embedded::EmbeddedBroker::open(config.clone(), topics).await?,
-            )),
+        Ok(match config.clone() {
+            BrokerConfig::Embedded(config) => {
+                Self::Embedded(embedded::EmbeddedBroker::open(config, topics).await?)
+            }
             #[cfg(feature = "redis")]
-            BrokerConfig::Redis(config) => Ok(Self::Redis(
-                redis::RedisBroker::open(config.clone(), topics).await?,
-            )),
+            BrokerConfig::Redis(config) => {
+                Self::Redis(redis::RedisBroker::open(config, topics).await?)
+            }
             #[cfg(feature = "nats")]
-            BrokerConfig::Nats(config) => Ok(Self::Nats(Box::new(
-                nats::NatsBroker::open(config.clone(), topics).await?,
-            ))),
+            BrokerConfig::Nats(config) => {
+                Self::Nats(Box::new(nats::NatsBroker::open(config, topics).await?))
+            }
             #[cfg(feature = "kafka")]
-            BrokerConfig::Kafka(config) => Ok(Self::Kafka(Box::new(
-                kafka::KafkaBroker::open(config.clone(), topics).await?,
-            ))),
-        }
+            BrokerConfig::Kafka(config) => {
+                Self::Kafka(Box::new(kafka::KafkaBroker::open(config, topics).await?))
+            }
+        })
     }
 
     pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Embedded(_) => "embedded",
-            #[cfg(feature = "redis")]
-            Self::Redis(_) => "redis",
-            #[cfg(feature = "nats")]
-            Self::Nats(_) => "nats",
-            #[cfg(feature = "kafka")]
-            Self::Kafka(_) => "kafka",
-        }
+        kind!(self, B => B::KIND)
     }
 
     /// Whether `latest` is a cheap, in-process answer (else a round trip to
     /// the broker, worth caching).
     pub fn latest_is_cheap(&self) -> bool {
-        match self {
-            Self::Embedded(_) => true,
-            #[cfg(feature = "redis")]
-            Self::Redis(_) => false,
-            #[cfg(feature = "nats")]
-            Self::Nats(_) => false,
-            #[cfg(feature = "kafka")]
-            Self::Kafka(_) => false,
-        }
+        kind!(self, B => B::LOCAL_POSITIONS)
     }
 
     /// Appends records atomically as one unit: either all are durable when
     /// this returns `Ok`, or the error says none were acknowledged.
     pub async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
-        match self {
-            Self::Embedded(broker) => broker.append(topic, records).await,
-            #[cfg(feature = "redis")]
-            Self::Redis(broker) => broker.append(topic, records).await,
-            #[cfg(feature = "nats")]
-            Self::Nats(broker) => broker.append(topic, records).await,
-            #[cfg(feature = "kafka")]
-            Self::Kafka(broker) => broker.append(topic, records).await,
+        let partitions = dispatch!(self, b => b.partitions(topic))?;
+        if let Some(record) = records.iter().find(|r| r.partition >= partitions) {
+            return Err(BrokerError::Internal(format!(
+                "partition {} out of range for topic {topic:?} ({partitions} partitions)",
+                record.partition
+            )));
         }
+        dispatch!(self, b => b.append(topic, records).await)
     }
 
     /// Reads up to `max` events after `from`, in order per partition. When
@@ -188,15 +267,7 @@ impl Broker {
         max: usize,
         wait: Duration,
     ) -> Result<ReadBatch> {
-        match self {
-            Self::Embedded(broker) => broker.read(topic, from, max, wait).await,
-            #[cfg(feature = "redis")]
-            Self::Redis(broker) => broker.read(topic, from, max, wait).await,
-            #[cfg(feature = "nats")]
-            Self::Nats(broker) => broker.read(topic, from, max, wait).await,
-            #[cfg(feature = "kafka")]
-            Self::Kafka(broker) => broker.read(topic, from, max, wait).await,
-        }
+        dispatch!(self, b => b.read(topic, from, max, wait).await)
     }
 
     /// Like [`Broker::read`] (see [`READER_BYTES`]), but stops before the
@@ -262,56 +333,26 @@ impl Broker {
 
     /// The cursor before the oldest retained event of every partition.
     pub async fn earliest(&self, topic: &str) -> Result<Cursor> {
-        match self {
-            Self::Embedded(broker) => broker.earliest(topic),
-            #[cfg(feature = "redis")]
-            Self::Redis(broker) => broker.earliest(topic).await,
-            #[cfg(feature = "nats")]
-            Self::Nats(broker) => broker.earliest(topic).await,
-            #[cfg(feature = "kafka")]
-            Self::Kafka(broker) => broker.earliest(topic).await,
-        }
+        let retained = dispatch!(self, b => b.retained(topic).await)?;
+        Ok(Cursor::new(retained.iter().map(|r| r.oldest).collect()))
     }
 
     /// The cursor after the newest stored event of every partition.
     pub async fn latest(&self, topic: &str) -> Result<Cursor> {
-        match self {
-            Self::Embedded(broker) => broker.latest(topic),
-            #[cfg(feature = "redis")]
-            Self::Redis(broker) => broker.latest(topic).await,
-            #[cfg(feature = "nats")]
-            Self::Nats(broker) => broker.latest(topic).await,
-            #[cfg(feature = "kafka")]
-            Self::Kafka(broker) => broker.latest(topic).await,
-        }
+        let retained = dispatch!(self, b => b.retained(topic).await)?;
+        Ok(Cursor::new(retained.iter().map(|r| r.end).collect()))
     }
 
     /// Stores a consumer group's cursor durably.
     pub async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
         check_group_name(group)?;
-        match self {
-            Self::Embedded(broker) => broker.commit(topic, group, cursor).await,
-            #[cfg(feature = "redis")]
-            Self::Redis(broker) => broker.commit(topic, group, cursor).await,
-            #[cfg(feature = "nats")]
-            Self::Nats(broker) => broker.commit(topic, group, cursor).await,
-            #[cfg(feature = "kafka")]
-            Self::Kafka(broker) => broker.commit(topic, group, cursor).await,
-        }
+        dispatch!(self, b => b.commit(topic, group, cursor).await)
     }
 
     /// The consumer group's last committed cursor, if it ever committed.
     pub async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
         check_group_name(group)?;
-        match self {
-            Self::Embedded(broker) => broker.committed(topic, group).await,
-            #[cfg(feature = "redis")]
-            Self::Redis(broker) => broker.committed(topic, group).await,
-            #[cfg(feature = "nats")]
-            Self::Nats(broker) => broker.committed(topic, group).await,
-            #[cfg(feature = "kafka")]
-            Self::Kafka(broker) => broker.committed(topic, group).await,
-        }
+        dispatch!(self, b => b.committed(topic, group).await)
     }
 
     /// The group's committed cursor; a group that never committed starts at
@@ -337,28 +378,12 @@ impl Broker {
 
     /// `Ok` when the broker can take writes.
     pub async fn health(&self) -> Result<()> {
-        match self {
-            Self::Embedded(broker) => broker.health(),
-            #[cfg(feature = "redis")]
-            Self::Redis(broker) => broker.health().await,
-            #[cfg(feature = "nats")]
-            Self::Nats(broker) => broker.health().await,
-            #[cfg(feature = "kafka")]
-            Self::Kafka(broker) => broker.health().await,
-        }
+        dispatch!(self, b => b.health().await)
     }
 
     /// Flushes and stops; appends after this fail as unavailable.
     pub async fn close(&self) {
-        match self {
-            Self::Embedded(broker) => broker.close().await,
-            #[cfg(feature = "redis")]
-            Self::Redis(_) => {}
-            #[cfg(feature = "nats")]
-            Self::Nats(_) => {}
-            #[cfg(feature = "kafka")]
-            Self::Kafka(_) => {}
-        }
+        dispatch!(self, b => b.close().await)
     }
 }
 

@@ -6,8 +6,11 @@
 
 pub mod action;
 pub mod config;
+mod consumer;
+mod outcome;
 pub mod policy;
-mod runtime;
+mod stats;
+mod worker;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use self::config::{HandlerSpec, load};
-use self::runtime::Worker;
-pub use self::runtime::{BREAKER_TYPE, DEAD_LETTER_TYPE, RESULT_TYPE};
+pub use self::outcome::{BREAKER_TYPE, DEAD_LETTER_TYPE, RESULT_TYPE};
+use self::worker::Worker;
 use crate::broker::{Broker, BrokerError};
 use crate::cursor::Cursor;
 use crate::ingest::Ingest;
@@ -105,7 +108,7 @@ impl Handlers {
             })
             .collect();
         for worker in &workers {
-            tracker.spawn(Arc::clone(worker).run());
+            tracker.spawn(consumer::run(Arc::clone(worker)));
         }
         Self {
             workers,

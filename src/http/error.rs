@@ -42,6 +42,11 @@ impl ApiError {
         self
     }
 
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
@@ -86,22 +91,23 @@ impl From<EventError> for ApiError {
 impl From<BrokerError> for ApiError {
     fn from(err: BrokerError) -> Self {
         let message = err.to_string();
-        match err {
-            BrokerError::UnknownTopic(topic) => Self::unknown_topic(&topic),
+        match &err {
+            BrokerError::UnknownTopic(topic) => Self::unknown_topic(topic),
             BrokerError::CursorExpired { partition, oldest } => {
                 Self::new(StatusCode::GONE, "cursor_expired", message)
-                    .with("partition", partition)
+                    .with("partition", *partition)
                     .with("oldest", oldest.to_string())
             }
             BrokerError::CursorAhead { partition, end } => {
                 Self::bad_request("cursor_ahead", message)
-                    .with("partition", partition)
-                    .with("end", end)
+                    .with("partition", *partition)
+                    .with("end", *end)
             }
             BrokerError::BadCursor(_) => Self::bad_request("invalid_cursor", message),
             BrokerError::BadGroup(_) => Self::bad_request("invalid_group", message),
-            BrokerError::Unavailable(_) => {
-                tracing::warn!(error = %message, "broker unavailable");
+            BrokerError::Unavailable { .. } => {
+                // Clients get `what`; the backend's own error stays in the log.
+                tracing::warn!(error = %err.detail(), "broker unavailable");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "broker_unavailable",

@@ -233,7 +233,12 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> ApiResult<impl IntoResponse> {
-    state.broker.health().await?;
+    if let Err(err) = state.broker.health().await {
+        // The operators' probe: it names the cause (a full disk, a refused
+        // connection), which other answers keep in the log.
+        let detail = err.detail();
+        return Err(ApiError::from(err).with_message(detail));
+    }
     Ok(axum::Json(
         json!({"status": "ready", "broker": state.broker.kind()}),
     ))

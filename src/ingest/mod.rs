@@ -124,7 +124,8 @@ impl Ingest {
                 event.time = Some(now_rfc3339());
             }
             let json = event.to_json();
-            let partition = topic.partition_for(&json);
+            let key = topic.key_of(&json);
+            let partition = topic.partition_for(key.as_deref());
             let payload = serde_json::to_vec(&json).expect("a JSON value always serializes");
             if payload.len() > self.max_event_bytes {
                 return Err(IngestError::TooLarge {
@@ -133,11 +134,13 @@ impl Ingest {
                     limit: self.max_event_bytes,
                 });
             }
-            ids.push(event.id);
             records.push(Record {
                 partition,
+                key,
+                identity: format!("{} {}", event.source, event.id),
                 payload: Bytes::from(payload),
             });
+            ids.push(event.id);
         }
         let count = records.len() as u64;
         // Positions name the other partitions as they were before this

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info};
 
 use self::partition::{Partition, PartitionWriter, SegmentFiles};
-use super::{Appended, BrokerError, ReadBatch, Record, Result, StoredEvent};
+use super::{Appended, Backend, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent};
 use crate::cursor::Cursor;
 use crate::topic::{Retention, Topics};
 
@@ -96,12 +96,34 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn unavailable(context: &str, err: impl std::fmt::Display) -> BrokerError {
-    BrokerError::Unavailable(format!("{context}: {err}"))
+fn unavailable(
+    context: &str,
+    err: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> BrokerError {
+    BrokerError::unavailable_from(context, err)
 }
 
 impl EmbeddedBroker {
-    pub async fn open(config: EmbeddedConfig, topics: &Topics) -> Result<Self> {
+    fn log(&self, topic: &str) -> Result<&Arc<TopicLog>> {
+        self.topics
+            .get(topic)
+            .ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))
+    }
+
+    fn group_path(&self, topic: &str, group: &str) -> PathBuf {
+        self.data_dir
+            .join("groups")
+            .join(topic)
+            .join(format!("{group}.cursor"))
+    }
+}
+
+impl Backend for EmbeddedBroker {
+    type Config = EmbeddedConfig;
+    const KIND: &'static str = "embedded";
+    const LOCAL_POSITIONS: bool = true;
+
+    async fn open(config: EmbeddedConfig, topics: &Topics) -> Result<Self> {
         let fsync = config.fsync;
         let data_dir = config.data_dir.clone();
         let topics: Vec<_> = topics.iter().cloned().collect();
@@ -164,31 +186,19 @@ impl EmbeddedBroker {
         })
     }
 
-    fn log(&self, topic: &str) -> Result<&Arc<TopicLog>> {
-        self.topics
-            .get(topic)
-            .ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))
-    }
-
-    pub async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
+    async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
         let log = self.log(topic)?;
-        if let Some(record) = records.iter().find(|r| r.partition >= log.partitions.len()) {
-            return Err(BrokerError::Internal(format!(
-                "partition {} out of range for topic {topic:?}",
-                record.partition
-            )));
-        }
         let (reply, answer) = oneshot::channel();
         log.commands
             .send(Command::Append { records, reply })
             .await
-            .map_err(|_| BrokerError::Unavailable("the broker is shutting down".into()))?;
+            .map_err(|_| BrokerError::unavailable("the broker is shutting down"))?;
         answer
             .await
-            .map_err(|_| BrokerError::Unavailable("the log writer stopped".into()))?
+            .map_err(|_| BrokerError::unavailable("the log writer stopped"))?
     }
 
-    pub async fn read(
+    async fn read(
         &self,
         topic: &str,
         from: &Cursor,
@@ -233,28 +243,24 @@ impl EmbeddedBroker {
         }
     }
 
-    pub fn earliest(&self, topic: &str) -> Result<Cursor> {
+    fn partitions(&self, topic: &str) -> Result<usize> {
+        Ok(self.log(topic)?.partitions.len())
+    }
+
+    async fn retained(&self, topic: &str) -> Result<Vec<Retained>> {
         let log = self.log(topic)?;
-        Ok(Cursor::new(
-            log.partitions.iter().map(|p| p.start()).collect(),
-        ))
+        Ok(log
+            .partitions
+            .iter()
+            .map(|p| Retained {
+                lost_below: p.start(),
+                oldest: p.start(),
+                end: p.end(),
+            })
+            .collect())
     }
 
-    pub fn latest(&self, topic: &str) -> Result<Cursor> {
-        let log = self.log(topic)?;
-        Ok(Cursor::new(
-            log.partitions.iter().map(|p| p.end()).collect(),
-        ))
-    }
-
-    fn group_path(&self, topic: &str, group: &str) -> PathBuf {
-        self.data_dir
-            .join("groups")
-            .join(topic)
-            .join(format!("{group}.cursor"))
-    }
-
-    pub async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
+    async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
         let log = self.log(topic)?;
         check_cursor(log, cursor)?;
         let path = self.group_path(topic, group);
@@ -265,7 +271,7 @@ impl EmbeddedBroker {
             .map_err(|err| unavailable("committing a group cursor", err))
     }
 
-    pub async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
+    async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
         let partitions = self.log(topic)?.partitions.len();
         let path = self.group_path(topic, group);
         match tokio::fs::read_to_string(&path).await {
@@ -277,34 +283,35 @@ impl EmbeddedBroker {
         }
     }
 
-    pub fn health(&self) -> Result<()> {
+    async fn health(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
-            return Err(BrokerError::Unavailable(
-                "the broker is shutting down".into(),
-            ));
+            return Err(BrokerError::unavailable("the broker is shutting down"));
         }
         if let Some(log) = self
             .topics
             .values()
             .find(|log| log.failed.load(Ordering::Acquire))
         {
-            return Err(BrokerError::Unavailable(format!(
+            return Err(BrokerError::unavailable(format!(
                 "the log of topic {:?} failed a write it could not undo",
                 log.name
             )));
         }
         for log in self.topics.values() {
             if let Some(err) = log.write_error.lock().expect("write error lock").as_ref() {
-                return Err(BrokerError::Unavailable(format!(
-                    "the last append to topic {:?} failed ({err}); ready again once an append succeeds",
-                    log.name
-                )));
+                return Err(BrokerError::unavailable_from(
+                    format!(
+                        "the last append to topic {:?} failed; ready again once an append succeeds",
+                        log.name
+                    ),
+                    err.clone(),
+                ));
             }
         }
         Ok(())
     }
 
-    pub async fn close(&self) {
+    async fn close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -507,12 +514,16 @@ fn commit_batch(log: &TopicLog, writers: &mut [PartitionWriter], batch: Batch, s
                 log.failed.store(false, Ordering::Release);
             }
             Err(err) => {
-                let message = format!(
-                    "the log of topic {:?} could not undo a failed write and still cannot: {err}",
+                let what = format!(
+                    "the log of topic {:?} could not undo a failed write and still cannot",
                     log.name
                 );
+                let source: Arc<dyn std::error::Error + Send + Sync> = Arc::new(err);
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(BrokerError::Unavailable(message.clone())));
+                    let _ = reply.send(Err(BrokerError::Unavailable {
+                        what: what.clone(),
+                        source: Some(Arc::clone(&source)),
+                    }));
                 }
                 return;
             }
@@ -555,9 +566,12 @@ fn commit_batch(log: &TopicLog, writers: &mut [PartitionWriter], batch: Batch, s
                     log.failed.store(true, Ordering::Release);
                 }
             }
-            let message = format!("the log could not store the events: {err}");
+            let source: Arc<dyn std::error::Error + Send + Sync> = Arc::new(err);
             for (_, reply) in batch {
-                let _ = reply.send(Err(BrokerError::Unavailable(message.clone())));
+                let _ = reply.send(Err(BrokerError::Unavailable {
+                    what: "the log could not store the events".into(),
+                    source: Some(Arc::clone(&source)),
+                }));
             }
         }
     }

@@ -147,7 +147,9 @@ impl Events {
                         format!("at byte {}: {reason}", reader.position()),
                     ));
                 }
-                Err(err) => return Err(BrokerError::Unavailable(format!("read failed: {err}"))),
+                Err(err) => {
+                    return Err(BrokerError::unavailable_from("reading the log failed", err));
+                }
             };
             // The index points at or before the wanted offset.
             if record.offset < self.next {
@@ -206,7 +208,10 @@ impl Partition {
                 let file = match &s.file {
                     Some(file) => Arc::clone(file),
                     None => self.files.get(&s.path).map_err(|err| {
-                        BrokerError::Unavailable(format!("cannot open {}: {err}", s.path.display()))
+                        BrokerError::unavailable_from(
+                            format!("cannot open {}", s.path.display()),
+                            err,
+                        )
                     })?,
                 };
                 Ok(Reader::new(file, s.position_of(from), s.size))

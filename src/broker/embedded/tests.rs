@@ -9,7 +9,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::{EmbeddedBroker, EmbeddedConfig, FsyncPolicy};
-use crate::broker::{BrokerError, Record};
+use crate::broker::{Backend, BrokerError, Record};
 use crate::cursor::Cursor;
 use crate::topic::Topics;
 
@@ -114,6 +114,8 @@ async fn run(ops: Vec<Op>) {
             .iter()
             .map(|(partition, payload)| Record {
                 partition: *partition,
+                key: None,
+                identity: String::new(),
                 payload: Bytes::from(payload.clone()),
             })
             .collect()
@@ -198,9 +200,15 @@ async fn run(ops: Vec<Op>) {
         }
         // After every step: the log's ends match the model, and the
         // committed group cursor is what was committed last.
-        let latest = broker.latest(TOPIC).unwrap();
+        let ends: Vec<u64> = broker
+            .retained(TOPIC)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.end)
+            .collect();
         let lengths: Vec<u64> = model.iter().map(|events| events.len() as u64).collect();
-        assert_eq!(latest.offsets(), &lengths[..]);
+        assert_eq!(ends, lengths);
         assert_eq!(broker.committed(TOPIC, "g").await.unwrap(), group);
     }
     // A full read returns everything acknowledged, byte for byte.
@@ -277,6 +285,8 @@ async fn a_waiting_read_wakes_on_append() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let record = Record {
         partition: 2,
+        key: None,
+        identity: String::new(),
         payload: Bytes::from_static(b"hello"),
     };
     broker.append(TOPIC, vec![record]).await.unwrap();
@@ -286,5 +296,30 @@ async fn a_waiting_read_wakes_on_append() {
         .unwrap();
     assert_eq!(batch.events.len(), 1);
     assert_eq!(batch.next, Cursor::new(vec![0, 0, 1]));
+    broker.close().await;
+}
+
+/// A partition the topic does not have is the caller's bug: a 500, not a
+/// 503 to retry, and nothing is written.
+#[tokio::test]
+async fn a_partition_out_of_range_is_an_internal_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = write_topic(dir.path());
+    let config = crate::broker::BrokerConfig::Embedded(EmbeddedConfig {
+        data_dir: dir.path().join("data"),
+        fsync: FsyncPolicy::Always,
+    });
+    let broker = crate::broker::Broker::open(&config, &topics).await.unwrap();
+    let record = Record {
+        partition: PARTITIONS,
+        key: None,
+        identity: String::new(),
+        payload: Bytes::from_static(b"hello"),
+    };
+    let err = broker.append(TOPIC, vec![record]).await.unwrap_err();
+    assert!(matches!(err, BrokerError::Internal(_)), "{err:?}");
+    assert!(!err.is_unavailable());
+    let ends = broker.latest(TOPIC).await.unwrap();
+    assert_eq!(ends, Cursor::start(PARTITIONS));
     broker.close().await;
 }

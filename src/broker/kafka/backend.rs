@@ -9,7 +9,6 @@
 //! replica has the event. Consumers are `BaseConsumer`s driven on blocking
 //! threads (dropping a `StreamConsumer` can hang, rust-rdkafka issue 509).
 
-use super::KafkaConfig;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,8 +24,10 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{Map, Value};
 
+use super::KafkaConfig;
 use crate::broker::{
-    Appended, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent, check_cursor, merge,
+    Appended, Backend, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent, check_cursor,
+    merge,
 };
 use crate::cursor::Cursor;
 use crate::topic::{Topic, Topics};
@@ -52,8 +53,8 @@ pub struct KafkaBroker {
     topics: HashMap<String, Arc<Topic>>,
 }
 
-fn unavailable(err: impl std::fmt::Display) -> BrokerError {
-    BrokerError::Unavailable(format!("kafka: {err}"))
+fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> BrokerError {
+    BrokerError::unavailable_from("the Kafka request failed", err)
 }
 
 impl KafkaBroker {
@@ -108,121 +109,10 @@ impl KafkaBroker {
         )
     }
 
-    pub async fn open(config: KafkaConfig, topics: &Topics) -> Result<Self> {
-        let producer: FutureProducer = Self::create(
-            &config,
-            &[
-                ("enable.idempotence", "true".into()),
-                ("message.max.bytes", MAX_MESSAGE_BYTES.to_string()),
-                ("acks", "all".into()),
-                ("message.timeout.ms", "10000".into()),
-                ("linger.ms", "1".into()),
-            ],
-        )?;
-        let admin: AdminClient<DefaultClientContext> = Self::create(&config, &[])?;
-        // Topic configs as strings, kept alive for the NewTopic borrows.
-        let settings: Vec<Vec<(&str, String)>> = topics
-            .iter()
-            .map(|t| {
-                let mut settings = vec![
-                    ("max.message.bytes", MAX_MESSAGE_BYTES.to_string()),
-                    // Kafka's default, stated: retention deletes old records.
-                    ("cleanup.policy", "delete".to_owned()),
-                ];
-                if let Some(age) = t.retention.max_age {
-                    settings.push(("retention.ms", age.as_millis().to_string()));
-                }
-                if let Some(bytes) = t.retention.max_bytes {
-                    settings.push(("retention.bytes", bytes.to_string()));
-                }
-                settings.push(("segment.bytes", t.segment_bytes.to_string()));
-                settings
-            })
-            .collect();
-        let wanted: Vec<NewTopic> = topics
-            .iter()
-            .zip(&settings)
-            .map(|(t, settings)| {
-                let replication = TopicReplication::Fixed(config.replication_factor);
-                let topic = NewTopic::new(&t.name, t.partitions as i32, replication);
-                settings
-                    .iter()
-                    .fold(topic, |topic, (key, value)| topic.set(key, value))
-            })
-            .collect();
-        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
-        for result in admin
-            .create_topics(&wanted, &options)
-            .await
-            .map_err(unavailable)?
-        {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => {
-                    return Err(unavailable(format!("creating topic {topic}: {code}")));
-                }
-            }
-        }
-        let mut readers = HashMap::new();
-        for topic in topics.iter() {
-            let reader = Self::consumer(&config, &format!("switchyard-reader-{}", topic.name))?;
-            readers.insert(topic.name.clone(), Arc::new(Mutex::new(reader)));
-        }
-        Ok(Self {
-            producer,
-            readers,
-            watcher: Arc::new(Self::consumer(&config, "switchyard-watcher")?),
-            groups: Mutex::new(HashMap::new()),
-            topics: topics
-                .iter()
-                .map(|t| (t.name.clone(), Arc::clone(t)))
-                .collect(),
-            config,
-        })
-    }
-
     fn topic(&self, topic: &str) -> Result<&Arc<Topic>> {
         self.topics
             .get(topic)
             .ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))
-    }
-
-    pub async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
-        let info = self.topic(topic)?;
-        let mut deliveries = Vec::with_capacity(records.len());
-        for record in &records {
-            let event: Value = serde_json::from_slice(&record.payload).map_err(|e| {
-                BrokerError::Corrupt(format!("an event to append is not JSON: {e}"))
-            })?;
-            let key = info.key_of(&event);
-            let (headers, value) = to_binary(&event);
-            let mut message = FutureRecord::<String, Vec<u8>>::to(topic)
-                .partition(record.partition as i32)
-                .headers(headers);
-            if let Some(key) = &key {
-                message = message.key(key);
-            }
-            if let Some(value) = &value {
-                message = message.payload(value);
-            }
-            deliveries.push(
-                self.producer
-                    .send_result(message)
-                    .map_err(|(err, _)| unavailable(err))?,
-            );
-        }
-        let mut appended = Vec::with_capacity(records.len());
-        for delivery in deliveries {
-            let delivered = delivery
-                .await
-                .map_err(|_| unavailable("the producer stopped"))?
-                .map_err(|(err, _)| unavailable(err))?;
-            appended.push(Appended {
-                partition: delivered.partition as usize,
-                offset: delivered.offset as u64,
-            });
-        }
-        Ok(appended)
     }
 
     /// (low, high) watermarks per partition.
@@ -242,65 +132,6 @@ impl KafkaBroker {
         })
         .await
         .map_err(unavailable)?
-    }
-
-    pub async fn earliest(&self, topic: &str) -> Result<Cursor> {
-        Ok(Cursor::new(
-            self.watermarks(topic)
-                .await?
-                .into_iter()
-                .map(|(low, _)| low)
-                .collect(),
-        ))
-    }
-
-    pub async fn latest(&self, topic: &str) -> Result<Cursor> {
-        Ok(Cursor::new(
-            self.watermarks(topic)
-                .await?
-                .into_iter()
-                .map(|(_, high)| high)
-                .collect(),
-        ))
-    }
-
-    pub async fn read(
-        &self,
-        topic: &str,
-        from: &Cursor,
-        max: usize,
-        wait: Duration,
-    ) -> Result<ReadBatch> {
-        self.topic(topic)?;
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let marks = self.watermarks(topic).await?;
-            let retained: Vec<Retained> = marks
-                .iter()
-                .map(|&(low, high)| Retained {
-                    lost_below: low,
-                    oldest: low,
-                    end: high,
-                })
-                .collect();
-            check_cursor(from, &retained)?;
-            let available: Vec<u64> = marks
-                .iter()
-                .zip(from.offsets())
-                .map(|(&(_, high), &next)| (high - next).min(max as u64))
-                .collect();
-            if available.iter().any(|&n| n > 0) {
-                return self.fetch(topic, from, available, max).await;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Ok(ReadBatch {
-                    events: Vec::new(),
-                    next: from.clone(),
-                });
-            }
-            // Kafka has no cheap "wake me on append": look again shortly.
-            tokio::time::sleep(Duration::from_millis(20).min(wait)).await;
-        }
     }
 
     /// Reads exactly the `counts` messages known to follow `from`.
@@ -389,8 +220,173 @@ impl KafkaBroker {
         groups.insert(key, Arc::clone(&consumer));
         Ok(consumer)
     }
+}
 
-    pub async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
+impl Backend for KafkaBroker {
+    type Config = KafkaConfig;
+    const KIND: &'static str = "kafka";
+    const LOCAL_POSITIONS: bool = false;
+
+    async fn open(config: KafkaConfig, topics: &Topics) -> Result<Self> {
+        let producer: FutureProducer = Self::create(
+            &config,
+            &[
+                ("enable.idempotence", "true".into()),
+                ("message.max.bytes", MAX_MESSAGE_BYTES.to_string()),
+                ("acks", "all".into()),
+                ("message.timeout.ms", "10000".into()),
+                ("linger.ms", "1".into()),
+            ],
+        )?;
+        let admin: AdminClient<DefaultClientContext> = Self::create(&config, &[])?;
+        // Topic configs as strings, kept alive for the NewTopic borrows.
+        let settings: Vec<Vec<(&str, String)>> = topics
+            .iter()
+            .map(|t| {
+                let mut settings = vec![
+                    ("max.message.bytes", MAX_MESSAGE_BYTES.to_string()),
+                    // Kafka's default, stated: retention deletes old records.
+                    ("cleanup.policy", "delete".to_owned()),
+                ];
+                if let Some(age) = t.retention.max_age {
+                    settings.push(("retention.ms", age.as_millis().to_string()));
+                }
+                if let Some(bytes) = t.retention.max_bytes {
+                    settings.push(("retention.bytes", bytes.to_string()));
+                }
+                settings.push(("segment.bytes", t.segment_bytes.to_string()));
+                settings
+            })
+            .collect();
+        let wanted: Vec<NewTopic> = topics
+            .iter()
+            .zip(&settings)
+            .map(|(t, settings)| {
+                let replication = TopicReplication::Fixed(config.replication_factor);
+                let topic = NewTopic::new(&t.name, t.partitions as i32, replication);
+                settings
+                    .iter()
+                    .fold(topic, |topic, (key, value)| topic.set(key, value))
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        for result in admin
+            .create_topics(&wanted, &options)
+            .await
+            .map_err(unavailable)?
+        {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(unavailable(format!("creating topic {topic}: {code}")));
+                }
+            }
+        }
+        let mut readers = HashMap::new();
+        for topic in topics.iter() {
+            let reader = Self::consumer(&config, &format!("switchyard-reader-{}", topic.name))?;
+            readers.insert(topic.name.clone(), Arc::new(Mutex::new(reader)));
+        }
+        Ok(Self {
+            producer,
+            readers,
+            watcher: Arc::new(Self::consumer(&config, "switchyard-watcher")?),
+            groups: Mutex::new(HashMap::new()),
+            topics: topics
+                .iter()
+                .map(|t| (t.name.clone(), Arc::clone(t)))
+                .collect(),
+            config,
+        })
+    }
+
+    async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
+        self.topic(topic)?;
+        let mut deliveries = Vec::with_capacity(records.len());
+        for record in &records {
+            // Binary mode splits the event into headers and value: the one
+            // parse a backend needs (the key travels with the record).
+            let event: Value = serde_json::from_slice(&record.payload).map_err(|e| {
+                BrokerError::Internal(format!("an event to append is not JSON: {e}"))
+            })?;
+            let (headers, value) = to_binary(&event);
+            let mut message = FutureRecord::<String, Vec<u8>>::to(topic)
+                .partition(record.partition as i32)
+                .headers(headers);
+            if let Some(key) = &record.key {
+                message = message.key(key);
+            }
+            if let Some(value) = &value {
+                message = message.payload(value);
+            }
+            deliveries.push(
+                self.producer
+                    .send_result(message)
+                    .map_err(|(err, _)| unavailable(err))?,
+            );
+        }
+        let mut appended = Vec::with_capacity(records.len());
+        for delivery in deliveries {
+            let delivered = delivery
+                .await
+                .map_err(|_| unavailable("the producer stopped"))?
+                .map_err(|(err, _)| unavailable(err))?;
+            appended.push(Appended {
+                partition: delivered.partition as usize,
+                offset: delivered.offset as u64,
+            });
+        }
+        Ok(appended)
+    }
+
+    fn partitions(&self, topic: &str) -> Result<usize> {
+        Ok(self.topic(topic)?.partitions)
+    }
+
+    async fn retained(&self, topic: &str) -> Result<Vec<Retained>> {
+        let marks = self.watermarks(topic).await?;
+        Ok(marks
+            .iter()
+            .map(|&(low, high)| Retained {
+                lost_below: low,
+                oldest: low,
+                end: high,
+            })
+            .collect())
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        from: &Cursor,
+        max: usize,
+        wait: Duration,
+    ) -> Result<ReadBatch> {
+        self.topic(topic)?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let retained = self.retained(topic).await?;
+            check_cursor(from, &retained)?;
+            let available: Vec<u64> = retained
+                .iter()
+                .zip(from.offsets())
+                .map(|(r, &next)| (r.end - next).min(max as u64))
+                .collect();
+            if available.iter().any(|&n| n > 0) {
+                return self.fetch(topic, from, available, max).await;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(ReadBatch {
+                    events: Vec::new(),
+                    next: from.clone(),
+                });
+            }
+            // Kafka has no cheap "wake me on append": look again shortly.
+            tokio::time::sleep(Duration::from_millis(20).min(wait)).await;
+        }
+    }
+
+    async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
         self.topic(topic)?;
         let consumer = self.group(topic, group)?;
         let mut offsets = TopicPartitionList::new();
@@ -408,7 +404,7 @@ impl KafkaBroker {
         .map_err(unavailable)?
     }
 
-    pub async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
+    async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
         let partitions = self.topic(topic)?.partitions;
         let consumer = self.group(topic, group)?;
         let mut wanted = TopicPartitionList::new();
@@ -438,7 +434,7 @@ impl KafkaBroker {
 
     /// Ready when both the producer (writes) and the watcher (the ends of
     /// topics, which every read asks for) reach the cluster.
-    pub async fn health(&self) -> Result<()> {
+    async fn health(&self) -> Result<()> {
         let producer = self.producer.clone();
         let watcher = Arc::clone(&self.watcher);
         tokio::task::spawn_blocking(move || {

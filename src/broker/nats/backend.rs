@@ -14,16 +14,16 @@
 //! stores the event once. A 2xx means JetStream stored it; its file store
 //! syncs to disk on its own schedule (`sync_interval`).
 
-use super::NatsConfig;
 use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
-use tracing::warn;
 
+use super::NatsConfig;
 use crate::broker::{
-    Appended, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent, check_cursor, merge,
+    Appended, Backend, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent, check_cursor,
+    merge,
 };
 use crate::cursor::Cursor;
 use crate::topic::Topics;
@@ -47,12 +47,43 @@ pub struct NatsBroker {
     topics: HashMap<String, TopicStreams>,
 }
 
-fn unavailable(err: impl std::fmt::Display) -> BrokerError {
-    BrokerError::Unavailable(format!("nats: {err}"))
+fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> BrokerError {
+    BrokerError::unavailable_from("the NATS request failed", err)
 }
 
 impl NatsBroker {
-    pub async fn open(config: NatsConfig, topics: &Topics) -> Result<Self> {
+    fn topic(&self, topic: &str) -> Result<&TopicStreams> {
+        self.topics
+            .get(topic)
+            .ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))
+    }
+
+    /// (first offset still there, offset after the last) per partition.
+    async fn bounds(&self, topic: &str) -> Result<Vec<(u64, u64)>> {
+        let streams = self.topic(topic)?;
+        let mut bounds = Vec::with_capacity(streams.streams.len());
+        for stream in &streams.streams {
+            let mut stream = stream.clone();
+            let info = stream.info().await.map_err(unavailable)?;
+            let state = &info.state;
+            // An empty stream reports first = last + 1.
+            let first = state.first_sequence.max(1) - 1;
+            bounds.push((first.min(state.last_sequence), state.last_sequence));
+        }
+        Ok(bounds)
+    }
+
+    fn group_subject(&self, topic: &str, group: &str) -> String {
+        format!("{}.groups.{topic}.{group}", self.prefix)
+    }
+}
+
+impl Backend for NatsBroker {
+    type Config = NatsConfig;
+    const KIND: &'static str = "nats";
+    const LOCAL_POSITIONS: bool = false;
+
+    async fn open(config: NatsConfig, topics: &Topics) -> Result<Self> {
         let client = async_nats::ConnectOptions::new()
             .request_timeout(Some(REQUEST_TIMEOUT))
             .connection_timeout(REQUEST_TIMEOUT)
@@ -108,21 +139,13 @@ impl NatsBroker {
         })
     }
 
-    fn topic(&self, topic: &str) -> Result<&TopicStreams> {
-        self.topics
-            .get(topic)
-            .ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))
-    }
-
-    pub async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
+    async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
         let streams = self.topic(topic)?;
         // Publish all, then await the acks: one round trip for the batch.
         let mut pending = Vec::with_capacity(records.len());
         for record in &records {
             let mut headers = async_nats::HeaderMap::new();
-            if let Some(identity) = identity(&record.payload) {
-                headers.insert("Nats-Msg-Id", identity.as_str());
-            }
+            headers.insert("Nats-Msg-Id", record.identity.as_str());
             let ack = self
                 .jetstream
                 .publish_with_headers(
@@ -145,42 +168,23 @@ impl NatsBroker {
         Ok(appended)
     }
 
-    /// (first offset still there, offset after the last) per partition.
-    async fn bounds(&self, topic: &str) -> Result<Vec<(u64, u64)>> {
-        let streams = self.topic(topic)?;
-        let mut bounds = Vec::with_capacity(streams.streams.len());
-        for stream in &streams.streams {
-            let mut stream = stream.clone();
-            let info = stream.info().await.map_err(unavailable)?;
-            let state = &info.state;
-            // An empty stream reports first = last + 1.
-            let first = state.first_sequence.max(1) - 1;
-            bounds.push((first.min(state.last_sequence), state.last_sequence));
-        }
-        Ok(bounds)
+    fn partitions(&self, topic: &str) -> Result<usize> {
+        Ok(self.topic(topic)?.streams.len())
     }
 
-    pub async fn earliest(&self, topic: &str) -> Result<Cursor> {
-        Ok(Cursor::new(
-            self.bounds(topic)
-                .await?
-                .into_iter()
-                .map(|(first, _)| first)
-                .collect(),
-        ))
+    async fn retained(&self, topic: &str) -> Result<Vec<Retained>> {
+        let bounds = self.bounds(topic).await?;
+        Ok(bounds
+            .iter()
+            .map(|&(first, end)| Retained {
+                lost_below: first,
+                oldest: first,
+                end,
+            })
+            .collect())
     }
 
-    pub async fn latest(&self, topic: &str) -> Result<Cursor> {
-        Ok(Cursor::new(
-            self.bounds(topic)
-                .await?
-                .into_iter()
-                .map(|(_, end)| end)
-                .collect(),
-        ))
-    }
-
-    pub async fn read(
+    async fn read(
         &self,
         topic: &str,
         from: &Cursor,
@@ -203,20 +207,12 @@ impl NatsBroker {
             }
             Some(futures::stream::select_all(subscriptions))
         };
-        let bounds = self.bounds(topic).await?;
-        let retained: Vec<Retained> = bounds
-            .iter()
-            .map(|&(first, end)| Retained {
-                lost_below: first,
-                oldest: first,
-                end,
-            })
-            .collect();
+        let retained = self.retained(topic).await?;
         check_cursor(from, &retained)?;
-        let nothing_new = bounds
+        let nothing_new = retained
             .iter()
             .zip(from.offsets())
-            .all(|(&(_, end), &next)| next == end);
+            .all(|(r, &next)| next == r.end);
         if nothing_new && let Some(wakeup) = &mut wakeup {
             if tokio::time::timeout(wait, wakeup.next()).await.is_err() {
                 return Ok(ReadBatch {
@@ -227,9 +223,9 @@ impl NatsBroker {
             return Box::pin(self.read(topic, from, max, Duration::ZERO)).await;
         }
         let mut events = Vec::new();
-        for (partition, &(_, end)) in bounds.iter().enumerate() {
+        for (partition, range) in retained.iter().enumerate() {
             let next = from.next(partition);
-            let count = (end - next).min(max as u64);
+            let count = (range.end - next).min(max as u64);
             let stream = &streams.streams[partition];
             let fetched: Vec<_> = futures::stream::iter(next + 1..=next + count)
                 .map(|sequence| async move { (sequence, stream.get_raw_message(sequence).await) })
@@ -253,11 +249,7 @@ impl NatsBroker {
         Ok(merge(from, events, max))
     }
 
-    fn group_subject(&self, topic: &str, group: &str) -> String {
-        format!("{}.groups.{topic}.{group}", self.prefix)
-    }
-
-    pub async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
+    async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
         self.topic(topic)?;
         self.jetstream
             .publish(self.group_subject(topic, group), cursor.to_string().into())
@@ -268,7 +260,7 @@ impl NatsBroker {
             .map_err(unavailable)
     }
 
-    pub async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
+    async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
         let partitions = self.topic(topic)?.streams.len();
         let message = match self
             .groups
@@ -287,7 +279,7 @@ impl NatsBroker {
             .map_err(|e| BrokerError::Corrupt(format!("group cursor: {e}")))
     }
 
-    pub async fn health(&self) -> Result<()> {
+    async fn health(&self) -> Result<()> {
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(unavailable("not connected"));
         }
@@ -299,21 +291,5 @@ impl NatsBroker {
             .await
             .map(|_| ())
             .map_err(unavailable)
-    }
-}
-
-/// `source` and `id` of a stored CloudEvent, for server-side dedupe.
-fn identity(payload: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Identity<'a> {
-        id: &'a str,
-        source: &'a str,
-    }
-    match serde_json::from_slice::<Identity>(payload) {
-        Ok(event) => Some(format!("{} {}", event.source, event.id)),
-        Err(err) => {
-            warn!(error = %err, "publishing an event without a readable id; no server-side dedupe");
-            None
-        }
     }
 }

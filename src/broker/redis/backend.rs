@@ -13,7 +13,6 @@
 //! with `appendonly yes` and `appendfsync always` for the embedded log's
 //! promise; `everysec` may lose the last second on power loss.
 
-use super::RedisConfig;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,8 +22,10 @@ use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{AsyncConnectionConfig, Value};
 use tracing::warn;
 
+use super::RedisConfig;
 use crate::broker::{
-    Appended, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent, check_cursor, merge,
+    Appended, Backend, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent, check_cursor,
+    merge,
 };
 use crate::cursor::Cursor;
 use crate::topic::Topics;
@@ -83,8 +84,8 @@ struct Bounds {
     max_deleted: Option<u64>,
 }
 
-fn unavailable(err: impl std::fmt::Display) -> BrokerError {
-    BrokerError::Unavailable(format!("redis: {err}"))
+fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> BrokerError {
+    BrokerError::unavailable_from("the Redis request failed", err)
 }
 
 /// `ms-seq` → offset.
@@ -100,38 +101,6 @@ fn decode(offset: u64) -> String {
 }
 
 impl RedisBroker {
-    pub async fn open(config: RedisConfig, topics: &Topics) -> Result<Self> {
-        let client = redis::Client::open(config.url.as_str()).map_err(unavailable)?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = client
-            .get_connection_manager_with_config(manager_config)
-            .await
-            .map_err(unavailable)?;
-        let mut info = HashMap::new();
-        for topic in topics.iter() {
-            if topic.retention.max_bytes.is_some() {
-                warn!(topic = %topic.name, "retention_bytes is not supported on Redis; only the age limit applies");
-            }
-            info.insert(
-                topic.name.clone(),
-                TopicInfo {
-                    partitions: topic.partitions,
-                    max_age: topic.retention.max_age,
-                },
-            );
-        }
-        Ok(Self {
-            client,
-            conn,
-            prefix: config.prefix,
-            topics: info,
-        })
-    }
-
     fn topic(&self, topic: &str) -> Result<&TopicInfo> {
         self.topics
             .get(topic)
@@ -146,39 +115,6 @@ impl RedisBroker {
     fn key(&self, topic: &str, partition: usize) -> String {
         // The braces keep a topic's streams in one Redis Cluster slot.
         format!("{}:{{{topic}}}:{partition}", self.prefix)
-    }
-
-    pub async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
-        let info = self.topic(topic)?;
-        let min_id = info.max_age.map(|age| {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
-            format!("{}-0", now.saturating_sub(age).as_millis())
-        });
-        let mut invocation = APPEND.prepare_invoke();
-        invocation.key(self.trimmed_key(topic));
-        invocation.arg(min_id.unwrap_or_default());
-        for record in &records {
-            invocation.key(self.key(topic, record.partition));
-            invocation.arg(record.payload.as_ref());
-        }
-        let ids: Vec<String> = invocation
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(unavailable)?;
-        records
-            .iter()
-            .zip(ids)
-            .map(|(record, id)| {
-                let offset =
-                    encode(&id).ok_or_else(|| unavailable(format!("unexpected stream id {id}")))?;
-                Ok(Appended {
-                    partition: record.partition,
-                    offset,
-                })
-            })
-            .collect()
     }
 
     async fn bounds(&self, topic: &str) -> Result<Vec<Bounds>> {
@@ -219,19 +155,98 @@ impl RedisBroker {
         Ok(bounds)
     }
 
-    pub async fn earliest(&self, topic: &str) -> Result<Cursor> {
-        let bounds = self.bounds(topic).await?;
-        Ok(Cursor::new(
-            bounds.iter().map(|b| b.first.unwrap_or(b.end)).collect(),
-        ))
+    fn groups_key(&self, topic: &str) -> String {
+        format!("{}:groups:{{{topic}}}", self.prefix)
+    }
+}
+
+impl Backend for RedisBroker {
+    type Config = RedisConfig;
+    const KIND: &'static str = "redis";
+    const LOCAL_POSITIONS: bool = false;
+
+    async fn open(config: RedisConfig, topics: &Topics) -> Result<Self> {
+        let client = redis::Client::open(config.url.as_str()).map_err(unavailable)?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = client
+            .get_connection_manager_with_config(manager_config)
+            .await
+            .map_err(unavailable)?;
+        let mut info = HashMap::new();
+        for topic in topics.iter() {
+            if topic.retention.max_bytes.is_some() {
+                warn!(topic = %topic.name, "retention_bytes is not supported on Redis; only the age limit applies");
+            }
+            info.insert(
+                topic.name.clone(),
+                TopicInfo {
+                    partitions: topic.partitions,
+                    max_age: topic.retention.max_age,
+                },
+            );
+        }
+        Ok(Self {
+            client,
+            conn,
+            prefix: config.prefix,
+            topics: info,
+        })
     }
 
-    pub async fn latest(&self, topic: &str) -> Result<Cursor> {
-        let bounds = self.bounds(topic).await?;
-        Ok(Cursor::new(bounds.iter().map(|b| b.end).collect()))
+    async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
+        let info = self.topic(topic)?;
+        let min_id = info.max_age.map(|age| {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            format!("{}-0", now.saturating_sub(age).as_millis())
+        });
+        let mut invocation = APPEND.prepare_invoke();
+        invocation.key(self.trimmed_key(topic));
+        invocation.arg(min_id.unwrap_or_default());
+        for record in &records {
+            invocation.key(self.key(topic, record.partition));
+            invocation.arg(record.payload.as_ref());
+        }
+        let ids: Vec<String> = invocation
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        records
+            .iter()
+            .zip(ids)
+            .map(|(record, id)| {
+                let offset =
+                    encode(&id).ok_or_else(|| unavailable(format!("unexpected stream id {id}")))?;
+                Ok(Appended {
+                    partition: record.partition,
+                    offset,
+                })
+            })
+            .collect()
     }
 
-    pub async fn read(
+    fn partitions(&self, topic: &str) -> Result<usize> {
+        Ok(self.topic(topic)?.partitions)
+    }
+
+    async fn retained(&self, topic: &str) -> Result<Vec<Retained>> {
+        let bounds = self.bounds(topic).await?;
+        Ok(bounds
+            .iter()
+            .map(|b| Retained {
+                lost_below: b.max_deleted.map_or(0, |deleted| deleted + 1),
+                oldest: b.first.unwrap_or(b.end),
+                end: b.end,
+            })
+            .collect())
+    }
+
+    async fn read(
         &self,
         topic: &str,
         from: &Cursor,
@@ -239,15 +254,7 @@ impl RedisBroker {
         wait: Duration,
     ) -> Result<ReadBatch> {
         let info = self.topic(topic)?;
-        let bounds = self.bounds(topic).await?;
-        let retained: Vec<Retained> = bounds
-            .iter()
-            .map(|b| Retained {
-                lost_below: b.max_deleted.map_or(0, |deleted| deleted + 1),
-                oldest: b.first.unwrap_or(b.end),
-                end: b.end,
-            })
-            .collect();
+        let retained = self.retained(topic).await?;
         check_cursor(from, &retained)?;
         let keys: Vec<String> = (0..info.partitions).map(|p| self.key(topic, p)).collect();
         // XREAD returns entries after an id: the one just before `next`.
@@ -311,11 +318,7 @@ impl RedisBroker {
         Ok(merge(from, events, max))
     }
 
-    fn groups_key(&self, topic: &str) -> String {
-        format!("{}:groups:{{{topic}}}", self.prefix)
-    }
-
-    pub async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
+    async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
         self.topic(topic)?;
         redis::cmd("HSET")
             .arg(self.groups_key(topic))
@@ -326,7 +329,7 @@ impl RedisBroker {
             .map_err(unavailable)
     }
 
-    pub async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
+    async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
         let partitions = self.topic(topic)?.partitions;
         let text: Option<String> = redis::cmd("HGET")
             .arg(self.groups_key(topic))
@@ -341,7 +344,7 @@ impl RedisBroker {
         .transpose()
     }
 
-    pub async fn health(&self) -> Result<()> {
+    async fn health(&self) -> Result<()> {
         redis::cmd("PING")
             .query_async::<String>(&mut self.conn.clone())
             .await

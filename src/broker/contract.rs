@@ -1,0 +1,69 @@
+//! The contract every broker backend keeps. [`super::Broker`] dispatches to
+//! the backends (a closed enum, so `match` shows the whole set) and derives
+//! what is the same for all of them once: partition checks, earliest and
+//! latest from the retained range, "committed, else start and commit",
+//! bounded reads.
+
+use std::time::Duration;
+
+use super::{Appended, ReadBatch, Record, Result, Retained};
+use crate::cursor::Cursor;
+use crate::topic::Topics;
+
+/// One broker backend. Every method is cancel-safe in the sense that
+/// matters here: dropping a call never acknowledges what it did not store.
+///
+/// Errors: `UnknownTopic` for a topic it was not opened with;
+/// `Unavailable` (with the backend's error as its source) when a retry later
+/// may succeed; `CursorExpired` / `CursorAhead` / `BadCursor` from `read`
+/// (see [`super::check_cursor`]); `Corrupt` for stored bytes that fail their
+/// check. Never a panic on what a client sent.
+// `async fn` in a public trait cannot promise `Send` futures to generic
+// callers; there are none: `Broker` calls each backend by its concrete type,
+// whose futures are known to be `Send`.
+#[allow(async_fn_in_trait)]
+pub trait Backend: Sized {
+    /// Its settings (`broker/<name>/config.rs`).
+    type Config;
+    /// Its name in `--broker`, `/readyz` and logs.
+    const KIND: &'static str;
+    /// Whether [`Backend::retained`] is answered in-process (else it costs a
+    /// round trip, worth caching).
+    const LOCAL_POSITIONS: bool;
+
+    /// Connects (or opens the log), creating what the topics need.
+    async fn open(config: Self::Config, topics: &Topics) -> Result<Self>;
+
+    /// Partitions of `topic`.
+    fn partitions(&self, topic: &str) -> Result<usize>;
+
+    /// Stores `records` (their partitions already checked) and answers where
+    /// they landed, in order. `Ok` means durable as the backend promises;
+    /// on `Err` none of them counts as acknowledged.
+    async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>>;
+
+    /// Up to `max` events after `from`, in order per partition (see
+    /// [`super::merge`]); when there are none yet, waits up to `wait`.
+    async fn read(
+        &self,
+        topic: &str,
+        from: &Cursor,
+        max: usize,
+        wait: Duration,
+    ) -> Result<ReadBatch>;
+
+    /// What each partition retains, in partition order.
+    async fn retained(&self, topic: &str) -> Result<Vec<Retained>>;
+
+    /// Stores a consumer group's cursor durably.
+    async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()>;
+
+    /// The group's last committed cursor, if it ever committed.
+    async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>>;
+
+    /// `Ok` when the backend can take writes.
+    async fn health(&self) -> Result<()>;
+
+    /// Flushes and stops; appends after this fail as unavailable.
+    async fn close(&self) {}
+}

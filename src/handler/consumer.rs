@@ -1,0 +1,390 @@
+//! One handler at work: consume its topic in its consumer group, run the
+//! action per event under its policies, publish the outcome, then ack.
+//!
+//! Acking is committing the group cursor: it only moves past an event once
+//! that event's outcome (result or dead letter) is durable, so a crash costs
+//! a redelivery, never an outcome. The cursor is the lowest offset still in
+//! flight per partition, committed at most every `COMMIT_INTERVAL`.
+//!
+//! Exactly one outcome per event, even across a crash: with each commit the
+//! handler also records, for its output topics, a cursor before every
+//! outcome of an event the commit does not cover yet (the output topics'
+//! ends when the oldest unacked event was read). On start it reads the
+//! outputs from there, and acks on sight the redelivered events that already
+//! have an outcome.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use super::outcome::{DEAD_LETTER_TYPE, RESULT_TYPE, source_of};
+use super::worker::Worker;
+use crate::broker::{BrokerError, StoredEvent};
+use crate::cursor::{Cursor, Pending};
+use crate::event::Attributes;
+
+/// Events read but not yet acked, at most; reading pauses beyond it.
+const READ_AHEAD: usize = 1024;
+/// Events asked for per read.
+const READ_BATCH: usize = 256;
+/// How long one read waits for new events.
+const READ_WAIT: Duration = Duration::from_secs(1);
+/// Acks are committed at most this often.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
+/// How long shutdown waits for calls in flight before leaving them unacked.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long to wait before asking the broker again after it failed.
+const BROKER_RETRY: Duration = Duration::from_secs(1);
+/// Outcome events read per step when looking for those of a crash.
+const OUTCOME_SCAN_BATCH: usize = 512;
+
+/// A read event waiting for, or under, handling.
+struct Job {
+    partition: usize,
+    offset: u64,
+    key: Option<String>,
+    event: Value,
+    head: Attributes,
+    payload: Bytes,
+}
+
+/// A job's end: acked when its outcome is durable.
+struct Done {
+    partition: usize,
+    offset: u64,
+    key: Option<String>,
+    acked: bool,
+}
+
+/// Consumes until shutdown.
+pub(super) async fn run(worker: Arc<Worker>) {
+    let Some(start) = starting_cursor(&worker).await else {
+        return;
+    };
+    let already_done = loop {
+        match recent_outcomes(&worker).await {
+            Ok(found) => break found,
+            Err(err) => {
+                warn!(handler = %worker.spec.name, error = %err.detail(), "cannot read recent outcomes; retrying");
+                tokio::select! {
+                    _ = worker.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(BROKER_RETRY) => {}
+                }
+            }
+        }
+    };
+    info!(handler = %worker.spec.name, topic = %worker.spec.topic, group = %worker.spec.group, cursor = %start, "handler started");
+    *worker.stats.committed.lock().expect("stats lock poisoned") = Some(start.clone());
+    let mut consumer = Consumer {
+        worker: Arc::clone(&worker),
+        committed: start.clone(),
+        pending: Pending::new(start),
+        batches: BTreeMap::new(),
+        next_batch: 0,
+        already_done,
+        busy_keys: HashSet::new(),
+        waiting: HashMap::new(),
+        tasks: JoinSet::new(),
+        done: mpsc::channel(READ_AHEAD + 1),
+        dirty: false,
+    };
+    consumer.run().await;
+}
+
+/// The group's cursor to start from, creating it on first run.
+async fn starting_cursor(worker: &Worker) -> Option<Cursor> {
+    let (topic, group) = (&worker.spec.topic, &worker.spec.group);
+    loop {
+        let found = worker
+            .broker
+            .committed_or_start(topic, group, worker.spec.start_earliest)
+            .await;
+        match found {
+            Ok(cursor) => return Some(cursor),
+            Err(err) => {
+                warn!(handler = %worker.spec.name, error = %err.detail(), "cannot read the group cursor; retrying");
+                tokio::select! {
+                    _ = worker.shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(BROKER_RETRY) => {}
+                }
+            }
+        }
+    }
+}
+
+/// (source, id) of every event with an outcome stored after the last
+/// commit: their redeliveries are acked without another call.
+async fn recent_outcomes(worker: &Worker) -> Result<HashSet<(String, String)>, BrokerError> {
+    let mut found = HashSet::new();
+    let me = source_of(&worker.spec.name);
+    for topic in worker.spec.outputs() {
+        // A new group starts at the latest: nothing of ours is there yet.
+        let mut cursor = worker
+            .broker
+            .committed_or_start(topic, &worker.spec.outputs_group(), false)
+            .await?;
+        loop {
+            let batch = worker
+                .broker
+                .read(topic, &cursor, OUTCOME_SCAN_BATCH, Duration::ZERO)
+                .await?;
+            if batch.events.is_empty() {
+                break;
+            }
+            for stored in &batch.events {
+                let Ok(outcome) = serde_json::from_slice::<Value>(&stored.payload) else {
+                    continue;
+                };
+                let ty = outcome.get("type").and_then(Value::as_str);
+                if outcome.get("source").and_then(Value::as_str) == Some(me.as_str())
+                    && matches!(ty, Some(RESULT_TYPE | DEAD_LETTER_TYPE))
+                    && let (Some(source), Some(id)) = (
+                        outcome
+                            .pointer("/data/event/source")
+                            .and_then(Value::as_str),
+                        outcome.pointer("/data/event/id").and_then(Value::as_str),
+                    )
+                {
+                    found.insert((source.to_owned(), id.to_owned()));
+                }
+            }
+            cursor = batch.next;
+        }
+    }
+    Ok(found)
+}
+
+/// The consuming loop's state: what is read, in flight, and committed.
+struct Consumer {
+    worker: Arc<Worker>,
+    committed: Cursor,
+    /// How far it has read, and the events read but not yet acked, each
+    /// with the read batch it came in.
+    pending: Pending<u64>,
+    /// Per read batch with unacked events: the output topics' ends when it
+    /// was read, and how many of its events are unacked.
+    batches: BTreeMap<u64, (Vec<Cursor>, usize)>,
+    next_batch: u64,
+    /// Events whose outcome was stored before a crash: ack on sight.
+    already_done: HashSet<(String, String)>,
+    /// Keys with an event in flight (ordered handlers only).
+    busy_keys: HashSet<String>,
+    /// Events waiting for their key's earlier event to finish.
+    waiting: HashMap<String, VecDeque<Job>>,
+    tasks: JoinSet<()>,
+    done: (mpsc::Sender<Done>, mpsc::Receiver<Done>),
+    dirty: bool,
+}
+
+impl Consumer {
+    fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    async fn run(&mut self) {
+        let worker = Arc::clone(&self.worker);
+        let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
+        loop {
+            let reading = self.in_flight() < READ_AHEAD;
+            tokio::select! {
+                biased;
+                _ = worker.shutdown.cancelled() => break,
+                Some(done) = self.done.1.recv() => self.finish(done),
+                _ = commit_tick.tick(), if self.dirty => self.commit().await,
+                read = worker.broker.read(&worker.spec.topic, self.pending.read_cursor(), READ_BATCH, READ_WAIT), if reading => {
+                    match read {
+                        Ok(batch) => {
+                            if !batch.events.is_empty() {
+                                self.dispatch_batch(batch.events).await;
+                            }
+                            self.pending.read_to(batch.next);
+                        }
+                        Err(BrokerError::CursorExpired { oldest, .. }) => {
+                            warn!(handler = %worker.spec.name, "events expired before this handler read them; skipping to the oldest retained");
+                            self.pending.skip_to(&oldest);
+                            self.dirty = true;
+                        }
+                        Err(err) => {
+                            warn!(handler = %worker.spec.name, error = %err.detail(), "reading the topic failed; retrying");
+                            tokio::select! {
+                                _ = worker.shutdown.cancelled() => break,
+                                _ = tokio::time::sleep(BROKER_RETRY) => {}
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Let calls in flight finish (their outcome then counts) for a
+        // moment; whatever is left stays unacked and is redelivered.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        while let Ok(done) = self.done.1.try_recv() {
+            self.finish(done);
+        }
+        self.commit().await;
+        info!(handler = %worker.spec.name, cursor = %self.committed, "handler stopped");
+    }
+
+    async fn dispatch_batch(&mut self, events: Vec<StoredEvent>) {
+        // Every outcome of these events will land after the outputs' ends
+        // as they are now.
+        let Some(outputs) = self.worker.outputs_latest().await else {
+            warn!(handler = %self.worker.spec.name, "an output topic is unknown to the broker");
+            return;
+        };
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        self.batches.insert(batch, (outputs, 0));
+        for stored in events {
+            self.dispatch(stored, batch);
+        }
+        if self
+            .batches
+            .get(&batch)
+            .is_some_and(|(_, unacked)| *unacked == 0)
+        {
+            self.batches.remove(&batch);
+        }
+    }
+
+    fn dispatch(&mut self, stored: StoredEvent, batch: u64) {
+        let worker = &self.worker;
+        let event: Value = match serde_json::from_slice(&stored.payload) {
+            Ok(event) => event,
+            Err(err) => {
+                // Stored events are always JSON; never stall on one that is not.
+                warn!(handler = %worker.spec.name, partition = stored.partition, offset = stored.offset, error = %err, "skipping an unreadable event");
+                return;
+            }
+        };
+        let head = Attributes::of(&event);
+        if !worker.wants(&head) {
+            return;
+        }
+        if self
+            .already_done
+            .remove(&(head.source.clone(), head.id.clone()))
+        {
+            self.dirty = true;
+            return;
+        }
+        let key = worker
+            .spec
+            .policy
+            .ordered_by_key
+            .then(|| worker.topic.key_of(&event))
+            .flatten();
+        self.pending.insert(stored.partition, stored.offset, batch);
+        if let Some((_, unacked)) = self.batches.get_mut(&batch) {
+            *unacked += 1;
+        }
+        let job = Job {
+            partition: stored.partition,
+            offset: stored.offset,
+            key,
+            event,
+            head,
+            payload: stored.payload,
+        };
+        match &job.key {
+            Some(key) if self.busy_keys.contains(key) => {
+                self.waiting.entry(key.clone()).or_default().push_back(job);
+            }
+            _ => self.start(job),
+        }
+    }
+
+    fn start(&mut self, job: Job) {
+        if let Some(key) = &job.key {
+            self.busy_keys.insert(key.clone());
+        }
+        let worker = Arc::clone(&self.worker);
+        let done = self.done.0.clone();
+        self.tasks.spawn(async move {
+            let acked = worker.handle(job.event, job.payload, job.head).await;
+            let _ = done
+                .send(Done {
+                    partition: job.partition,
+                    offset: job.offset,
+                    key: job.key,
+                    acked,
+                })
+                .await;
+        });
+    }
+
+    fn finish(&mut self, done: Done) {
+        if done.acked
+            && let Some(batch) = self.pending.remove(done.partition, done.offset)
+        {
+            self.dirty = true;
+            if let Some((_, unacked)) = self.batches.get_mut(&batch) {
+                *unacked -= 1;
+                if *unacked == 0 {
+                    self.batches.remove(&batch);
+                }
+            }
+        }
+        // Reap finished tasks so the set does not grow.
+        while self.tasks.try_join_next().is_some() {}
+        if let Some(key) = done.key {
+            let next = self.waiting.get_mut(&key).and_then(VecDeque::pop_front);
+            match next {
+                Some(job) => self.start(job),
+                None => {
+                    self.waiting.remove(&key);
+                    self.busy_keys.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Commits the lowest unacked offset of each partition.
+    async fn commit(&mut self) {
+        let cursor = self.pending.commit_point();
+        if cursor == self.committed {
+            self.dirty = false;
+            return;
+        }
+        let worker = Arc::clone(&self.worker);
+        // The outputs' cursor for this commit: before every outcome of an
+        // event it leaves unacked. Taken before the commit, stored after it,
+        // so a crash in between leaves an older (still safe) one.
+        let outputs = match self.batches.values().next() {
+            Some((outputs, _)) => Some(outputs.clone()),
+            None => worker.outputs_latest().await,
+        };
+        if let Err(err) = worker
+            .broker
+            .commit(&worker.spec.topic, &worker.spec.group, &cursor)
+            .await
+        {
+            warn!(handler = %worker.spec.name, error = %err.detail(), "committing the group cursor failed; will retry");
+            return;
+        }
+        *worker.stats.committed.lock().expect("stats lock poisoned") = Some(cursor.clone());
+        self.committed = cursor;
+        self.dirty = false;
+        let group = worker.spec.outputs_group();
+        for (topic, position) in worker
+            .spec
+            .outputs()
+            .into_iter()
+            .zip(outputs.into_iter().flatten())
+        {
+            if let Err(err) = worker.broker.commit(topic, &group, &position).await {
+                warn!(handler = %worker.spec.name, error = %err.detail(), "committing the outputs cursor failed; will retry");
+                self.dirty = true;
+            }
+        }
+    }
+}

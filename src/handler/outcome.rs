@@ -1,0 +1,148 @@
+//! What handling an event comes to, and the event that records it: a result
+//! (on the results topic, if the handler has one) or a dead letter with the
+//! reason and the attempt history. Pure: storing it is the worker's job.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::action::CallResult;
+use super::config::HandlerSpec;
+use crate::event::{Attributes, CloudEvent, Data, now_rfc3339};
+
+pub const RESULT_TYPE: &str = "switchyard.handler.succeeded";
+pub const DEAD_LETTER_TYPE: &str = "switchyard.handler.failed";
+pub const BREAKER_TYPE: &str = "switchyard.handler.breaker";
+
+/// The `source` of every event a handler publishes.
+pub fn source_of(handler: &str) -> String {
+    format!("/handlers/{handler}")
+}
+
+/// What handling an event came to.
+pub enum Outcome {
+    Succeeded {
+        status: u16,
+        headers: serde_json::Map<String, Value>,
+        body: Value,
+        attempts: u32,
+        duration: Duration,
+    },
+    Failed {
+        reason: String,
+        permanent: bool,
+        attempts: Vec<Value>,
+    },
+}
+
+impl Outcome {
+    pub fn succeeded(&self) -> bool {
+        matches!(self, Self::Succeeded { .. })
+    }
+
+    /// The topic and event that record this outcome of `input`; `None` for
+    /// a success when the handler keeps no results.
+    pub fn into_event<'a>(
+        self,
+        spec: &'a HandlerSpec,
+        input: &Value,
+        head: &Attributes,
+    ) -> Option<(&'a str, CloudEvent)> {
+        match self {
+            Self::Succeeded {
+                status,
+                headers,
+                body,
+                attempts,
+                duration,
+            } => {
+                let results = spec.results.as_deref()?;
+                let data = json!({
+                    "handler": spec.name,
+                    "event": head.summary(),
+                    "status": status,
+                    "headers": headers,
+                    "body": body,
+                    "attempts": attempts,
+                    "duration_ms": duration.as_secs_f64() * 1000.0,
+                });
+                Some((results, caused_by(&spec.name, head, RESULT_TYPE, data)))
+            }
+            Self::Failed {
+                reason,
+                permanent,
+                attempts,
+            } => {
+                let data = json!({
+                    "handler": spec.name,
+                    "reason": reason,
+                    "permanent": permanent,
+                    "attempts": attempts,
+                    "event": input,
+                });
+                Some((
+                    spec.dead_letters.as_str(),
+                    caused_by(&spec.name, head, DEAD_LETTER_TYPE, data),
+                ))
+            }
+        }
+    }
+}
+
+/// One call's record in a dead letter's attempt history.
+pub fn attempt_record(attempt: u32, result: &CallResult, duration: Duration) -> Value {
+    let (status, error) = match result {
+        CallResult::Success { status, .. } => (Some(*status), None),
+        CallResult::Retryable { reason, status, .. } | CallResult::Permanent { reason, status } => {
+            (*status, Some(reason.clone()))
+        }
+    };
+    json!({
+        "attempt": attempt,
+        "at": now_rfc3339(),
+        "status": status,
+        "error": error,
+        "duration_ms": duration.as_secs_f64() * 1000.0,
+    })
+}
+
+/// A result or dead-letter event, caused by the event `head` names: it
+/// carries its subject, its id as `causationid`, its correlation and trace.
+fn caused_by(handler: &str, head: &Attributes, ty: &str, data: Value) -> CloudEvent {
+    let mut event = CloudEvent::wrap(source_of(handler), ty.to_owned(), data);
+    event.subject = head.subject.clone();
+    if !head.id.is_empty() {
+        event
+            .extensions
+            .insert("causationid".into(), Value::from(head.id.as_str()));
+        let correlation = head.correlationid.as_deref().unwrap_or(&head.id);
+        event
+            .extensions
+            .insert("correlationid".into(), Value::from(correlation));
+    }
+    for (name, value) in [
+        ("traceparent", &head.traceparent),
+        ("tracestate", &head.tracestate),
+    ] {
+        if let Some(value) = value {
+            event
+                .extensions
+                .insert(name.into(), Value::from(value.as_str()));
+        }
+    }
+    event
+}
+
+/// Replaces an outcome's bulky parts (the input event, the target's answer)
+/// with a summary and a `truncated` marker saying why.
+pub fn shrink(event: &mut CloudEvent, head: &Attributes, why: &str) {
+    if let Some(Data::Json(Value::Object(data))) = &mut event.data {
+        if data.contains_key("event") {
+            data.insert("event".into(), head.summary());
+        }
+        if data.contains_key("body") {
+            data.insert("body".into(), Value::Null);
+        }
+        data.insert("truncated".into(), json!({ "reason": why }));
+    }
+}
