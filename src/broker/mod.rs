@@ -70,6 +70,10 @@ pub struct ReadBatch {
 /// at most one event more) beyond socket buffers.
 pub const READER_BYTES: (usize, usize) = (1 << 20, 1);
 
+/// Events and bytes per page of [`Broker::scan`] (the first step 64).
+const SCAN_BATCH: usize = 4096;
+const SCAN_BYTES: (usize, usize) = (4 << 20, 64);
+
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("unknown topic {0:?}")]
@@ -329,6 +333,38 @@ impl Broker {
             }
         }
         Ok(batch)
+    }
+
+    /// Reads `topic` from `from` to its end, or up to `until` (exclusive in
+    /// each partition), in pages bounded in bytes, handing every event to
+    /// `visit`. Returns the cursor after the last event read.
+    pub async fn scan(
+        &self,
+        topic: &str,
+        from: Cursor,
+        until: Option<&Cursor>,
+        mut visit: impl FnMut(&StoredEvent),
+    ) -> Result<Cursor> {
+        let mut cursor = from;
+        loop {
+            let batch = self
+                .read_bounded(topic, &cursor, SCAN_BATCH, SCAN_BYTES, Duration::ZERO)
+                .await?;
+            if batch.events.is_empty() {
+                return Ok(cursor);
+            }
+            for event in &batch.events {
+                if until.is_none_or(|until| event.offset < until.next(event.partition)) {
+                    visit(event);
+                }
+            }
+            cursor = batch.next;
+            if let Some(until) = until
+                && (0..cursor.partitions()).all(|p| cursor.next(p) >= until.next(p))
+            {
+                return Ok(cursor);
+            }
+        }
     }
 
     /// The cursor before the oldest retained event of every partition.

@@ -41,8 +41,6 @@ const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long to wait before asking the broker again after it failed.
 const BROKER_RETRY: Duration = Duration::from_secs(1);
-/// Outcome events read per step when looking for those of a crash.
-const OUTCOME_SCAN_BATCH: usize = 512;
 
 /// A read event waiting for, or under, handling.
 struct Job {
@@ -125,21 +123,15 @@ async fn recent_outcomes(worker: &Worker) -> Result<HashSet<(String, String)>, B
     let me = source_of(&worker.spec.name);
     for topic in worker.spec.outputs() {
         // A new group starts at the latest: nothing of ours is there yet.
-        let mut cursor = worker
+        let from = worker
             .broker
             .committed_or_start(topic, &worker.spec.outputs_group(), false)
             .await?;
-        loop {
-            let batch = worker
-                .broker
-                .read(topic, &cursor, OUTCOME_SCAN_BATCH, Duration::ZERO)
-                .await?;
-            if batch.events.is_empty() {
-                break;
-            }
-            for stored in &batch.events {
+        worker
+            .broker
+            .scan(topic, from, None, |stored| {
                 let Ok(outcome) = serde_json::from_slice::<Value>(&stored.payload) else {
-                    continue;
+                    return;
                 };
                 let ty = outcome.get("type").and_then(Value::as_str);
                 if outcome.get("source").and_then(Value::as_str) == Some(me.as_str())
@@ -153,9 +145,8 @@ async fn recent_outcomes(worker: &Worker) -> Result<HashSet<(String, String)>, B
                 {
                     found.insert((source.to_owned(), id.to_owned()));
                 }
-            }
-            cursor = batch.next;
-        }
+            })
+            .await?;
     }
     Ok(found)
 }

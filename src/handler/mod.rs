@@ -181,28 +181,21 @@ impl Handlers {
         let parse = |which: &'static str, text: &str| {
             Cursor::parse_for(text, partitions).map_err(|e| ReplayError::BadCursor(which, e))
         };
-        let mut cursor = match &selection.from {
+        let from = match &selection.from {
             Some(text) => parse("from", text)?,
             None => broker.earliest(topic).await?,
         };
-        let end = match &selection.to {
+        let until = match &selection.to {
             Some(text) => parse("to", text)?,
             None => broker.latest(topic).await?,
         };
         let wanted: HashSet<&str> = selection.ids.iter().map(String::as_str).collect();
         let mut chosen = Vec::new();
         let mut skipped = Vec::new();
-        'read: loop {
-            let batch = broker.read(topic, &cursor, 512, Duration::ZERO).await?;
-            if batch.events.is_empty() {
-                break;
-            }
-            for stored in &batch.events {
-                if stored.offset >= end.next(stored.partition) {
-                    continue;
-                }
+        broker
+            .scan(topic, from, Some(&until), |stored| {
                 let Ok(letter) = serde_json::from_slice::<Value>(&stored.payload) else {
-                    continue;
+                    return;
                 };
                 let id = letter
                     .get("id")
@@ -213,19 +206,15 @@ impl Handlers {
                     && letter.pointer("/data/handler").and_then(Value::as_str) == Some(name)
                     && (wanted.is_empty() || wanted.contains(id.as_str()));
                 if !matches {
-                    continue;
+                    return;
                 }
                 let event = letter.pointer("/data/event").cloned().unwrap_or_default();
                 match worker.replayable(&event) {
                     Ok(()) => chosen.push((id, event)),
                     Err(reason) => skipped.push(json!({"id": id, "reason": reason})),
                 }
-            }
-            cursor = batch.next;
-            if (0..partitions).all(|p| cursor.next(p) >= end.next(p)) {
-                break 'read;
-            }
-        }
+            })
+            .await?;
         let ids = chosen.iter().map(|(id, _)| id.clone()).collect();
         for (_, event) in chosen {
             self.tracker.spawn(Arc::clone(worker).redrive(event));

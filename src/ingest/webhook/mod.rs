@@ -35,7 +35,6 @@ use tracing::{info, warn};
 use self::dedupe::Dedupe;
 use super::{Ingest, IngestError, Published, Undeclared};
 use crate::broker::Broker;
-use crate::cursor::Cursor;
 use crate::event::{CloudEvent, is_json_media_type};
 use crate::metrics::Metrics;
 use crate::source::{Scheme, TypeRule, WebhookSpec};
@@ -402,14 +401,10 @@ impl Webhooks {
                     )
                 })
                 .collect();
-            let mut cursor: Cursor = broker.earliest(topic).await?;
+            let from = broker.earliest(topic).await?;
             let mut remembered = 0usize;
-            loop {
-                let batch = broker.read(topic, &cursor, 4096, Duration::ZERO).await?;
-                if batch.events.is_empty() {
-                    break;
-                }
-                for stored in &batch.events {
+            broker
+                .scan(topic, from, None, |stored| {
                     #[derive(serde::Deserialize)]
                     struct Head {
                         id: String,
@@ -417,7 +412,7 @@ impl Webhooks {
                         bodydigest: Option<String>,
                     }
                     let Ok(head) = serde_json::from_slice::<Head>(&stored.payload) else {
-                        continue;
+                        return;
                     };
                     if let Some((name, window_ms)) = windows.get(&head.source)
                         && stored.timestamp_ms + window_ms > now_ms
@@ -429,9 +424,8 @@ impl Webhooks {
                         }
                         remembered += 1;
                     }
-                }
-                cursor = batch.next;
-            }
+                })
+                .await?;
             if remembered > 0 {
                 info!(
                     topic,
