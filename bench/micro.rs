@@ -28,7 +28,7 @@ use switchyard::broker::embedded::{EmbeddedConfig, FsyncPolicy};
 use switchyard::broker::{Broker, BrokerConfig, Record};
 use switchyard::event::CloudEvent;
 use switchyard::ingest::Ingest;
-use switchyard::ingest::webhook::{Outcome, WebhookError, Webhooks};
+use switchyard::ingest::webhook::{Admission, WebhookError, Webhooks};
 use switchyard::metrics::Metrics;
 use switchyard::topic::Topics;
 
@@ -344,7 +344,7 @@ fn webhook_benches(c: &mut Criterion) {
             matches!(check, Err(WebhookError::NotJson(_))),
             "{}: expected a verified request refused as not JSON, got {:?}",
             scheme.name,
-            check.map(|o| matches!(o, Outcome::Accepted(_)))
+            check.map(|o| matches!(o, Admission::Accepted(_)))
         );
         group.bench_function(scheme.name, |b| {
             b.iter_custom(|iters| {

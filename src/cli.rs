@@ -399,7 +399,7 @@ async fn tail(
     let http = args.http()?;
     let url = args.endpoint(&format!("/v1/topics/{topic}/stream"));
     let mut last_id: Option<String> = None;
-    let mut backoff = Duration::from_millis(crate::stream::RETRY_HINT_MS);
+    let mut backoff = Duration::from_millis(crate::fanout::RETRY_HINT_MS);
     let mut stdout = std::io::stdout().lock();
     loop {
         let mut query = vec![("from", from.clone())];
@@ -462,7 +462,7 @@ async fn tail(
             stdout.flush()?;
         }
         tokio::time::sleep(backoff).await;
-        backoff = Duration::from_millis(crate::stream::RETRY_HINT_MS);
+        backoff = Duration::from_millis(crate::fanout::RETRY_HINT_MS);
     }
 }
 

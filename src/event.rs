@@ -2,7 +2,7 @@
 //! binary mode leniently, serializing strictly. Knows nothing of brokers,
 //! HTTP servers or tokio.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use base64::Engine;
 use serde_json::{Map, Value};
@@ -511,6 +511,26 @@ fn optional_string(
         Some(Value::String(s)) if !s.is_empty() => Ok(Some(s)),
         Some(Value::String(_)) => Err(EventError::new(name, "must not be empty when present")),
         Some(_) => Err(EventError::new(name, "must be a string")),
+    }
+}
+
+/// Which events a reader takes (an SSE subscriber, a handler): by type
+/// and subject prefix.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub types: Option<HashSet<String>>,
+    pub subject_prefix: Option<String>,
+}
+
+impl Filter {
+    /// Whether an event of type `ty` with `subject` passes (SSE streams and
+    /// handlers alike).
+    pub fn matches(&self, ty: &str, subject: Option<&str>) -> bool {
+        self.types.as_ref().is_none_or(|types| types.contains(ty))
+            && self
+                .subject_prefix
+                .as_deref()
+                .is_none_or(|prefix| subject.is_some_and(|s| s.starts_with(prefix)))
     }
 }
 

@@ -59,7 +59,7 @@ pub enum GroupError {
 
 /// One event handed to one member.
 #[derive(Debug, Clone)]
-pub struct Delivery {
+pub struct LeasedEvent {
     /// What `ack` and `nack` take; valid while the lease holds.
     pub receipt: String,
     /// 1 on the first delivery of this event since the server started.
@@ -264,7 +264,7 @@ impl Group {
         max: usize,
         lease: Duration,
         wait: Duration,
-    ) -> Result<Vec<Delivery>, GroupError> {
+    ) -> Result<Vec<LeasedEvent>, GroupError> {
         let deadline = Instant::now() + wait;
         loop {
             let changed = self.changed.notified();
@@ -298,7 +298,7 @@ impl Group {
 
     /// Leases due events; also says when the next one comes due and whether
     /// there is room to read more.
-    fn take(&self, max: usize, lease: Duration) -> (Vec<Delivery>, Option<Instant>, bool) {
+    fn take(&self, max: usize, lease: Duration) -> (Vec<LeasedEvent>, Option<Instant>, bool) {
         let now = Instant::now();
         let mut state = self.state();
         let mut taken = Vec::new();
@@ -320,7 +320,7 @@ impl Group {
                 until: now + lease,
             };
             entry.deliveries += 1;
-            taken.push(Delivery {
+            taken.push(LeasedEvent {
                 receipt: format!("{:08x}.{partition}.{offset}.{id}", self.epoch),
                 attempt: entry.deliveries,
                 payload: entry.payload.clone(),

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use crate::broker::{Broker, BrokerError};
 use crate::config::Config;
+use crate::fanout::Hubs;
 use crate::group::Groups;
 use crate::handler::{self, Handlers};
 use crate::http::{AppState, router};
@@ -25,7 +26,6 @@ use crate::ingest::Ingest;
 use crate::ingest::webhook::Webhooks;
 use crate::metrics::Metrics;
 use crate::problem::ConfigProblem;
-use crate::stream::Hubs;
 use crate::topic::Topics;
 
 #[derive(Debug, thiserror::Error)]

@@ -23,10 +23,10 @@ use super::policy::retry::backoff;
 use super::stats::Stats;
 use crate::broker::Broker;
 use crate::cursor::Cursor;
+use crate::event::Filter;
 use crate::event::{Attributes, CloudEvent, now_rfc3339};
 use crate::ingest::{Ingest, IngestError, Undeclared};
 use crate::metrics::Metrics;
-use crate::stream::Filter;
 use crate::topic::Topic;
 
 /// How long to wait before storing an outcome again after the broker

@@ -14,7 +14,8 @@ use serde::Deserialize;
 
 use super::{ApiError, ApiResult, AppState};
 use crate::cursor::Cursor;
-use crate::stream::{Filter, SubscribeParams, Subscription};
+use crate::event::Filter;
+use crate::fanout::{SubscribeParams, Subscription};
 
 /// Events in a page when `limit` is not given, and the most it may ask for.
 const DEFAULT_PAGE_LIMIT: usize = 100;

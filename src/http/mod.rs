@@ -23,12 +23,12 @@ use tokio_util::sync::CancellationToken;
 pub use self::error::{ApiError, ApiResult, ErrorCode};
 use crate::auth::{Access, Need, Verifier};
 use crate::broker::Broker;
+use crate::fanout::Hubs;
 use crate::group::Groups;
 use crate::handler::Handlers;
 use crate::ingest::Ingest;
 use crate::ingest::webhook::Webhooks;
 use crate::metrics::Metrics;
-use crate::stream::Hubs;
 use crate::topic::Topics;
 
 /// What every handler may use.

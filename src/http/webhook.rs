@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::publish::read_body;
 use super::{ApiError, ApiResult, AppState};
-use crate::ingest::webhook::{Outcome, WebhookError};
+use crate::ingest::webhook::{Admission, WebhookError};
 
 pub async fn receive(
     State(state): State<Arc<AppState>>,
@@ -33,16 +33,16 @@ pub async fn receive(
     })
     .await?;
     Ok(match outcome {
-        Outcome::Accepted(published) => axum::Json(json!({
+        Admission::Accepted(published) => axum::Json(json!({
             "id": published.id,
             "position": published.position,
             "duplicate": false,
         }))
         .into_response(),
-        Outcome::Duplicate { id } => {
+        Admission::Duplicate { id } => {
             axum::Json(json!({"id": id, "duplicate": true})).into_response()
         }
-        Outcome::Challenge(challenge) => {
+        Admission::Challenge(challenge) => {
             axum::Json(json!({"challenge": challenge})).into_response()
         }
     })

@@ -1,9 +1,11 @@
 //! GitHub: `X-Hub-Signature-256: sha256=<hex>` over the raw body; the
-//! delivery id is `X-GitHub-Delivery`. No timestamp is signed.
+//! delivery id is `X-GitHub-DeliveryFacts`. No timestamp is signed.
 
 use axum::http::HeaderMap;
 
-use super::{DefaultType, Delivery, Facts, Rejection, SecretForm, any_signature_matches, header};
+use super::{
+    DefaultType, DeliveryFacts, Facts, Rejection, SecretForm, any_signature_matches, header,
+};
 
 const SIGNATURE: &str = "x-hub-signature-256";
 
@@ -25,14 +27,14 @@ pub(super) fn verify(
     headers: &HeaderMap,
     body: &[u8],
     secrets: &[Vec<u8>],
-) -> Result<Delivery, Rejection> {
+) -> Result<DeliveryFacts, Rejection> {
     let signature = header(headers, SIGNATURE)?;
     let candidate = parse_signature(signature)
         .ok_or_else(|| Rejection::malformed_header(SIGNATURE, "expected sha256=<hex>"))?;
     if !any_signature_matches(secrets, &[body], &[candidate]) {
         return Err(Rejection::invalid_signature(SIGNATURE));
     }
-    Ok(Delivery::from_header(headers, "x-github-delivery"))
+    Ok(DeliveryFacts::from_header(headers, "x-github-delivery"))
 }
 
 #[cfg(test)]

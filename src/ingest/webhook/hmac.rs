@@ -8,8 +8,8 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 
 use super::{
-    DefaultType, Delivery, Facts, Rejection, SecretForm, any_signature_matches, check_timestamp,
-    decode_base64, header,
+    DefaultType, DeliveryFacts, Facts, Rejection, SecretForm, any_signature_matches,
+    check_timestamp, decode_base64, header,
 };
 use crate::source::{Encoding, HmacOptions, Part};
 
@@ -38,7 +38,7 @@ pub(super) fn verify(
     secrets: &[Vec<u8>],
     tolerance: Duration,
     now_s: i64,
-) -> Result<Delivery, Rejection> {
+) -> Result<DeliveryFacts, Rejection> {
     let signature = header(headers, &options.header)?;
     let timestamp = match &options.timestamp_header {
         Some(name) => {
@@ -68,7 +68,7 @@ pub(super) fn verify(
     if !any_signature_matches(secrets, &message, &[candidate]) {
         return Err(Rejection::invalid_signature(&options.header));
     }
-    Ok(Delivery {
+    Ok(DeliveryFacts {
         id: id.filter(|id| !id.is_empty()).map(str::to_owned),
     })
 }

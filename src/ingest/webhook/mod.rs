@@ -77,14 +77,14 @@ impl Rejection {
     }
 }
 
-/// Delivery facts a scheme read from a verified request.
+/// DeliveryFacts facts a scheme read from a verified request.
 #[derive(Debug, Default)]
-pub(crate) struct Delivery {
+pub(crate) struct DeliveryFacts {
     /// The sender's id for this delivery, stable across its retries.
     id: Option<String>,
 }
 
-impl Delivery {
+impl DeliveryFacts {
     /// The delivery id a scheme sends in an (unsigned) header, if any.
     fn from_header(headers: &HeaderMap, name: &str) -> Self {
         Self {
@@ -104,7 +104,7 @@ pub struct Verified;
 pub struct Request<State> {
     headers: HeaderMap,
     body: Bytes,
-    delivery: Delivery,
+    delivery: DeliveryFacts,
     _state: PhantomData<State>,
 }
 
@@ -113,16 +113,16 @@ impl Request<Unverified> {
         Self {
             headers,
             body,
-            delivery: Delivery::default(),
+            delivery: DeliveryFacts::default(),
             _state: PhantomData,
         }
     }
 
     /// Runs the source's scheme over the raw bytes.
-    fn verify(self, source: &Source, now_s: i64) -> Result<Request<Verified>, Rejection> {
-        let secrets = &source.secrets;
-        let tolerance = source.spec.tolerance;
-        let delivery = match &source.spec.scheme {
+    fn verify(self, endpoint: &Endpoint, now_s: i64) -> Result<Request<Verified>, Rejection> {
+        let secrets = &endpoint.secrets;
+        let tolerance = endpoint.spec.tolerance;
+        let delivery = match &endpoint.spec.scheme {
             Scheme::StandardWebhooks => {
                 standard::verify(&self.headers, &self.body, secrets, tolerance, now_s)
             }
@@ -268,8 +268,8 @@ fn facts(scheme: &Scheme) -> &'static Facts {
     }
 }
 
-/// A configured source with its secrets resolved.
-struct Source {
+/// A webhook source as configured, with its secrets resolved: what `/v1/webhooks/{name}` verifies against.
+struct Endpoint {
     spec: WebhookSpec,
     secrets: Vec<Vec<u8>>,
     /// Why the source cannot verify anything, when it cannot.
@@ -285,7 +285,7 @@ fn secret_bytes(scheme: &Scheme, text: &str) -> Result<Vec<u8>, String> {
     }
 }
 
-impl Source {
+impl Endpoint {
     fn resolve(spec: WebhookSpec) -> Self {
         let mut secrets = Vec::new();
         let mut missing = Vec::new();
@@ -337,7 +337,7 @@ pub enum WebhookError {
 
 /// What a verified, well-formed webhook became.
 #[derive(Debug)]
-pub enum Outcome {
+pub enum Admission {
     Accepted(Published),
     /// Seen within the dedupe window: nothing was appended.
     Duplicate {
@@ -348,7 +348,7 @@ pub enum Outcome {
 }
 
 pub struct Webhooks {
-    sources: HashMap<String, Source>,
+    endpoints: HashMap<String, Endpoint>,
     dedupe: Dedupe,
     ingest: Arc<Ingest>,
     metrics: Arc<Metrics>,
@@ -363,12 +363,12 @@ fn now() -> (i64, i64) {
 
 impl Webhooks {
     pub fn new(topics: &Topics, ingest: Arc<Ingest>, metrics: Arc<Metrics>) -> Self {
-        let sources = topics
+        let endpoints = topics
             .webhook_sources()
-            .map(|spec| (spec.name.clone(), Source::resolve(spec.clone())))
+            .map(|spec| (spec.name.clone(), Endpoint::resolve(spec.clone())))
             .collect();
         Self {
-            sources,
+            endpoints,
             dedupe: Dedupe::default(),
             ingest,
             metrics,
@@ -377,22 +377,22 @@ impl Webhooks {
 
     /// The body limit of a source, or `None` when there is no such source.
     pub fn max_body_bytes(&self, source: &str) -> Option<usize> {
-        self.sources.get(source).map(|s| s.spec.max_body_bytes)
+        self.endpoints.get(source).map(|s| s.spec.max_body_bytes)
     }
 
     /// Rebuilds the dedupe index from the events in the log that are still
     /// inside their source's window.
     pub async fn recover(&self, broker: &Broker) -> Result<(), crate::broker::BrokerError> {
         let (_, now_ms) = now();
-        let mut by_topic: HashMap<&str, Vec<&Source>> = HashMap::new();
-        for source in self.sources.values() {
+        let mut by_topic: HashMap<&str, Vec<&Endpoint>> = HashMap::new();
+        for endpoint in self.endpoints.values() {
             by_topic
-                .entry(source.spec.topic.as_str())
+                .entry(endpoint.spec.topic.as_str())
                 .or_default()
-                .push(source);
+                .push(endpoint);
         }
-        for (topic, sources) in by_topic {
-            let windows: HashMap<String, (String, i64)> = sources
+        for (topic, endpoints) in by_topic {
+            let windows: HashMap<String, (String, i64)> = endpoints
                 .iter()
                 .map(|s| {
                     (
@@ -443,17 +443,17 @@ impl Webhooks {
         name: &str,
         headers: HeaderMap,
         body: Bytes,
-    ) -> Result<Outcome, WebhookError> {
-        let source = self
-            .sources
+    ) -> Result<Admission, WebhookError> {
+        let endpoint = self
+            .endpoints
             .get(name)
             .ok_or_else(|| WebhookError::UnknownSource(name.to_owned()))?;
         self.metrics.webhook(name, "received");
-        let result = self.receive_from(source, headers, body).await;
+        let result = self.receive_from(endpoint, headers, body).await;
         let outcome = match &result {
-            Ok(Outcome::Accepted(_)) => "accepted",
-            Ok(Outcome::Duplicate { .. }) => "duplicate",
-            Ok(Outcome::Challenge(_)) => "challenge",
+            Ok(Admission::Accepted(_)) => "accepted",
+            Ok(Admission::Duplicate { .. }) => "duplicate",
+            Ok(Admission::Challenge(_)) => "challenge",
             Err(WebhookError::Rejected(rejection)) => rejection.code,
             Err(WebhookError::NotConfigured) => "not_configured",
             Err(WebhookError::NotJson(_) | WebhookError::InvalidBody(_)) => "invalid_body",
@@ -468,16 +468,16 @@ impl Webhooks {
 
     async fn receive_from(
         &self,
-        source: &Source,
+        endpoint: &Endpoint,
         headers: HeaderMap,
         body: Bytes,
-    ) -> Result<Outcome, WebhookError> {
-        if source.unconfigured.is_some() {
+    ) -> Result<Admission, WebhookError> {
+        if endpoint.unconfigured.is_some() {
             return Err(WebhookError::NotConfigured);
         }
         let (now_s, now_ms) = now();
         let request = Request::new(headers, body)
-            .verify(source, now_s)
+            .verify(endpoint, now_s)
             .map_err(WebhookError::Rejected)?;
         // Only now is the body looked at.
         if let Some(content_type) = request
@@ -490,9 +490,9 @@ impl Webhooks {
         }
         let data: Value = serde_json::from_slice(&request.body)
             .map_err(|e| WebhookError::InvalidBody(e.to_string()))?;
-        let facts = facts(&source.spec.scheme);
+        let facts = facts(&endpoint.spec.scheme);
         if let Some(answer) = facts.challenge.and_then(|challenge| challenge(&data)) {
-            return Ok(Outcome::Challenge(answer));
+            return Ok(Admission::Challenge(answer));
         }
         let delivery_id = request.delivery.id.clone().or_else(|| {
             facts
@@ -502,10 +502,10 @@ impl Webhooks {
                 .filter(|id| !id.is_empty())
                 .map(str::to_owned)
         });
-        let mut event = to_event(source, &request, data, delivery_id.clone())?;
+        let mut event = to_event(endpoint, &request, data, delivery_id.clone())?;
         // The signed body's digest: a dedupe key of its own, and kept on the
         // event so that a restart remembers it.
-        let body_slot = match source.spec.dedupe_body {
+        let body_slot = match endpoint.spec.dedupe_body {
             true => {
                 let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&request.body));
                 event
@@ -513,12 +513,12 @@ impl Webhooks {
                     .insert(BODY_DIGEST.into(), Value::String(digest.clone()));
                 let slot = self
                     .dedupe
-                    .lock(&body_key(&source.spec.name), &digest)
+                    .lock(&body_key(&endpoint.spec.name), &digest)
                     .await;
                 if let Some(expires_ms) = *slot
                     && expires_ms > now_ms
                 {
-                    return Ok(Outcome::Duplicate {
+                    return Ok(Admission::Duplicate {
                         id: delivery_id.unwrap_or(digest),
                     });
                 }
@@ -526,8 +526,8 @@ impl Webhooks {
             }
             false => None,
         };
-        let expires_ms = now_ms + source.spec.dedupe_window.as_millis() as i64;
-        let undeclared = if source.spec.accept_undeclared_types {
+        let expires_ms = now_ms + endpoint.spec.dedupe_window.as_millis() as i64;
+        let undeclared = if endpoint.spec.accept_undeclared_types {
             Undeclared::Accept
         } else {
             Undeclared::Refuse
@@ -535,35 +535,35 @@ impl Webhooks {
         let Some(delivery_id) = delivery_id else {
             let published = self
                 .ingest
-                .publish_checked(&source.spec.topic, vec![event], undeclared)
+                .publish_checked(&endpoint.spec.topic, vec![event], undeclared)
                 .await?;
             if let Some(mut body_slot) = body_slot {
                 *body_slot = Some(expires_ms);
             }
-            return Ok(Outcome::Accepted(first(published)));
+            return Ok(Admission::Accepted(first(published)));
         };
         // One delivery id at a time: a concurrent redelivery waits for the
         // first attempt and then sees its outcome.
-        let mut seen = self.dedupe.lock(&source.spec.name, &delivery_id).await;
+        let mut seen = self.dedupe.lock(&endpoint.spec.name, &delivery_id).await;
         if let Some(expires_ms) = *seen
             && expires_ms > now_ms
         {
-            return Ok(Outcome::Duplicate { id: delivery_id });
+            return Ok(Admission::Duplicate { id: delivery_id });
         }
         let published = self
             .ingest
-            .publish_checked(&source.spec.topic, vec![event], undeclared)
+            .publish_checked(&endpoint.spec.topic, vec![event], undeclared)
             .await?;
         *seen = Some(expires_ms);
         if let Some(mut body_slot) = body_slot {
             *body_slot = Some(expires_ms);
         }
-        Ok(Outcome::Accepted(first(published)))
+        Ok(Admission::Accepted(first(published)))
     }
 }
 
 /// The extension attribute holding the SHA-256 of a webhook's signed body
-/// (sources with `dedupe_body`).
+/// (endpoints with `dedupe_body`).
 pub const BODY_DIGEST: &str = "bodydigest";
 
 /// The dedupe namespace of a source's body digests (a NUL cannot be in a
@@ -577,12 +577,12 @@ fn first(mut published: Vec<Published>) -> Published {
 }
 
 fn to_event(
-    source: &Source,
+    endpoint: &Endpoint,
     request: &Request<Verified>,
     data: Value,
     delivery_id: Option<String>,
 ) -> Result<CloudEvent, WebhookError> {
-    let spec = &source.spec;
+    let spec = &endpoint.spec;
     let header_text = |name: &str| {
         request
             .headers
@@ -621,7 +621,7 @@ fn to_event(
             _ => None,
         });
     let mut event = CloudEvent::wrap(
-        source.source_uri(),
+        endpoint.source_uri(),
         format!("{}{ty}", spec.type_prefix),
         data,
     );

@@ -5,7 +5,7 @@
 use axum::http::HeaderMap;
 
 use super::{
-    DefaultType, Delivery, Facts, Rejection, SecretForm, any_signature_matches, decode_base64,
+    DefaultType, DeliveryFacts, Facts, Rejection, SecretForm, any_signature_matches, decode_base64,
     header,
 };
 
@@ -23,14 +23,14 @@ pub(super) fn verify(
     headers: &HeaderMap,
     body: &[u8],
     secrets: &[Vec<u8>],
-) -> Result<Delivery, Rejection> {
+) -> Result<DeliveryFacts, Rejection> {
     let signature = header(headers, SIGNATURE)?;
     let candidate = decode_base64(signature)
         .ok_or_else(|| Rejection::malformed_header(SIGNATURE, "not base64"))?;
     if !any_signature_matches(secrets, &[body], &[candidate]) {
         return Err(Rejection::invalid_signature(SIGNATURE));
     }
-    Ok(Delivery::from_header(headers, "x-shopify-webhook-id"))
+    Ok(DeliveryFacts::from_header(headers, "x-shopify-webhook-id"))
 }
 
 #[cfg(test)]

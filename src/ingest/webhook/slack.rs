@@ -7,8 +7,8 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 
 use super::{
-    DefaultType, Delivery, Facts, Rejection, SecretForm, any_signature_matches, check_timestamp,
-    header,
+    DefaultType, DeliveryFacts, Facts, Rejection, SecretForm, any_signature_matches,
+    check_timestamp, header,
 };
 
 const SIGNATURE: &str = "x-slack-signature";
@@ -43,7 +43,7 @@ pub(super) fn verify(
     secrets: &[Vec<u8>],
     tolerance: Duration,
     now_s: i64,
-) -> Result<Delivery, Rejection> {
+) -> Result<DeliveryFacts, Rejection> {
     let signature = header(headers, SIGNATURE)?;
     let timestamp = header(headers, TIMESTAMP)?;
     check_timestamp(TIMESTAMP, timestamp, tolerance, now_s)?;
@@ -56,7 +56,7 @@ pub(super) fn verify(
     ) {
         return Err(Rejection::invalid_signature(SIGNATURE));
     }
-    Ok(Delivery::default())
+    Ok(DeliveryFacts::default())
 }
 
 #[cfg(test)]

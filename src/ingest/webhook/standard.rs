@@ -8,8 +8,8 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 
 use super::{
-    DefaultType, Delivery, Facts, Rejection, SecretForm, any_signature_matches, check_timestamp,
-    decode_base64, header,
+    DefaultType, DeliveryFacts, Facts, Rejection, SecretForm, any_signature_matches,
+    check_timestamp, decode_base64, header,
 };
 
 /// The header names: the standard's, and Svix's older ones.
@@ -41,7 +41,7 @@ pub(super) fn verify(
     secrets: &[Vec<u8>],
     tolerance: Duration,
     now_s: i64,
-) -> Result<Delivery, Rejection> {
+) -> Result<DeliveryFacts, Rejection> {
     let [id_name, timestamp_name, signature_name] = NAMES
         .into_iter()
         .find(|[id, ..]| headers.contains_key(*id))
@@ -61,7 +61,7 @@ pub(super) fn verify(
     if !any_signature_matches(secrets, &message, &candidates) {
         return Err(Rejection::invalid_signature(signature_name));
     }
-    Ok(Delivery {
+    Ok(DeliveryFacts {
         id: Some(id.to_owned()),
     })
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 
 use super::{
-    DefaultType, Delivery, Facts, Rejection, SecretForm, any_signature_matches, check_timestamp,
-    header,
+    DefaultType, DeliveryFacts, Facts, Rejection, SecretForm, any_signature_matches,
+    check_timestamp, header,
 };
 
 const SIGNATURE: &str = "stripe-signature";
@@ -42,7 +42,7 @@ pub(super) fn verify(
     secrets: &[Vec<u8>],
     tolerance: Duration,
     now_s: i64,
-) -> Result<Delivery, Rejection> {
+) -> Result<DeliveryFacts, Rejection> {
     let value = header(headers, SIGNATURE)?;
     let (timestamp, candidates) = parse_header(value);
     let timestamp =
@@ -57,7 +57,7 @@ pub(super) fn verify(
     if !any_signature_matches(secrets, &[timestamp.as_bytes(), b".", body], &candidates) {
         return Err(Rejection::invalid_signature(SIGNATURE));
     }
-    Ok(Delivery::default())
+    Ok(DeliveryFacts::default())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! retention gets `event: lagged` and is closed. So no subscriber can slow
 //! publishing or another subscriber; the log is the buffer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use tracing::warn;
 
 use crate::broker::{Broker, BrokerError, StoredEvent};
 use crate::cursor::Cursor;
-use crate::event::EventHead;
+use crate::event::{EventHead, Filter};
 use crate::metrics::Metrics;
 
 /// Batches the broadcast holds for subscribers that are momentarily behind;
@@ -43,7 +43,7 @@ const COALESCE_BATCHES: usize = 32;
 pub const RETRY_HINT_MS: u64 = 2000;
 
 /// An event as the hub shares it with every subscriber.
-pub struct Delivery {
+pub struct SharedEvent {
     pub partition: usize,
     pub offset: u64,
     pub ty: String,
@@ -52,7 +52,7 @@ pub struct Delivery {
     pub frame_tail: Bytes,
 }
 
-impl Delivery {
+impl SharedEvent {
     fn from_stored(event: StoredEvent) -> Self {
         let head = EventHead::parse(&event.payload).unwrap_or(EventHead {
             ty: String::new(),
@@ -79,7 +79,7 @@ impl Delivery {
     }
 }
 
-type Batch = Arc<[Delivery]>;
+type Batch = Arc<[SharedEvent]>;
 
 /// The fan-out hubs, one per topic.
 #[derive(Clone, Default)]
@@ -150,7 +150,7 @@ async fn run_hub(
                     let deliveries: Batch = batch
                         .events
                         .into_iter()
-                        .map(Delivery::from_stored)
+                        .map(SharedEvent::from_stored)
                         .collect();
                     // No receivers is fine: nobody is listening.
                     let _ = sender.send(deliveries);
@@ -170,25 +170,6 @@ async fn run_hub(
                 }
             }
         }
-    }
-}
-
-/// What a subscriber wants to see.
-#[derive(Debug, Default, Clone)]
-pub struct Filter {
-    pub types: Option<HashSet<String>>,
-    pub subject_prefix: Option<String>,
-}
-
-impl Filter {
-    /// Whether an event of type `ty` with `subject` passes (SSE streams and
-    /// handlers alike).
-    pub fn matches(&self, ty: &str, subject: Option<&str>) -> bool {
-        self.types.as_ref().is_none_or(|types| types.contains(ty))
-            && self
-                .subject_prefix
-                .as_deref()
-                .is_none_or(|prefix| subject.is_some_and(|s| s.starts_with(prefix)))
     }
 }
 
@@ -312,7 +293,7 @@ impl Subscription {
 
     /// Frames the events of a broadcast batch this subscriber has not seen.
     /// A gap (an offset beyond the cursor) switches to catching up.
-    fn frame_live(&mut self, batch: &[Delivery], out: &mut BytesMut) -> u64 {
+    fn frame_live(&mut self, batch: &[SharedEvent], out: &mut BytesMut) -> u64 {
         let mut delivered = 0;
         for delivery in batch {
             let next = self.cursor.next(delivery.partition);
@@ -363,7 +344,7 @@ impl Subscription {
                 let mut out = BytesMut::new();
                 let mut delivered = 0;
                 for event in batch.events {
-                    let delivery = Delivery::from_stored(event);
+                    let delivery = SharedEvent::from_stored(event);
                     self.cursor.advance(delivery.partition, delivery.offset);
                     if self
                         .filter
