@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::outcome::{DEAD_LETTER_TYPE, RESULT_TYPE, source_of};
+use super::outcome::{Recorded, source_of};
 use super::worker::Worker;
 use crate::broker::{BrokerError, StoredEvent};
 use crate::cursor::{Cursor, Pending};
@@ -130,20 +130,11 @@ async fn recent_outcomes(worker: &Worker) -> Result<HashSet<(String, String)>, B
         worker
             .broker
             .scan(topic, from, None, |stored| {
-                let Ok(outcome) = serde_json::from_slice::<Value>(&stored.payload) else {
-                    return;
-                };
-                let ty = outcome.get("type").and_then(Value::as_str);
-                if outcome.get("source").and_then(Value::as_str) == Some(me.as_str())
-                    && matches!(ty, Some(RESULT_TYPE | DEAD_LETTER_TYPE))
-                    && let (Some(source), Some(id)) = (
-                        outcome
-                            .pointer("/data/event/source")
-                            .and_then(Value::as_str),
-                        outcome.pointer("/data/event/id").and_then(Value::as_str),
-                    )
+                if let Some(outcome) = Recorded::parse(&stored.payload)
+                    && outcome.source == me
                 {
-                    found.insert((source.to_owned(), id.to_owned()));
+                    let input = outcome.input();
+                    found.insert((input.source, input.id));
                 }
             })
             .await?;

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use self::config::{HandlerSpec, load};
+use self::outcome::Recorded;
 pub use self::outcome::{BREAKER_TYPE, DEAD_LETTER_TYPE, RESULT_TYPE};
 use self::worker::Worker;
 use crate::broker::{Broker, BrokerError};
@@ -194,24 +195,18 @@ impl Handlers {
         let mut skipped = Vec::new();
         broker
             .scan(topic, from, Some(&until), |stored| {
-                let Ok(letter) = serde_json::from_slice::<Value>(&stored.payload) else {
+                let Some(letter) = Recorded::parse(&stored.payload) else {
                     return;
                 };
-                let id = letter
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
-                let matches = letter.get("type").and_then(Value::as_str) == Some(DEAD_LETTER_TYPE)
-                    && letter.pointer("/data/handler").and_then(Value::as_str) == Some(name)
-                    && (wanted.is_empty() || wanted.contains(id.as_str()));
-                if !matches {
+                if !letter.is_dead_letter_of(name)
+                    || !(wanted.is_empty() || wanted.contains(letter.id.as_str()))
+                {
                     return;
                 }
-                let event = letter.pointer("/data/event").cloned().unwrap_or_default();
+                let event = letter.data.event;
                 match worker.replayable(&event) {
-                    Ok(()) => chosen.push((id, event)),
-                    Err(reason) => skipped.push(json!({"id": id, "reason": reason})),
+                    Ok(()) => chosen.push((letter.id, event)),
+                    Err(reason) => skipped.push(json!({"id": letter.id, "reason": reason})),
                 }
             })
             .await?;

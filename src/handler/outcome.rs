@@ -19,6 +19,45 @@ pub fn source_of(handler: &str) -> String {
     format!("/handlers/{handler}")
 }
 
+/// An outcome event read back from the log (to find the outcomes stored
+/// before a crash, to replay dead letters): only what those need.
+#[derive(Debug, serde::Deserialize)]
+pub struct Recorded {
+    pub id: String,
+    pub source: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    #[serde(default)]
+    pub data: RecordedData,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct RecordedData {
+    pub handler: Option<String>,
+    /// The input event (a dead letter) or its summary (a result).
+    pub event: Value,
+}
+
+impl Recorded {
+    /// A stored event, if it is an outcome at all.
+    pub fn parse(payload: &[u8]) -> Option<Self> {
+        serde_json::from_slice::<Self>(payload)
+            .ok()
+            .filter(|r| matches!(r.ty.as_str(), RESULT_TYPE | DEAD_LETTER_TYPE))
+    }
+
+    /// The input event's attributes.
+    pub fn input(&self) -> Attributes {
+        Attributes::of(&self.data.event)
+    }
+
+    /// A dead letter of `handler`.
+    pub fn is_dead_letter_of(&self, handler: &str) -> bool {
+        self.ty == DEAD_LETTER_TYPE && self.data.handler.as_deref() == Some(handler)
+    }
+}
+
 /// What handling an event came to.
 pub enum Outcome {
     Succeeded {
