@@ -10,6 +10,11 @@ use crate::event::EventError;
 use crate::ingest::IngestError;
 use crate::topic::TopicError;
 
+/// Largest body of a request that is not a publish or a webhook (ack, nack,
+/// replay selections): they are small JSON documents. The HTTP stack
+/// refuses larger ones, and [`json_rejections`] names the limit.
+pub const CONTROL_BODY_LIMIT: usize = 64 * 1024;
+
 /// Seconds a client should wait before retrying a 503.
 const RETRY_AFTER_SECONDS: u64 = 1;
 
@@ -203,10 +208,10 @@ pub(super) async fn json_rejections(response: Response) -> Response {
             "payload_too_large",
             format!(
                 "the request body is over the limit of {} bytes",
-                super::CONTROL_BODY_LIMIT
+                CONTROL_BODY_LIMIT
             ),
         )
-        .with("limit", super::CONTROL_BODY_LIMIT),
+        .with("limit", CONTROL_BODY_LIMIT),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
             ApiError::new(status, "unsupported_media_type", message)
         }

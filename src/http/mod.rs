@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-pub use self::error::{ApiError, ApiResult, ErrorCode};
+pub use self::error::{ApiError, ApiResult, CONTROL_BODY_LIMIT, ErrorCode};
 use crate::auth::{Access, Need, Verifier};
 use crate::broker::Broker;
 use crate::fanout::Hubs;
@@ -55,10 +55,6 @@ pub struct AppState {
     /// that writes each: clients may not publish there.
     pub handler_outputs: std::collections::HashMap<String, String>,
 }
-
-/// Largest body of a request that is not a publish or a webhook (ack, nack,
-/// replay selections): they are small JSON documents.
-pub const CONTROL_BODY_LIMIT: usize = 64 * 1024;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let metrics = Arc::clone(&state.metrics);
