@@ -17,6 +17,5 @@ pub mod ingest;
 pub mod metrics;
 pub mod problem;
 pub mod server;
-pub mod source;
 pub mod stream;
 pub mod topic;

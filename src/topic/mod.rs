@@ -1,5 +1,8 @@
 //! Topics: the registry read from `topics/*.toml`, the JSON Schema of each
 //! event type, and the choice of partition. Knows nothing of brokers or HTTP.
+//! The `[[webhooks]]` that feed a topic are [`webhook`]'s.
+
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,9 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use self::webhook::{RawWebhook, TypeRule, WebhookSpec};
 use crate::event::CloudEvent;
 use crate::problem::ConfigProblem;
-use crate::source::{RawSource, TypeRule, WebhookSpec};
 
 /// The most partitions a topic may declare.
 pub const MAX_PARTITIONS: usize = 1024;
@@ -34,7 +37,7 @@ struct RawTopic {
     #[serde(default)]
     types: BTreeMap<String, RawEventType>,
     #[serde(default)]
-    webhooks: Vec<RawSource>,
+    webhooks: Vec<RawWebhook>,
 }
 
 fn one() -> usize {
@@ -74,7 +77,7 @@ pub struct Topic {
     pub retention: Retention,
     pub segment_bytes: u64,
     pub types: BTreeMap<String, EventType>,
-    /// Webhook sources that feed this topic.
+    /// Webhooks that feed this topic.
     pub webhooks: Vec<WebhookSpec>,
     /// Spreads events without a key over the partitions.
     next_unkeyed: AtomicUsize,
@@ -382,8 +385,8 @@ fn load_topic(dir: &Path, file: &Path) -> Result<Topic, Vec<ConfigProblem>> {
         }
     }
     let mut webhooks = Vec::new();
-    for (index, raw_source) in raw.webhooks.into_iter().enumerate() {
-        match raw_source.resolve(&raw.name, index, file) {
+    for (index, raw_webhook) in raw.webhooks.into_iter().enumerate() {
+        match raw_webhook.resolve(&raw.name, index, file) {
             Ok(spec) => {
                 if let TypeRule::Fixed(ty) = &spec.type_rule
                     && !spec.accept_undeclared_types

@@ -1,4 +1,4 @@
-//! Webhook source definitions: the `[[webhooks]]` tables of a topic file,
+//! Webhook definitions: the `[[webhooks]]` tables of a topic file,
 //! validated into [`WebhookSpec`]. Plain configuration data: verification
 //! itself lives in `ingest::webhook`.
 
@@ -15,8 +15,10 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSource {
-    source: String,
+pub struct RawWebhook {
+    /// The webhook's name (the file key is `source`, for history).
+    #[serde(rename = "source")]
+    name: String,
     scheme: String,
     #[serde(default)]
     secrets_env: Vec<String>,
@@ -133,7 +135,7 @@ pub struct WebhookSpec {
     pub dedupe_body: bool,
 }
 
-fn is_valid_source_name(name: &str) -> bool {
+fn is_valid_webhook_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 100
         && name
@@ -176,7 +178,7 @@ fn parse_template(text: &str) -> Result<Vec<Part>, String> {
     Ok(parts)
 }
 
-impl RawSource {
+impl RawWebhook {
     /// Validates one `[[webhooks]]` table of the topic in `file`.
     pub fn resolve(
         self,
@@ -186,12 +188,12 @@ impl RawSource {
     ) -> Result<WebhookSpec, Vec<ConfigProblem>> {
         let mut problems: Vec<(String, String)> = Vec::new();
         let key = |k: &str| format!("webhooks[{index}].{k}");
-        if !is_valid_source_name(&self.source) {
+        if !is_valid_webhook_name(&self.name) {
             problems.push((
                 key("source"),
                 format!(
-                    "{:?} is not a source name: use a-z, 0-9, '-' and '_'",
-                    self.source
+                    "{:?} is not a webhook name: use a-z, 0-9, '-' and '_'",
+                    self.name
                 ),
             ));
         }
@@ -290,7 +292,7 @@ impl RawSource {
         }
         match scheme {
             Some(scheme) if problems.is_empty() => Ok(WebhookSpec {
-                name: self.source,
+                name: self.name,
                 topic: topic.to_owned(),
                 scheme,
                 secrets_env: self.secrets_env,
