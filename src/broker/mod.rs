@@ -14,6 +14,7 @@ pub mod embedded;
 pub mod kafka;
 pub mod nats;
 pub mod redis;
+pub mod settings;
 
 use std::time::Duration;
 

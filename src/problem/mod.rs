@@ -223,6 +223,19 @@ pub fn env_value(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.is_empty())
 }
 
+/// What the help of the flag `--long` states as its default (the text of
+/// its `[default: …]`), for tests that keep help texts and constants agreed.
+#[cfg(test)]
+pub(crate) fn stated_default(command: &clap::Command, long: &str) -> Option<String> {
+    let arg = command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(long))?;
+    let help = arg.get_help()?.to_string();
+    let (_, rest) = help.split_once("[default: ")?;
+    let end = rest.find([']', ','])?;
+    Some(rest[..end].to_owned())
+}
+
 /// A piece of a `{…}` template: text, or the name between braces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Piece<'a> {
