@@ -10,10 +10,24 @@ use serde::Deserialize;
 
 pub use super::action::ActionSpec;
 use super::action::{Common, http::HttpAction, webhook::WebhookAction};
+pub use super::policy::breaker::BreakerSpec;
+use super::policy::{breaker, retry};
 /// The problems of one handler file, under the name the actions know.
 pub(crate) use crate::problem::Problems as Checker;
 use crate::problem::{ConfigProblem, files};
 use crate::topic::Topics;
+
+/// How long one call may take, unless the file says.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Calls in flight at once per handler, unless the file says.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 16;
+/// Where a new consumer group starts, unless the file says.
+pub const DEFAULT_START: &str = "latest";
+/// What a request's body is (see [`BodyMode`]), unless the file says.
+pub const DEFAULT_BODY: &str = "event";
+/// Delivery order, unless the file says: none (`by_key`: one call at a
+/// time per partition key).
+pub const DEFAULT_ORDERED: &str = "none";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,16 +131,6 @@ pub enum UrlPart {
     Literal(String),
     /// A JSON pointer into the event, e.g. `/id` or `/data/order_id`.
     Pointer(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BreakerSpec {
-    pub consecutive_failures: u32,
-    pub failure_rate: f64,
-    pub window: Duration,
-    pub min_calls: u32,
-    pub open_for: Duration,
-    pub half_open_probes: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -276,7 +280,7 @@ fn resolve(
     let start_earliest = c
         .one_of(
             "subscribe.start",
-            raw.subscribe.start.as_deref().unwrap_or("latest"),
+            raw.subscribe.start.as_deref().unwrap_or(DEFAULT_START),
             &[("latest", false), ("earliest", true)],
         )
         .unwrap_or(false);
@@ -320,7 +324,7 @@ fn resolve_action(c: &mut Checker, raw: RawAction) -> Option<ActionSpec> {
     let body = c
         .one_of(
             "action.body",
-            raw.body.as_deref().unwrap_or("event"),
+            raw.body.as_deref().unwrap_or(DEFAULT_BODY),
             &[
                 ("event", BodyMode::Event),
                 ("binary", BodyMode::Binary),
@@ -353,26 +357,22 @@ fn resolve_action(c: &mut Checker, raw: RawAction) -> Option<ActionSpec> {
 }
 
 fn resolve_policy(c: &mut Checker, raw: RawPolicy) -> PolicySpec {
-    let timeout = c.duration(
-        "policy.timeout",
-        raw.timeout.as_deref(),
-        Duration::from_secs(10),
-    );
+    let timeout = c.duration("policy.timeout", raw.timeout.as_deref(), DEFAULT_TIMEOUT);
     let backoff_initial = c.duration(
         "policy.backoff_initial",
         raw.backoff_initial.as_deref(),
-        Duration::from_millis(200),
+        retry::DEFAULT_BACKOFF_INITIAL,
     );
     let backoff_max = c.duration(
         "policy.backoff_max",
         raw.backoff_max.as_deref(),
-        Duration::from_secs(30),
+        retry::DEFAULT_BACKOFF_MAX,
     );
-    let max_attempts = raw.max_attempts.unwrap_or(5);
+    let max_attempts = raw.max_attempts.unwrap_or(retry::DEFAULT_MAX_ATTEMPTS);
     if max_attempts == 0 {
         c.problem("policy.max_attempts", "must be at least 1");
     }
-    let max_concurrency = raw.max_concurrency.unwrap_or(16);
+    let max_concurrency = raw.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
     if max_concurrency == 0 {
         c.problem("policy.max_concurrency", "must be at least 1");
     }
@@ -387,12 +387,12 @@ fn resolve_policy(c: &mut Checker, raw: RawPolicy) -> PolicySpec {
     let ordered_by_key = c
         .one_of(
             "policy.ordered",
-            raw.ordered.as_deref().unwrap_or("none"),
+            raw.ordered.as_deref().unwrap_or(DEFAULT_ORDERED),
             &[("none", false), ("by_key", true)],
         )
         .unwrap_or(false);
     let b = raw.breaker;
-    let failure_rate = b.failure_rate.unwrap_or(0.5);
+    let failure_rate = b.failure_rate.unwrap_or(breaker::DEFAULT_FAILURE_RATE);
     if !(0.0..=1.0).contains(&failure_rate) || failure_rate == 0.0 {
         c.problem(
             "policy.breaker.failure_rate",
@@ -400,20 +400,26 @@ fn resolve_policy(c: &mut Checker, raw: RawPolicy) -> PolicySpec {
         );
     }
     let breaker = BreakerSpec {
-        consecutive_failures: b.consecutive_failures.unwrap_or(5).max(1),
+        consecutive_failures: b
+            .consecutive_failures
+            .unwrap_or(breaker::DEFAULT_CONSECUTIVE_FAILURES)
+            .max(1),
         failure_rate,
         window: c.duration(
             "policy.breaker.window",
             b.window.as_deref(),
-            Duration::from_secs(30),
+            breaker::DEFAULT_WINDOW,
         ),
-        min_calls: b.min_calls.unwrap_or(20).max(1),
+        min_calls: b.min_calls.unwrap_or(breaker::DEFAULT_MIN_CALLS).max(1),
         open_for: c.duration(
             "policy.breaker.open_for",
             b.open_for.as_deref(),
-            Duration::from_secs(30),
+            breaker::DEFAULT_OPEN_FOR,
         ),
-        half_open_probes: b.half_open_probes.unwrap_or(1).max(1),
+        half_open_probes: b
+            .half_open_probes
+            .unwrap_or(breaker::DEFAULT_HALF_OPEN_PROBES)
+            .max(1),
     };
     PolicySpec {
         timeout,
