@@ -168,7 +168,12 @@ fn problem(file: &Path, text: &str, err: &toml::de::Error) -> ConfigProblem {
     if let Some(span) = err.span().filter(|span| span.end > 0) {
         problem.at = Some(position(text, span.start));
         if let Ok(root) = DeTable::parse(text) {
-            problem.key = key_at(root.get_ref(), &span);
+            let (key, datetime) = key_at(root.get_ref(), &span);
+            problem.key = key;
+            // serde sees a TOML date-time as a table.
+            if datetime && let Some(rest) = problem.reason.strip_prefix("a table is not") {
+                problem.reason = format!("a date-time is not{rest}");
+            }
         }
     }
     problem
@@ -184,25 +189,28 @@ fn position(text: &str, offset: usize) -> Position {
 }
 
 /// The path (`webhooks[0].scheme`) of the innermost key or value that holds
-/// `span`; "" when none does (the whole file).
-fn key_at(root: &DeTable<'_>, span: &Range<usize>) -> String {
-    let mut best: Option<(usize, String)> = None;
+/// `span` ("" when none does: the whole file), and whether that is a
+/// date-time value.
+fn key_at(root: &DeTable<'_>, span: &Range<usize>) -> (String, bool) {
+    let mut best: Option<Place> = None;
     walk_table(root, "", span, &mut best);
-    best.map(|(_, path)| path).unwrap_or_default()
+    best.map_or_else(Default::default, |place| (place.path, place.datetime))
 }
 
-fn walk_table(
-    table: &DeTable<'_>,
-    path: &str,
-    span: &Range<usize>,
-    best: &mut Option<(usize, String)>,
-) {
+/// The innermost key or value found so far that holds an error's span.
+struct Place {
+    size: usize,
+    path: String,
+    datetime: bool,
+}
+
+fn walk_table(table: &DeTable<'_>, path: &str, span: &Range<usize>, best: &mut Option<Place>) {
     for (key, value) in table {
         let path = match path {
             "" => key_name(key.get_ref()),
             _ => format!("{path}.{}", key_name(key.get_ref())),
         };
-        consider(&key.span(), &path, span, best);
+        consider(&key.span(), &path, false, span, best);
         walk_value(value, &path, span, best);
     }
 }
@@ -211,9 +219,10 @@ fn walk_value(
     value: &Spanned<DeValue<'_>>,
     path: &str,
     span: &Range<usize>,
-    best: &mut Option<(usize, String)>,
+    best: &mut Option<Place>,
 ) {
-    consider(&value.span(), path, span, best);
+    let datetime = matches!(value.get_ref(), DeValue::Datetime(_));
+    consider(&value.span(), path, datetime, span, best);
     match value.get_ref() {
         DeValue::Table(table) => walk_table(table, path, span, best),
         DeValue::Array(items) => {
@@ -230,17 +239,18 @@ fn walk_value(
 fn consider(
     place: &Range<usize>,
     path: &str,
+    datetime: bool,
     span: &Range<usize>,
-    best: &mut Option<(usize, String)>,
+    best: &mut Option<Place>,
 ) {
     let holds = place.start <= span.start && span.end <= place.end;
     let size = place.end - place.start;
-    if holds
-        && best
-            .as_ref()
-            .is_none_or(|(best_size, _)| size <= *best_size)
-    {
-        *best = Some((size, path.to_owned()));
+    if holds && best.as_ref().is_none_or(|best| size <= best.size) {
+        *best = Some(Place {
+            size,
+            path: path.to_owned(),
+            datetime,
+        });
     }
 }
 
@@ -369,6 +379,10 @@ mod tests {
             "f.toml:2:14: partitions: -1 is not a whole number ≥ 0"
         );
         assert_eq!(error("name = 5\n"), "f.toml:1:8: name: 5 is not a string");
+        assert_eq!(
+            error("name = 1979-05-27\n"),
+            "f.toml:1:8: name: a date-time is not a string"
+        );
         assert_eq!(
             error("name = \"a\"\nopen = \"yes\"\n"),
             "f.toml:2:8: open: \"yes\" is not true or false"
