@@ -220,8 +220,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             secret,
         } => {
             use crate::auth::{Pattern, Scopes};
-            let ttl = humantime::parse_duration(&ttl)
-                .with_context(|| format!("--ttl {ttl:?} is not a duration like 1h or 30d"))?;
+            let ttl = crate::problem::parse_duration(&ttl, "30d")
+                .map_err(|reason| anyhow::anyhow!("--ttl {reason}"))?;
             let patterns = |names: Vec<String>| names.into_iter().map(Pattern::new).collect();
             let scopes = Scopes {
                 publish: patterns(publish),
@@ -492,7 +492,7 @@ fn check(overrides: Overrides) -> Result<ExitCode> {
         let set = source
             .secrets_env
             .iter()
-            .any(|name| std::env::var_os(name).is_some());
+            .any(|name| crate::problem::env_value(name).is_some());
         if !set {
             eprintln!(
                 "warning: webhook source {:?}: none of {} is set, so it rejects every request",

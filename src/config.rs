@@ -9,13 +9,22 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::broker::BrokerConfig;
-use crate::broker::embedded::{EmbeddedConfig, FsyncPolicy, MAX_PAYLOAD_BYTES};
-use crate::problem::ConfigProblem;
+use crate::broker::settings::{self, BrokerFile, BrokerFlags};
+use crate::problem::{ConfigProblem, Problems, Size, files};
 
+/// The config file read when `--config` names none, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "switchyard.toml";
+/// The address served, unless told.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Where topic files are read from, unless told.
+pub const DEFAULT_TOPICS_DIR: &str = "topics";
+/// Where handler files are read from, unless told.
+pub const DEFAULT_HANDLERS_DIR: &str = "handlers";
+/// Largest single event (and single-event request body), unless told.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+/// Largest batch request body, unless told (never below the event limit).
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Interval of SSE heartbeat comments, unless told.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 /// Time a client has to send a request's headers (and an idle keep-alive
 /// connection to send the next request) before the connection is closed.
@@ -24,9 +33,10 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// default is this or, when the process may open fewer files, what is left
 /// after the descriptors kept for the log and outbound calls.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// Descriptors kept out of reach of connections: the log's cached segment
-/// files, partition directories, handlers' outbound connections.
-pub const RESERVED_FILES: usize = crate::broker::embedded::SEGMENT_FILES_OPEN + 1024;
+/// Descriptors kept out of reach of connections: the broker's own (the
+/// log's cached segment files), partition directories, handlers' outbound
+/// connections.
+pub const RESERVED_FILES: usize = settings::FILES_KEPT_OPEN + 1024;
 /// How long a shutdown waits for open requests and streams to finish.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// A consumer group unused this long leaves memory.
@@ -38,7 +48,6 @@ pub const DEFAULT_MAX_GROUPS_PER_TOPIC: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub data_dir: PathBuf,
     pub topics_dir: PathBuf,
     pub handlers_dir: PathBuf,
     pub broker: BrokerConfig,
@@ -61,17 +70,31 @@ pub struct Config {
     pub groups: crate::group::GroupLimits,
 }
 
-/// The file form: every field optional, unknown keys refused.
+/// The file form: the server's keys and the broker's ([`BrokerFile`]).
+#[derive(Debug, Default)]
+pub struct FileConfig {
+    pub server: ServerFile,
+    pub broker: BrokerFile,
+}
+
+impl FileConfig {
+    /// Parses `text`, the contents of `path`; keys that neither the server
+    /// nor the broker takes are refused.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, Vec<ConfigProblem>> {
+        let (broker, server) = files::parse_split(path, text)?;
+        Ok(Self { server, broker })
+    }
+}
+
+/// The server's keys of switchyard.toml: every one optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub struct ServerFile {
     pub listen: Option<String>,
-    pub data_dir: Option<PathBuf>,
     pub topics_dir: Option<PathBuf>,
     pub handlers_dir: Option<PathBuf>,
-    pub broker: Option<String>,
-    pub max_event_bytes: Option<bytesize::ByteSize>,
-    pub max_batch_bytes: Option<bytesize::ByteSize>,
+    pub max_event_bytes: Option<Size>,
+    pub max_batch_bytes: Option<Size>,
     pub heartbeat: Option<String>,
     pub jwt_secret: Option<String>,
     pub jwt_public_key: Option<PathBuf>,
@@ -86,45 +109,6 @@ pub struct FileConfig {
     pub shutdown_grace: Option<String>,
     pub group_idle: Option<String>,
     pub max_groups_per_topic: Option<usize>,
-    #[serde(default)]
-    pub embedded: EmbeddedFileConfig,
-    #[serde(default)]
-    pub redis: RedisFileConfig,
-    #[serde(default)]
-    pub nats: NatsFileConfig,
-    #[serde(default)]
-    pub kafka: KafkaFileConfig,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaFileConfig {
-    pub bootstrap_servers: Option<String>,
-    pub replication_factor: Option<i32>,
-    /// librdkafka properties passed through (TLS, SASL, …).
-    #[serde(default)]
-    pub options: std::collections::BTreeMap<String, String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NatsFileConfig {
-    pub url: Option<String>,
-    pub prefix: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisFileConfig {
-    pub url: Option<String>,
-    pub prefix: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmbeddedFileConfig {
-    pub fsync: Option<String>,
-    pub fsync_interval: Option<String>,
 }
 
 /// Values given on the command line or in the environment; they win over
@@ -137,42 +121,15 @@ pub struct Overrides {
     /// Address to listen on [default: 127.0.0.1:8080]
     #[arg(long, env = "SWITCHYARD_LISTEN")]
     pub listen: Option<String>,
-    /// Where the embedded broker keeps its log [default: ./data]
-    #[arg(long, env = "SWITCHYARD_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
     /// Directory of topic definitions [default: ./topics]
     #[arg(long, env = "SWITCHYARD_TOPICS_DIR")]
     pub topics_dir: Option<PathBuf>,
     /// Directory of handler definitions [default: ./handlers]
     #[arg(long, env = "SWITCHYARD_HANDLERS_DIR")]
     pub handlers_dir: Option<PathBuf>,
-    /// Broker backend: embedded, or redis, nats, kafka (each when built with its cargo feature) [default: embedded]
-    #[arg(long, env = "SWITCHYARD_BROKER")]
-    pub broker: Option<String>,
-    /// Redis URL for broker = redis [default: redis://127.0.0.1:6379]
-    #[arg(long, env = "SWITCHYARD_REDIS_URL")]
-    pub redis_url: Option<String>,
-    /// NATS URL for broker = nats [default: nats://127.0.0.1:4222]
-    #[arg(long, env = "SWITCHYARD_NATS_URL")]
-    pub nats_url: Option<String>,
-    /// Kafka bootstrap servers for broker = kafka [default: 127.0.0.1:9092]
-    #[arg(long, env = "SWITCHYARD_KAFKA_BROKERS")]
-    pub kafka_brokers: Option<String>,
-    /// A librdkafka property for broker = kafka, e.g. sasl.mechanism=PLAIN;
-    /// repeat the flag (or separate with commas in the env var); overrides [kafka.options]
-    #[arg(
-        long = "kafka-option",
-        value_name = "KEY=VALUE",
-        env = "SWITCHYARD_KAFKA_OPTIONS",
-        value_delimiter = ','
-    )]
-    pub kafka_options: Vec<String>,
-    /// When appends are durable: "always" (fsync before answering) or "interval" [default: always]
-    #[arg(long, env = "SWITCHYARD_FSYNC")]
-    pub fsync: Option<String>,
-    /// fsync period in interval mode, e.g. "10ms" [default: 10ms]
-    #[arg(long, env = "SWITCHYARD_FSYNC_INTERVAL")]
-    pub fsync_interval: Option<String>,
+    // `--broker` and each backend's flags (`broker/<name>/config.rs`).
+    #[command(flatten)]
+    pub broker: BrokerFlags,
     /// Largest event accepted, e.g. "1MiB" [default: 1MiB]
     #[arg(long, env = "SWITCHYARD_MAX_EVENT_BYTES")]
     pub max_event_bytes: Option<String>,
@@ -243,9 +200,8 @@ impl Config {
     }
 
     fn resolve(path: &Path, file: FileConfig, o: &Overrides) -> Result<Self, Vec<ConfigProblem>> {
-        let mut problems = Vec::new();
-        let mut problem =
-            |key: &str, reason: String| problems.push(ConfigProblem::new(path, key, reason));
+        let mut problems = Problems::new(path);
+        let (file, broker_file) = (file.server, file.broker);
 
         let listen_text = o
             .listen
@@ -253,151 +209,44 @@ impl Config {
             .or(file.listen)
             .unwrap_or_else(|| DEFAULT_LISTEN.into());
         let listen: SocketAddr = listen_text.parse().unwrap_or_else(|_| {
-            problem(
+            problems.problem(
                 "listen",
                 format!("{listen_text:?} is not an address like 127.0.0.1:8080"),
             );
             DEFAULT_LISTEN.parse().expect("the default address parses")
         });
-        let data_dir = o
-            .data_dir
-            .clone()
-            .or(file.data_dir)
-            .unwrap_or_else(|| "data".into());
         let topics_dir = o
             .topics_dir
             .clone()
             .or(file.topics_dir)
-            .unwrap_or_else(|| "topics".into());
+            .unwrap_or_else(|| DEFAULT_TOPICS_DIR.into());
         let handlers_dir = o
             .handlers_dir
             .clone()
             .or(file.handlers_dir)
-            .unwrap_or_else(|| "handlers".into());
+            .unwrap_or_else(|| DEFAULT_HANDLERS_DIR.into());
+        let broker = settings::resolve(&o.broker, broker_file, &mut problems);
 
-        let fsync_text = o
-            .fsync
-            .clone()
-            .or(file.embedded.fsync)
-            .unwrap_or_else(|| "always".into());
-        let interval_text = o.fsync_interval.clone().or(file.embedded.fsync_interval);
-        let fsync = match fsync_text.as_str() {
-            "always" => FsyncPolicy::Always,
-            "interval" => {
-                let text = interval_text.unwrap_or_else(|| "10ms".into());
-                match crate::problem::duration(&text, "10ms") {
-                    Ok(d) => FsyncPolicy::Interval(d),
-                    Err(reason) => {
-                        problem("embedded.fsync_interval", reason);
-                        FsyncPolicy::Always
-                    }
-                }
-            }
-            other => {
-                problem(
-                    "embedded.fsync",
-                    format!("{other:?} is not \"always\" or \"interval\""),
-                );
-                FsyncPolicy::Always
-            }
-        };
-        let redis_url = o.redis_url.clone().or(file.redis.url);
-        let redis_prefix = file.redis.prefix;
-        let nats_url = o.nats_url.clone().or(file.nats.url);
-        let nats_prefix = file.nats.prefix;
-        let kafka_brokers = o.kafka_brokers.clone().or(file.kafka.bootstrap_servers);
-        let mut kafka_options = file.kafka.options;
-        for option in &o.kafka_options {
-            match option.split_once('=') {
-                Some((key, value)) if !key.trim().is_empty() => {
-                    kafka_options.insert(key.trim().to_owned(), value.trim().to_owned());
-                }
-                _ => problem(
-                    "--kafka-option",
-                    format!("{option:?} is not KEY=VALUE (e.g. sasl.mechanism=PLAIN)"),
-                ),
-            }
-        }
-        let kafka_file = (file.kafka.replication_factor, kafka_options);
-        let broker_kind = o
-            .broker
-            .clone()
-            .or(file.broker)
-            .unwrap_or_else(|| "embedded".into());
-        let embedded = BrokerConfig::Embedded(EmbeddedConfig {
-            data_dir: data_dir.clone(),
-            fsync,
-        });
-        let broker = match broker_kind.as_str() {
-            "embedded" => embedded,
-            #[cfg(feature = "redis")]
-            "redis" => BrokerConfig::Redis(crate::broker::redis::RedisConfig {
-                url: redis_url.unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
-                prefix: redis_prefix.unwrap_or_else(|| "switchyard".into()),
-            }),
-            #[cfg(feature = "nats")]
-            "nats" => BrokerConfig::Nats(crate::broker::nats::NatsConfig {
-                url: nats_url.unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
-                prefix: nats_prefix.unwrap_or_else(|| "switchyard".into()),
-            }),
-            #[cfg(feature = "kafka")]
-            "kafka" => BrokerConfig::Kafka(crate::broker::kafka::KafkaConfig {
-                bootstrap_servers: kafka_brokers.unwrap_or_else(|| "127.0.0.1:9092".into()),
-                replication_factor: kafka_file.0.unwrap_or(1),
-                options: kafka_file.1.into_iter().collect(),
-            }),
-            other => {
-                let built: &[&str] = &[
-                    "embedded",
-                    #[cfg(feature = "redis")]
-                    "redis",
-                    #[cfg(feature = "nats")]
-                    "nats",
-                    #[cfg(feature = "kafka")]
-                    "kafka",
-                ];
-                problem(
-                    "broker",
-                    format!(
-                        "{other:?} is not a broker this build supports ({}); external backends need their cargo feature, e.g. --features redis",
-                        built.join(", ")
-                    ),
-                );
-                embedded
-            }
-        };
-        #[cfg(not(feature = "redis"))]
-        let _ = (redis_url, redis_prefix);
-        #[cfg(not(feature = "nats"))]
-        let _ = (nats_url, nats_prefix);
-        #[cfg(not(feature = "kafka"))]
-        let _ = (kafka_brokers, kafka_file);
-
-        let mut bytes = |key: &str,
-                         flag: Option<&String>,
-                         from_file: Option<bytesize::ByteSize>,
-                         default: usize| {
-            let value = match flag {
-                Some(text) => match text.parse::<bytesize::ByteSize>() {
-                    Ok(size) => size.as_u64() as usize,
-                    Err(_) => {
-                        problem(key, format!("{text:?} is not a size like \"1MiB\""));
-                        default
-                    }
-                },
-                None => from_file.map_or(default, |size| size.as_u64() as usize),
+        let mut bytes = |key: &str, flag: Option<&str>, from_file: Option<Size>, default: usize| {
+            let given = match flag {
+                Some(text) => problems.size(key, text),
+                None => from_file.map(|size| size.0),
             };
-            if value == 0 || value > MAX_PAYLOAD_BYTES {
-                problem(
+            let value = given.map_or(default, |bytes| bytes as usize);
+            if value == 0 || value > settings::MAX_EVENT_BYTES {
+                problems.problem(
                     key,
-                    format!("must be between 1 byte and {MAX_PAYLOAD_BYTES} bytes, got {value}"),
+                    format!(
+                        "must be between 1 byte and {} bytes, got {value}",
+                        settings::MAX_EVENT_BYTES
+                    ),
                 );
             }
             value
         };
         let max_event_bytes = bytes(
             "max_event_bytes",
-            o.max_event_bytes.as_ref(),
+            o.max_event_bytes.as_deref(),
             file.max_event_bytes,
             DEFAULT_MAX_EVENT_BYTES,
         );
@@ -409,31 +258,28 @@ impl Config {
         )
         .max(max_event_bytes);
 
-        let mut duration = |key: &str, text: Option<String>, default: Duration| match text {
-            None => default,
-            Some(text) => crate::problem::duration(&text, "15s").unwrap_or_else(|reason| {
-                problem(key, reason);
-                default
-            }),
-        };
-        let heartbeat = duration(
-            "heartbeat",
-            o.heartbeat.clone().or(file.heartbeat),
-            DEFAULT_HEARTBEAT,
-        );
+        let mut duration =
+            |key: &str, flag: &Option<String>, from_file: Option<String>, default| {
+                let text = flag.clone().or(from_file);
+                problems.duration(key, text.as_deref(), default)
+            };
+        let heartbeat = duration("heartbeat", &o.heartbeat, file.heartbeat, DEFAULT_HEARTBEAT);
         let header_timeout = duration(
             "header_timeout",
-            o.header_timeout.clone().or(file.header_timeout),
+            &o.header_timeout,
+            file.header_timeout,
             DEFAULT_HEADER_TIMEOUT,
         );
         let shutdown_grace = duration(
             "shutdown_grace",
-            o.shutdown_grace.clone().or(file.shutdown_grace),
+            &o.shutdown_grace,
+            file.shutdown_grace,
             DEFAULT_SHUTDOWN_GRACE,
         );
         let group_idle = duration(
             "group_idle",
-            o.group_idle.clone().or(file.group_idle),
+            &o.group_idle,
+            file.group_idle,
             DEFAULT_GROUP_IDLE,
         );
         let max_groups_per_topic = o
@@ -441,11 +287,11 @@ impl Config {
             .or(file.max_groups_per_topic)
             .unwrap_or(DEFAULT_MAX_GROUPS_PER_TOPIC);
         if max_groups_per_topic == 0 {
-            problem("max_groups_per_topic", "must be at least 1".into());
+            problems.problem("max_groups_per_topic", "must be at least 1");
         }
         let max_connections = o.max_connections.or(file.max_connections);
         if max_connections == Some(0) {
-            problem("max_connections", "must be at least 1".into());
+            problems.problem("max_connections", "must be at least 1");
         }
 
         // An empty value (an unset variable in docker-compose) means none.
@@ -462,7 +308,7 @@ impl Config {
         };
         let allow_anonymous = o.allow_anonymous || file.allow_anonymous.unwrap_or(false);
         if !keys.is_set() && !listen.ip().is_loopback() && !allow_anonymous {
-            problem(
+            problems.problem(
                 "listen",
                 format!(
                     "{listen} is reachable from the network but no token key is configured: set SWITCHYARD_JWT_SECRET (or SWITCHYARD_JWT_PUBLIC_KEY), or start with --allow-anonymous to let anyone do anything"
@@ -481,7 +327,7 @@ impl Config {
             .collect();
         for origin in &cors_origins {
             if origin == "*" || !(origin.starts_with("http://") || origin.starts_with("https://")) {
-                problem(
+                problems.problem(
                     "cors_origins",
                     format!(
                         "{origin:?} is not an origin like https://dash.example.com (no wildcards: credentials are allowed)"
@@ -491,12 +337,8 @@ impl Config {
         }
         let metrics_open = o.metrics_open || file.metrics_open.unwrap_or(false);
 
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        Ok(Self {
+        problems.finish(Self {
             listen,
-            data_dir,
             topics_dir,
             handlers_dir,
             broker,
@@ -518,20 +360,22 @@ impl Config {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, Vec<ConfigProblem>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| vec![ConfigProblem::new(path, "", format!("cannot read: {err}"))])?;
-    toml::from_str(&text)
-        .map_err(|err| vec![ConfigProblem::new(path, "", err.message().to_owned())])
+    let text = files::read_text(path).map_err(|problem| vec![problem])?;
+    FileConfig::parse(path, &text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::problem::{format_duration, stated_default};
 
     #[test]
     fn flags_win_over_file_and_problems_name_the_key() {
-        let file: FileConfig =
-            toml::from_str("listen = \"127.0.0.1:9000\"\nheartbeat = \"2s\"").unwrap();
+        let file = FileConfig::parse(
+            Path::new("s.toml"),
+            "listen = \"127.0.0.1:9000\"\nheartbeat = \"2s\"",
+        )
+        .unwrap();
         let overrides = Overrides {
             listen: Some("127.0.0.1:9100".into()),
             ..Default::default()
@@ -540,12 +384,68 @@ mod tests {
         assert_eq!(config.listen.port(), 9100);
         assert_eq!(config.heartbeat, Duration::from_secs(2));
 
+        // A broker's problem (here `--broker`'s) is reported with the rest;
+        // each backend's own keys are checked beside it (broker::settings).
         let overrides = Overrides {
-            fsync: Some("sometimes".into()),
+            broker: BrokerFlags {
+                broker: Some("carrier-pigeon".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let problems =
             Config::resolve(Path::new("s.toml"), FileConfig::default(), &overrides).unwrap_err();
-        assert_eq!(problems[0].key, "embedded.fsync");
+        assert_eq!(problems[0].key, "broker");
+    }
+
+    #[test]
+    fn the_file_takes_the_server_and_the_broker_keys_and_no_others() {
+        let path = Path::new("s.toml");
+        let file =
+            FileConfig::parse(path, "listen = \"127.0.0.1:9000\"\nbroker = \"x\"\n").unwrap();
+        assert_eq!(file.server.listen.as_deref(), Some("127.0.0.1:9000"));
+        assert_eq!(file.broker.broker.as_deref(), Some("x"));
+        let problems = FileConfig::parse(path, "brokr = \"x\"\n").unwrap_err();
+        assert_eq!(problems[0].key, "brokr");
+        assert!(problems[0].reason.contains("`broker`"), "{}", problems[0]);
+        assert!(problems[0].reason.contains("`listen`"), "{}", problems[0]);
+    }
+
+    #[test]
+    fn help_states_the_defaults() {
+        use clap::Args;
+        let command = Overrides::augment_args(clap::Command::new("t"));
+        let stated = |long| stated_default(&command, long);
+        assert_eq!(stated("listen").as_deref(), Some(DEFAULT_LISTEN));
+        assert_eq!(
+            stated("topics-dir"),
+            Some(format!("./{DEFAULT_TOPICS_DIR}"))
+        );
+        assert_eq!(
+            stated("handlers-dir"),
+            Some(format!("./{DEFAULT_HANDLERS_DIR}"))
+        );
+        assert_eq!(stated("broker").as_deref(), Some(settings::DEFAULT_BROKER));
+        assert_eq!(stated("max-event-bytes").as_deref(), Some("1MiB"));
+        assert_eq!(
+            crate::problem::parse_size("1MiB"),
+            Ok(DEFAULT_MAX_EVENT_BYTES as u64)
+        );
+        for (long, default) in [
+            ("heartbeat", DEFAULT_HEARTBEAT),
+            ("header-timeout", DEFAULT_HEADER_TIMEOUT),
+            ("shutdown-grace", DEFAULT_SHUTDOWN_GRACE),
+            ("group-idle", DEFAULT_GROUP_IDLE),
+        ] {
+            assert_eq!(stated(long), Some(format_duration(default)), "{long}");
+        }
+        assert_eq!(
+            stated("max-groups-per-topic"),
+            Some(DEFAULT_MAX_GROUPS_PER_TOPIC.to_string())
+        );
+        assert!(
+            stated("max-connections")
+                .is_some_and(|text| text.starts_with(&DEFAULT_MAX_CONNECTIONS.to_string())),
+        );
     }
 }

@@ -18,5 +18,4 @@ pub mod ingest;
 pub mod metrics;
 pub mod problem;
 pub mod server;
-pub mod source;
 pub mod topic;

@@ -15,6 +15,7 @@ pub mod embedded;
 pub mod kafka;
 pub mod nats;
 pub mod redis;
+pub mod settings;
 
 use std::sync::Arc;
 use std::time::Duration;

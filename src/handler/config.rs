@@ -10,8 +10,24 @@ use serde::Deserialize;
 
 pub use super::action::ActionSpec;
 use super::action::{Common, http::HttpAction, webhook::WebhookAction};
-use crate::problem::ConfigProblem;
+pub use super::policy::breaker::BreakerSpec;
+use super::policy::{breaker, retry};
+/// The problems of one handler file, under the name the actions know.
+pub(crate) use crate::problem::Problems as Checker;
+use crate::problem::{ConfigProblem, files};
 use crate::topic::Topics;
+
+/// How long one call may take, unless the file says.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Calls in flight at once per handler, unless the file says.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 16;
+/// Where a new consumer group starts, unless the file says.
+pub const DEFAULT_START: &str = "latest";
+/// What a request's body is (see [`BodyMode`]), unless the file says.
+pub const DEFAULT_BODY: &str = "event";
+/// Delivery order, unless the file says: none (`by_key`: one call at a
+/// time per partition key).
+pub const DEFAULT_ORDERED: &str = "none";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,16 +133,6 @@ pub enum UrlPart {
     Pointer(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BreakerSpec {
-    pub consecutive_failures: u32,
-    pub failure_rate: f64,
-    pub window: Duration,
-    pub min_calls: u32,
-    pub open_for: Duration,
-    pub half_open_probes: u32,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicySpec {
     pub timeout: Duration,
@@ -205,88 +211,33 @@ fn parse_url(text: &str) -> Result<Vec<UrlPart>, String> {
     }
 }
 
-/// Collects problems of one handler file, each with its key.
-/// Collects the problems of one handler file.
-pub(crate) struct Checker<'a> {
-    file: &'a Path,
-    problems: Vec<ConfigProblem>,
-}
-
-impl Checker<'_> {
-    pub(crate) fn problem(&mut self, key: &str, reason: impl Into<String>) {
-        self.problems
-            .push(ConfigProblem::new(self.file, key, reason));
-    }
-
-    fn duration(&mut self, key: &str, text: Option<&str>, default: Duration) -> Duration {
-        match text {
-            None => default,
-            Some(text) => crate::problem::duration(text, "10s").unwrap_or_else(|reason| {
-                self.problem(key, reason);
-                default
-            }),
-        }
-    }
-
-    pub(crate) fn env(&mut self, key: &str, name: &str) -> String {
-        match std::env::var(name) {
-            Ok(value) if !value.is_empty() => value,
-            _ => {
-                self.problem(key, format!("environment variable {name} is not set"));
-                String::new()
-            }
-        }
-    }
-}
-
 /// Loads every `*.toml` in `dir` (a missing directory means no handlers).
 pub fn load(dir: &Path, topics: &Topics) -> Result<Vec<HandlerSpec>, Vec<ConfigProblem>> {
-    let mut files = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
-            .collect::<Vec<_>>(),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => {
-            return Err(vec![ConfigProblem::new(
-                dir,
-                "",
-                format!("cannot read the handlers directory: {err}"),
-            )]);
-        }
-    };
-    files.sort();
+    let mut problems = Checker::new(dir);
     let mut specs: Vec<HandlerSpec> = Vec::new();
-    let mut problems = Vec::new();
-    for file in files {
-        match load_one(&file, topics) {
-            Ok(spec) if specs.iter().any(|s| s.name == spec.name) => {
+    for (file, raw) in files::read_dir(dir, "handlers", true, &mut problems) {
+        match problems.take(resolve(&file, raw, topics)) {
+            Some(spec) if specs.iter().any(|s| s.name == spec.name) => {
                 problems.push(ConfigProblem::new(
                     &file,
                     "name",
                     format!("handler {:?} is declared twice", spec.name),
                 ))
             }
-            Ok(spec) => specs.push(spec),
-            Err(mut found) => problems.append(&mut found),
+            Some(spec) => specs.push(spec),
+            None => {}
         }
     }
-    if problems.is_empty() {
-        Ok(specs)
-    } else {
-        Err(problems)
-    }
+    problems.finish(specs)
 }
 
-fn load_one(file: &Path, topics: &Topics) -> Result<HandlerSpec, Vec<ConfigProblem>> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|err| vec![ConfigProblem::new(file, "", format!("cannot read: {err}"))])?;
-    let raw: RawHandler = toml::from_str(&text)
-        .map_err(|err| vec![ConfigProblem::new(file, "", err.message().to_owned())])?;
-    let mut c = Checker {
-        file,
-        problems: Vec::new(),
-    };
+/// Validates the handler read from `file` against the topics.
+fn resolve(
+    file: &Path,
+    raw: RawHandler,
+    topics: &Topics,
+) -> Result<HandlerSpec, Vec<ConfigProblem>> {
+    let mut c = Checker::new(file);
     let valid_name = !raw.name.is_empty()
         && raw.name.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
@@ -326,22 +277,16 @@ fn load_one(file: &Path, topics: &Topics) -> Result<HandlerSpec, Vec<ConfigProbl
             c.problem(key, format!("no topic named {output:?}"));
         }
     }
-    let start_earliest = match raw.subscribe.start.as_deref().unwrap_or("latest") {
-        "latest" => false,
-        "earliest" => true,
-        other => {
-            c.problem(
-                "subscribe.start",
-                format!("{other:?} is not \"latest\" or \"earliest\""),
-            );
-            false
-        }
-    };
+    let start_earliest = c
+        .one_of(
+            "subscribe.start",
+            raw.subscribe.start.as_deref().unwrap_or(DEFAULT_START),
+            &[("latest", false), ("earliest", true)],
+        )
+        .unwrap_or(false);
     let action = resolve_action(&mut c, raw.action);
     let policy = resolve_policy(&mut c, raw.policy);
-    if !c.problems.is_empty() {
-        return Err(c.problems);
-    }
+    c.finish(())?;
     Ok(HandlerSpec {
         group: raw.subscribe.group.unwrap_or_else(|| raw.name.clone()),
         name: raw.name,
@@ -357,6 +302,17 @@ fn load_one(file: &Path, topics: &Topics) -> Result<HandlerSpec, Vec<ConfigProbl
     })
 }
 
+/// Each action kind's name, and how its `[action]` table is resolved.
+type ResolveAction = fn(&mut Checker, RawAction, Common) -> ActionSpec;
+const ACTION_KINDS: [(&str, ResolveAction); 2] = [
+    ("http", |c, raw, common| {
+        ActionSpec::Http(HttpAction::resolve(c, raw, common))
+    }),
+    ("webhook", |c, raw, common| {
+        ActionSpec::Webhook(WebhookAction::resolve(c, raw, common))
+    }),
+];
+
 fn resolve_action(c: &mut Checker, raw: RawAction) -> Option<ActionSpec> {
     let url = match parse_url(&raw.url) {
         Ok(url) => url,
@@ -365,18 +321,17 @@ fn resolve_action(c: &mut Checker, raw: RawAction) -> Option<ActionSpec> {
             Vec::new()
         }
     };
-    let body = match raw.body.as_deref().unwrap_or("event") {
-        "event" => BodyMode::Event,
-        "binary" => BodyMode::Binary,
-        "data" => BodyMode::Data,
-        other => {
-            c.problem(
-                "action.body",
-                format!("{other:?} is not \"event\", \"binary\" or \"data\""),
-            );
-            BodyMode::Event
-        }
-    };
+    let body = c
+        .one_of(
+            "action.body",
+            raw.body.as_deref().unwrap_or(DEFAULT_BODY),
+            &[
+                ("event", BodyMode::Event),
+                ("binary", BodyMode::Binary),
+                ("data", BodyMode::Data),
+            ],
+        )
+        .unwrap_or(BodyMode::Event);
     let headers: Vec<(String, String)> = raw
         .headers
         .iter()
@@ -397,40 +352,27 @@ fn resolve_action(c: &mut Checker, raw: RawAction) -> Option<ActionSpec> {
             .map(|h| h.to_ascii_lowercase())
             .collect(),
     };
-    match raw.kind.as_str() {
-        "http" => Some(ActionSpec::Http(HttpAction::resolve(c, raw, common))),
-        "webhook" => Some(ActionSpec::Webhook(WebhookAction::resolve(c, raw, common))),
-        other => {
-            c.problem(
-                "action.kind",
-                format!("{other:?} is not \"http\" or \"webhook\""),
-            );
-            None
-        }
-    }
+    let resolve = c.one_of("action.kind", &raw.kind, &ACTION_KINDS)?;
+    Some(resolve(c, raw, common))
 }
 
 fn resolve_policy(c: &mut Checker, raw: RawPolicy) -> PolicySpec {
-    let timeout = c.duration(
-        "policy.timeout",
-        raw.timeout.as_deref(),
-        Duration::from_secs(10),
-    );
+    let timeout = c.duration("policy.timeout", raw.timeout.as_deref(), DEFAULT_TIMEOUT);
     let backoff_initial = c.duration(
         "policy.backoff_initial",
         raw.backoff_initial.as_deref(),
-        Duration::from_millis(200),
+        retry::DEFAULT_BACKOFF_INITIAL,
     );
     let backoff_max = c.duration(
         "policy.backoff_max",
         raw.backoff_max.as_deref(),
-        Duration::from_secs(30),
+        retry::DEFAULT_BACKOFF_MAX,
     );
-    let max_attempts = raw.max_attempts.unwrap_or(5);
+    let max_attempts = raw.max_attempts.unwrap_or(retry::DEFAULT_MAX_ATTEMPTS);
     if max_attempts == 0 {
         c.problem("policy.max_attempts", "must be at least 1");
     }
-    let max_concurrency = raw.max_concurrency.unwrap_or(16);
+    let max_concurrency = raw.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
     if max_concurrency == 0 {
         c.problem("policy.max_concurrency", "must be at least 1");
     }
@@ -442,19 +384,15 @@ fn resolve_policy(c: &mut Checker, raw: RawPolicy) -> PolicySpec {
             format!("must be a positive number of events per second, got {rate}"),
         );
     }
-    let ordered_by_key = match raw.ordered.as_deref().unwrap_or("none") {
-        "none" => false,
-        "by_key" => true,
-        other => {
-            c.problem(
-                "policy.ordered",
-                format!("{other:?} is not \"none\" or \"by_key\""),
-            );
-            false
-        }
-    };
+    let ordered_by_key = c
+        .one_of(
+            "policy.ordered",
+            raw.ordered.as_deref().unwrap_or(DEFAULT_ORDERED),
+            &[("none", false), ("by_key", true)],
+        )
+        .unwrap_or(false);
     let b = raw.breaker;
-    let failure_rate = b.failure_rate.unwrap_or(0.5);
+    let failure_rate = b.failure_rate.unwrap_or(breaker::DEFAULT_FAILURE_RATE);
     if !(0.0..=1.0).contains(&failure_rate) || failure_rate == 0.0 {
         c.problem(
             "policy.breaker.failure_rate",
@@ -462,20 +400,26 @@ fn resolve_policy(c: &mut Checker, raw: RawPolicy) -> PolicySpec {
         );
     }
     let breaker = BreakerSpec {
-        consecutive_failures: b.consecutive_failures.unwrap_or(5).max(1),
+        consecutive_failures: b
+            .consecutive_failures
+            .unwrap_or(breaker::DEFAULT_CONSECUTIVE_FAILURES)
+            .max(1),
         failure_rate,
         window: c.duration(
             "policy.breaker.window",
             b.window.as_deref(),
-            Duration::from_secs(30),
+            breaker::DEFAULT_WINDOW,
         ),
-        min_calls: b.min_calls.unwrap_or(20).max(1),
+        min_calls: b.min_calls.unwrap_or(breaker::DEFAULT_MIN_CALLS).max(1),
         open_for: c.duration(
             "policy.breaker.open_for",
             b.open_for.as_deref(),
-            Duration::from_secs(30),
+            breaker::DEFAULT_OPEN_FOR,
         ),
-        half_open_probes: b.half_open_probes.unwrap_or(1).max(1),
+        half_open_probes: b
+            .half_open_probes
+            .unwrap_or(breaker::DEFAULT_HALF_OPEN_PROBES)
+            .max(1),
     };
     PolicySpec {
         timeout,

@@ -60,16 +60,12 @@ fn duration(
         ApiError::bad_request("invalid_duration", format!("{parameter}: {why}"))
             .with("parameter", parameter.to_owned())
     };
-    let value = humantime::parse_duration(text).map_err(|err| {
-        bad(format!(
-            "{text:?} is not a duration like \"30s\" or \"500ms\" ({err})"
-        ))
-    })?;
+    let value = crate::problem::parse_duration(text, "30s").map_err(bad)?;
     if value < range.0 || value > range.1 {
         return Err(bad(format!(
             "{text:?} is outside {} ..= {}",
-            humantime::format_duration(range.0),
-            humantime::format_duration(range.1)
+            crate::problem::format_duration(range.0),
+            crate::problem::format_duration(range.1)
         )));
     }
     Ok(value)

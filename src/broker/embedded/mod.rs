@@ -10,6 +10,7 @@
 //! a bounded channel; it takes every request waiting, writes them, fsyncs
 //! each touched partition once and only then answers them all (group commit).
 
+pub mod config;
 mod partition;
 mod record;
 
@@ -29,6 +30,7 @@ use super::{Appended, Backend, BrokerError, ReadBatch, Record, Result, Retained,
 use crate::cursor::Cursor;
 use crate::topic::{Retention, Topics};
 
+pub use self::config::{EmbeddedConfig, FsyncPolicy};
 pub use self::record::MAX_PAYLOAD_BYTES;
 
 /// Append requests waiting for a topic's writer. When full, publishers wait:
@@ -41,22 +43,6 @@ const RETENTION_INTERVAL: Duration = Duration::from_secs(1);
 /// Files of sealed segments kept open at most, across every topic: the log's
 /// share of the process's file descriptors.
 pub const SEGMENT_FILES_OPEN: usize = 1024;
-
-/// When appends become durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsyncPolicy {
-    /// fsync before answering: an acknowledged event survives power loss.
-    Always,
-    /// Answer after the write and fsync every interval: an acknowledged
-    /// event survives a process crash but not a power loss within it.
-    Interval(Duration),
-}
-
-#[derive(Debug, Clone)]
-pub struct EmbeddedConfig {
-    pub data_dir: PathBuf,
-    pub fsync: FsyncPolicy,
-}
 
 enum Command {
     Append {

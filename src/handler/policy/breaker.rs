@@ -7,7 +7,29 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::handler::config::BreakerSpec;
+/// Failures in a row that open the breaker, unless the handler says.
+pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+/// Share of failed calls within the window that opens the breaker.
+pub const DEFAULT_FAILURE_RATE: f64 = 0.5;
+/// The window the failure rate is measured over.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
+/// Calls within the window before the failure rate counts.
+pub const DEFAULT_MIN_CALLS: u32 = 20;
+/// How long an open breaker stays open before it lets probes through.
+pub const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(30);
+/// Probes a half-open breaker lets through; all must succeed to close it.
+pub const DEFAULT_HALF_OPEN_PROBES: u32 = 1;
+
+/// A breaker's settings, from a handler's `[policy.breaker]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerSpec {
+    pub consecutive_failures: u32,
+    pub failure_rate: f64,
+    pub window: Duration,
+    pub min_calls: u32,
+    pub open_for: Duration,
+    pub half_open_probes: u32,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {

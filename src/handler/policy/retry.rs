@@ -4,6 +4,13 @@
 
 use std::time::{Duration, SystemTime};
 
+/// Attempts per event (the first call included), unless the handler says.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// The first backoff's ceiling, unless the handler says.
+pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(200);
+/// The most any backoff waits, unless the handler says.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
 /// Longest `Retry-After` we honour; beyond it a server's hint is ignored in
 /// favour of our own backoff cap.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);

@@ -11,7 +11,7 @@ use super::{
     DefaultType, DeliveryFacts, Facts, Rejection, SecretForm, any_signature_matches,
     check_timestamp, decode_base64, header,
 };
-use crate::source::{Encoding, HmacOptions, Part};
+use crate::topic::webhook::{Encoding, HmacOptions, Part};
 
 /// The signature bytes of a header value under these options.
 pub fn parse_signature(options: &HmacOptions, value: &str) -> Option<Vec<u8>> {

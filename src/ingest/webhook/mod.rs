@@ -37,8 +37,8 @@ use super::{Ingest, IngestError, Published, Undeclared};
 use crate::broker::Broker;
 use crate::event::{CloudEvent, is_json_media_type};
 use crate::metrics::Metrics;
-use crate::source::{Scheme, TypeRule, WebhookSpec};
 use crate::topic::Topics;
+use crate::topic::webhook::{Scheme, TypeRule, WebhookSpec};
 
 /// Why a request was not let in. All of these answer 401: the sender's
 /// signature, secret or clock is wrong, and retrying the same request will

@@ -1,5 +1,8 @@
 //! Topics: the registry read from `topics/*.toml`, the JSON Schema of each
 //! event type, and the choice of partition. Knows nothing of brokers or HTTP.
+//! The `[[webhooks]]` that feed a topic are [`webhook`]'s.
+
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,14 +13,22 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use self::webhook::{RawWebhook, TypeRule, WebhookSpec};
 use crate::event::CloudEvent;
-use crate::problem::ConfigProblem;
-use crate::source::{RawSource, TypeRule, WebhookSpec};
+use crate::problem::{ConfigProblem, Problems, Size, files};
 
+/// Partitions of a topic that declares none.
+pub const DEFAULT_PARTITIONS: usize = 1;
 /// The most partitions a topic may declare.
 pub const MAX_PARTITIONS: usize = 1024;
 /// Default size at which the embedded log starts a new segment.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// The smallest segment a topic may ask for.
+pub const MIN_SEGMENT_BYTES: u64 = 1024;
+/// Longest topic name.
+pub const MAX_NAME_BYTES: usize = 200;
+/// The retention a bad one is shown beside, as an example.
+const RETENTION_EXAMPLE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,20 +36,20 @@ struct RawTopic {
     name: String,
     #[serde(default)]
     description: String,
-    #[serde(default = "one")]
+    #[serde(default = "default_partitions")]
     partitions: usize,
     key: Option<String>,
     retention: Option<String>,
-    retention_bytes: Option<bytesize::ByteSize>,
-    segment_bytes: Option<bytesize::ByteSize>,
+    retention_bytes: Option<Size>,
+    segment_bytes: Option<Size>,
     #[serde(default)]
     types: BTreeMap<String, RawEventType>,
     #[serde(default)]
-    webhooks: Vec<RawSource>,
+    webhooks: Vec<RawWebhook>,
 }
 
-fn one() -> usize {
-    1
+fn default_partitions() -> usize {
+    DEFAULT_PARTITIONS
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,7 +85,7 @@ pub struct Topic {
     pub retention: Retention,
     pub segment_bytes: u64,
     pub types: BTreeMap<String, EventType>,
-    /// Webhook sources that feed this topic.
+    /// Webhooks that feed this topic.
     pub webhooks: Vec<WebhookSpec>,
     /// Spreads events without a key over the partitions.
     next_unkeyed: AtomicUsize,
@@ -194,7 +205,7 @@ pub fn is_valid_topic_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b) if b.is_ascii_lowercase() || b.is_ascii_digit())
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-        && name.len() <= 200
+        && name.len() <= MAX_NAME_BYTES
 }
 
 /// All topics, by name.
@@ -228,72 +239,42 @@ impl Topics {
     /// Loads every `*.toml` in `dir`. Reports every problem found, not just
     /// the first, so `switchyard check` can list them all.
     pub fn load(dir: &Path) -> Result<Self, Vec<ConfigProblem>> {
-        let mut problems = Vec::new();
-        let mut files = match std::fs::read_dir(dir) {
-            Ok(entries) => entries
-                .filter_map(|entry| entry.ok().map(|e| e.path()))
-                .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
-                .collect::<Vec<_>>(),
-            Err(err) => {
-                return Err(vec![ConfigProblem::new(
-                    dir,
-                    "",
-                    format!("cannot read the topics directory: {err}"),
-                )]);
-            }
-        };
-        files.sort();
+        let mut problems = Problems::new(dir);
         let mut by_name = BTreeMap::new();
-        let mut sources = std::collections::BTreeSet::new();
-        for file in files {
-            match load_topic(dir, &file) {
-                Ok(topic) => {
-                    for source in &topic.webhooks {
-                        if !sources.insert(source.name.clone()) {
-                            problems.push(ConfigProblem::new(
-                                &file,
-                                "webhooks",
-                                format!("webhook source {:?} is declared twice", source.name),
-                            ));
-                        }
-                    }
-                    if by_name.contains_key(&topic.name) {
-                        problems.push(ConfigProblem::new(
-                            &file,
-                            "name",
-                            format!("topic {:?} is declared twice", topic.name),
-                        ));
-                    } else {
-                        by_name.insert(topic.name.clone(), Arc::new(topic));
-                    }
+        let mut webhooks = std::collections::BTreeSet::new();
+        for (file, raw) in files::read_dir(dir, "topics", false, &mut problems) {
+            let Some(topic) = problems.take(resolve(dir, &file, raw)) else {
+                continue;
+            };
+            for webhook in &topic.webhooks {
+                if !webhooks.insert(webhook.name.clone()) {
+                    problems.push(ConfigProblem::new(
+                        &file,
+                        "webhooks",
+                        format!("webhook source {:?} is declared twice", webhook.name),
+                    ));
                 }
-                Err(mut found) => problems.append(&mut found),
+            }
+            if by_name.contains_key(&topic.name) {
+                problems.push(ConfigProblem::new(
+                    &file,
+                    "name",
+                    format!("topic {:?} is declared twice", topic.name),
+                ));
+            } else {
+                by_name.insert(topic.name.clone(), Arc::new(topic));
             }
         }
-        if problems.is_empty() {
-            Ok(Self { by_name })
-        } else {
-            Err(problems)
-        }
+        problems.finish(Self { by_name })
     }
 }
 
-fn load_topic(dir: &Path, file: &Path) -> Result<Topic, Vec<ConfigProblem>> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|err| vec![ConfigProblem::new(file, "", format!("cannot read: {err}"))])?;
-    let raw: RawTopic = toml::from_str(&text).map_err(|err| {
-        let key = err
-            .span()
-            .map(|span| format!("line {}", text[..span.start].lines().count().max(1)))
-            .unwrap_or_default();
-        vec![ConfigProblem::new(file, key, err.message().to_owned())]
-    })?;
-    let mut problems = Vec::new();
-    let mut problem =
-        |key: &str, reason: String| problems.push(ConfigProblem::new(file, key, reason));
-
+/// Validates the topic read from `file` in `dir` (schema files are relative
+/// to `dir`).
+fn resolve(dir: &Path, file: &Path, raw: RawTopic) -> Result<Topic, Vec<ConfigProblem>> {
+    let mut problems = Problems::new(file);
     if !is_valid_topic_name(&raw.name) {
-        problem(
+        problems.problem(
             "name",
             format!(
                 "{:?} is not a topic name: use [a-z0-9][a-z0-9.-]*",
@@ -302,7 +283,7 @@ fn load_topic(dir: &Path, file: &Path) -> Result<Topic, Vec<ConfigProblem>> {
         );
     }
     if raw.partitions == 0 || raw.partitions > MAX_PARTITIONS {
-        problem(
+        problems.problem(
             "partitions",
             format!(
                 "must be between 1 and {MAX_PARTITIONS}, got {}",
@@ -313,35 +294,24 @@ fn load_topic(dir: &Path, file: &Path) -> Result<Topic, Vec<ConfigProblem>> {
     if let Some(key) = &raw.key
         && !key.starts_with('/')
     {
-        problem(
+        problems.problem(
             "key",
             format!("{key:?} is not a JSON pointer (it must start with /)"),
         );
     }
     let max_age =
-        raw.retention
-            .as_deref()
-            .and_then(|text| match crate::problem::duration(text, "7d") {
-                Ok(age) => Some(age),
-                Err(reason) => {
-                    problem("retention", reason);
-                    None
-                }
-            });
+        problems.optional_duration("retention", raw.retention.as_deref(), RETENTION_EXAMPLE);
     let segment_bytes = raw
         .segment_bytes
-        .map_or(DEFAULT_SEGMENT_BYTES, |b| b.as_u64());
-    if segment_bytes < 1024 {
-        problem(
+        .map_or(DEFAULT_SEGMENT_BYTES, |size| size.0);
+    if segment_bytes < MIN_SEGMENT_BYTES {
+        problems.problem(
             "segment_bytes",
-            format!("must be at least 1KiB, got {segment_bytes}"),
+            format!("must be at least {MIN_SEGMENT_BYTES} bytes, got {segment_bytes}"),
         );
     }
     if raw.types.is_empty() {
-        problem(
-            "types",
-            "a topic must declare at least one event type".into(),
-        );
+        problems.problem("types", "a topic must declare at least one event type");
     }
     let mut types = BTreeMap::new();
     for (name, raw_type) in raw.types {
@@ -351,12 +321,12 @@ fn load_topic(dir: &Path, file: &Path) -> Result<Topic, Vec<ConfigProblem>> {
             Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
                 Ok(schema) => schema,
                 Err(err) => {
-                    problem(&key, format!("{} is not valid JSON: {err}", path.display()));
+                    problems.problem(&key, format!("{} is not valid JSON: {err}", path.display()));
                     continue;
                 }
             },
             Err(err) => {
-                problem(&key, format!("cannot read {}: {err}", path.display()));
+                problems.problem(&key, format!("cannot read {}: {err}", path.display()));
                 continue;
             }
         };
@@ -372,7 +342,7 @@ fn load_topic(dir: &Path, file: &Path) -> Result<Topic, Vec<ConfigProblem>> {
                     },
                 );
             }
-            Err(err) => problem(
+            Err(err) => problems.problem(
                 &key,
                 format!(
                     "{} is not a valid JSON Schema 2020-12: {err}",
@@ -382,35 +352,29 @@ fn load_topic(dir: &Path, file: &Path) -> Result<Topic, Vec<ConfigProblem>> {
         }
     }
     let mut webhooks = Vec::new();
-    for (index, raw_source) in raw.webhooks.into_iter().enumerate() {
-        match raw_source.resolve(&raw.name, index, file) {
-            Ok(spec) => {
-                if let TypeRule::Fixed(ty) = &spec.type_rule
-                    && !spec.accept_undeclared_types
-                    && !types.contains_key(ty)
-                {
-                    problems.push(ConfigProblem::new(
-                        file,
-                        format!("webhooks[{index}].type"),
-                        format!("type {ty:?} is not declared in [types]"),
-                    ));
-                }
-                webhooks.push(spec);
-            }
-            Err(mut found) => problems.append(&mut found),
+    for (index, raw_webhook) in raw.webhooks.into_iter().enumerate() {
+        let Some(spec) = problems.take(raw_webhook.resolve(&raw.name, index, file)) else {
+            continue;
+        };
+        if let TypeRule::Fixed(ty) = &spec.type_rule
+            && !spec.accept_undeclared_types
+            && !types.contains_key(ty)
+        {
+            problems.problem(
+                &format!("webhooks[{index}].type"),
+                format!("type {ty:?} is not declared in [types]"),
+            );
         }
+        webhooks.push(spec);
     }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    Ok(Topic {
+    problems.finish(Topic {
         name: raw.name,
         description: raw.description,
         partitions: raw.partitions,
         key: raw.key,
         retention: Retention {
             max_age,
-            max_bytes: raw.retention_bytes.map(|b| b.as_u64()),
+            max_bytes: raw.retention_bytes.map(|size| size.0),
         },
         segment_bytes,
         types,

@@ -1,4 +1,4 @@
-//! Webhook source definitions: the `[[webhooks]]` tables of a topic file,
+//! Webhook definitions: the `[[webhooks]]` tables of a topic file,
 //! validated into [`WebhookSpec`]. Plain configuration data: verification
 //! itself lives in `ingest::webhook`.
 
@@ -7,16 +7,28 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::problem::ConfigProblem;
+use crate::problem::{ConfigProblem, Problems, Size};
 
+/// How far a signed timestamp may be from now, either way.
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+/// How long a delivery id (and, with `dedupe_body`, a body) is remembered.
 pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 3600);
-pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest webhook request body accepted.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
+/// Longest webhook name (the URL segment).
+pub const MAX_NAME_BYTES: usize = 100;
+/// The `hmac` scheme's signature encoding when none is given.
+pub const DEFAULT_HMAC_ENCODING: &str = "hex";
+/// What the `hmac` scheme signs when no `signed_content` is given: the
+/// timestamp and the body when the sender sends a timestamp, else the body.
+pub const DEFAULT_SIGNED_CONTENT: (&str, &str) = ("{timestamp}.{body}", "{body}");
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSource {
-    source: String,
+pub struct RawWebhook {
+    /// The webhook's name (the file key is `source`, for history).
+    #[serde(rename = "source")]
+    name: String,
     scheme: String,
     #[serde(default)]
     secrets_env: Vec<String>,
@@ -26,7 +38,7 @@ pub struct RawSource {
     type_prefix: Option<String>,
     subject: Option<String>,
     dedupe_window: Option<String>,
-    max_body_bytes: Option<bytesize::ByteSize>,
+    max_body_bytes: Option<Size>,
     #[serde(default)]
     accept_undeclared_types: bool,
     /// Also dedupe on a hash of the signed body (for senders whose delivery
@@ -69,10 +81,21 @@ impl Scheme {
             Self::Stripe => "stripe",
             Self::Slack => "slack",
             Self::Shopify => "shopify",
-            Self::Hmac(_) => "hmac",
+            Self::Hmac(_) => HMAC,
         }
     }
 }
+
+/// The schemes that take no options of their own, and the name of the one
+/// that does.
+const FIXED_SCHEMES: [Scheme; 5] = [
+    Scheme::StandardWebhooks,
+    Scheme::Github,
+    Scheme::Stripe,
+    Scheme::Slack,
+    Scheme::Shopify,
+];
+const HMAC: &str = "hmac";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -133,27 +156,12 @@ pub struct WebhookSpec {
     pub dedupe_body: bool,
 }
 
-fn is_valid_source_name(name: &str) -> bool {
+fn is_valid_webhook_name(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 100
+        && name.len() <= MAX_NAME_BYTES
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
-fn duration(
-    text: Option<&str>,
-    default: Duration,
-    key: &str,
-    problems: &mut Vec<(String, String)>,
-) -> Duration {
-    match text {
-        None => default,
-        Some(text) => crate::problem::duration(text, "5m").unwrap_or_else(|reason| {
-            problems.push((key.to_owned(), reason));
-            default
-        }),
-    }
 }
 
 fn parse_template(text: &str) -> Result<Vec<Part>, String> {
@@ -176,30 +184,30 @@ fn parse_template(text: &str) -> Result<Vec<Part>, String> {
     Ok(parts)
 }
 
-impl RawSource {
-    /// Validates one `[[webhooks]]` table of the topic in `file`.
+impl RawWebhook {
+    /// Validates the `[[webhooks]]` table at `index` of the topic in `file`.
     pub fn resolve(
         self,
         topic: &str,
         index: usize,
         file: &Path,
     ) -> Result<WebhookSpec, Vec<ConfigProblem>> {
-        let mut problems: Vec<(String, String)> = Vec::new();
+        let mut problems = Problems::new(file);
         let key = |k: &str| format!("webhooks[{index}].{k}");
-        if !is_valid_source_name(&self.source) {
-            problems.push((
-                key("source"),
+        if !is_valid_webhook_name(&self.name) {
+            problems.problem(
+                &key("source"),
                 format!(
-                    "{:?} is not a source name: use a-z, 0-9, '-' and '_'",
-                    self.source
+                    "{:?} is not a webhook name: use a-z, 0-9, '-' and '_'",
+                    self.name
                 ),
-            ));
+            );
         }
         if self.secrets_env.is_empty() {
-            problems.push((
-                key("secrets_env"),
-                "name at least one environment variable holding the secret".into(),
-            ));
+            problems.problem(
+                &key("secrets_env"),
+                "name at least one environment variable holding the secret",
+            );
         }
         let hmac_only = [
             ("header", self.header.is_some()),
@@ -209,25 +217,21 @@ impl RawSource {
             ("signed_content", self.signed_content.is_some()),
             ("id_header", self.id_header.is_some()),
         ];
-        let scheme = match self.scheme.as_str() {
-            "standard-webhooks" => Some(Scheme::StandardWebhooks),
-            "github" => Some(Scheme::Github),
-            "stripe" => Some(Scheme::Stripe),
-            "slack" => Some(Scheme::Slack),
-            "shopify" => Some(Scheme::Shopify),
-            "hmac" => self.hmac_options(&key, &mut problems).map(Scheme::Hmac),
-            other => {
-                problems.push((
-                    key("scheme"),
-                    format!("{other:?} is not one of standard-webhooks, github, stripe, slack, shopify, hmac"),
-                ));
-                None
-            }
+        // `None`: the hmac scheme, whose options are checked below.
+        let choices: Vec<(&str, Option<Scheme>)> = FIXED_SCHEMES
+            .into_iter()
+            .map(|scheme| (scheme.name(), Some(scheme)))
+            .chain([(HMAC, None)])
+            .collect();
+        let scheme = match problems.one_of(&key("scheme"), &self.scheme, &choices) {
+            Some(Some(scheme)) => Some(scheme),
+            Some(None) => self.hmac_options(&key, &mut problems).map(Scheme::Hmac),
+            None => None,
         };
-        if self.scheme != "hmac" {
+        if self.scheme != HMAC {
             for (name, given) in hmac_only {
                 if given {
-                    problems.push((key(name), "only the hmac scheme takes this option".into()));
+                    problems.problem(&key(name), "only the hmac scheme takes this option");
                 }
             }
         }
@@ -249,111 +253,96 @@ impl RawSource {
                 json: Some(p),
             }) if p.starts_with('/') => TypeRule::Json(p),
             Some(_) => {
-                problems.push((
-                    key("type"),
-                    "give exactly one of { fixed = \"t\" }, { header = \"X-Name\" }, { json = \"/pointer\" }".into(),
-                ));
+                problems.problem(
+                    &key("type"),
+                    "give exactly one of { fixed = \"t\" }, { header = \"X-Name\" }, { json = \"/pointer\" }",
+                );
                 TypeRule::SchemeDefault
             }
         };
         if matches!(scheme, Some(Scheme::Hmac(_))) && type_rule == TypeRule::SchemeDefault {
-            problems.push((
-                key("type"),
-                "the hmac scheme needs a type rule, e.g. type = { json = \"/type\" }".into(),
-            ));
+            problems.problem(
+                &key("type"),
+                "the hmac scheme needs a type rule, e.g. type = { json = \"/type\" }",
+            );
         }
         if let Some(subject) = &self.subject
             && !subject.starts_with('/')
         {
-            problems.push((
-                key("subject"),
+            problems.problem(
+                &key("subject"),
                 format!("{subject:?} is not a JSON pointer (it must start with /)"),
-            ));
+            );
         }
-        let tolerance = duration(
+        let tolerance = problems.duration(
+            &key("tolerance"),
             self.tolerance.as_deref(),
             DEFAULT_TOLERANCE,
-            &key("tolerance"),
-            &mut problems,
         );
-        let dedupe_window = duration(
+        let dedupe_window = problems.duration(
+            &key("dedupe_window"),
             self.dedupe_window.as_deref(),
             DEFAULT_DEDUPE_WINDOW,
-            &key("dedupe_window"),
-            &mut problems,
         );
         let max_body_bytes = self
             .max_body_bytes
-            .map_or(DEFAULT_MAX_BODY_BYTES, |b| b.as_u64() as usize);
+            .map_or(DEFAULT_MAX_BODY_BYTES, |size| size.0);
         if max_body_bytes == 0 {
-            problems.push((key("max_body_bytes"), "must be more than zero".into()));
+            problems.problem(&key("max_body_bytes"), "must be more than zero");
         }
-        match scheme {
-            Some(scheme) if problems.is_empty() => Ok(WebhookSpec {
-                name: self.source,
-                topic: topic.to_owned(),
-                scheme,
-                secrets_env: self.secrets_env,
-                tolerance,
-                type_rule,
-                type_prefix: self.type_prefix.unwrap_or_default(),
-                subject: self.subject,
-                dedupe_window,
-                max_body_bytes,
-                accept_undeclared_types: self.accept_undeclared_types,
-                dedupe_body: self.dedupe_body,
-            }),
-            _ => Err(problems
-                .into_iter()
-                .map(|(key, reason)| ConfigProblem::new(file, key, reason))
-                .collect()),
-        }
+        problems.finish(WebhookSpec {
+            name: self.name,
+            topic: topic.to_owned(),
+            // Without a scheme a problem was reported, so this is not kept.
+            scheme: scheme.unwrap_or(Scheme::StandardWebhooks),
+            secrets_env: self.secrets_env,
+            tolerance,
+            type_rule,
+            type_prefix: self.type_prefix.unwrap_or_default(),
+            subject: self.subject,
+            dedupe_window,
+            max_body_bytes: max_body_bytes as usize,
+            accept_undeclared_types: self.accept_undeclared_types,
+            dedupe_body: self.dedupe_body,
+        })
     }
 
     fn hmac_options(
         &self,
         key: &dyn Fn(&str) -> String,
-        problems: &mut Vec<(String, String)>,
+        problems: &mut Problems,
     ) -> Option<HmacOptions> {
         let Some(header) = &self.header else {
-            problems.push((
-                key("header"),
-                "the hmac scheme needs the signature header's name".into(),
-            ));
+            problems.problem(
+                &key("header"),
+                "the hmac scheme needs the signature header's name",
+            );
             return None;
         };
-        let encoding = match self.encoding.as_deref().unwrap_or("hex") {
-            "hex" => Encoding::Hex,
-            "base64" => Encoding::Base64,
-            other => {
-                problems.push((
-                    key("encoding"),
-                    format!("{other:?} is not \"hex\" or \"base64\""),
-                ));
-                return None;
-            }
-        };
+        let encoding = problems.one_of(
+            &key("encoding"),
+            self.encoding.as_deref().unwrap_or(DEFAULT_HMAC_ENCODING),
+            &[("hex", Encoding::Hex), ("base64", Encoding::Base64)],
+        )?;
+        let (with_timestamp, body_only) = DEFAULT_SIGNED_CONTENT;
         let default_template = if self.timestamp_header.is_some() {
-            "{timestamp}.{body}"
+            with_timestamp
         } else {
-            "{body}"
+            body_only
         };
         let signed_content =
             match parse_template(self.signed_content.as_deref().unwrap_or(default_template)) {
                 Ok(parts) => parts,
                 Err(reason) => {
-                    problems.push((key("signed_content"), reason));
+                    problems.problem(&key("signed_content"), reason);
                     return None;
                 }
             };
         if signed_content.contains(&Part::Timestamp) && self.timestamp_header.is_none() {
-            problems.push((
-                key("signed_content"),
-                "{timestamp} needs timestamp_header".into(),
-            ));
+            problems.problem(&key("signed_content"), "{timestamp} needs timestamp_header");
         }
         if signed_content.contains(&Part::Id) && self.id_header.is_none() {
-            problems.push((key("signed_content"), "{id} needs id_header".into()));
+            problems.problem(&key("signed_content"), "{id} needs id_header");
         }
         Some(HmacOptions {
             header: header.to_ascii_lowercase(),
