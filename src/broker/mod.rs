@@ -92,8 +92,10 @@ pub enum BrokerError {
     #[error("invalid consumer group name {0:?}: use letters, digits, '.', '_' and '-'")]
     BadGroup(String),
     /// The broker cannot store or serve right now; the caller may retry.
-    /// `what` is safe to show clients; the backend's own error, with its
-    /// details, is the source, for the log and for operators (`/readyz`).
+    /// `what` is safe to show clients: what failed and, where the OS says
+    /// why (no space, no file descriptors), why. A client library's error,
+    /// with its details (hosts, protocol state), is the source, for the log
+    /// and for operators (`/readyz`).
     #[error("broker unavailable: {what}")]
     Unavailable {
         what: String,

@@ -2,18 +2,17 @@
 //! against the topics into [`HandlerSpec`] in one step. Nothing later
 //! re-checks.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 pub use super::action::ActionSpec;
-use super::action::{Common, http::HttpAction, webhook::WebhookAction};
+use super::action::RawAction;
 pub use super::policy::breaker::BreakerSpec;
 use super::policy::{breaker, retry};
 /// The problems of one handler file, under the name the actions know.
-pub(crate) use crate::problem::Problems as Checker;
+use crate::problem::Problems;
 use crate::problem::{ConfigProblem, files};
 use crate::topic::Topics;
 
@@ -23,8 +22,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_CONCURRENCY: usize = 16;
 /// Where a new consumer group starts, unless the file says.
 pub const DEFAULT_START: &str = "latest";
-/// What a request's body is (see [`BodyMode`]), unless the file says.
-pub const DEFAULT_BODY: &str = "event";
 /// Delivery order, unless the file says: none (`by_key`: one call at a
 /// time per partition key).
 pub const DEFAULT_ORDERED: &str = "none";
@@ -52,34 +49,6 @@ struct RawSubscribe {
     group: Option<String>,
     /// Where a new consumer group starts: "latest" (default) or "earliest".
     start: Option<String>,
-}
-
-/// The `[action]` table: the keys every kind shares, and each kind's own
-/// (checked by the kind: `handler/action/<kind>.rs`).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawAction {
-    pub(crate) kind: String,
-    pub(crate) url: String,
-    pub(crate) method: Option<String>,
-    #[serde(default)]
-    pub(crate) headers: BTreeMap<String, String>,
-    pub(crate) auth: Option<RawAuth>,
-    pub(crate) body: Option<String>,
-    /// webhook: environment variables holding `whsec_…` signing secrets.
-    #[serde(default)]
-    pub(crate) secrets_env: Vec<String>,
-    /// Response headers copied into result events.
-    #[serde(default)]
-    pub(crate) result_headers: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawAuth {
-    pub(crate) bearer_env: Option<String>,
-    pub(crate) header: Option<String>,
-    pub(crate) value_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,25 +81,6 @@ struct RawBreaker {
 struct RawOutputs {
     results: Option<String>,
     dead_letters: String,
-}
-
-/// How the request body is built from the event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyMode {
-    /// The CloudEvent in structured mode (`application/cloudevents+json`).
-    Event,
-    /// The CloudEvent in binary mode: `ce-*` headers, body = data.
-    Binary,
-    /// Only the event's data.
-    Data,
-}
-
-/// A piece of a URL template: text, or a value taken from the event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UrlPart {
-    Literal(String),
-    /// A JSON pointer into the event, e.g. `/id` or `/data/order_id`.
-    Pointer(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -188,32 +138,9 @@ impl HandlerSpec {
     }
 }
 
-fn parse_url(text: &str) -> Result<Vec<UrlPart>, String> {
-    use crate::problem::Piece;
-    let parts = crate::problem::template(text)?
-        .into_iter()
-        .map(|piece| match piece {
-            Piece::Literal(text) => Ok(UrlPart::Literal(text.to_owned())),
-            Piece::Placeholder("") => Err("empty placeholder {}".to_owned()),
-            Piece::Placeholder(name) if name.starts_with('/') => {
-                Ok(UrlPart::Pointer(name.to_owned()))
-            }
-            Piece::Placeholder(name) => Ok(UrlPart::Pointer(format!("/{name}"))),
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    match parts.first() {
-        Some(UrlPart::Literal(head))
-            if head.starts_with("http://") || head.starts_with("https://") =>
-        {
-            Ok(parts)
-        }
-        _ => Err(format!("{text:?} must start with http:// or https://")),
-    }
-}
-
 /// Loads every `*.toml` in `dir` (a missing directory means no handlers).
 pub fn load(dir: &Path, topics: &Topics) -> Result<Vec<HandlerSpec>, Vec<ConfigProblem>> {
-    let mut problems = Checker::new(dir);
+    let mut problems = Problems::new(dir);
     let mut specs: Vec<HandlerSpec> = Vec::new();
     for (file, raw) in files::read_dir(dir, "handlers", true, &mut problems) {
         match problems.take(resolve(&file, raw, topics)) {
@@ -237,7 +164,7 @@ fn resolve(
     raw: RawHandler,
     topics: &Topics,
 ) -> Result<HandlerSpec, Vec<ConfigProblem>> {
-    let mut c = Checker::new(file);
+    let mut c = Problems::new(file);
     let valid_name = !raw.name.is_empty()
         && raw.name.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
@@ -284,7 +211,7 @@ fn resolve(
             &[("latest", false), ("earliest", true)],
         )
         .unwrap_or(false);
-    let action = resolve_action(&mut c, raw.action);
+    let action = ActionSpec::resolve(&mut c, raw.action);
     let policy = resolve_policy(&mut c, raw.policy);
     c.finish(())?;
     Ok(HandlerSpec {
@@ -302,61 +229,7 @@ fn resolve(
     })
 }
 
-/// Each action kind's name, and how its `[action]` table is resolved.
-type ResolveAction = fn(&mut Checker, RawAction, Common) -> ActionSpec;
-const ACTION_KINDS: [(&str, ResolveAction); 2] = [
-    ("http", |c, raw, common| {
-        ActionSpec::Http(HttpAction::resolve(c, raw, common))
-    }),
-    ("webhook", |c, raw, common| {
-        ActionSpec::Webhook(WebhookAction::resolve(c, raw, common))
-    }),
-];
-
-fn resolve_action(c: &mut Checker, raw: RawAction) -> Option<ActionSpec> {
-    let url = match parse_url(&raw.url) {
-        Ok(url) => url,
-        Err(reason) => {
-            c.problem("action.url", reason);
-            Vec::new()
-        }
-    };
-    let body = c
-        .one_of(
-            "action.body",
-            raw.body.as_deref().unwrap_or(DEFAULT_BODY),
-            &[
-                ("event", BodyMode::Event),
-                ("binary", BodyMode::Binary),
-                ("data", BodyMode::Data),
-            ],
-        )
-        .unwrap_or(BodyMode::Event);
-    let headers: Vec<(String, String)> = raw
-        .headers
-        .iter()
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect();
-    for (name, _) in &headers {
-        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            c.problem("action.headers", format!("{name:?} is not a header name"));
-        }
-    }
-    let common = Common {
-        url,
-        headers,
-        body,
-        result_headers: raw
-            .result_headers
-            .iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect(),
-    };
-    let resolve = c.one_of("action.kind", &raw.kind, &ACTION_KINDS)?;
-    Some(resolve(c, raw, common))
-}
-
-fn resolve_policy(c: &mut Checker, raw: RawPolicy) -> PolicySpec {
+fn resolve_policy(c: &mut Problems, raw: RawPolicy) -> PolicySpec {
     let timeout = c.duration("policy.timeout", raw.timeout.as_deref(), DEFAULT_TIMEOUT);
     let backoff_initial = c.duration(
         "policy.backoff_initial",
@@ -430,25 +303,5 @@ fn resolve_policy(c: &mut Checker, raw: RawPolicy) -> PolicySpec {
         max_concurrency: max_concurrency.max(1),
         ordered_by_key,
         breaker,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn url_templates() {
-        assert_eq!(
-            parse_url("http://h/orders/{data/order_id}?e={id}").unwrap(),
-            [
-                UrlPart::Literal("http://h/orders/".into()),
-                UrlPart::Pointer("/data/order_id".into()),
-                UrlPart::Literal("?e=".into()),
-                UrlPart::Pointer("/id".into()),
-            ]
-        );
-        assert!(parse_url("ftp://x").is_err());
-        assert!(parse_url("http://x/{id").is_err());
     }
 }

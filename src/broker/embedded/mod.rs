@@ -500,16 +500,14 @@ fn commit_batch(log: &TopicLog, writers: &mut [PartitionWriter], batch: Batch, s
                 log.failed.store(false, Ordering::Release);
             }
             Err(err) => {
+                // The OS's reason (no space, no file descriptors) is what
+                // the client can act on: it is part of the message.
                 let what = format!(
-                    "the log of topic {:?} could not undo a failed write and still cannot",
+                    "the log of topic {:?} could not undo a failed write and still cannot: {err}",
                     log.name
                 );
-                let source: Arc<dyn std::error::Error + Send + Sync> = Arc::new(err);
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(BrokerError::Unavailable {
-                        what: what.clone(),
-                        source: Some(Arc::clone(&source)),
-                    }));
+                    let _ = reply.send(Err(BrokerError::unavailable(what.clone())));
                 }
                 return;
             }
@@ -552,12 +550,11 @@ fn commit_batch(log: &TopicLog, writers: &mut [PartitionWriter], batch: Batch, s
                     log.failed.store(true, Ordering::Release);
                 }
             }
-            let source: Arc<dyn std::error::Error + Send + Sync> = Arc::new(err);
+            // The OS's reason (no space, no file descriptors) is what the
+            // client can act on: it is part of the message.
+            let what = format!("the log could not store the events: {err}");
             for (_, reply) in batch {
-                let _ = reply.send(Err(BrokerError::Unavailable {
-                    what: "the log could not store the events".into(),
-                    source: Some(Arc::clone(&source)),
-                }));
+                let _ = reply.send(Err(BrokerError::unavailable(what.clone())));
             }
         }
     }

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::Common;
-use crate::handler::config::{Checker, RawAction, RawAuth};
+use super::{RawAction, RawAuth};
+use crate::problem::Problems;
 
 #[derive(Debug, Clone)]
 pub struct HttpAction {
@@ -25,7 +26,7 @@ enum Auth {
 
 impl HttpAction {
     /// Checks the `http` keys of an `[action]` table.
-    pub(crate) fn resolve(c: &mut Checker, raw: RawAction, common: Common) -> Self {
+    pub(crate) fn resolve(c: &mut Problems, raw: RawAction, common: Common) -> Self {
         let method = match raw
             .method
             .as_deref()

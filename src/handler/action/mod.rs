@@ -2,6 +2,7 @@
 //! and classify what came back. One file per action kind, same shape:
 //! `request(...)` builds the request.
 
+mod config;
 pub mod http;
 pub mod webhook;
 
@@ -11,7 +12,7 @@ use bytes::Bytes;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
 
-use super::config::{BodyMode, UrlPart};
+pub use self::config::{BodyMode, DEFAULT_BODY, RawAction, RawAuth, UrlPart};
 use super::policy::retry::{is_retryable_status, parse_retry_after};
 
 /// Characters left as they are in URL values: RFC 3986 unreserved.

@@ -11,7 +11,8 @@ use hmac::{KeyInit, Mac};
 use serde_json::Value;
 
 use super::Common;
-use crate::handler::config::{Checker, RawAction};
+use super::RawAction;
+use crate::problem::Problems;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -46,7 +47,7 @@ pub struct WebhookAction {
 
 impl WebhookAction {
     /// Checks the `webhook` keys of an `[action]` table.
-    pub(crate) fn resolve(c: &mut Checker, raw: RawAction, common: Common) -> Self {
+    pub(crate) fn resolve(c: &mut Problems, raw: RawAction, common: Common) -> Self {
         if raw.method.is_some() || raw.auth.is_some() {
             c.problem(
                 "action",
