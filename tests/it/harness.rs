@@ -1,6 +1,7 @@
 //! Test harness: a real `switchyard serve` process on a loopback port with
 //! its own directory of topics and data, killed when dropped (started by
-//! the test kit, tests/kit), and the clients the tests drive it with.
+//! the test kit, tests/kit, which the load tool shares), and the clients
+//! the tests drive it with.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

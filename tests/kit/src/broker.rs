@@ -1,7 +1,8 @@
 //! Real external brokers for the backends: redis-server, nats-server
 //! (JetStream) and tansu (a Kafka-protocol broker, on its SQLite storage),
 //! each on a free loopback port with a temporary directory of its own,
-//! killed when dropped.
+//! killed when dropped. Both the conformance tests and the `backends`
+//! benchmark run them with exactly these settings.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

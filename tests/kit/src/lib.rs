@@ -1,6 +1,6 @@
 //! `switchyard-testkit`: the one place that starts the real processes
-//! Switchyard's integration tests (`tests/it`) drive, so that every user
-//! runs them alike:
+//! Switchyard's integration tests (`tests/it`) and its load tool (`bench/`)
+//! drive, so that both run them alike:
 //!
 //! - [`Serve`] starts `switchyard serve` (the binary's path is passed in:
 //!   `CARGO_BIN_EXE_switchyard` exists only in the main package's tests) on
