@@ -1,188 +1,42 @@
 //! One broker contract, many backends: the same test bodies run against the
 //! embedded log and against real external servers (redis-server,
-//! nats-server, tansu), each started for its test on a free loopback port
-//! with a temp dir, killed on drop. Tests are generated per (case, backend):
-//! `conformance::<backend>::<case>`.
+//! nats-server, tansu), each started for its test by the test kit
+//! (tests/kit) on a free loopback port with a temp dir, killed on drop.
+//! Tests are generated per (case, backend): `conformance::<backend>::<case>`.
 //!
 //! In CI (`CI` set) a missing server binary fails the test; elsewhere the
 //! external backends are skipped with a message, and the embedded one runs.
 
 use std::collections::HashSet;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use switchyard_testkit::{BrokerServer, Kind};
 
 use crate::harness::*;
 
-/// Which external server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Redis,
-    Nats,
-    /// tansu, a Kafka-protocol broker, on its SQLite storage.
-    Kafka,
-}
-
-/// A real broker server with its own port and directory, killed on drop.
-pub struct BrokerServer {
-    pub kind: Kind,
-    child: Child,
-    pub port: u16,
-    dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(20));
+/// Starts the server if this build has its backend and the machine has
+/// its binary; in CI a missing binary is a failure.
+fn start_broker(kind: Kind) -> Option<BrokerServer> {
+    let built = match kind {
+        Kind::Redis => cfg!(feature = "redis"),
+        Kind::Nats => cfg!(feature = "nats"),
+        Kind::Kafka => cfg!(feature = "kafka"),
+    };
+    if !built {
+        return None;
     }
-}
-
-/// Whether a server binary is there; in CI its absence is a failure.
-fn available(binary: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {binary}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
+    if !kind.installed() {
+        let binary = kind.binary();
         assert!(
             std::env::var_os("CI").is_none(),
             "{binary} is not installed: scripts/test installs it"
         );
         eprintln!("skipped: {binary} is not installed (scripts/test installs it)");
+        return None;
     }
-    found
-}
-
-impl BrokerServer {
-    /// Starts the server if this build has its backend and the machine has
-    /// its binary. Both persist every write before answering (redis: an
-    /// fsync-always append-only file), so a restart keeps what was acked.
-    pub fn start(kind: Kind) -> Option<BrokerServer> {
-        let (built, binary) = match kind {
-            Kind::Redis => (cfg!(feature = "redis"), "redis-server"),
-            Kind::Nats => (cfg!(feature = "nats"), "nats-server"),
-            Kind::Kafka => (cfg!(feature = "kafka"), "tansu"),
-        };
-        if !built || !available(binary) {
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = Self::spawn(kind, dir.path(), port);
-        Some(BrokerServer {
-            kind,
-            child,
-            port,
-            dir,
-        })
-    }
-
-    fn spawn(kind: Kind, dir: &std::path::Path, port: u16) -> Child {
-        let mut command = match kind {
-            Kind::Redis => {
-                let mut c = Command::new("redis-server");
-                c.args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                ])
-                .args(["--appendonly", "yes", "--appendfsync", "always"])
-                .arg("--dir")
-                .arg(dir);
-                c
-            }
-            Kind::Nats => {
-                let mut c = Command::new("nats-server");
-                c.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-                    .arg(dir.join("js"));
-                c
-            }
-            Kind::Kafka => {
-                let listener = format!("tcp://127.0.0.1:{port}");
-                let mut c = Command::new("tansu");
-                // tansu reads .env from its working directory: give it an empty one.
-                c.current_dir(dir)
-                    .args([
-                        "broker",
-                        "--listener-url",
-                        &listener,
-                        "--advertised-listener-url",
-                        &listener,
-                    ])
-                    // A log on disk (SQLite) that survives kill -9; old
-                    // records are expired every second.
-                    .args([
-                        "--storage-engine",
-                        "sqlite://tansu.db?maintenance_interval=1s",
-                    ]);
-                c
-            }
-        };
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the broker server");
-        wait_for_port(port, &format!("{kind:?}"));
-        child
-    }
-
-    /// The `serve` flags that point Switchyard at this server.
-    pub fn args(&self) -> Vec<String> {
-        match self.kind {
-            Kind::Redis => vec![
-                "--broker".into(),
-                "redis".into(),
-                "--redis-url".into(),
-                format!("redis://127.0.0.1:{}", self.port),
-            ],
-            Kind::Nats => vec![
-                "--broker".into(),
-                "nats".into(),
-                "--nats-url".into(),
-                format!("nats://127.0.0.1:{}", self.port),
-            ],
-            Kind::Kafka => vec![
-                "--broker".into(),
-                "kafka".into(),
-                "--kafka-brokers".into(),
-                format!("127.0.0.1:{}", self.port),
-            ],
-        }
-    }
-
-    /// SIGKILL.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts again on the same port and data.
-    pub fn restart(&mut self) {
-        self.kill();
-        self.child = Self::spawn(self.kind, self.dir.path(), self.port);
-    }
-}
-
-impl Drop for BrokerServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
+    Some(BrokerServer::start(kind).unwrap_or_else(|err| panic!("{err:#}")))
 }
 
 /// A backend to run a test body against.
@@ -195,14 +49,14 @@ impl Backend {
     fn name(&self) -> String {
         match self {
             Backend::Embedded => "embedded".into(),
-            Backend::External(server) => format!("{:?}", server.kind).to_lowercase(),
+            Backend::External(server) => server.kind.name().into(),
         }
     }
 
     fn serve(&self, ws: &Workspace) -> Server {
         let args = match self {
             Backend::Embedded => Vec::new(),
-            Backend::External(server) => server.args(),
+            Backend::External(server) => server.serve_args(),
         };
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         ws.serve(&args)
@@ -215,7 +69,7 @@ impl Backend {
 fn backend(kind: Option<Kind>) -> Option<Backend> {
     match kind {
         None => Some(Backend::Embedded),
-        Some(kind) => BrokerServer::start(kind).map(Backend::External),
+        Some(kind) => start_broker(kind).map(Backend::External),
     }
 }
 
@@ -499,7 +353,7 @@ async fn outage(mut broker: BrokerServer) {
     let what = format!("{:?}", broker.kind);
     let ws = Workspace::new();
     ws.topic("out", 2, "");
-    let mut args = broker.args();
+    let mut args = broker.serve_args();
     if broker.kind == Kind::Kafka {
         // tansu 0.6.0's SQLite storage panics on the first write of an
         // idempotent producer that outlived a broker restart (lite.rs:503,
@@ -561,7 +415,7 @@ async fn outage(mut broker: BrokerServer) {
         503,
         "/readyz fails while the broker is down"
     );
-    broker.restart();
+    broker.restart().unwrap_or_else(|err| panic!("{err:#}"));
     // Reconnects by itself.
     let deadline = Instant::now() + Duration::from_secs(20);
     while reqwest::get(format!("{}/readyz", server.url))

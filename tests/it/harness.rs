@@ -1,12 +1,12 @@
 //! Test harness: a real `switchyard serve` process on a loopback port with
-//! its own directory of topics and data, killed when dropped.
+//! its own directory of topics and data, killed when dropped (started by
+//! the test kit, tests/kit, which the load tool shares), and the clients
+//! the tests drive it with.
 
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -83,31 +83,17 @@ impl Workspace {
     }
 }
 
+pub use switchyard_testkit::Limits;
+
+/// A `switchyard serve` on a workspace (tests/kit starts it), killed when
+/// dropped.
 pub struct Server {
-    child: Child,
+    process: switchyard_testkit::Switchyard,
     pub url: String,
     pub addr: String,
     dir: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
-}
-
-/// Limits applied to the server process before it starts.
-#[derive(Clone, Copy)]
-pub struct Limits {
-    /// RLIMIT_FSIZE in bytes: writes past it fail like a full disk.
-    pub file_size: u64,
-    /// RLIMIT_NOFILE: how many files the server may hold open.
-    pub open_files: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            file_size: libc::RLIM_INFINITY,
-            open_files: libc::RLIM_INFINITY,
-        }
-    }
 }
 
 impl Server {
@@ -126,89 +112,20 @@ impl Server {
         limits: Option<Limits>,
         env: Vec<(String, String)>,
     ) -> Server {
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("server.log"))
-            .unwrap();
-        let mut command = Command::new(BIN);
-        command.current_dir(dir).arg("serve");
-        // A free port unless the arguments name an address (`restart_same_port`).
-        if !args.iter().any(|arg| arg == "--listen") {
-            command.args(["--listen", "127.0.0.1:0"]);
-        }
-        command
+        let mut serve = switchyard_testkit::Serve::new(BIN, dir)
             .args(["--data-dir", "data", "--topics-dir", "topics"])
-            .args(&args)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().cloned())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            // Copied to the log by this process, so that a file size limit
-            // on the server does not cut its log short.
-            .stderr(Stdio::piped());
-        if let Some(limits) = limits {
-            // SAFETY: only async-signal-safe libc calls between fork and exec.
-            unsafe {
-                command.pre_exec(move || {
-                    // A write past RLIMIT_FSIZE raises SIGXFSZ; ignored, the
-                    // write fails with EFBIG instead, like a full disk.
-                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-                    let limit = libc::rlimit {
-                        rlim_cur: limits.file_size,
-                        rlim_max: libc::RLIM_INFINITY,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    if limits.open_files != libc::RLIM_INFINITY {
-                        let mut current = libc::rlimit {
-                            rlim_cur: 0,
-                            rlim_max: 0,
-                        };
-                        libc::getrlimit(libc::RLIMIT_NOFILE, &mut current);
-                        let limit = libc::rlimit {
-                            rlim_cur: limits.open_files,
-                            rlim_max: current.rlim_max,
-                        };
-                        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    }
-                    Ok(())
-                });
-            }
+            .args(&args);
+        for (key, value) in &env {
+            serve = serve.env(key, value);
         }
-        let mut child = command.spawn().expect("spawn switchyard");
-        let mut stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut log));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            // Keep draining so the server never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-                panic!("switchyard did not start; its log:\n{log}");
-            }
-        };
-        let url = line
-            .strip_prefix("switchyard listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        let addr = url.trim_start_matches("http://").to_owned();
+        if let Some(limits) = limits {
+            serve = serve.limits(limits);
+        }
+        let process = serve.start().unwrap_or_else(|err| panic!("{err:#}"));
         Server {
-            child,
-            url,
-            addr,
+            url: process.url().to_owned(),
+            addr: process.addr().to_owned(),
+            process,
             dir: dir.to_owned(),
             args,
             env,
@@ -216,7 +133,7 @@ impl Server {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     pub fn events_url(&self, topic: &str) -> String {
@@ -229,29 +146,18 @@ impl Server {
 
     /// SIGKILL: no chance to flush anything.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 
     /// SIGTERM, then waits for the exit (bounded).
     pub fn terminate(&mut self) -> ExitStatus {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("switchyard did not exit within 20 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process
+            .terminate(Duration::from_secs(20))
+            .unwrap_or_else(|err| panic!("{err:#}"))
     }
 
-    /// Kills this process and starts another on the same directory.
+    /// Kills this process and starts another on the same directory (with
+    /// the same arguments and environment, without limits).
     pub fn restart(mut self) -> Server {
         self.kill();
         Self::start_with(&self.dir, self.args.clone(), None, self.env.clone())
@@ -275,14 +181,7 @@ impl Server {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.log()
     }
 }
 

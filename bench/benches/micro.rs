@@ -9,8 +9,9 @@
 //! - `log_append`: one 1 KiB event appended to the embedded log with
 //!   `fsync = always` and `fsync = interval` (10 ms, the server's default).
 //!
-//! Run: `cargo bench --bench micro` (about 1–2 minutes). Claims are ratios
-//! between benchmarks of the same run.
+//! Run: `cargo bench -p switchyard-bench --all-features --bench micro` (in
+//! bench/, `-p switchyard-bench` may go; about 1–2 minutes). Claims are
+//! ratios between benchmarks of the same run.
 
 use std::fs;
 use std::hint::black_box;
@@ -98,7 +99,7 @@ fn order_event() -> Vec<u8> {
 
 /// The `orders` topic with the repository's real `order.created` schema.
 fn orders_topics(dir: &Path) -> Topics {
-    let repo_topics = Path::new(env!("CARGO_MANIFEST_DIR")).join("topics");
+    let repo_topics = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topics");
     fs::create_dir_all(dir.join("orders")).expect("topic dir");
     fs::copy(
         repo_topics.join("orders/order.created.schema.json"),

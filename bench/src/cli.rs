@@ -1,0 +1,294 @@
+//! The command line: one subcommand per scenario, its options, and each
+//! scenario's settings once the defaults (full or `--quick`) are applied.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::scenario::backends::BACKENDS_LATENCY_SUBSCRIBERS;
+use crate::{HANDLER_CONCURRENCY, LATENCY_TARGET_RATE, PUBLISH_BODY_BYTES, STREAM_EVENT_BYTES};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchyard-bench",
+    about = "Load tool for switchyard: publish throughput against bare axum, publish→SSE latency, SSE fan-out, webhooks, bearer tokens, handlers",
+    after_help = "Build first with `cargo build --release --bins --all-features`; the tool runs the `switchyard` binary next to itself. \
+                  Results are printed and appended to bench/results.jsonl. `scripts/bench` does it all: setup, build, micro-benchmarks, `all`."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// HTTP publish throughput and latency: switchyard vs a bare axum server
+    Publish(PublishArgs),
+    /// Publish→SSE delivery latency with many subscribers
+    Latency(StreamArgs),
+    /// SSE fan-out at a higher rate: delivery rate, lag, server memory per subscriber, idle CPU
+    Fanout(StreamArgs),
+    /// Signed webhook ingestion vs plain publish of the same size, on one switchyard server
+    Webhook(PublishArgs),
+    /// Publish with an HS256 bearer token on every request vs the same publish to a server without a key
+    Auth(PublishArgs),
+    /// Handler delivery rate to a local sink vs the same requests from a plain client loop
+    Handler(HandlerArgs),
+    /// The publish load and publish→SSE latency on each backend (embedded, redis, nats, kafka), with redis-benchmark beside redis
+    Backends(BackendsArgs),
+    /// Record the criterion micro-benchmarks' estimates (run `cargo bench --all-features --bench micro` in bench/ first) and their ratios
+    Micro(MicroArgs),
+    /// Every scenario in turn with its defaults (micro: the estimates `cargo bench` left), then regenerate the summary in bench/RESULTS.md
+    All(AllArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// The switchyard binary [default: `switchyard` next to this tool]
+    #[arg(long)]
+    pub server: Option<PathBuf>,
+    /// The server's fsync policy: always or interval
+    #[arg(long, default_value = "always")]
+    pub fsync: String,
+    /// Partitions of the bench topic; the default of 4 makes a group commit
+    /// span partitions as it would in production
+    #[arg(long, default_value_t = 4)]
+    pub partitions: usize,
+    /// Where the temporary data directory goes [default: the system temp dir]
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+    /// Extra `serve` flags naming an external broker (set by `backends`).
+    #[arg(skip)]
+    pub broker: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PublishArgs {
+    /// Concurrent connections, each sending requests back to back [default: 64; 16 with --quick]
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Measured time per round, e.g. "10s" [default: 10s; 2s with --quick]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Unmeasured time at the start of each round [default: 2s; 500ms with --quick]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub warmup: Option<Duration>,
+    /// Rounds of each side, run alternately (bare, switchyard, ...; publish, webhook, ...; no token, token, ...) [default: 3; 2 with --quick]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: Option<u32>,
+    /// Small defaults for a smoke run of a few seconds
+    #[arg(long)]
+    pub quick: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackendsArgs {
+    #[command(flatten)]
+    pub publish: PublishArgs,
+    /// SSE subscribers in each backend's latency run [default: 10]
+    #[arg(long)]
+    pub subscribers: Option<usize>,
+    /// Events per second in each backend's latency run [default: 50]
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// How long each backend's latency run publishes, e.g. "10s" [default: 10s; 2s with --quick]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub latency_duration: Option<Duration>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StreamArgs {
+    /// SSE subscribers [default: 1000; 100 with --quick]
+    #[arg(long)]
+    pub subscribers: Option<usize>,
+    /// Events published per second [default: latency 50, fanout 200]
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// How long to publish, e.g. "20s" [default: 20s; 3s with --quick]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Time with the subscribers connected and nothing published, to
+    /// measure the server's idle CPU [default: 5s; 1s with --quick]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub idle: Option<Duration>,
+    /// Small defaults for a smoke run of a few seconds
+    #[arg(long)]
+    pub quick: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HandlerArgs {
+    /// Events pre-published for the handler, and requests the baseline makes [default: 20000; 5000 with --quick]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub events: Option<u64>,
+    /// Longest wait for the handler to deliver them all, e.g. "60s" [default: 60s; 20s with --quick]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Small defaults for a smoke run of a few seconds
+    #[arg(long)]
+    pub quick: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AllArgs {
+    /// Every scenario's small defaults: about 2 minutes in all instead of about 10
+    #[arg(long)]
+    pub quick: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MicroArgs {
+    /// Criterion's output directory [default: $CRITERION_HOME, else $CARGO_TARGET_DIR/criterion, else target/criterion]
+    #[arg(long)]
+    pub criterion_dir: Option<PathBuf>,
+}
+
+/// The `handler` scenario's settings once defaults are applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct HandlerParams {
+    /// Smoke-run defaults were applied.
+    pub quick: bool,
+    pub events: u64,
+    pub timeout_s: f64,
+    pub concurrency: usize,
+    pub body_bytes: usize,
+    pub fsync: String,
+    pub partitions: usize,
+}
+
+/// The `publish` scenario's settings once defaults are applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishParams {
+    /// Smoke-run defaults were applied.
+    pub quick: bool,
+    pub connections: usize,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub rounds: u32,
+    pub body_bytes: usize,
+    pub fsync: String,
+    pub partitions: usize,
+}
+
+/// The `latency` and `fanout` scenarios' settings once defaults are applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamParams {
+    /// Smoke-run defaults were applied.
+    pub quick: bool,
+    pub subscribers: usize,
+    pub rate: u64,
+    pub duration_s: f64,
+    pub idle_s: f64,
+    pub event_bytes: usize,
+    pub fsync: String,
+    pub partitions: usize,
+}
+
+impl PublishArgs {
+    /// No options given: every default (as `all` runs it).
+    pub fn defaults(quick: bool, server: &ServerArgs) -> Self {
+        Self {
+            connections: None,
+            duration: None,
+            warmup: None,
+            rounds: None,
+            quick,
+            server: server.clone(),
+        }
+    }
+
+    pub fn params(&self) -> PublishParams {
+        let quick = self.quick;
+        PublishParams {
+            quick,
+            connections: self.connections.unwrap_or(if quick { 16 } else { 64 }),
+            duration_s: secs(self.duration, if quick { 2.0 } else { 10.0 }),
+            warmup_s: secs(self.warmup, if quick { 0.5 } else { 2.0 }),
+            rounds: self.rounds.unwrap_or(if quick { 2 } else { 3 }),
+            body_bytes: PUBLISH_BODY_BYTES,
+            fsync: self.server.fsync.clone(),
+            partitions: self.server.partitions,
+        }
+    }
+}
+
+/// The `backends` scenario's settings once defaults are applied: the
+/// publish load, and the publish→SSE run on the same server after it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendsParams {
+    #[serde(flatten)]
+    pub publish: PublishParams,
+    pub latency: StreamParams,
+}
+
+impl BackendsArgs {
+    /// `backends` runs four servers, so its rounds are shorter and fewer,
+    /// and its latency runs have few subscribers at a modest rate.
+    pub fn params(&self) -> BackendsParams {
+        let args = &self.publish;
+        let quick = args.quick;
+        BackendsParams {
+            publish: PublishParams {
+                duration_s: secs(args.duration, if quick { 2.0 } else { 5.0 }),
+                warmup_s: secs(args.warmup, if quick { 0.5 } else { 1.0 }),
+                rounds: args.rounds.unwrap_or(1),
+                ..args.params()
+            },
+            latency: StreamParams {
+                quick,
+                subscribers: self.subscribers.unwrap_or(BACKENDS_LATENCY_SUBSCRIBERS),
+                rate: self.rate.unwrap_or(LATENCY_TARGET_RATE),
+                duration_s: secs(self.latency_duration, if quick { 2.0 } else { 10.0 }),
+                idle_s: 0.0,
+                event_bytes: STREAM_EVENT_BYTES,
+                fsync: args.server.fsync.clone(),
+                partitions: args.server.partitions,
+            },
+        }
+    }
+}
+
+impl StreamArgs {
+    pub fn params(&self, default_rate: u64) -> StreamParams {
+        let quick = self.quick;
+        StreamParams {
+            quick,
+            subscribers: self.subscribers.unwrap_or(if quick { 100 } else { 1000 }),
+            rate: self.rate.unwrap_or(default_rate),
+            duration_s: secs(self.duration, if quick { 3.0 } else { 20.0 }),
+            idle_s: secs(self.idle, if quick { 1.0 } else { 5.0 }),
+            event_bytes: STREAM_EVENT_BYTES,
+            fsync: self.server.fsync.clone(),
+            partitions: self.server.partitions,
+        }
+    }
+}
+
+impl HandlerArgs {
+    pub fn params(&self) -> HandlerParams {
+        let quick = self.quick;
+        HandlerParams {
+            quick,
+            events: self.events.unwrap_or(if quick { 5_000 } else { 20_000 }),
+            timeout_s: secs(self.timeout, if quick { 20.0 } else { 60.0 }),
+            concurrency: HANDLER_CONCURRENCY,
+            body_bytes: PUBLISH_BODY_BYTES,
+            fsync: self.server.fsync.clone(),
+            partitions: self.server.partitions,
+        }
+    }
+}
+
+fn secs(value: Option<Duration>, default: f64) -> f64 {
+    value.map_or(default, |d| d.as_secs_f64())
+}
