@@ -29,6 +29,13 @@ const MAX_OUTSTANDING_BYTES: usize = 4 << 20;
 const READ_BATCH: usize = 256;
 /// Longest single wait on the broker, so waiters also see nacks come due.
 const READ_SLICE: Duration = Duration::from_millis(100);
+/// A member that has not received for this long, and holds no lease, is
+/// no longer listed in the group's status.
+const MEMBER_IDLE: Duration = Duration::from_secs(60);
+/// Members listed at most (the least recently seen leave first).
+const MAX_MEMBERS: usize = 1000;
+/// The member name of a receive that gives none.
+pub const DEFAULT_MEMBER: &str = "default";
 
 /// Where a group without a committed cursor starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +56,8 @@ pub enum GroupError {
     },
     #[error("receipt {0:?} is not one this server hands out (epoch.partition.offset.lease)")]
     BadReceipt(String),
+    #[error("member name {0:?} is not valid: use 1 to 64 letters, digits, '.', '_' and '-'")]
+    BadMember(String),
     #[error(
         "topic {topic:?} has {limit} consumer groups loaded already (the most per topic); an idle group leaves memory after the group idle time"
     )]
@@ -188,6 +197,8 @@ pub struct Group {
 }
 
 struct State {
+    /// When each member last received.
+    members: HashMap<Arc<str>, Instant>,
     /// How far the broker was read, and what is read and not yet acked.
     outstanding: Pending<Entry>,
     outstanding_bytes: usize,
@@ -205,6 +216,7 @@ enum Lease {
     Held {
         id: u64,
         until: Instant,
+        member: Arc<str>,
     },
 }
 
@@ -215,6 +227,15 @@ pub struct GroupStatus {
     pub read: String,
     pub outstanding: usize,
     pub leased: usize,
+    /// Each member seen lately: its live leases and how long ago it last
+    /// received.
+    pub members: std::collections::BTreeMap<String, MemberStatus>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct MemberStatus {
+    pub leased: usize,
+    pub last_receive_ms_ago: u64,
 }
 
 impl Group {
@@ -226,6 +247,7 @@ impl Group {
             partitions: committed.partitions(),
             epoch: unguessable() as u32,
             state: Mutex::new(State {
+                members: HashMap::new(),
                 outstanding: Pending::new(committed.clone()),
                 outstanding_bytes: 0,
             }),
@@ -261,16 +283,19 @@ impl Group {
     /// for the first one.
     pub async fn receive(
         &self,
+        member: &str,
         max: usize,
         lease: Duration,
         wait: Duration,
     ) -> Result<Vec<LeasedEvent>, GroupError> {
+        let member: Arc<str> = Arc::from(member);
+        self.seen(&member);
         let deadline = Instant::now() + wait;
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let (taken, next_due, room) = self.take(max, lease);
+            let (taken, next_due, room) = self.take(&member, max, lease);
             if !taken.is_empty() {
                 return Ok(taken);
             }
@@ -280,7 +305,7 @@ impl Group {
                 let slice = until.saturating_duration_since(now).min(READ_SLICE);
                 self.fill(slice).await?;
                 if Instant::now() >= deadline {
-                    return Ok(self.take(max, lease).0);
+                    return Ok(self.take(&member, max, lease).0);
                 }
                 continue;
             }
@@ -298,7 +323,12 @@ impl Group {
 
     /// Leases due events; also says when the next one comes due and whether
     /// there is room to read more.
-    fn take(&self, max: usize, lease: Duration) -> (Vec<LeasedEvent>, Option<Instant>, bool) {
+    fn take(
+        &self,
+        member: &Arc<str>,
+        max: usize,
+        lease: Duration,
+    ) -> (Vec<LeasedEvent>, Option<Instant>, bool) {
         let now = Instant::now();
         let mut state = self.state();
         let mut taken = Vec::new();
@@ -318,6 +348,7 @@ impl Group {
             entry.lease = Lease::Held {
                 id,
                 until: now + lease,
+                member: Arc::clone(member),
             };
             entry.deliveries += 1;
             taken.push(LeasedEvent {
@@ -427,6 +458,56 @@ impl Group {
         Ok(settled)
     }
 
+    /// Renews the leases of `receipts` for `lease` from now (a member still
+    /// working on them).
+    pub fn extend(&self, receipts: &[String], lease: Duration) -> Result<Settled, GroupError> {
+        let parsed = self.parse_all(receipts)?;
+        let mut settled = Settled::default();
+        let until = Instant::now() + lease;
+        let mut state = self.state();
+        for (text, receipt) in receipts.iter().zip(parsed) {
+            match state.outstanding.get_mut(receipt.partition, receipt.offset) {
+                Some(entry) if receipt.holds(entry, self.epoch) => {
+                    if let Lease::Held { until: held, .. } = &mut entry.lease {
+                        *held = until;
+                    }
+                    settled.settled += 1;
+                }
+                _ => settled.expired.push(text.clone()),
+            }
+        }
+        Ok(settled)
+    }
+
+    /// Notes that `member` received now; forgets members long gone.
+    fn seen(&self, member: &Arc<str>) {
+        let now = Instant::now();
+        let mut state = self.state();
+        state.members.insert(Arc::clone(member), now);
+        if state.members.len() > MAX_MEMBERS {
+            let holding: std::collections::HashSet<Arc<str>> = state
+                .outstanding
+                .values()
+                .filter_map(|e| match &e.lease {
+                    Lease::Held { until, member, .. } if *until > now => Some(Arc::clone(member)),
+                    _ => None,
+                })
+                .collect();
+            state.members.retain(|name, last| {
+                now.saturating_duration_since(*last) < MEMBER_IDLE || holding.contains(name)
+            });
+            while state.members.len() > MAX_MEMBERS {
+                let oldest = state
+                    .members
+                    .iter()
+                    .min_by_key(|(_, last)| **last)
+                    .map(|(name, _)| Arc::clone(name))
+                    .expect("more than MAX_MEMBERS");
+                state.members.remove(&oldest);
+            }
+        }
+    }
+
     fn parse_all(&self, receipts: &[String]) -> Result<Vec<Receipt>, GroupError> {
         receipts
             .iter()
@@ -452,16 +533,56 @@ impl Group {
         let committed = self.committed.lock().await.to_string();
         let state = self.state();
         let now = Instant::now();
+        let ago = |last: Instant| now.saturating_duration_since(last).as_millis() as u64;
+        let mut members: std::collections::BTreeMap<String, MemberStatus> = state
+            .members
+            .iter()
+            .filter(|(_, last)| now.saturating_duration_since(**last) < MEMBER_IDLE)
+            .map(|(name, last)| {
+                let status = MemberStatus {
+                    leased: 0,
+                    last_receive_ms_ago: ago(*last),
+                };
+                (name.to_string(), status)
+            })
+            .collect();
+        let mut leased = 0;
+        for entry in state.outstanding.values() {
+            if let Lease::Held { until, member, .. } = &entry.lease
+                && *until > now
+            {
+                leased += 1;
+                let last = state.members.get(member).copied().unwrap_or(now);
+                members
+                    .entry(member.to_string())
+                    .or_insert(MemberStatus {
+                        leased: 0,
+                        last_receive_ms_ago: ago(last),
+                    })
+                    .leased += 1;
+            }
+        }
         GroupStatus {
             committed,
             read: state.outstanding.read_cursor().to_string(),
             outstanding: state.outstanding.len(),
-            leased: state
-                .outstanding
-                .values()
-                .filter(|e| matches!(e.lease, Lease::Held { until, .. } if until > now))
-                .count(),
+            leased,
+            members,
         }
+    }
+}
+
+/// Checks a member name (what `GET …/groups/{g}` lists leases under), as
+/// the caller of [`Group::receive`] must.
+pub fn check_member(member: &str) -> Result<(), GroupError> {
+    let valid = (1..=64).contains(&member.len())
+        && member
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(GroupError::BadMember(member.chars().take(80).collect()))
     }
 }
 
@@ -501,6 +622,6 @@ impl Receipt {
     /// Whether this receipt's lease on `entry` still holds.
     fn holds(&self, entry: &Entry, epoch: u32) -> bool {
         self.epoch == epoch
-            && matches!(entry.lease, Lease::Held { id, until } if id == self.lease && until > Instant::now())
+            && matches!(entry.lease, Lease::Held { id, until, .. } if id == self.lease && until > Instant::now())
     }
 }

@@ -1,6 +1,6 @@
 //! Shared consumer groups over HTTP (workers elsewhere consuming a topic as
-//! a queue): `POST …/groups/{group}/receive`, `…/ack`, `…/nack`, and
-//! `GET …/groups/{group}` for status.
+//! a queue): `POST …/groups/{group}/receive`, `…/ack`, `…/nack`,
+//! `…/extend`, and `GET …/groups/{group}` for status.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, ApiResult, AppState};
-use crate::group::{Group, GroupError, Settled, Start};
+use crate::group::{DEFAULT_MEMBER, Group, GroupError, Settled, Start, check_member};
 
 /// Deliveries per receive when `max` is not given, and the most allowed.
 const DEFAULT_MAX: usize = 10;
@@ -37,6 +37,9 @@ impl From<GroupError> for ApiError {
             GroupError::BadReceipt(receipt) => {
                 ApiError::bad_request("invalid_receipt", message).with("receipt", receipt)
             }
+            GroupError::BadMember(member) => ApiError::bad_request("invalid_member", message)
+                .with("parameter", "member")
+                .with("member", member),
             GroupError::TooMany { topic, limit } => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_groups", message)
                     .with("topic", topic)
@@ -93,6 +96,8 @@ async fn loaded(state: &AppState, topic: &str, group: &str) -> ApiResult<Option<
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiveQuery {
+    /// Who receives (a worker's name): status lists leases under it.
+    member: Option<String>,
     max: Option<usize>,
     lease: Option<String>,
     wait: Option<String>,
@@ -133,9 +138,11 @@ pub async fn receive(
             .with("parameter", "start"));
         }
     };
+    let member = query.member.as_deref().unwrap_or(DEFAULT_MEMBER);
+    check_member(member)?;
     let group = open(&state, &topic, &group, start).await?;
     let deliveries = tokio::select! {
-        deliveries = group.receive(max, lease, wait) => deliveries?,
+        deliveries = group.receive(member, max, lease, wait) => deliveries?,
         _ = state.shutdown.cancelled() => Vec::new(),
     };
     // The stored payloads are already CloudEvent JSON: splice them in.
@@ -171,6 +178,8 @@ pub struct SettleBody {
     receipts: Vec<String>,
     /// nack only: when the events are due again (default at once).
     delay: Option<String>,
+    /// extend only: the new lease, from now (default 30s).
+    lease: Option<String>,
 }
 
 fn settle_body(body: &Bytes) -> ApiResult<SettleBody> {
@@ -221,12 +230,7 @@ pub async fn ack(
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let body = settle_body(&body)?;
-    if body.delay.is_some() {
-        return Err(
-            ApiError::bad_request("invalid_json", "ack takes no delay (nack does)")
-                .with("field", "delay"),
-        );
-    }
+    only_field("ack", &body, None)?;
     match loaded(&state, &topic, &group).await? {
         Some(group) => settled("acked", group.ack(&body.receipts).await?),
         None => settled("acked", Settled::expired(body.receipts)),
@@ -240,6 +244,7 @@ pub async fn nack(
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let body = settle_body(&body)?;
+    only_field("nack", &body, Some("delay"))?;
     let delay = duration(
         "delay",
         body.delay.as_deref(),
@@ -252,8 +257,42 @@ pub async fn nack(
     }
 }
 
+/// Renews leases: the events stay with their member for `lease` from now.
+pub async fn extend(
+    State(state): State<Arc<AppState>>,
+    Path((topic, group)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let body = settle_body(&body)?;
+    only_field("extend", &body, Some("lease"))?;
+    let lease = duration("lease", body.lease.as_deref(), DEFAULT_LEASE, LEASE_RANGE)?;
+    match loaded(&state, &topic, &group).await? {
+        Some(group) => settled("extended", group.extend(&body.receipts, lease)?),
+        None => settled("extended", Settled::expired(body.receipts)),
+    }
+}
+
+/// Refuses the optional fields of a settle body that `verb` does not take
+/// (`delay` is nack's, `lease` is extend's).
+fn only_field(verb: &str, body: &SettleBody, allowed: Option<&str>) -> ApiResult<()> {
+    for (field, given) in [
+        ("delay", body.delay.is_some()),
+        ("lease", body.lease.is_some()),
+    ] {
+        if given && allowed != Some(field) {
+            let owner = if field == "delay" { "nack" } else { "extend" };
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                format!("{verb} takes no {field} ({owner} does)"),
+            )
+            .with("field", field));
+        }
+    }
+    Ok(())
+}
+
 /// Where the group is: committed and read cursors, events outstanding and
-/// leased.
+/// leased, and each member's leases.
 pub async fn status(
     State(state): State<Arc<AppState>>,
     Path((topic, group)): Path<(String, String)>,
@@ -266,6 +305,7 @@ pub async fn status(
             "committed": cursor.to_string(),
             "outstanding": 0,
             "leased": 0,
+            "members": {},
         }))),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,

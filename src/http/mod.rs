@@ -90,6 +90,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(groups::nack).route_layer(guard(Need::Consume)),
         )
         .route(
+            "/v1/topics/{topic}/groups/{group}/extend",
+            post(groups::extend).route_layer(guard(Need::Consume)),
+        )
+        .route(
             "/v1/topics",
             get(list_topics).route_layer(guard(Need::Token)),
         )

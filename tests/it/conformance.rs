@@ -100,7 +100,8 @@ per_backend!(
         append_read_resume,
         concurrent_and_large,
         retention,
-        group_sharing
+        group_sharing,
+        group_extend_and_members,
     ]
 );
 per_backend!(
@@ -111,6 +112,7 @@ per_backend!(
         concurrent_and_large,
         retention,
         group_sharing,
+        group_extend_and_members,
         two_instances_share_a_backend,
         broker_outage_answers_503_and_loses_nothing_acknowledged,
     ]
@@ -124,6 +126,7 @@ per_backend!(
         concurrent_and_large,
         retention,
         group_sharing,
+        group_extend_and_members,
         two_instances_share_a_backend,
         broker_outage_answers_503_and_loses_nothing_acknowledged,
         broker_messages_are_cloudevents_to_third_party_clients,
@@ -137,6 +140,7 @@ per_backend!(
         concurrent_and_large,
         retention,
         group_sharing,
+        group_extend_and_members,
         two_instances_share_a_backend,
         broker_outage_answers_503_and_loses_nothing_acknowledged,
         broker_messages_are_cloudevents_to_third_party_clients,
@@ -723,4 +727,79 @@ async fn group_sharing(backend: Backend) {
     ))
     .await;
     assert_eq!(status["committed"], latest["next"], "{what}: all acked");
+}
+
+/// A member still at work extends its leases, so they do not pass to
+/// another member; the group's status lists each member's leases; a lease
+/// that ran out cannot be extended.
+async fn group_extend_and_members(backend: Backend) {
+    let what = &backend.name();
+    let ws = Workspace::new();
+    ws.topic("work", 2, "");
+    let server = backend.serve(&ws);
+    for (status, body) in publish_n(&server, "work", 0..2, 0).await {
+        assert_eq!(status, 200, "{what}: {body}");
+    }
+    let a = Member::new(&server, "work", "workers");
+    let b = Member::new(&server, "work", "workers");
+
+    let held = a
+        .receive("member=worker-a&start=earliest&max=1&lease=1s&wait=5s")
+        .await;
+    assert_eq!(held.len(), 1, "{what}");
+    let (status, body) = a
+        .settle(
+            "extend",
+            json!({ "receipts": receipts(&held), "lease": "30s" }),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["extended"]),
+        (200, &json!(1)),
+        "{what}: {body}"
+    );
+    let other = b.receive("member=worker-b&max=2&lease=30s&wait=1s").await;
+    assert_eq!(other.len(), 1, "{what}: B gets the other event only");
+    assert_ne!(ids(&other), ids(&held), "{what}");
+    // Past the first lease: the extended one still holds, so B gets nothing.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        b.receive("member=worker-b&max=2").await.is_empty(),
+        "{what}: an extended lease passed to another member"
+    );
+
+    let status = get_json(&a.base).await;
+    assert_eq!(status["leased"], 2, "{what}: {status}");
+    assert_eq!(
+        status["members"]["worker-a"]["leased"], 1,
+        "{what}: {status}"
+    );
+    assert_eq!(
+        status["members"]["worker-b"]["leased"], 1,
+        "{what}: {status}"
+    );
+
+    assert_eq!(a.ack(&receipts(&held)).await.0, 200, "{what}");
+    assert_eq!(b.ack(&receipts(&other)).await.0, 200, "{what}");
+    let status = get_json(&a.base).await;
+    assert_eq!(
+        status["members"]["worker-a"]["leased"], 0,
+        "{what}: {status}"
+    );
+
+    // A lease that ran out is not renewed: the event is due again.
+    publish(
+        &client(),
+        &server.events_url("work"),
+        &event("late", 9, "k"),
+    )
+    .await;
+    let lapsing = a.receive("member=worker-a&max=1&lease=200ms&wait=5s").await;
+    assert_eq!(ids(&lapsing), ["late"], "{what}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (status, body) = a
+        .settle("extend", json!({ "receipts": receipts(&lapsing) }))
+        .await;
+    assert_eq!(status, 409, "{what}: {body}");
+    assert_eq!(body["error"]["code"], "lease_expired", "{what}");
 }

@@ -119,6 +119,34 @@ async fn bad_group_requests_get_clear_errors() {
             "invalid_duration",
             "parameter",
         ),
+        (
+            format!("{}/receive?member=no%20spaces", group("w")),
+            None,
+            400,
+            "invalid_member",
+            "parameter",
+        ),
+        (
+            format!("{}/extend", group("w")),
+            Some(json!({"receipts": ["x"], "lease": "soon"})),
+            400,
+            "invalid_duration",
+            "parameter",
+        ),
+        (
+            format!("{}/extend", group("w")),
+            Some(json!({"receipts": ["x"], "delay": "1s"})),
+            400,
+            "invalid_json",
+            "field",
+        ),
+        (
+            format!("{}/nack", group("w")),
+            Some(json!({"receipts": ["x"], "lease": "1s"})),
+            400,
+            "invalid_json",
+            "field",
+        ),
     ];
     for (url, body, status, code, names) in cases {
         let (got, answer) = post(&url, body).await;
