@@ -399,6 +399,49 @@ impl Attributes {
             "subject": self.subject,
         })
     }
+
+    /// An event this one caused (a handler's result or dead letter, a
+    /// group's dead letter): it carries this one's subject, its id as
+    /// `causationid`, its correlation and its trace.
+    pub fn cause(&self, source: String, ty: &str, data: Value) -> CloudEvent {
+        let mut event = CloudEvent::wrap(source, ty.to_owned(), data);
+        event.subject = self.subject.clone();
+        if !self.id.is_empty() {
+            event
+                .extensions
+                .insert("causationid".into(), Value::from(self.id.as_str()));
+            let correlation = self.correlationid.as_deref().unwrap_or(&self.id);
+            event
+                .extensions
+                .insert("correlationid".into(), Value::from(correlation));
+        }
+        for (name, value) in [
+            ("traceparent", &self.traceparent),
+            ("tracestate", &self.tracestate),
+        ] {
+            if let Some(value) = value {
+                event
+                    .extensions
+                    .insert(name.into(), Value::from(value.as_str()));
+            }
+        }
+        event
+    }
+
+    /// Makes an event this one caused storable when it was too large:
+    /// its copy of this event (`data.event`) becomes the summary, a
+    /// target's answer (`data.body`) goes, and `data.truncated` says why.
+    pub fn shrink(&self, caused: &mut CloudEvent, why: &str) {
+        if let Some(Data::Json(Value::Object(data))) = &mut caused.data {
+            if data.contains_key("event") {
+                data.insert("event".into(), self.summary());
+            }
+            if data.contains_key("body") {
+                data.insert("body".into(), Value::Null);
+            }
+            data.insert("truncated".into(), serde_json::json!({ "reason": why }));
+        }
+    }
 }
 
 /// An event in binary content mode, whatever the transport (HTTP `ce-*`

@@ -20,6 +20,9 @@ use tokio::time::Instant;
 
 use crate::broker::{Broker, BrokerError};
 use crate::cursor::{Cursor, Pending};
+use crate::event::Attributes;
+use crate::ingest::{Ingest, IngestError, Undeclared};
+use crate::topic::{GroupSpec, Topics};
 
 /// Most events a group holds read but unacked, by count and by bytes: past
 /// either it stops reading until acks make room.
@@ -36,6 +39,15 @@ const MEMBER_IDLE: Duration = Duration::from_secs(60);
 const MAX_MEMBERS: usize = 1000;
 /// The member name of a receive that gives none.
 pub const DEFAULT_MEMBER: &str = "default";
+/// The type of a group's dead letter: an event delivered `max_deliveries`
+/// times without an ack.
+pub const DEAD_LETTER_TYPE: &str = "switchyard.group.failed";
+/// How long an event is held while it is stored as a dead letter; if that
+/// fails (the broker is down), it is tried again after it.
+const DEAD_LETTER_LEASE: Duration = Duration::from_secs(30);
+/// The member that holds events on their way to the dead-letter topic
+/// (not a valid member name, so no client can be it).
+const DEAD_LETTER_MEMBER: &str = "~dead-letter";
 
 /// Where a group without a committed cursor starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +110,9 @@ impl Settled {
 /// Every shared group of this process, created on first use.
 pub struct Groups {
     broker: Arc<Broker>,
+    /// Where declared groups' dead letters go.
+    ingest: Arc<Ingest>,
+    topics: Topics,
     /// (topic, group) pairs that handlers consume: not for sharing.
     reserved: HashMap<(String, String), String>,
     groups: tokio::sync::Mutex<HashMap<(String, String), Arc<Group>>>,
@@ -118,11 +133,15 @@ impl Groups {
     /// `reserved` maps the (topic, group) of each handler to its name.
     pub fn new(
         broker: Arc<Broker>,
+        ingest: Arc<Ingest>,
+        topics: Topics,
         reserved: HashMap<(String, String), String>,
         limits: GroupLimits,
     ) -> Self {
         Self {
             broker,
+            ingest,
+            topics,
             reserved,
             groups: tokio::sync::Mutex::new(HashMap::new()),
             limits,
@@ -163,7 +182,18 @@ impl Groups {
             .broker
             .committed_or_start(topic, group, start == Start::Earliest)
             .await?;
-        let opened = Arc::new(Group::new(Arc::clone(&self.broker), &key, committed));
+        let spec = self
+            .topics
+            .get(topic)
+            .and_then(|t| t.groups.get(group))
+            .cloned();
+        let opened = Arc::new(Group::new(
+            Arc::clone(&self.broker),
+            Arc::clone(&self.ingest),
+            spec,
+            &key,
+            committed,
+        ));
         groups.insert(key, Arc::clone(&opened));
         Ok(opened)
     }
@@ -180,6 +210,9 @@ impl Groups {
 /// A shared consumer group on one topic.
 pub struct Group {
     broker: Arc<Broker>,
+    ingest: Arc<Ingest>,
+    /// Its settings, when its topic's file declares it.
+    spec: Option<GroupSpec>,
     topic: String,
     name: String,
     partitions: usize,
@@ -220,6 +253,16 @@ enum Lease {
     },
 }
 
+/// An event delivered as often as its group allows, held on its way to the
+/// dead-letter topic.
+struct Exhausted {
+    partition: usize,
+    offset: u64,
+    lease: u64,
+    deliveries: u32,
+    payload: Bytes,
+}
+
 /// Group status for `GET /v1/topics/{topic}/groups/{group}`.
 #[derive(Debug, serde::Serialize)]
 pub struct GroupStatus {
@@ -239,9 +282,17 @@ pub struct MemberStatus {
 }
 
 impl Group {
-    fn new(broker: Arc<Broker>, key: &(String, String), committed: Cursor) -> Self {
+    fn new(
+        broker: Arc<Broker>,
+        ingest: Arc<Ingest>,
+        spec: Option<GroupSpec>,
+        key: &(String, String),
+        committed: Cursor,
+    ) -> Self {
         Self {
             broker,
+            ingest,
+            spec,
             topic: key.0.clone(),
             name: key.1.clone(),
             partitions: committed.partitions(),
@@ -295,7 +346,10 @@ impl Group {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let (taken, next_due, room) = self.take(&member, max, lease);
+            let (taken, exhausted, next_due, room) = self.take(&member, max, lease);
+            if !exhausted.is_empty() {
+                self.dead_letter(exhausted).await;
+            }
             if !taken.is_empty() {
                 return Ok(taken);
             }
@@ -305,7 +359,11 @@ impl Group {
                 let slice = until.saturating_duration_since(now).min(READ_SLICE);
                 self.fill(slice).await?;
                 if Instant::now() >= deadline {
-                    return Ok(self.take(&member, max, lease).0);
+                    let (taken, exhausted, _, _) = self.take(&member, max, lease);
+                    if !exhausted.is_empty() {
+                        self.dead_letter(exhausted).await;
+                    }
+                    return Ok(taken);
                 }
                 continue;
             }
@@ -328,10 +386,12 @@ impl Group {
         member: &Arc<str>,
         max: usize,
         lease: Duration,
-    ) -> (Vec<LeasedEvent>, Option<Instant>, bool) {
+    ) -> (Vec<LeasedEvent>, Vec<Exhausted>, Option<Instant>, bool) {
         let now = Instant::now();
         let mut state = self.state();
         let mut taken = Vec::new();
+        let mut exhausted = Vec::new();
+        let max_deliveries = self.spec.as_ref().map(|spec| spec.max_deliveries);
         let mut next_due: Option<Instant> = None;
         for (partition, offset, entry) in state.outstanding.iter_mut() {
             let due = match entry.lease {
@@ -345,6 +405,21 @@ impl Group {
             // Random, so that one receipt reveals nothing of another's:
             // only the member that received a lease can settle it.
             let id = unguessable();
+            if max_deliveries.is_some_and(|max| entry.deliveries >= max) {
+                entry.lease = Lease::Held {
+                    id,
+                    until: now + DEAD_LETTER_LEASE,
+                    member: Arc::from(DEAD_LETTER_MEMBER),
+                };
+                exhausted.push(Exhausted {
+                    partition,
+                    offset,
+                    lease: id,
+                    deliveries: entry.deliveries,
+                    payload: entry.payload.clone(),
+                });
+                continue;
+            }
             entry.lease = Lease::Held {
                 id,
                 until: now + lease,
@@ -359,7 +434,76 @@ impl Group {
         }
         let room = state.outstanding.len() < MAX_OUTSTANDING
             && state.outstanding_bytes < MAX_OUTSTANDING_BYTES;
-        (taken, next_due, room)
+        (taken, exhausted, next_due, room)
+    }
+
+    /// Stores each exhausted event as a dead letter on the group's
+    /// dead-letter topic, then acks it. One that cannot be stored now stays
+    /// held, and is tried again when its hold runs out.
+    async fn dead_letter(&self, exhausted: Vec<Exhausted>) {
+        let Some(spec) = &self.spec else {
+            return;
+        };
+        let mut stored = Vec::new();
+        for event in exhausted {
+            let input: serde_json::Value =
+                serde_json::from_slice(&event.payload).unwrap_or_default();
+            let head = Attributes::of(&input);
+            let data = serde_json::json!({
+                "topic": self.topic,
+                "group": self.name,
+                "reason": format!("delivered {} times without an ack", event.deliveries),
+                "deliveries": event.deliveries,
+                "event": input,
+            });
+            let source = format!("/topics/{}/groups/{}", self.topic, self.name);
+            let mut letter = head.cause(source, DEAD_LETTER_TYPE, data);
+            let mut shrunk = false;
+            loop {
+                let published = self
+                    .ingest
+                    .publish_checked(&spec.dead_letters, vec![letter.clone()], Undeclared::Accept)
+                    .await;
+                match published {
+                    Ok(_) => {
+                        stored.push(event);
+                        break;
+                    }
+                    // Too large or otherwise unstorable as it is: once more
+                    // with the event's summary in place of the event.
+                    Err(err) if !shrunk && !matches!(err, IngestError::Broker(_)) => {
+                        head.shrink(&mut letter, &err.to_string());
+                        shrunk = true;
+                    }
+                    Err(err) => {
+                        tracing::warn!(topic = %self.topic, group = %self.name, error = %err, "cannot store a dead letter yet; it is tried again later");
+                        break;
+                    }
+                }
+            }
+        }
+        if stored.is_empty() {
+            return;
+        }
+        {
+            let mut state = self.state();
+            for event in &stored {
+                let held = state
+                    .outstanding
+                    .get(event.partition, event.offset)
+                    .is_some_and(
+                        |entry| matches!(entry.lease, Lease::Held { id, .. } if id == event.lease),
+                    );
+                if held && let Some(entry) = state.outstanding.remove(event.partition, event.offset)
+                {
+                    state.outstanding_bytes -= entry.payload.len();
+                }
+            }
+        }
+        self.changed.notify_waiters();
+        if let Err(err) = self.commit().await {
+            tracing::warn!(topic = %self.topic, group = %self.name, error = %err, "committing after dead letters failed; the next ack commits");
+        }
     }
 
     /// One broker read into the outstanding set (the caller holds `reading`).

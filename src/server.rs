@@ -131,7 +131,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 .map(|key| (key, spec.name.clone()))
         })
         .collect();
-    let groups = Groups::new(Arc::clone(&broker), reserved, config.groups);
+    let groups = Groups::new(
+        Arc::clone(&broker),
+        Arc::clone(&ingest),
+        topics.clone(),
+        reserved,
+        config.groups,
+    );
     let handler_outputs = handler_specs
         .iter()
         .flat_map(|spec| {

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::action::CallResult;
 use super::config::HandlerSpec;
-use crate::event::{Attributes, CloudEvent, Data, now_rfc3339};
+use crate::event::{Attributes, CloudEvent, now_rfc3339};
 
 pub const RESULT_TYPE: &str = "switchyard.handler.succeeded";
 pub const DEAD_LETTER_TYPE: &str = "switchyard.handler.failed";
@@ -105,7 +105,10 @@ impl Outcome {
                     "attempts": attempts,
                     "duration_ms": duration.as_secs_f64() * 1000.0,
                 });
-                Some((results, caused_by(&spec.name, head, RESULT_TYPE, data)))
+                Some((
+                    results,
+                    head.cause(source_of(&spec.name), RESULT_TYPE, data),
+                ))
             }
             Self::Failed {
                 reason,
@@ -121,7 +124,7 @@ impl Outcome {
                 });
                 Some((
                     spec.dead_letters.as_str(),
-                    caused_by(&spec.name, head, DEAD_LETTER_TYPE, data),
+                    head.cause(source_of(&spec.name), DEAD_LETTER_TYPE, data),
                 ))
             }
         }
@@ -143,45 +146,4 @@ pub fn attempt_record(attempt: u32, result: &CallResult, duration: Duration) -> 
         "error": error,
         "duration_ms": duration.as_secs_f64() * 1000.0,
     })
-}
-
-/// A result or dead-letter event, caused by the event `head` names: it
-/// carries its subject, its id as `causationid`, its correlation and trace.
-fn caused_by(handler: &str, head: &Attributes, ty: &str, data: Value) -> CloudEvent {
-    let mut event = CloudEvent::wrap(source_of(handler), ty.to_owned(), data);
-    event.subject = head.subject.clone();
-    if !head.id.is_empty() {
-        event
-            .extensions
-            .insert("causationid".into(), Value::from(head.id.as_str()));
-        let correlation = head.correlationid.as_deref().unwrap_or(&head.id);
-        event
-            .extensions
-            .insert("correlationid".into(), Value::from(correlation));
-    }
-    for (name, value) in [
-        ("traceparent", &head.traceparent),
-        ("tracestate", &head.tracestate),
-    ] {
-        if let Some(value) = value {
-            event
-                .extensions
-                .insert(name.into(), Value::from(value.as_str()));
-        }
-    }
-    event
-}
-
-/// Replaces an outcome's bulky parts (the input event, the target's answer)
-/// with a summary and a `truncated` marker saying why.
-pub fn shrink(event: &mut CloudEvent, head: &Attributes, why: &str) {
-    if let Some(Data::Json(Value::Object(data))) = &mut event.data {
-        if data.contains_key("event") {
-            data.insert("event".into(), head.summary());
-        }
-        if data.contains_key("body") {
-            data.insert("body".into(), Value::Null);
-        }
-        data.insert("truncated".into(), json!({ "reason": why }));
-    }
 }

@@ -17,7 +17,7 @@ use tracing::warn;
 
 use super::action::{self, CallResult};
 use super::config::HandlerSpec;
-use super::outcome::{self, BREAKER_TYPE, Outcome, attempt_record, source_of};
+use super::outcome::{BREAKER_TYPE, Outcome, attempt_record, source_of};
 use super::policy::breaker::{Breaker, Permit, Transition};
 use super::policy::retry::backoff;
 use super::stats::Stats;
@@ -298,7 +298,7 @@ impl Worker {
                         return true;
                     }
                     warn!(handler = %self.spec.name, topic, error = %err, "an outcome cannot be stored as it is; storing it truncated");
-                    outcome::shrink(&mut event, head, &err.to_string());
+                    head.shrink(&mut event, &err.to_string());
                     shrunk = true;
                 }
                 Err(err) => {

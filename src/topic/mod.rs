@@ -46,6 +46,26 @@ struct RawTopic {
     types: BTreeMap<String, RawEventType>,
     #[serde(default)]
     webhooks: Vec<RawWebhook>,
+    #[serde(default)]
+    groups: Vec<RawGroup>,
+}
+
+/// A `[[groups]]` table: a shared consumer group's settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: String,
+    max_deliveries: u32,
+    dead_letters: String,
+}
+
+/// A shared consumer group declared in its topic's file: an event
+/// delivered `max_deliveries` times without an ack goes to the
+/// `dead_letters` topic (and is acked). Groups not declared have no limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSpec {
+    pub max_deliveries: u32,
+    pub dead_letters: String,
 }
 
 fn default_partitions() -> usize {
@@ -87,6 +107,8 @@ pub struct Topic {
     pub types: BTreeMap<String, EventType>,
     /// Webhooks that feed this topic.
     pub webhooks: Vec<WebhookSpec>,
+    /// Shared consumer groups with settings, by name.
+    pub groups: BTreeMap<String, GroupSpec>,
     /// Spreads events without a key over the partitions.
     next_unkeyed: AtomicUsize,
 }
@@ -242,6 +264,7 @@ impl Topics {
         let mut problems = Problems::new(dir);
         let mut by_name = BTreeMap::new();
         let mut webhooks = std::collections::BTreeSet::new();
+        let mut dead_letter_topics = Vec::new();
         for (file, raw) in files::read_dir(dir, "topics", false, &mut problems) {
             let Some(topic) = problems.take(resolve(dir, &file, raw)) else {
                 continue;
@@ -255,6 +278,9 @@ impl Topics {
                     ));
                 }
             }
+            for (name, group) in &topic.groups {
+                dead_letter_topics.push((file.clone(), name.clone(), group.dead_letters.clone()));
+            }
             if by_name.contains_key(&topic.name) {
                 problems.push(ConfigProblem::new(
                     &file,
@@ -263,6 +289,15 @@ impl Topics {
                 ));
             } else {
                 by_name.insert(topic.name.clone(), Arc::new(topic));
+            }
+        }
+        for (file, group, topic) in dead_letter_topics {
+            if !by_name.contains_key(&topic) {
+                problems.push(ConfigProblem::new(
+                    &file,
+                    format!("groups.{group}.dead_letters"),
+                    format!("no topic named {topic:?}"),
+                ));
             }
         }
         problems.finish(Self { by_name })
@@ -367,6 +402,38 @@ fn resolve(dir: &Path, file: &Path, raw: RawTopic) -> Result<Topic, Vec<ConfigPr
         }
         webhooks.push(spec);
     }
+    let mut groups = BTreeMap::new();
+    for (index, group) in raw.groups.into_iter().enumerate() {
+        let key = |field: &str| format!("groups[{index}].{field}");
+        if !is_valid_group_name(&group.name) {
+            problems.problem(
+                &key("name"),
+                format!(
+                    "{:?} is not a group name: use 1 to 200 letters, digits, '.', '_' and '-', not starting with '.'",
+                    group.name
+                ),
+            );
+        }
+        if group.max_deliveries == 0 {
+            problems.problem(&key("max_deliveries"), "must be at least 1");
+        }
+        if group.dead_letters == raw.name {
+            problems.problem(
+                &key("dead_letters"),
+                "must be another topic (a dead letter would come back to the group)",
+            );
+        }
+        let spec = GroupSpec {
+            max_deliveries: group.max_deliveries,
+            dead_letters: group.dead_letters,
+        };
+        if groups.insert(group.name.clone(), spec).is_some() {
+            problems.problem(
+                &key("name"),
+                format!("group {:?} is declared twice", group.name),
+            );
+        }
+    }
     problems.finish(Topic {
         name: raw.name,
         description: raw.description,
@@ -379,8 +446,19 @@ fn resolve(dir: &Path, file: &Path, raw: RawTopic) -> Result<Topic, Vec<ConfigPr
         segment_bytes,
         types,
         webhooks,
+        groups,
         next_unkeyed: AtomicUsize::new(0),
     })
+}
+
+/// The consumer group names brokers accept (as the broker checks them).
+fn is_valid_group_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]

@@ -39,6 +39,25 @@ fn check_accepts_the_demo_topics_and_names_file_key_and_reason() {
         "name = \"typo\"\npartitons = 2\n",
     )
     .unwrap();
+    for (name, group) in [
+        (
+            "grouped",
+            "{ name = \"g\", max_deliveries = 3, dead_letters = \"nowhere\" }",
+        ),
+        (
+            "zero",
+            "{ name = \"g\", max_deliveries = 0, dead_letters = \"fine\" }",
+        ),
+    ] {
+        std::fs::write(
+            ws.topics_dir().join(format!("{name}.toml")),
+            format!(
+                "name = \"{name}\"\ngroups = [{group}]\n\
+                 [types.\"test.event\"]\nschema = \"test.schema.json\"\n"
+            ),
+        )
+        .unwrap();
+    }
     let out = switchyard(&["check", "--topics-dir", "topics"], ws.path());
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -50,6 +69,14 @@ fn check_accepts_the_demo_topics_and_names_file_key_and_reason() {
     );
     assert!(
         stderr.contains("typo.toml") && stderr.contains("partitons"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("zero.toml: groups[0].max_deliveries: must be at least 1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("grouped.toml: groups.g.dead_letters: no topic named \"nowhere\""),
         "{stderr}"
     );
 }

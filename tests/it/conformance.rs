@@ -102,6 +102,7 @@ per_backend!(
         retention,
         group_sharing,
         group_extend_and_members,
+        group_max_deliveries,
     ]
 );
 per_backend!(
@@ -113,6 +114,7 @@ per_backend!(
         retention,
         group_sharing,
         group_extend_and_members,
+        group_max_deliveries,
         two_instances_share_a_backend,
         broker_outage_answers_503_and_loses_nothing_acknowledged,
     ]
@@ -127,6 +129,7 @@ per_backend!(
         retention,
         group_sharing,
         group_extend_and_members,
+        group_max_deliveries,
         two_instances_share_a_backend,
         broker_outage_answers_503_and_loses_nothing_acknowledged,
         broker_messages_are_cloudevents_to_third_party_clients,
@@ -141,6 +144,7 @@ per_backend!(
         retention,
         group_sharing,
         group_extend_and_members,
+        group_max_deliveries,
         two_instances_share_a_backend,
         broker_outage_answers_503_and_loses_nothing_acknowledged,
         broker_messages_are_cloudevents_to_third_party_clients,
@@ -802,4 +806,64 @@ async fn group_extend_and_members(backend: Backend) {
         .await;
     assert_eq!(status, 409, "{what}: {body}");
     assert_eq!(body["error"]["code"], "lease_expired", "{what}");
+}
+
+/// A declared group sends an event delivered `max_deliveries` times
+/// without an ack to its dead-letter topic, once, and acks it; a group not
+/// declared keeps delivering.
+async fn group_max_deliveries(backend: Backend) {
+    let what = &backend.name();
+    let ws = Workspace::new();
+    ws.topic(
+        "work",
+        2,
+        "groups = [{ name = \"workers\", max_deliveries = 2, dead_letters = \"work-dead\" }]",
+    )
+    .topic("work-dead", 1, "");
+    let server = backend.serve(&ws);
+    let (status, body) = publish(
+        &client(),
+        &server.events_url("work"),
+        &event("poison", 1, "k"),
+    )
+    .await;
+    assert_eq!(status, 200, "{what}: {body}");
+    let declared = Member::new(&server, "work", "workers");
+    let free = Member::new(&server, "work", "others");
+
+    for attempt in 1..=2 {
+        let got = declared.receive("start=earliest&max=1&wait=5s").await;
+        assert_eq!(ids(&got), ["poison"], "{what}: attempt {attempt}");
+        assert_eq!(got[0].1, attempt, "{what}");
+        assert_eq!(declared.nack(&receipts(&got), "0s").await.0, 200, "{what}");
+    }
+    assert!(
+        declared.receive("max=1&wait=1s").await.is_empty(),
+        "{what}: delivered more than max_deliveries times"
+    );
+    let letters = read_all(&client(), &server.events_url("work-dead")).await;
+    assert_eq!(letters.len(), 1, "{what}: {letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter["type"], "switchyard.group.failed", "{what}");
+    assert_eq!(letter["source"], "/topics/work/groups/workers", "{what}");
+    assert_eq!(letter["causationid"], "poison", "{what}");
+    assert_eq!(letter["data"]["event"]["id"], "poison", "{what}");
+    assert_eq!(letter["data"]["deliveries"], 2, "{what}");
+    assert_eq!(letter["data"]["group"], "workers", "{what}");
+    // Dead-lettered is done: the group's cursor moved past it.
+    let status = get_json(&declared.base).await;
+    assert_eq!(status["outstanding"], 0, "{what}: {status}");
+    let latest = get_json(&format!(
+        "{}?from=latest&limit=1",
+        server.events_url("work")
+    ))
+    .await;
+    assert_eq!(status["committed"], latest["next"], "{what}: {status}");
+
+    // No limit where none is declared.
+    for attempt in 1..=3 {
+        let got = free.receive("start=earliest&max=1&wait=5s").await;
+        assert_eq!(ids(&got), ["poison"], "{what}: attempt {attempt}");
+        assert_eq!(free.nack(&receipts(&got), "0s").await.0, 200, "{what}");
+    }
 }
