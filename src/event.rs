@@ -370,12 +370,10 @@ impl EventHead {
 
 /// What a handler reads of an event besides its data: who it is, where it
 /// routes, and the correlation and trace its outcomes carry on.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default)]
 pub struct Attributes {
     pub id: String,
     pub source: String,
-    #[serde(rename = "type")]
     pub ty: String,
     pub subject: Option<String>,
     pub correlationid: Option<String>,
@@ -384,10 +382,20 @@ pub struct Attributes {
 }
 
 impl Attributes {
-    /// Of a stored event (valid, so every attribute has its type); a value
-    /// that is not an event reads as empty attributes.
+    /// Of a stored event, each attribute on its own: one that is missing or
+    /// not a string (extensions may be booleans or integers) reads as
+    /// absent, and leaves the others as they are.
     pub fn of(event: &Value) -> Self {
-        serde::Deserialize::deserialize(event).unwrap_or_default()
+        let text = |name: &str| event.get(name).and_then(Value::as_str).map(str::to_owned);
+        Self {
+            id: text("id").unwrap_or_default(),
+            source: text("source").unwrap_or_default(),
+            ty: text("type").unwrap_or_default(),
+            subject: text("subject"),
+            correlationid: text("correlationid"),
+            traceparent: text("traceparent"),
+            tracestate: text("tracestate"),
+        }
     }
 
     /// `{id, type, source, subject}`: what names the event in an outcome.
@@ -580,6 +588,21 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attributes_read_each_attribute_on_its_own() {
+        let event = serde_json::json!({
+            "id": "e1", "source": "/s", "type": "t", "subject": "sub",
+            "correlationid": 42, "traceparent": true,
+        });
+        let head = Attributes::of(&event);
+        assert_eq!((head.id.as_str(), head.source.as_str()), ("e1", "/s"));
+        assert_eq!(
+            (head.ty.as_str(), head.subject.as_deref()),
+            ("t", Some("sub"))
+        );
+        assert_eq!((head.correlationid, head.traceparent), (None, None));
+    }
 
     #[test]
     fn binary_mode_carries_the_data_bytes_whatever_form_they_were_stored_in() {

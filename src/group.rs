@@ -42,12 +42,14 @@ pub const DEFAULT_MEMBER: &str = "default";
 /// The type of a group's dead letter: an event delivered `max_deliveries`
 /// times without an ack.
 pub const DEAD_LETTER_TYPE: &str = "switchyard.group.failed";
-/// How long an event is held while it is stored as a dead letter; if that
-/// fails (the broker is down), it is tried again after it.
-const DEAD_LETTER_LEASE: Duration = Duration::from_secs(30);
-/// The member that holds events on their way to the dead-letter topic
-/// (not a valid member name, so no client can be it).
-const DEAD_LETTER_MEMBER: &str = "~dead-letter";
+/// When storing dead letters fails (the broker is down), how long until
+/// the events are tried again.
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(5);
+/// Dead letters stored per step before the group's cursor is committed.
+const DEAD_LETTER_BATCH: usize = 64;
+/// Dead-lettered events remembered, so that a late ack of one answers
+/// `lease_expired` rather than `acked`.
+const DEAD_LETTERED_KEPT: usize = 10_000;
 
 /// Where a group without a committed cursor starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,11 +229,15 @@ pub struct Group {
     committed: tokio::sync::Mutex<Cursor>,
     changed: tokio::sync::Notify,
     last_used: Mutex<Instant>,
+    /// A task is storing dead letters.
+    dead_lettering: std::sync::atomic::AtomicBool,
 }
 
 struct State {
     /// When each member last received.
     members: HashMap<Arc<str>, Instant>,
+    /// The latest dead-lettered events (partition, offset), oldest first.
+    dead_lettered: std::collections::VecDeque<(usize, u64)>,
     /// How far the broker was read, and what is read and not yet acked.
     outstanding: Pending<Entry>,
     outstanding_bytes: usize,
@@ -246,21 +252,15 @@ struct Entry {
 enum Lease {
     /// Due for delivery from this instant.
     Due(Instant),
+    /// Delivered as often as the group allows: on its way to the
+    /// dead-letter topic (held until it is stored there, or set due again
+    /// if that fails).
+    DeadLettering,
     Held {
         id: u64,
         until: Instant,
         member: Arc<str>,
     },
-}
-
-/// An event delivered as often as its group allows, held on its way to the
-/// dead-letter topic.
-struct Exhausted {
-    partition: usize,
-    offset: u64,
-    lease: u64,
-    deliveries: u32,
-    payload: Bytes,
 }
 
 /// Group status for `GET /v1/topics/{topic}/groups/{group}`.
@@ -278,7 +278,8 @@ pub struct GroupStatus {
 #[derive(Debug, serde::Serialize)]
 pub struct MemberStatus {
     pub leased: usize,
-    pub last_receive_ms_ago: u64,
+    /// `None` for a member that holds leases but is no longer listed as seen.
+    pub last_receive_ms_ago: Option<u64>,
 }
 
 impl Group {
@@ -299,6 +300,7 @@ impl Group {
             epoch: unguessable() as u32,
             state: Mutex::new(State {
                 members: HashMap::new(),
+                dead_lettered: std::collections::VecDeque::new(),
                 outstanding: Pending::new(committed.clone()),
                 outstanding_bytes: 0,
             }),
@@ -306,6 +308,7 @@ impl Group {
             committed: tokio::sync::Mutex::new(committed),
             changed: tokio::sync::Notify::new(),
             last_used: Mutex::new(Instant::now()),
+            dead_lettering: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -333,7 +336,7 @@ impl Group {
     /// Up to `max` due events, each leased for `lease`; waits up to `wait`
     /// for the first one.
     pub async fn receive(
-        &self,
+        self: &Arc<Self>,
         member: &str,
         max: usize,
         lease: Duration,
@@ -347,8 +350,8 @@ impl Group {
             tokio::pin!(changed);
             changed.as_mut().enable();
             let (taken, exhausted, next_due, room) = self.take(&member, max, lease);
-            if !exhausted.is_empty() {
-                self.dead_letter(exhausted).await;
+            if exhausted {
+                self.start_dead_lettering();
             }
             if !taken.is_empty() {
                 return Ok(taken);
@@ -360,8 +363,8 @@ impl Group {
                 self.fill(slice).await?;
                 if Instant::now() >= deadline {
                     let (taken, exhausted, _, _) = self.take(&member, max, lease);
-                    if !exhausted.is_empty() {
-                        self.dead_letter(exhausted).await;
+                    if exhausted {
+                        self.start_dead_lettering();
                     }
                     return Ok(taken);
                 }
@@ -386,17 +389,18 @@ impl Group {
         member: &Arc<str>,
         max: usize,
         lease: Duration,
-    ) -> (Vec<LeasedEvent>, Vec<Exhausted>, Option<Instant>, bool) {
+    ) -> (Vec<LeasedEvent>, bool, Option<Instant>, bool) {
         let now = Instant::now();
         let mut state = self.state();
         let mut taken = Vec::new();
-        let mut exhausted = Vec::new();
+        let mut exhausted = false;
         let max_deliveries = self.spec.as_ref().map(|spec| spec.max_deliveries);
         let mut next_due: Option<Instant> = None;
         for (partition, offset, entry) in state.outstanding.iter_mut() {
             let due = match entry.lease {
                 Lease::Due(at) => at,
                 Lease::Held { until, .. } => until,
+                Lease::DeadLettering => continue,
             };
             if due > now || taken.len() >= max {
                 next_due = Some(next_due.map_or(due, |next| next.min(due)));
@@ -406,18 +410,8 @@ impl Group {
             // only the member that received a lease can settle it.
             let id = unguessable();
             if max_deliveries.is_some_and(|max| entry.deliveries >= max) {
-                entry.lease = Lease::Held {
-                    id,
-                    until: now + DEAD_LETTER_LEASE,
-                    member: Arc::from(DEAD_LETTER_MEMBER),
-                };
-                exhausted.push(Exhausted {
-                    partition,
-                    offset,
-                    lease: id,
-                    deliveries: entry.deliveries,
-                    payload: entry.payload.clone(),
-                });
+                entry.lease = Lease::DeadLettering;
+                exhausted = true;
                 continue;
             }
             entry.lease = Lease::Held {
@@ -437,72 +431,134 @@ impl Group {
         (taken, exhausted, next_due, room)
     }
 
-    /// Stores each exhausted event as a dead letter on the group's
-    /// dead-letter topic, then acks it. One that cannot be stored now stays
-    /// held, and is tried again when its hold runs out.
-    async fn dead_letter(&self, exhausted: Vec<Exhausted>) {
-        let Some(spec) = &self.spec else {
-            return;
-        };
-        let mut stored = Vec::new();
-        for event in exhausted {
-            let input: serde_json::Value =
-                serde_json::from_slice(&event.payload).unwrap_or_default();
-            let head = Attributes::of(&input);
-            let data = serde_json::json!({
-                "topic": self.topic,
-                "group": self.name,
-                "reason": format!("delivered {} times without an ack", event.deliveries),
-                "deliveries": event.deliveries,
-                "event": input,
-            });
-            let source = format!("/topics/{}/groups/{}", self.topic, self.name);
-            let mut letter = head.cause(source, DEAD_LETTER_TYPE, data);
-            let mut shrunk = false;
-            loop {
-                let published = self
-                    .ingest
-                    .publish_checked(&spec.dead_letters, vec![letter.clone()], Undeclared::Accept)
-                    .await;
-                match published {
-                    Ok(_) => {
-                        stored.push(event);
-                        break;
-                    }
-                    // Too large or otherwise unstorable as it is: once more
-                    // with the event's summary in place of the event.
-                    Err(err) if !shrunk && !matches!(err, IngestError::Broker(_)) => {
-                        head.shrink(&mut letter, &err.to_string());
-                        shrunk = true;
-                    }
-                    Err(err) => {
-                        tracing::warn!(topic = %self.topic, group = %self.name, error = %err, "cannot store a dead letter yet; it is tried again later");
-                        break;
-                    }
-                }
-            }
-        }
-        if stored.is_empty() {
-            return;
-        }
+    /// Starts storing the exhausted events as dead letters, in a task of
+    /// its own (one per group at a time), so that no receive waits for it.
+    fn start_dead_lettering(self: &Arc<Self>) {
+        if !self
+            .dead_lettering
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
         {
-            let mut state = self.state();
-            for event in &stored {
-                let held = state
+            tokio::spawn(Arc::clone(self).dead_letter_all());
+        }
+    }
+
+    /// Stores every exhausted event on the group's dead-letter topic, then
+    /// acks it (and commits). If the broker refuses, the rest are due again
+    /// after `DEAD_LETTER_RETRY`, to be tried once more.
+    async fn dead_letter_all(self: Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        loop {
+            let batch: Vec<(usize, u64, u32, Bytes)> = {
+                let mut state = self.state();
+                state
                     .outstanding
-                    .get(event.partition, event.offset)
-                    .is_some_and(
-                        |entry| matches!(entry.lease, Lease::Held { id, .. } if id == event.lease),
-                    );
-                if held && let Some(entry) = state.outstanding.remove(event.partition, event.offset)
+                    .iter_mut()
+                    .filter(|(_, _, entry)| matches!(entry.lease, Lease::DeadLettering))
+                    .take(DEAD_LETTER_BATCH)
+                    .map(|(p, o, entry)| (p, o, entry.deliveries, entry.payload.clone()))
+                    .collect()
+            };
+            if batch.is_empty() {
+                self.dead_lettering.store(false, Ordering::Release);
+                // One marked after the look above, before the flag fell:
+                // this task takes it, unless a new one has.
+                let more = self
+                    .state()
+                    .outstanding
+                    .values()
+                    .any(|entry| matches!(entry.lease, Lease::DeadLettering));
+                if more && !self.dead_lettering.swap(true, Ordering::AcqRel) {
+                    continue;
+                }
+                return;
+            }
+            let mut settled = 0;
+            for (partition, offset, deliveries, payload) in batch {
+                if !self
+                    .store_dead_letter(partition, offset, deliveries, &payload)
+                    .await
                 {
+                    // The broker refused: everything still waiting is due
+                    // again later.
+                    let due = Instant::now() + DEAD_LETTER_RETRY;
+                    let mut state = self.state();
+                    for (_, _, entry) in state.outstanding.iter_mut() {
+                        if matches!(entry.lease, Lease::DeadLettering) {
+                            entry.lease = Lease::Due(due);
+                        }
+                    }
+                    break;
+                }
+                let mut state = self.state();
+                if let Some(entry) = state.outstanding.remove(partition, offset) {
                     state.outstanding_bytes -= entry.payload.len();
                 }
+                state.dead_lettered.push_back((partition, offset));
+                if state.dead_lettered.len() > DEAD_LETTERED_KEPT {
+                    state.dead_lettered.pop_front();
+                }
+                settled += 1;
+            }
+            if settled > 0 {
+                self.changed.notify_waiters();
+                if let Err(err) = self.commit().await {
+                    tracing::warn!(topic = %self.topic, group = %self.name, error = %crate::error_chain(&err), "committing after dead letters failed; the next ack commits");
+                }
             }
         }
-        self.changed.notify_waiters();
-        if let Err(err) = self.commit().await {
-            tracing::warn!(topic = %self.topic, group = %self.name, error = %err, "committing after dead letters failed; the next ack commits");
+    }
+
+    /// Stores one exhausted event's dead letter; false when the broker
+    /// refused (try again later). Its id names the event's place, so a
+    /// retry is the same event (NATS drops it as a duplicate).
+    async fn store_dead_letter(
+        &self,
+        partition: usize,
+        offset: u64,
+        deliveries: u32,
+        payload: &Bytes,
+    ) -> bool {
+        let Some(spec) = &self.spec else {
+            return true;
+        };
+        let input: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+        let head = Attributes::of(&input);
+        let data = serde_json::json!({
+            "topic": self.topic,
+            "group": self.name,
+            "reason": format!("delivered {deliveries} times without an ack"),
+            "deliveries": deliveries,
+            "event": input,
+        });
+        let source = format!("/topics/{}/groups/{}", self.topic, self.name);
+        let mut letter = head.cause(source, DEAD_LETTER_TYPE, data);
+        letter.id = format!("{partition}.{offset}");
+        let mut shrunk = false;
+        loop {
+            let published = self
+                .ingest
+                .publish_checked(&spec.dead_letters, vec![letter.clone()], Undeclared::Accept)
+                .await;
+            match published {
+                Ok(_) => return true,
+                Err(IngestError::Broker(err)) => {
+                    tracing::warn!(topic = %self.topic, group = %self.name, error = %err.detail(), "cannot store a dead letter yet; trying again later");
+                    return false;
+                }
+                // Too large or otherwise unstorable as it is: once more
+                // with the event's summary in place of the event.
+                Err(err) if !shrunk => {
+                    head.shrink(&mut letter, &err.to_string());
+                    shrunk = true;
+                }
+                // Not even that (the dead-letter topic's schema for the
+                // type refuses it): said loudly, and acked like a handler's
+                // unstorable outcome, rather than stalling the group.
+                Err(err) => {
+                    tracing::error!(topic = %self.topic, group = %self.name, partition, offset, error = %err, "a dead letter cannot be stored on {}; the event is acked without one", spec.dead_letters);
+                    return true;
+                }
+            }
         }
     }
 
@@ -567,7 +623,10 @@ impl Group {
                     None if state
                         .outstanding
                         .was_read(receipt.partition, receipt.offset)
-                        && receipt.epoch == self.epoch =>
+                        && receipt.epoch == self.epoch
+                        && !state
+                            .dead_lettered
+                            .contains(&(receipt.partition, receipt.offset)) =>
                     {
                         settled.settled += 1;
                     }
@@ -677,7 +736,7 @@ impl Group {
         let committed = self.committed.lock().await.to_string();
         let state = self.state();
         let now = Instant::now();
-        let ago = |last: Instant| now.saturating_duration_since(last).as_millis() as u64;
+        let ago = |last: Instant| Some(now.saturating_duration_since(last).as_millis() as u64);
         let mut members: std::collections::BTreeMap<String, MemberStatus> = state
             .members
             .iter()
@@ -696,12 +755,12 @@ impl Group {
                 && *until > now
             {
                 leased += 1;
-                let last = state.members.get(member).copied().unwrap_or(now);
+                let last = state.members.get(member).copied();
                 members
                     .entry(member.to_string())
                     .or_insert(MemberStatus {
                         leased: 0,
-                        last_receive_ms_ago: ago(last),
+                        last_receive_ms_ago: last.and_then(ago),
                     })
                     .leased += 1;
             }

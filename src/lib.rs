@@ -19,3 +19,16 @@ pub mod metrics;
 pub mod problem;
 pub mod server;
 pub mod topic;
+
+/// An error and every source below it, joined by ": ": what logs show (a
+/// client gets only the top, where it names no backend internals).
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -137,14 +137,7 @@ impl BrokerError {
 
     /// The error and every source below it, for logs and operators.
     pub fn detail(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(err) = source {
-            text.push_str(": ");
-            text.push_str(&err.to_string());
-            source = err.source();
-        }
-        text
+        crate::error_chain(self)
     }
 }
 
@@ -340,7 +333,8 @@ impl Broker {
 
     /// Reads `topic` from `from` to its end, or up to `until` (exclusive in
     /// each partition), in pages bounded in bytes, handing every event to
-    /// `visit`. Returns the cursor after the last event read.
+    /// `visit`; events that expire before it reaches them are skipped.
+    /// Returns the cursor after the last event read.
     pub async fn scan(
         &self,
         topic: &str,
@@ -350,9 +344,20 @@ impl Broker {
     ) -> Result<Cursor> {
         let mut cursor = from;
         loop {
-            let batch = self
+            let read = self
                 .read_bounded(topic, &cursor, SCAN_BATCH, SCAN_BYTES, Duration::ZERO)
-                .await?;
+                .await;
+            let batch = match read {
+                Ok(batch) => batch,
+                // Expired before it was scanned (retention ran meanwhile, or
+                // `from` was old): what is gone is gone; go on from what is
+                // retained.
+                Err(BrokerError::CursorExpired { oldest, .. }) => {
+                    cursor = oldest;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
             if batch.events.is_empty() {
                 return Ok(cursor);
             }

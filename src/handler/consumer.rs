@@ -182,10 +182,15 @@ impl Consumer {
                 read = worker.broker.read(&worker.spec.topic, self.pending.read_cursor(), READ_BATCH, READ_WAIT), if reading => {
                     match read {
                         Ok(batch) => {
-                            if !batch.events.is_empty() {
-                                self.dispatch_batch(batch.events).await;
+                            if batch.events.is_empty() || self.dispatch_batch(batch.events).await {
+                                self.pending.read_to(batch.next);
+                            } else {
+                                // Not dispatched: read the same events again.
+                                tokio::select! {
+                                    _ = worker.shutdown.cancelled() => break,
+                                    _ = tokio::time::sleep(BROKER_RETRY) => {}
+                                }
                             }
-                            self.pending.read_to(batch.next);
                         }
                         Err(BrokerError::CursorExpired { oldest, .. }) => {
                             warn!(handler = %worker.spec.name, "events expired before this handler read them; skipping to the oldest retained");
@@ -216,12 +221,14 @@ impl Consumer {
         info!(handler = %worker.spec.name, cursor = %self.committed, "handler stopped");
     }
 
-    async fn dispatch_batch(&mut self, events: Vec<StoredEvent>) {
+    /// Dispatches a read batch; false when it could not (the outputs' ends
+    /// are unknown: the broker failed), and the batch must be read again.
+    async fn dispatch_batch(&mut self, events: Vec<StoredEvent>) -> bool {
         // Every outcome of these events will land after the outputs' ends
         // as they are now.
         let Some(outputs) = self.worker.outputs_latest().await else {
-            warn!(handler = %self.worker.spec.name, "an output topic is unknown to the broker");
-            return;
+            warn!(handler = %self.worker.spec.name, "cannot read the output topics' ends; reading the batch again");
+            return false;
         };
         let batch = self.next_batch;
         self.next_batch += 1;
@@ -236,6 +243,7 @@ impl Consumer {
         {
             self.batches.remove(&batch);
         }
+        true
     }
 
     fn dispatch(&mut self, stored: StoredEvent, batch: u64) {

@@ -249,7 +249,7 @@ impl Worker {
             .publish_checked(topic, vec![event], Undeclared::Accept)
             .await
         {
-            warn!(handler = %self.spec.name, error = %err, "could not publish a breaker event");
+            warn!(handler = %self.spec.name, error = %crate::error_chain(&err), "could not publish a breaker event");
         }
     }
 
@@ -302,7 +302,7 @@ impl Worker {
                     shrunk = true;
                 }
                 Err(err) => {
-                    warn!(handler = %self.spec.name, topic, error = %err, "cannot store an outcome yet; retrying");
+                    warn!(handler = %self.spec.name, topic, error = %crate::error_chain(&err), "cannot store an outcome yet; retrying");
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return false,
                         _ = tokio::time::sleep(OUTCOME_RETRY) => {}

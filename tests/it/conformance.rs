@@ -847,19 +847,36 @@ async fn group_max_deliveries(backend: Backend) {
     let declared = Member::new(&server, "work", "workers");
     let free = Member::new(&server, "work", "others");
 
+    let mut last = Vec::new();
     for attempt in 1..=2 {
         let got = declared.receive("start=earliest&max=1&wait=5s").await;
         assert_eq!(ids(&got), ["poison"], "{what}: attempt {attempt}");
         assert_eq!(got[0].1, attempt, "{what}");
         assert_eq!(declared.nack(&receipts(&got), "0s").await.0, 200, "{what}");
+        last = got;
     }
     assert!(
         declared.receive("max=1&wait=1s").await.is_empty(),
         "{what}: delivered more than max_deliveries times"
     );
-    let letters = read_all(&client(), &server.events_url("work-dead")).await;
+    // Stored in the background: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let letters = loop {
+        let letters = read_all(&client(), &server.events_url("work-dead")).await;
+        if !letters.is_empty() || Instant::now() > deadline {
+            break letters;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(letters.len(), 1, "{what}: {letters:?}");
     let letter = &letters[0];
+    // Its id names the event's place (epoch.partition.offset.lease).
+    let place: Vec<&str> = last[0].0.split('.').collect();
+    assert_eq!(letter["id"], format!("{}.{}", place[1], place[2]), "{what}");
+    // The worker's receipt is dead too: an ack now is not a success.
+    let (status, body) = declared.ack(&receipts(&last)).await;
+    assert_eq!(status, 409, "{what}: {body}");
+    assert_eq!(body["error"]["code"], "lease_expired", "{what}");
     assert_eq!(letter["type"], "switchyard.group.failed", "{what}");
     assert_eq!(letter["source"], "/topics/work/groups/workers", "{what}");
     assert_eq!(letter["causationid"], "poison", "{what}");

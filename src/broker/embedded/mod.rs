@@ -82,11 +82,10 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn unavailable(
-    context: &str,
-    err: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-) -> BrokerError {
-    BrokerError::unavailable_from(context, err)
+/// The embedded log's errors are the OS's (no space, no file descriptors):
+/// what a client or an operator can act on, so they are part of the message.
+fn unavailable(context: &str, err: impl std::fmt::Display) -> BrokerError {
+    BrokerError::unavailable(format!("{context}: {err}"))
 }
 
 impl EmbeddedBroker {
@@ -285,13 +284,10 @@ impl Backend for EmbeddedBroker {
         }
         for log in self.topics.values() {
             if let Some(err) = log.write_error.lock().expect("write error lock").as_ref() {
-                return Err(BrokerError::unavailable_from(
-                    format!(
-                        "the last append to topic {:?} failed; ready again once an append succeeds",
-                        log.name
-                    ),
-                    err.clone(),
-                ));
+                return Err(BrokerError::unavailable(format!(
+                    "the last append to topic {:?} failed ({err}); ready again once an append succeeds",
+                    log.name
+                )));
             }
         }
         Ok(())

@@ -148,7 +148,9 @@ impl Events {
                     ));
                 }
                 Err(err) => {
-                    return Err(BrokerError::unavailable_from("reading the log failed", err));
+                    return Err(BrokerError::unavailable(format!(
+                        "reading the log failed: {err}"
+                    )));
                 }
             };
             // The index points at or before the wanted offset.
@@ -208,10 +210,7 @@ impl Partition {
                 let file = match &s.file {
                     Some(file) => Arc::clone(file),
                     None => self.files.get(&s.path).map_err(|err| {
-                        BrokerError::unavailable_from(
-                            format!("cannot open {}", s.path.display()),
-                            err,
-                        )
+                        BrokerError::unavailable(format!("cannot open {}: {err}", s.path.display()))
                     })?,
                 };
                 Ok(Reader::new(file, s.position_of(from), s.size))

@@ -308,7 +308,7 @@ pub async fn call(prepared: Prepared, timeout: Duration, keep_headers: &[String]
 /// status or a dead letter.
 fn describe(err: reqwest::Error) -> String {
     let url = err.url().map(redacted);
-    let text = error_chain(&err.without_url());
+    let text = crate::error_chain(&err.without_url());
     match url {
         Some(url) => format!("{text} ({url})"),
         None => text,
@@ -325,15 +325,4 @@ fn redacted(url: &reqwest::Url) -> String {
         shown.push_str("?…");
     }
     shown
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
