@@ -192,6 +192,21 @@ fn resolve(
                     );
                 }
             }
+            // A handler's group is its own: not one the topic shares.
+            let group = raw.subscribe.group.as_deref().unwrap_or(&raw.name);
+            if topic.groups.contains_key(group) {
+                c.problem(
+                    if raw.subscribe.group.is_some() {
+                        "subscribe.group"
+                    } else {
+                        "name"
+                    },
+                    format!(
+                        "consumer group {group:?} is declared in topic {:?}'s groups, for workers to share; name this handler's group otherwise",
+                        topic.name
+                    ),
+                );
+            }
         }
     }
     for (key, output) in [

@@ -81,6 +81,36 @@ fn check_accepts_the_demo_topics_and_names_file_key_and_reason() {
     );
 }
 
+/// A handler's consumer group is its own: one the topic declares for
+/// workers to share is refused at load, naming both.
+#[test]
+fn check_refuses_a_handler_on_a_shared_group() {
+    let ws = Workspace::new();
+    ws.topic(
+        "jobs",
+        1,
+        "groups = [{ name = \"mailer\", max_deliveries = 3, dead_letters = \"mailed\" }]",
+    )
+    .topic("mailed", 1, "");
+    std::fs::create_dir_all(ws.path().join("handlers")).unwrap();
+    std::fs::write(
+        ws.path().join("handlers/mailer.toml"),
+        "name = \"mailer\"\n[subscribe]\ntopic = \"jobs\"\n\
+         [action]\nkind = \"http\"\nurl = \"http://127.0.0.1:9/\"\n\
+         [outputs]\ndead_letters = \"mailed\"\n",
+    )
+    .unwrap();
+    let out = switchyard(&["check"], ws.path());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "mailer.toml: name: consumer group \"mailer\" is declared in topic \"jobs\"'s groups"
+        ),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn serve_refuses_a_bad_config_with_a_clear_error() {
     let ws = Workspace::new();
