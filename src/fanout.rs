@@ -180,6 +180,7 @@ pub struct Subscription {
     receiver: broadcast::Receiver<Batch>,
     cursor: Cursor,
     filter: Filter,
+    unnamed: bool,
     catching_up: bool,
     greeted: bool,
     done: bool,
@@ -202,6 +203,9 @@ pub struct SubscribeParams {
     pub cursor: Cursor,
     pub filter: Filter,
     pub heartbeat: Duration,
+    /// Events go out without their `event:` line (SSE's default type,
+    /// `message`), for clients that only listen to `onmessage`.
+    pub unnamed: bool,
 }
 
 impl Subscription {
@@ -228,6 +232,7 @@ impl Subscription {
             receiver,
             cursor: params.cursor,
             filter: params.filter,
+            unnamed: params.unnamed,
             catching_up: true,
             greeted: false,
             done: false,
@@ -321,7 +326,15 @@ impl Subscription {
         out.put_slice(b"id: ");
         write!(out, "{}", self.cursor).expect("writing to memory cannot fail");
         out.put_u8(b'\n');
-        out.put_slice(frame_tail);
+        let tail = match frame_tail.strip_prefix(b"event: ".as_slice()) {
+            // The shared frame without its first line.
+            Some(named) if self.unnamed => {
+                let end = named.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+                &named[end..]
+            }
+            _ => frame_tail,
+        };
+        out.put_slice(tail);
     }
 
     /// Reads the next page of the log from the subscriber's own cursor.

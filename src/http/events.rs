@@ -113,6 +113,9 @@ pub struct StreamQuery {
     last_event_id: Option<String>,
     types: Option<String>,
     subject: Option<String>,
+    /// `message`: events go out unnamed (`EventSource.onmessage` gets
+    /// them all); `type` (the default): named by their event type.
+    event: Option<String>,
 }
 
 pub async fn stream(
@@ -125,6 +128,19 @@ pub async fn stream(
         return Err(ApiError::unknown_topic(&topic));
     };
     let Query(query) = query.map_err(bad_query)?;
+    let unnamed = match query.event.as_deref() {
+        None | Some("type") => false,
+        Some("message") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!(
+                    "event must be \"message\" (unnamed events, for EventSource.onmessage) or \"type\" (named by event type, the default), got {other:?}"
+                ),
+            )
+            .with("parameter", "event"));
+        }
+    };
     let header_id = match headers.get("last-event-id") {
         Some(value) => Some(value.to_str().map_err(|_| {
             ApiError::bad_request("invalid_cursor", "Last-Event-ID is not visible ASCII")
@@ -175,6 +191,7 @@ pub async fn stream(
         cursor,
         filter,
         heartbeat: state.heartbeat,
+        unnamed,
     };
     let subscription = Subscription::new(
         params,

@@ -8,10 +8,13 @@
 // Chromium with its profile in DIR, and prints one line:
 //   {"ready": true, "origins": ["http://127.0.0.1:PORT", ...], "browser_pid": PID}
 // Then one JSON request per stdin line, one JSON answer per stdout line:
-//   {"cmd": "open", "page": NAME, "origin": O, "switchyard": URL, "token": T, "topic": TOPIC}
+//   {"cmd": "open", "page": NAME, "origin": O, "switchyard": URL, "token": T, "topic": TOPIC,
+//    "unnamed": BOOL}
 //       opens O in a new tab; the page POSTs /v1/session with the token as a
 //       bearer header (Switchyard answers with a cookie), then opens
 //       EventSource(URL/v1/topics/TOPIC/stream?from=earliest, {withCredentials: true})
+//       and listens for its event types; with "unnamed", the stream is
+//       ?event=message and the page listens with onmessage alone
 //       -> {"ok": true}
 //   {"cmd": "state", "page": NAME}
 //       -> {"ok": true, "state": {"session", "ready_state", "opens", "errors", "events": [{"id", "type", "data"}]}}
@@ -49,7 +52,7 @@ function show() {
   document.getElementById("opens").textContent = String(s.opens);
   document.getElementById("errors").textContent = String(s.errors);
 }
-window.start = async function (switchyard, token, topic) {
+window.start = async function (switchyard, token, topic, unnamed) {
   const s = window.state;
   try {
     const answer = await fetch(switchyard + "/v1/session", {
@@ -64,7 +67,8 @@ window.start = async function (switchyard, token, topic) {
   show();
   // No token in this URL: the cookie set by /v1/session carries it.
   const source = new EventSource(
-    switchyard + "/v1/topics/" + encodeURIComponent(topic) + "/stream?from=earliest",
+    switchyard + "/v1/topics/" + encodeURIComponent(topic) + "/stream?from=earliest" +
+      (unnamed ? "&event=message" : ""),
     { withCredentials: true },
   );
   window.source = source;
@@ -74,8 +78,12 @@ window.start = async function (switchyard, token, topic) {
     li.textContent = e.lastEventId + "  " + e.type + "  " + e.data;
     document.getElementById("events").appendChild(li);
   };
-  for (const type of ["message", "test.event", "test.other"]) {
-    source.addEventListener(type, record);
+  if (unnamed) {
+    source.onmessage = record;
+  } else {
+    for (const type of ["message", "test.event", "test.other"]) {
+      source.addEventListener(type, record);
+    }
   }
   source.onopen = () => { s.opens += 1; s.ready_state = source.readyState; show(); };
   source.onerror = () => { s.errors += 1; s.ready_state = source.readyState; show(); };
@@ -145,10 +153,11 @@ async function handle(request) {
       await tab.goto(request.origin + "/", { waitUntil: "load" });
       pages.set(request.page, tab);
       await tab.evaluate(
-        (switchyard, token, topic) => window.start(switchyard, token, topic),
+        (switchyard, token, topic, unnamed) => window.start(switchyard, token, topic, unnamed),
         request.switchyard,
         request.token,
         request.topic,
+        Boolean(request.unnamed),
       );
       return { ok: true };
     }

@@ -107,6 +107,20 @@ impl Browser {
                          "switchyard": server.url, "token": token, "topic": topic}));
     }
 
+    /// The same, with `?event=message`, listening with `onmessage` alone.
+    fn open_unnamed(
+        &mut self,
+        page: &str,
+        origin: &str,
+        server: &Server,
+        token: &str,
+        topic: &str,
+    ) {
+        self.call(json!({"cmd": "open", "page": page, "origin": origin,
+                         "switchyard": server.url, "token": token, "topic": topic,
+                         "unnamed": true}));
+    }
+
     fn state(&mut self, page: &str) -> Value {
         self.call(json!({"cmd": "state", "page": page}))["state"].take()
     }
@@ -293,6 +307,20 @@ async fn a_browser_streams_with_a_session_cookie_across_a_restart() {
     );
     assert_eq!(state["ready_state"], 1, "{state}");
     browser.screenshot("listed", &ws.path().join("listed.png"));
+
+    // `?event=message`: a page that only sets `onmessage` gets every event.
+    browser.open_unnamed("onmessage", &listed, &server, &reader, "orders");
+    let state = browser.wait_for("onmessage", "6 events", |s| {
+        assert_ne!(s["ready_state"], 2, "the EventSource gave up: {s}");
+        s["events"].as_array().unwrap().len() >= 6
+    });
+    let events = state["events"].as_array().unwrap();
+    assert!(events.iter().all(|e| e["type"] == "message"), "{state}");
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|e| e["data"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["e1", "e2", "e3", "e4", "e5", "e6"], "{state}");
 
     // A page on an unlisted origin gets nowhere: the preflight of its
     // sign-in is refused, and although the browser holds the cookie for the

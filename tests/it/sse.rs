@@ -380,3 +380,46 @@ async fn shutdown_completes_with_open_streams() {
     }
     assert!(server.log().contains("stopped"));
 }
+
+/// `?event=message`: every event goes out unnamed, so a client that only
+/// listens to `onmessage` gets them all (caught up and live alike); any
+/// other value is a 400 naming the parameter.
+#[tokio::test]
+async fn unnamed_events_reach_onmessage() {
+    let ws = Workspace::new();
+    ws.topic("plain", 2, "");
+    let server = ws.serve(&[]);
+    let client = client();
+    let url = server.events_url("plain");
+    let mut other = event("e2", 2, "b");
+    other["type"] = json!("test.other");
+    for e in [event("e1", 1, "a"), other] {
+        assert_eq!(publish(&client, &url, &e).await.0, 200);
+    }
+    let mut sse = Sse::connect(
+        &format!("{}?from=earliest&event=message", server.stream_url("plain")),
+        None,
+    )
+    .await;
+    let caught_up = sse.take(2).await;
+    publish(&client, &url, &event("e3", 3, "a")).await;
+    let live = sse.take(1).await;
+    let all: Vec<&SseEvent> = caught_up.iter().chain(&live).collect();
+    for e in &all {
+        assert_eq!(e.event, "message", "named: {}", e.data);
+        assert!(!e.id.is_empty());
+    }
+    let mut ids: Vec<&str> = all.iter().map(|e| e.data["id"].as_str().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, ["e1", "e2", "e3"]);
+
+    let response = client
+        .get(format!("{}?event=named", server.stream_url("plain")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_query", "{body}");
+    assert_eq!(body["error"]["parameter"], "event", "{body}");
+}
