@@ -257,6 +257,12 @@ impl CloudEvent {
                         Err(_) => Data::Binary(body.to_vec()),
                     }
                 }
+                // No Content-Type (the Python SDK's `to_binary` sends none
+                // for JSON data): JSON if the body is JSON.
+                None => match serde_json::from_slice(body) {
+                    Ok(json) => Data::Json(json),
+                    Err(_) => Data::Binary(body.to_vec()),
+                },
                 _ => Data::Binary(body.to_vec()),
             });
         }

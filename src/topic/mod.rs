@@ -129,7 +129,9 @@ pub enum TopicError {
         keyword: String,
         message: String,
     },
-    #[error("event type {ty:?} has a JSON schema, so its data must be JSON, not data_base64")]
+    #[error(
+        "event type {ty:?} has a JSON schema, so its data must be JSON; it came as bytes (a binary-mode body under a non-JSON Content-Type, or data_base64)"
+    )]
     DataNotJson { ty: String },
 }
 

@@ -436,3 +436,69 @@ async fn deep_data_and_control_characters_are_refused_by_name() {
             .is_empty()
     );
 }
+
+/// A producer on the CloudEvents Python SDK: its `to_binary` sends JSON
+/// data with no Content-Type. The body is taken as the JSON it is, and
+/// checked against the type's schema like any other.
+#[tokio::test]
+async fn binary_mode_without_content_type_takes_a_json_body() {
+    let ws = Workspace::new();
+    ws.topic("sdk", 1, "");
+    let server = ws.serve(&[]);
+    let url = server.events_url("sdk");
+    let encode = |id: &str, data: &str| {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/signers");
+        let out = std::process::Command::new(dir.join(".venv/bin/python"))
+            .arg(dir.join("ce_binary.py"))
+            .args([id, "test.event", "/py", data])
+            .output()
+            .expect("run scripts/test: it installs the cloudevents SDK");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let encoded: Value = serde_json::from_slice(&out.stdout).unwrap();
+        encoded
+    };
+    let send = |encoded: Value| {
+        let url = url.clone();
+        async move {
+            let mut request = client().post(&url);
+            for (name, value) in encoded["headers"].as_object().unwrap() {
+                request = request.header(name, value.as_str().unwrap());
+            }
+            let response = request
+                .body(encoded["body"].as_str().unwrap().to_owned())
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let encoded = encode("py-1", r#"{"n": 7, "k": "a"}"#);
+    assert!(
+        encoded["headers"].get("content-type").is_none(),
+        "{encoded}"
+    );
+    let (status, body) = send(encoded).await;
+    assert_eq!(status, 200, "{body}");
+    let events = read_all(&client(), &url).await;
+    assert_eq!(events[0]["id"], "py-1");
+    assert_eq!(events[0]["data"], json!({"n": 7, "k": "a"}));
+    assert!(events[0].get("data_base64").is_none(), "{}", events[0]);
+
+    // JSON that the schema refuses is named as a schema violation, not as
+    // data_base64 the producer never sent.
+    let (status, body) = send(encode("py-2", r#"{"n": "seven"}"#)).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "schema_violation", "{body}");
+    assert!(
+        !body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("data_base64"),
+        "{body}"
+    );
+}
