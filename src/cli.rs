@@ -60,7 +60,7 @@ enum Command {
     Tail {
         /// Topic to follow
         topic: String,
-        /// Where to start: earliest, latest or a cursor
+        /// Where to start: earliest, latest, a cursor, or an RFC 3339 time (e.g. 2026-12-01T09:00:00Z: the first event stored then or later)
         #[arg(long, default_value = "latest")]
         from: String,
         /// Only these event types (comma-separated)

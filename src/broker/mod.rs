@@ -375,6 +375,63 @@ impl Broker {
         }
     }
 
+    /// The cursor at the first event of each partition stored at or after
+    /// `time_ms` (milliseconds since the Unix epoch): resuming from it yields
+    /// what was stored from then on. One mechanism for every backend: a
+    /// binary search per partition over its offsets, reading one event per
+    /// step, so it costs a few dozen reads, not a scan. Store times are
+    /// taken as not going backwards within a partition (a clock that steps
+    /// back may move the answer by the size of the step).
+    pub async fn position_at(&self, topic: &str, time_ms: i64) -> Result<Cursor> {
+        let retained = dispatch!(self, b => b.retained(topic).await)?;
+        let ends: Vec<u64> = retained.iter().map(|r| r.end).collect();
+        let mut next = Vec::with_capacity(retained.len());
+        for (partition, range) in retained.iter().enumerate() {
+            // The answer lies in [low, high]: every event below `low` is
+            // older than `time_ms`; `high` is at or after it (or the end).
+            let (mut low, mut high) = (range.oldest, range.end);
+            while low < high {
+                let probe = low + (high - low) / 2;
+                match self.first_at(topic, &ends, partition, probe).await? {
+                    // Nothing in [probe, high): the answer is at or below it.
+                    None => high = probe,
+                    Some((offset, _)) if offset >= high => high = probe,
+                    Some((offset, stored)) if stored >= time_ms => high = offset,
+                    Some((offset, _)) => low = offset + 1,
+                }
+            }
+            next.push(high);
+        }
+        Ok(Cursor::new(next))
+    }
+
+    /// The offset and store time of the first event of `partition` at or
+    /// after `offset`, if any (the other partitions read from `ends`, so
+    /// only events published meanwhile come from them, and are skipped).
+    async fn first_at(
+        &self,
+        topic: &str,
+        ends: &[u64],
+        partition: usize,
+        offset: u64,
+    ) -> Result<Option<(u64, i64)>> {
+        let mut from = ends.to_vec();
+        from[partition] = offset;
+        loop {
+            let batch = self
+                .read(topic, &Cursor::new(from.clone()), 16, Duration::ZERO)
+                .await?;
+            if batch.events.is_empty() {
+                return Ok(None);
+            }
+            if let Some(event) = batch.events.iter().find(|e| e.partition == partition) {
+                return Ok(Some((event.offset, event.timestamp_ms)));
+            }
+            from = batch.next.offsets().to_vec();
+            from[partition] = offset;
+        }
+    }
+
     /// The cursor before the oldest retained event of every partition.
     pub async fn earliest(&self, topic: &str) -> Result<Cursor> {
         let retained = dispatch!(self, b => b.retained(topic).await)?;

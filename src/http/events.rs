@@ -32,6 +32,19 @@ async fn resolve_from(
     match from {
         "earliest" => Ok(state.broker.earliest(topic).await?),
         "latest" => Ok(state.broker.latest(topic).await?),
+        // A time (RFC 3339): the first event stored at or after it.
+        text if text.contains(['T', 't']) && text.contains(':') => {
+            let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .map_err(|err| {
+                    ApiError::bad_request(
+                        "invalid_cursor",
+                        format!("{parameter}: {text:?} is not an RFC 3339 time like 2026-12-01T09:00:00Z ({err})"),
+                    )
+                    .with("parameter", parameter.to_owned())
+                })?;
+            let time_ms = (time.unix_timestamp_nanos() / 1_000_000) as i64;
+            Ok(state.broker.position_at(topic, time_ms).await?)
+        }
         text => Cursor::parse_for(text, partitions).map_err(|err| {
             ApiError::bad_request("invalid_cursor", format!("{parameter}: {err}"))
                 .with("parameter", parameter.to_owned())

@@ -103,6 +103,7 @@ per_backend!(
         group_sharing,
         group_extend_and_members,
         group_max_deliveries,
+        seek_by_time,
     ]
 );
 per_backend!(
@@ -115,6 +116,7 @@ per_backend!(
         group_sharing,
         group_extend_and_members,
         group_max_deliveries,
+        seek_by_time,
         two_instances_share_a_backend,
         broker_outage_answers_503_and_loses_nothing_acknowledged,
     ]
@@ -130,6 +132,7 @@ per_backend!(
         group_sharing,
         group_extend_and_members,
         group_max_deliveries,
+        seek_by_time,
         two_instances_share_a_backend,
         broker_outage_answers_503_and_loses_nothing_acknowledged,
         broker_messages_are_cloudevents_to_third_party_clients,
@@ -146,6 +149,7 @@ per_backend!(
         group_sharing,
         group_extend_and_members,
         group_max_deliveries,
+        seek_by_time,
         two_instances_share_a_backend,
         broker_outage_answers_503_and_loses_nothing_acknowledged,
         broker_messages_are_cloudevents_to_third_party_clients,
@@ -161,6 +165,7 @@ per_backend!(
         group_sharing,
         group_extend_and_members,
         group_max_deliveries,
+        seek_by_time,
         two_instances_share_a_backend,
         broker_outage_answers_503_and_loses_nothing_acknowledged,
         broker_messages_are_cloudevents_to_third_party_clients,
@@ -899,4 +904,77 @@ async fn group_max_deliveries(backend: Backend) {
         assert_eq!(ids(&got), ["poison"], "{what}: attempt {attempt}");
         assert_eq!(free.nack(&receipts(&got), "0s").await.0, 200, "{what}");
     }
+}
+
+/// `from=<RFC 3339 time>` on pages and SSE starts at the first event stored
+/// at or after it, in every partition.
+async fn seek_by_time(backend: Backend) {
+    let what = &backend.name();
+    let ws = Workspace::new();
+    ws.topic("timed", 3, "");
+    let server = backend.serve(&ws);
+    let rfc3339 = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let before = rfc3339(time::OffsetDateTime::now_utc() - time::Duration::seconds(5));
+    for (status, body) in publish_n(&server, "timed", 0..9, 0).await {
+        assert_eq!(status, 200, "{what}: {body}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cut = rfc3339(time::OffsetDateTime::now_utc());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (status, body) in publish_n(&server, "timed", 9..15, 0).await {
+        assert_eq!(status, 200, "{what}: {body}");
+    }
+    let url = server.events_url("timed");
+    let page = |from: String| {
+        let url = url.clone();
+        async move {
+            let query = format!("{url}?limit=100&from={}", from.replace('+', "%2B"));
+            get_json(&query).await
+        }
+    };
+    let sorted = |events: &[Value]| {
+        let mut n = numbers(events);
+        n.sort();
+        n
+    };
+    let later = page(cut.clone()).await;
+    assert_eq!(
+        sorted(later["events"].as_array().unwrap()),
+        (9..15).collect::<Vec<u64>>(),
+        "{what}: from {cut}: {later}"
+    );
+    let all = page(before).await;
+    assert_eq!(all["events"].as_array().unwrap().len(), 15, "{what}: {all}");
+    let future = rfc3339(time::OffsetDateTime::now_utc() + time::Duration::hours(1));
+    let none = page(future).await;
+    assert_eq!(none["events"], json!([]), "{what}: {none}");
+    let latest = get_json(&format!("{url}?from=latest&limit=1")).await;
+    assert_eq!(none["next"], latest["next"], "{what}");
+
+    // SSE from the same time.
+    let mut sse = Sse::connect(
+        &format!(
+            "{}?from={}",
+            server.stream_url("timed"),
+            cut.replace('+', "%2B")
+        ),
+        None,
+    )
+    .await;
+    let streamed: Vec<Value> = sse.take(6).await.into_iter().map(|e| e.data).collect();
+    assert_eq!(sorted(&streamed), (9..15).collect::<Vec<u64>>(), "{what}");
+
+    // Not a time: the parameter is named.
+    let response = client()
+        .get(format!("{url}?from=2026-13-01T00:00:00Z"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400, "{what}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_cursor", "{what}: {body}");
+    assert_eq!(body["error"]["parameter"], "from", "{what}: {body}");
 }
