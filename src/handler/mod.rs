@@ -27,6 +27,7 @@ pub use self::outcome::{BREAKER_TYPE, DEAD_LETTER_TYPE, RESULT_TYPE};
 use self::worker::Worker;
 use crate::broker::{Broker, BrokerError};
 use crate::cursor::Cursor;
+use crate::event::Attributes;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::topic::Topics;
@@ -70,6 +71,8 @@ pub struct Handlers {
     workers: Vec<Arc<Worker>>,
     broker: Option<Arc<Broker>>,
     tracker: TaskTracker,
+    /// Dead letters being replayed now (a second replay skips them).
+    replaying: Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 impl Handlers {
@@ -115,6 +118,7 @@ impl Handlers {
             workers,
             broker: Some(Arc::clone(broker)),
             tracker: tracker.clone(),
+            replaying: Arc::default(),
         }
     }
 
@@ -191,28 +195,66 @@ impl Handlers {
             None => broker.latest(topic).await?,
         };
         let wanted: HashSet<&str> = selection.ids.iter().map(String::as_str).collect();
-        let mut chosen = Vec::new();
-        let mut skipped = Vec::new();
+        // Every dead letter of this handler in the range, and every
+        // resolution of one (from the start: a resolution may follow its
+        // letter by any distance).
+        let mut letters: Vec<(String, Value)> = Vec::new();
+        let mut resolved: HashSet<String> = HashSet::new();
         broker
-            .scan(topic, from, Some(&until), |stored| {
-                let Some(letter) = Recorded::parse(&stored.payload) else {
+            .scan(topic, broker.earliest(topic).await?, None, |stored| {
+                let Some(recorded) = Recorded::parse_any(&stored.payload) else {
                     return;
                 };
-                if !letter.is_dead_letter_of(name)
-                    || !(wanted.is_empty() || wanted.contains(letter.id.as_str()))
+                if let Some(letter) = recorded.resolves(name) {
+                    resolved.insert(letter.to_owned());
+                } else if recorded.is_dead_letter_of(name)
+                    && (wanted.is_empty() || wanted.contains(recorded.id.as_str()))
+                    && stored.offset >= from.next(stored.partition)
+                    && stored.offset < until.next(stored.partition)
                 {
-                    return;
-                }
-                let event = letter.data.event;
-                match worker.replayable(&event) {
-                    Ok(()) => chosen.push((letter.id, event)),
-                    Err(reason) => skipped.push(json!({"id": letter.id, "reason": reason})),
+                    letters.push((recorded.id, recorded.data.event));
                 }
             })
             .await?;
-        let ids = chosen.iter().map(|(id, _)| id.clone()).collect();
-        for (_, event) in chosen {
-            self.tracker.spawn(Arc::clone(worker).redrive(event));
+        let mut chosen = Vec::new();
+        let mut skipped = Vec::new();
+        let mut found: HashSet<String> = HashSet::new();
+        let mut inputs: HashSet<(String, String)> = HashSet::new();
+        let mut replaying = self.replaying.lock().expect("replay lock poisoned");
+        // Newest first: of several letters of one event, the latest is sent.
+        for (id, event) in letters.into_iter().rev() {
+            found.insert(id.clone());
+            let input = Attributes::of(&event);
+            let reason = if resolved.contains(&id) {
+                Some("resolved already: a replay of it reached its final outcome".to_owned())
+            } else if replaying.contains(&id) {
+                Some("being replayed now".to_owned())
+            } else if !inputs.insert((input.source.clone(), input.id.clone())) {
+                Some("a later dead letter of the same event is replayed instead".to_owned())
+            } else {
+                worker.replayable(&event).err()
+            };
+            match reason {
+                Some(reason) => skipped.push(json!({"id": id, "reason": reason})),
+                None => chosen.push((id, event)),
+            }
+        }
+        for id in &selection.ids {
+            if !found.contains(id) {
+                skipped.push(
+                    json!({"id": id, "reason": "no dead letter of this handler has this id"}),
+                );
+            }
+        }
+        let ids: Vec<String> = chosen.iter().map(|(id, _)| id.clone()).collect();
+        for (id, event) in chosen {
+            replaying.insert(id.clone());
+            let worker = Arc::clone(worker);
+            let replaying = Arc::clone(&self.replaying);
+            self.tracker.spawn(async move {
+                worker.redrive(id.clone(), event).await;
+                replaying.lock().expect("replay lock poisoned").remove(&id);
+            });
         }
         Ok(Replay { ids, skipped })
     }

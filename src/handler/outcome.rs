@@ -13,6 +13,9 @@ use crate::event::{Attributes, CloudEvent, now_rfc3339};
 pub const RESULT_TYPE: &str = "switchyard.handler.succeeded";
 pub const DEAD_LETTER_TYPE: &str = "switchyard.handler.failed";
 pub const BREAKER_TYPE: &str = "switchyard.handler.breaker";
+/// Stored on the dead-letter topic when a replayed dead letter's event
+/// reached its final outcome: replay does not send it again.
+pub const RESOLVED_TYPE: &str = "switchyard.handler.resolved";
 
 /// The `source` of every event a handler publishes.
 pub fn source_of(handler: &str) -> String {
@@ -37,14 +40,31 @@ pub struct RecordedData {
     pub handler: Option<String>,
     /// The input event (a dead letter) or its summary (a result).
     pub event: Value,
+    /// A resolution: the dead letter it resolves.
+    pub dead_letter: Option<String>,
 }
 
 impl Recorded {
     /// A stored event, if it is an outcome at all.
     pub fn parse(payload: &[u8]) -> Option<Self> {
-        serde_json::from_slice::<Self>(payload)
-            .ok()
-            .filter(|r| matches!(r.ty.as_str(), RESULT_TYPE | DEAD_LETTER_TYPE))
+        Self::parse_any(payload).filter(|r| matches!(r.ty.as_str(), RESULT_TYPE | DEAD_LETTER_TYPE))
+    }
+
+    /// A stored event, if it is an outcome or a resolution.
+    pub fn parse_any(payload: &[u8]) -> Option<Self> {
+        serde_json::from_slice::<Self>(payload).ok().filter(|r| {
+            matches!(
+                r.ty.as_str(),
+                RESULT_TYPE | DEAD_LETTER_TYPE | RESOLVED_TYPE
+            )
+        })
+    }
+
+    /// The dead letter of `handler` this resolves, if it is a resolution.
+    pub fn resolves(&self, handler: &str) -> Option<&str> {
+        (self.ty == RESOLVED_TYPE && self.data.handler.as_deref() == Some(handler))
+            .then_some(self.data.dead_letter.as_deref())
+            .flatten()
     }
 
     /// The input event's attributes.

@@ -17,7 +17,7 @@ use tracing::warn;
 
 use super::action::{self, CallResult};
 use super::config::HandlerSpec;
-use super::outcome::{BREAKER_TYPE, Outcome, attempt_record, source_of};
+use super::outcome::{BREAKER_TYPE, Outcome, RESOLVED_TYPE, attempt_record, source_of};
 use super::policy::breaker::{Breaker, Permit, Transition};
 use super::policy::retry::backoff;
 use super::stats::Stats;
@@ -312,11 +312,51 @@ impl Worker {
         }
     }
 
-    /// Re-drives an event (from a dead letter) through the handler.
-    pub async fn redrive(self: Arc<Self>, event: Value) {
+    /// Re-drives the event of dead letter `letter` through the handler;
+    /// once its new outcome is durable, marks the letter resolved (on the
+    /// dead-letter topic), so that replay does not send it again.
+    pub async fn redrive(self: Arc<Self>, letter: String, event: Value) {
         let payload = Bytes::from(serde_json::to_vec(&event).expect("JSON serializes"));
         let head = Attributes::of(&event);
-        self.handle(event, payload, head).await;
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        if let Some(outcome) = self.deliver(&event, &payload).await {
+            let succeeded = outcome.succeeded();
+            if self.store_outcome(&event, &head, outcome).await {
+                self.resolve(&letter, &head, succeeded).await;
+            }
+        }
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Stores that dead letter `letter` is resolved: its event has a new
+    /// final outcome (a result, or a new dead letter that replay may send).
+    async fn resolve(&self, letter: &str, head: &Attributes, succeeded: bool) {
+        let data = json!({
+            "handler": self.spec.name,
+            "dead_letter": letter,
+            "outcome": if succeeded { "succeeded" } else { "failed" },
+        });
+        let marker = head.cause(source_of(&self.spec.name), RESOLVED_TYPE, data);
+        loop {
+            match self
+                .ingest
+                .publish_checked(
+                    &self.spec.dead_letters,
+                    vec![marker.clone()],
+                    Undeclared::Accept,
+                )
+                .await
+            {
+                Ok(_) => return,
+                Err(err) => {
+                    warn!(handler = %self.spec.name, error = %crate::error_chain(&err), "cannot mark a replayed dead letter resolved yet; retrying");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(OUTCOME_RETRY) => {}
+                    }
+                }
+            }
+        }
     }
 
     /// Whether a dead letter's event may be re-driven: it must still be an

@@ -411,6 +411,7 @@ async fn replay_redrives_dead_letters() {
     assert_eq!(causations(&dead), ids.iter().cloned().collect());
 
     sink.state.failing.store(false, Ordering::SeqCst);
+    let calls_while_failing = sink.received().len();
     let one = dead[0]["id"].as_str().unwrap();
     let response = client()
         .post(format!("{}/v1/handlers/replayed/replay", server.url))
@@ -434,8 +435,39 @@ async fn replay_redrives_dead_letters() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let results = outcomes(&server, "results", RESULT, 4).await;
+    // The rest only: the first is resolved (its replay reached a result).
+    let results = outcomes(&server, "results", RESULT, 3).await;
     assert_eq!(causations(&results), ids.iter().cloned().collect());
+
+    // Replayed again, nothing is sent: every dead letter is resolved, and
+    // an id that is no dead letter of this handler is named.
+    let resolved = outcomes(&server, "dead", "switchyard.handler.resolved", 3).await;
+    assert_eq!(resolved.len(), 3, "{resolved:?}");
+    let response = client()
+        .post(format!("{}/v1/handlers/replayed/replay", server.url))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["replaying"], 0, "{body}");
+    assert_eq!(body["skipped"].as_array().unwrap().len(), 3, "{body}");
+    let response = client()
+        .post(format!("{}/v1/handlers/replayed/replay", server.url))
+        .json(&json!({"ids": ["no-such-letter"]}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["replaying"], 0, "{body}");
+    assert_eq!(body["skipped"][0]["id"], "no-such-letter", "{body}");
+    // One success per event in all, and one call to the target per
+    // replayed event.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let results = outcomes(&server, "results", RESULT, 3).await;
+    assert_eq!(results.len(), 3, "{results:?}");
+    let replayed_calls = sink.received().len() - calls_while_failing;
+    assert_eq!(replayed_calls, 3);
 
     let response = client()
         .post(format!("{}/v1/handlers/nope/replay", server.url))
