@@ -769,7 +769,7 @@ async fn group_extend_and_members(backend: Backend) {
     let b = Member::new(&server, "work", "workers");
 
     let held = a
-        .receive("member=worker-a&start=earliest&max=1&lease=1s&wait=5s")
+        .receive("member=worker-a&start=earliest&max=1&lease=2s&wait=5s")
         .await;
     assert_eq!(held.len(), 1, "{what}");
     let (status, body) = a
@@ -787,7 +787,7 @@ async fn group_extend_and_members(backend: Backend) {
     assert_eq!(other.len(), 1, "{what}: B gets the other event only");
     assert_ne!(ids(&other), ids(&held), "{what}");
     // Past the first lease: the extended one still holds, so B gets nothing.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(
         b.receive("member=worker-b&max=2").await.is_empty(),
         "{what}: an extended lease passed to another member"
