@@ -77,6 +77,10 @@ fn backend(kind: Option<Kind>) -> Option<Backend> {
 /// other's and a backend runs alone: `cargo test --all-features --test it
 /// conformance::nats::`.
 macro_rules! per_backend {
+    // The same cases on several backends.
+    ([$($module:ident => $kind:expr),+ $(,)?], $cases:tt) => {
+        $(per_backend!($module, $kind, $cases);)+
+    };
     ($module:ident, $kind:expr, [$($case:ident),* $(,)?]) => {
         mod $module {
             #[allow(unused_imports)]
@@ -121,43 +125,14 @@ per_backend!(
         broker_outage_answers_503_and_loses_nothing_acknowledged,
     ]
 );
-// NATS and Kafka have a CloudEvents binding that third-party clients read.
+// NATS (Debian's 2.9 and a current 2.15) and Kafka have a CloudEvents
+// binding that third-party clients read.
 per_backend!(
-    nats,
-    Some(Kind::Nats),
     [
-        append_read_resume,
-        concurrent_and_large,
-        retention,
-        group_sharing,
-        group_extend_and_members,
-        group_max_deliveries,
-        seek_by_time,
-        two_instances_share_a_backend,
-        broker_outage_answers_503_and_loses_nothing_acknowledged,
-        broker_messages_are_cloudevents_to_third_party_clients,
-    ]
-);
-// The same against a current nats-server (2.15), beside Debian's 2.9.
-per_backend!(
-    nats_current,
-    Some(Kind::NatsCurrent),
-    [
-        append_read_resume,
-        concurrent_and_large,
-        retention,
-        group_sharing,
-        group_extend_and_members,
-        group_max_deliveries,
-        seek_by_time,
-        two_instances_share_a_backend,
-        broker_outage_answers_503_and_loses_nothing_acknowledged,
-        broker_messages_are_cloudevents_to_third_party_clients,
-    ]
-);
-per_backend!(
-    kafka,
-    Some(Kind::Kafka),
+        nats => Some(Kind::Nats),
+        nats_current => Some(Kind::NatsCurrent),
+        kafka => Some(Kind::Kafka),
+    ],
     [
         append_read_resume,
         concurrent_and_large,
