@@ -406,14 +406,14 @@ impl Group {
                 next_due = Some(next_due.map_or(due, |next| next.min(due)));
                 continue;
             }
-            // Random, so that one receipt reveals nothing of another's:
-            // only the member that received a lease can settle it.
-            let id = unguessable();
             if max_deliveries.is_some_and(|max| entry.deliveries >= max) {
                 entry.lease = Lease::DeadLettering;
                 exhausted = true;
                 continue;
             }
+            // Random, so that one receipt reveals nothing of another's:
+            // only the member that received a lease can settle it.
+            let id = unguessable();
             entry.lease = Lease::Held {
                 id,
                 until: now + lease,

@@ -632,19 +632,27 @@ fn receipts(deliveries: &[(String, u64, Value)]) -> Vec<&str> {
     deliveries.iter().map(|(r, _, _)| r.as_str()).collect()
 }
 
+/// A server on topic `work` (2 partitions) holding `events` events, and
+/// two members of its group `workers`.
+async fn shared_group(backend: &Backend, ws: &Workspace, events: u64) -> (Server, Member, Member) {
+    let what = &backend.name();
+    ws.topic("work", 2, "");
+    let server = backend.serve(ws);
+    for (status, body) in publish_n(&server, "work", 0..events, 0).await {
+        assert_eq!(status, 200, "{what}: {body}");
+    }
+    let a = Member::new(&server, "work", "workers");
+    let b = Member::new(&server, "work", "workers");
+    (server, a, b)
+}
+
 /// Two members split a group; a nacked event and one whose member died
 /// without acking are delivered again; a restart of Switchyard redelivers
 /// what was not acked and nothing that was.
 async fn group_sharing(backend: Backend) {
     let what = &backend.name();
     let ws = Workspace::new();
-    ws.topic("work", 2, "");
-    let server = backend.serve(&ws);
-    for (status, body) in publish_n(&server, "work", 0..40, 0).await {
-        assert_eq!(status, 200, "{what}: {body}");
-    }
-    let a = Member::new(&server, "work", "workers");
-    let b = Member::new(&server, "work", "workers");
+    let (server, a, b) = shared_group(&backend, &ws, 40).await;
     let work = server.events_url("work");
 
     // Leased to A, so not to B: the two hold different events.
@@ -735,13 +743,7 @@ async fn group_sharing(backend: Backend) {
 async fn group_extend_and_members(backend: Backend) {
     let what = &backend.name();
     let ws = Workspace::new();
-    ws.topic("work", 2, "");
-    let server = backend.serve(&ws);
-    for (status, body) in publish_n(&server, "work", 0..2, 0).await {
-        assert_eq!(status, 200, "{what}: {body}");
-    }
-    let a = Member::new(&server, "work", "workers");
-    let b = Member::new(&server, "work", "workers");
+    let (server, a, b) = shared_group(&backend, &ws, 2).await;
 
     let held = a
         .receive("member=worker-a&start=earliest&max=1&lease=2s&wait=5s")
