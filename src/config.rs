@@ -68,6 +68,8 @@ pub struct Config {
     pub max_connections: Option<usize>,
     pub shutdown_grace: Duration,
     pub groups: crate::group::GroupLimits,
+    /// This process's name among a group's processes (`--instance`).
+    pub instance: Option<String>,
 }
 
 /// The file form: the server's keys and the broker's ([`BrokerFile`]).
@@ -109,6 +111,8 @@ pub struct ServerFile {
     pub shutdown_grace: Option<String>,
     pub group_idle: Option<String>,
     pub max_groups_per_topic: Option<usize>,
+    pub group_session: Option<String>,
+    pub instance: Option<String>,
 }
 
 /// Values given on the command line or in the environment; they win over
@@ -179,6 +183,15 @@ pub struct Overrides {
     /// Consumer groups loaded per topic at most; more answer 429 [default: 1000]
     #[arg(long, env = "SWITCHYARD_MAX_GROUPS_PER_TOPIC")]
     pub max_groups_per_topic: Option<usize>,
+    /// With several Switchyard processes on one broker: how long a process
+    /// that stopped (killed, cut off) keeps its share of each consumer
+    /// group's partitions before the others take them [default: 10s]
+    #[arg(long, env = "SWITCHYARD_GROUP_SESSION")]
+    pub group_session: Option<String>,
+    /// This process's name among the processes sharing a group, as
+    /// `GET …/groups/{g}` lists them [default: host-pid-random]
+    #[arg(long, env = "SWITCHYARD_INSTANCE")]
+    pub instance: Option<String>,
 }
 
 impl Config {
@@ -282,6 +295,21 @@ impl Config {
             file.group_idle,
             DEFAULT_GROUP_IDLE,
         );
+        let group_session = duration(
+            "group_session",
+            &o.group_session,
+            file.group_session,
+            crate::membership::DEFAULT_SESSION,
+        );
+        if group_session < std::time::Duration::from_millis(300) {
+            problems.problem("group_session", "must be at least 300ms");
+        }
+        let instance = o.instance.clone().or(file.instance).filter(|i| !i.trim().is_empty());
+        if let Some(name) = &instance
+            && crate::group::check_member(name).is_err()
+        {
+            problems.problem("instance", "use 1 to 64 letters, digits, '.', '_' and '-'");
+        }
         let max_groups_per_topic = o
             .max_groups_per_topic
             .or(file.max_groups_per_topic)
@@ -354,7 +382,9 @@ impl Config {
             groups: crate::group::GroupLimits {
                 idle: group_idle,
                 max_per_topic: max_groups_per_topic,
+                session: group_session,
             },
+            instance,
         })
     }
 }

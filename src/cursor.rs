@@ -57,6 +57,11 @@ impl Cursor {
         &self.next
     }
 
+    /// Places `partition` at `next`.
+    pub fn set(&mut self, partition: usize, next: u64) {
+        self.next[partition] = next;
+    }
+
     /// Moves past the event at `offset` in `partition`.
     pub fn advance(&mut self, partition: usize, offset: u64) {
         self.next[partition] = offset + 1;
@@ -103,6 +108,18 @@ impl<V> Pending<V> {
             .map(|(&read, &oldest)| read.max(oldest))
             .collect();
         self.read = Cursor::new(merged);
+    }
+
+    /// Takes `partition` up from `next` (it moved to this consumer):
+    /// forgets what was read of it before.
+    pub fn restart(&mut self, partition: usize, next: u64) {
+        self.read.set(partition, next);
+        self.unacked[partition].clear();
+    }
+
+    /// Forgets the unacked events of `partition` (it moved away).
+    pub fn forget(&mut self, partition: usize) {
+        self.unacked[partition].clear();
     }
 
     /// Whether the event at `offset` in `partition` was read already.

@@ -10,6 +10,14 @@
 //! with Kafka's committed offsets, an acked one above an unacked one in the
 //! same partition) is delivered again. The leases themselves live in the
 //! Switchyard process that serves the group.
+//!
+//! Several Switchyard processes on one broker split a group's partitions
+//! (`crate::membership`): each process leases, and commits, only the events
+//! of the partitions it owns, so no event is leased by two processes at
+//! once. A receipt is settled where it was received; another process of
+//! the group answers with the name of the one to use. A partition handed
+//! back (a process left, or one joined) takes its unsettled leases with
+//! it: their events are delivered again by the new owner.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::broker::{Broker, BrokerError};
 use crate::cursor::{Cursor, Pending};
+use crate::membership::{Change, Membership};
 use crate::event::Attributes;
 use crate::ingest::{Ingest, IngestError, Undeclared};
 use crate::topic::{GroupSpec, Topics};
@@ -97,16 +106,25 @@ pub struct Settled {
     /// Receipts whose lease had run out (the event is due again or leased
     /// to another member): the work they stand for must be treated as lost.
     pub expired: Vec<String>,
+    /// Receipts of partitions this process does not own (now): settled
+    /// only where they were received, if that process still owns them.
+    pub elsewhere: Vec<String>,
 }
 
 impl Settled {
-    /// None settled: every receipt's lease is gone.
-    pub fn expired(receipts: Vec<String>) -> Self {
+    /// None settled: this process serves none of the receipts' partitions.
+    pub fn elsewhere(receipts: Vec<String>) -> Self {
         Self {
             settled: 0,
-            expired: receipts,
+            expired: Vec::new(),
+            elsewhere: receipts,
         }
     }
+}
+
+/// The partition a receipt names, if it is one of ours at all.
+pub fn receipt_partition(text: &str) -> Option<usize> {
+    text.split('.').nth(1)?.parse().ok()
 }
 
 /// Every shared group of this process, created on first use.
@@ -129,6 +147,9 @@ pub struct GroupLimits {
     pub idle: Duration,
     /// Groups loaded per topic at most.
     pub max_per_topic: usize,
+    /// How long a process that stopped keeps its partitions of a group
+    /// (see `crate::membership`).
+    pub session: Duration,
 }
 
 impl Groups {
@@ -189,15 +210,33 @@ impl Groups {
             .get(topic)
             .and_then(|t| t.groups.get(group))
             .cloned();
+        let (membership, mut changes) =
+            Membership::join(Arc::clone(&self.broker), topic, group, self.limits.session).await?;
         let opened = Arc::new(Group::new(
             Arc::clone(&self.broker),
             Arc::clone(&self.ingest),
             spec,
             &key,
             committed,
+            membership,
         ));
+        // The first share, before anyone receives.
+        while let Ok(change) = changes.try_recv() {
+            opened.change(change).await;
+        }
+        tokio::spawn(Group::follow(Arc::downgrade(&opened), changes));
         groups.insert(key, Arc::clone(&opened));
         Ok(opened)
+    }
+
+    /// Hands every loaded group's partitions back at once (the process is
+    /// stopping): each commits, then leaves, so that the other processes
+    /// take the partitions without waiting for the session timeout.
+    pub async fn leave_all(&self) {
+        let loaded: Vec<Arc<Group>> = self.groups.lock().await.drain().map(|(_, g)| g).collect();
+        for group in loaded {
+            group.leave().await;
+        }
     }
 
     /// The group if this process serves it already.
@@ -231,6 +270,8 @@ pub struct Group {
     last_used: Mutex<Instant>,
     /// A task is storing dead letters.
     dead_lettering: std::sync::atomic::AtomicBool,
+    /// Its share of the group's partitions among the processes serving it.
+    membership: tokio::sync::Mutex<Option<Membership>>,
 }
 
 struct State {
@@ -241,6 +282,8 @@ struct State {
     /// How far the broker was read, and what is read and not yet acked.
     outstanding: Pending<Entry>,
     outstanding_bytes: usize,
+    /// The partitions this process owns: it reads and leases only these.
+    owned: Vec<bool>,
 }
 
 struct Entry {
@@ -263,6 +306,21 @@ enum Lease {
     },
 }
 
+impl State {
+    /// Drops what is read of `partition` (it moved away, or is taken up
+    /// again from its committed offset).
+    fn forget(&mut self, partition: usize) {
+        let bytes: usize = self
+            .outstanding
+            .iter_mut()
+            .filter(|(p, _, _)| *p == partition)
+            .map(|(_, _, entry)| entry.payload.len())
+            .sum();
+        self.outstanding_bytes -= bytes;
+        self.outstanding.forget(partition);
+    }
+}
+
 /// Group status for `GET /v1/topics/{topic}/groups/{group}`.
 #[derive(Debug, serde::Serialize)]
 pub struct GroupStatus {
@@ -273,6 +331,10 @@ pub struct GroupStatus {
     /// Each member seen lately: its live leases and how long ago it last
     /// received.
     pub members: std::collections::BTreeMap<String, MemberStatus>,
+    /// The Switchyard processes serving the group and the partitions each
+    /// owns (absent when the broker could not be asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processes: Option<crate::membership::Ownership>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -289,6 +351,7 @@ impl Group {
         spec: Option<GroupSpec>,
         key: &(String, String),
         committed: Cursor,
+        membership: Membership,
     ) -> Self {
         Self {
             broker,
@@ -301,6 +364,7 @@ impl Group {
             state: Mutex::new(State {
                 members: HashMap::new(),
                 dead_lettered: std::collections::VecDeque::new(),
+                owned: vec![false; committed.partitions()],
                 outstanding: Pending::new(committed.clone()),
                 outstanding_bytes: 0,
             }),
@@ -309,6 +373,89 @@ impl Group {
             changed: tokio::sync::Notify::new(),
             last_used: Mutex::new(Instant::now()),
             dead_lettering: std::sync::atomic::AtomicBool::new(false),
+            membership: tokio::sync::Mutex::new(Some(membership)),
+        }
+    }
+
+    /// Applies membership changes while the group is loaded.
+    async fn follow(group: std::sync::Weak<Self>, mut changes: tokio::sync::mpsc::UnboundedReceiver<Change>) {
+        while let Some(change) = changes.recv().await {
+            let Some(group) = group.upgrade() else { return };
+            group.change(change).await;
+        }
+    }
+
+    async fn change(&self, change: Change) {
+        match change {
+            Change::Gained(partitions) => {
+                // From the committed offsets, as another process left them.
+                let committed = loop {
+                    match self.broker.committed(&self.topic, &self.name).await {
+                        Ok(Some(cursor)) => break cursor,
+                        Ok(None) => break self.committed.lock().await.clone(),
+                        Err(err) => {
+                            tracing::warn!(topic = %self.topic, group = %self.name, error = %err.detail(), "cannot read the group cursor to take partitions up; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                };
+                {
+                    let mut last = self.committed.lock().await;
+                    let mut state = self.state();
+                    for &partition in &partitions {
+                        state.forget(partition);
+                        state.outstanding.restart(partition, committed.next(partition));
+                        state.owned[partition] = true;
+                        last.set(partition, committed.next(partition));
+                    }
+                }
+                self.changed.notify_waiters();
+            }
+            Change::Give { partitions, done } => {
+                // Handed back at once: the leases go with the partitions.
+                let point = {
+                    let mut state = self.state();
+                    let point = state.outstanding.commit_point();
+                    for &partition in &partitions {
+                        state.owned[partition] = false;
+                        state.forget(partition);
+                    }
+                    point
+                };
+                let mut last = self.committed.lock().await;
+                match self.broker.commit_partitions(&self.topic, &self.name, &point, &partitions).await {
+                    Ok(()) => {
+                        for &partition in &partitions {
+                            last.set(partition, point.next(partition));
+                        }
+                    }
+                    Err(err) => tracing::warn!(topic = %self.topic, group = %self.name, error = %err.detail(), "cannot commit partitions handed back; their events since the last commit come again"),
+                }
+                let _ = done.send(());
+            }
+            Change::Lost(partitions) => {
+                let mut state = self.state();
+                for &partition in &partitions {
+                    state.owned[partition] = false;
+                    state.forget(partition);
+                }
+            }
+        }
+    }
+
+    /// Commits and hands every partition back (the process is stopping).
+    async fn leave(&self) {
+        let owned: Vec<usize> = {
+            let mut state = self.state();
+            let owned = (0..state.owned.len()).filter(|&p| state.owned[p]).collect();
+            state.owned.iter_mut().for_each(|o| *o = false);
+            owned
+        };
+        if let Err(err) = self.commit_owned(&owned).await {
+            tracing::warn!(topic = %self.topic, group = %self.name, error = %crate::error_chain(&err), "cannot commit on leaving; events since the last commit come again");
+        }
+        if let Some(membership) = self.membership.lock().await.take() {
+            membership.leave().await;
         }
     }
 
@@ -578,6 +725,9 @@ impl Group {
                 let now = Instant::now();
                 let mut state = self.state();
                 for event in batch.events {
+                    if !state.owned[event.partition] {
+                        continue;
+                    }
                     state.outstanding_bytes += event.payload.len();
                     state.outstanding.insert(
                         event.partition,
@@ -610,6 +760,10 @@ impl Group {
         {
             let mut state = self.state();
             for (text, receipt) in receipts.iter().zip(parsed) {
+                if !state.owned[receipt.partition] {
+                    settled.elsewhere.push(text.clone());
+                    continue;
+                }
                 match state.outstanding.get(receipt.partition, receipt.offset) {
                     Some(entry) if receipt.holds(entry, self.epoch) => {
                         let entry = state
@@ -648,6 +802,10 @@ impl Group {
         {
             let mut state = self.state();
             for (text, receipt) in receipts.iter().zip(parsed) {
+                if !state.owned[receipt.partition] {
+                    settled.elsewhere.push(text.clone());
+                    continue;
+                }
                 match state.outstanding.get_mut(receipt.partition, receipt.offset) {
                     Some(entry) if receipt.holds(entry, self.epoch) => {
                         entry.lease = Lease::Due(due);
@@ -669,6 +827,10 @@ impl Group {
         let until = Instant::now() + lease;
         let mut state = self.state();
         for (text, receipt) in receipts.iter().zip(parsed) {
+            if !state.owned[receipt.partition] {
+                settled.elsewhere.push(text.clone());
+                continue;
+            }
             match state.outstanding.get_mut(receipt.partition, receipt.offset) {
                 Some(entry) if receipt.holds(entry, self.epoch) => {
                     if let Lease::Held { until: held, .. } = &mut entry.lease {
@@ -718,22 +880,37 @@ impl Group {
             .collect()
     }
 
-    /// Commits the lowest unacked offset of each partition.
+    /// Commits the lowest unacked offset of each partition it owns.
     async fn commit(&self) -> Result<(), GroupError> {
+        let owned: Vec<usize> = {
+            let state = self.state();
+            (0..state.owned.len()).filter(|&p| state.owned[p]).collect()
+        };
+        self.commit_owned(&owned).await
+    }
+
+    async fn commit_owned(&self, partitions: &[usize]) -> Result<(), GroupError> {
         let mut committed = self.committed.lock().await;
         let cursor = {
             let state = self.state();
             state.outstanding.commit_point()
         };
-        if cursor != *committed {
-            self.broker.commit(&self.topic, &self.name, &cursor).await?;
-            *committed = cursor;
+        if partitions.iter().any(|&p| cursor.next(p) != committed.next(p)) {
+            self.broker
+                .commit_partitions(&self.topic, &self.name, &cursor, partitions)
+                .await?;
+            for &partition in partitions {
+                committed.set(partition, cursor.next(partition));
+            }
         }
         Ok(())
     }
 
     pub async fn status(&self) -> GroupStatus {
         let committed = self.committed.lock().await.to_string();
+        let processes = crate::membership::ownership(&self.broker, &self.topic, &self.name)
+            .await
+            .ok();
         let state = self.state();
         let now = Instant::now();
         let ago = |last: Instant| Some(now.saturating_duration_since(last).as_millis() as u64);
@@ -771,6 +948,7 @@ impl Group {
             outstanding: state.outstanding.len(),
             leased,
             members,
+            processes,
         }
     }
 }

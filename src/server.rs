@@ -58,6 +58,7 @@ pub struct Running {
     tracker: TaskTracker,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
     broker: Arc<Broker>,
+    groups: Arc<Groups>,
 }
 
 impl Running {
@@ -84,6 +85,8 @@ impl Running {
             .await
             .unwrap_or_else(|err| Err(std::io::Error::other(err)));
         self.shutdown.cancel();
+        // Shared groups hand their partitions to the other processes now.
+        self.groups.leave_all().await;
         self.tracker.close();
         self.tracker.wait().await;
         self.broker.close().await;
@@ -100,6 +103,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             listen = %config.listen,
             "ANONYMOUS ACCESS: no token key is configured and the address is reachable from the network; anyone who reaches it may publish, read and administer"
         );
+    }
+    if let Some(name) = &config.instance {
+        crate::membership::set_process_name(name);
     }
     let topics = Topics::load(&config.topics_dir).map_err(StartError::Config)?;
     let handler_specs = handler::load(&config.handlers_dir, &topics).map_err(StartError::Config)?;
@@ -131,13 +137,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 .map(|key| (key, spec.name.clone()))
         })
         .collect();
-    let groups = Groups::new(
+    let groups = Arc::new(Groups::new(
         Arc::clone(&broker),
         Arc::clone(&ingest),
         topics.clone(),
         reserved,
         config.groups,
-    );
+    ));
     let handler_outputs = handler_specs
         .iter()
         .flat_map(|spec| {
@@ -154,12 +160,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         &metrics,
         &tracker,
         &shutdown,
+        config.groups.session,
     );
     let state = Arc::new(AppState {
         ingest,
         webhooks,
         handlers,
-        groups,
+        groups: Arc::clone(&groups),
         topics,
         broker: Arc::clone(&broker),
         hubs,
@@ -196,6 +203,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tracker,
         serve,
         broker,
+        groups,
     })
 }
 

@@ -55,11 +55,26 @@ pub trait Backend: Sized {
     /// What each partition retains, in partition order.
     async fn retained(&self, topic: &str) -> Result<Vec<Retained>>;
 
-    /// Stores a consumer group's cursor durably.
-    async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()>;
+    /// Stores the next offset of some partitions of a consumer group's
+    /// cursor durably, keeping the others: processes sharing a group each
+    /// commit the partitions they own. A group never committed before
+    /// starts the others at 0.
+    async fn commit(&self, topic: &str, group: &str, offsets: &[(usize, u64)]) -> Result<()>;
 
     /// The group's last committed cursor, if it ever committed.
     async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>>;
+
+    /// Takes, or renews, the lease on `item` in `scope` for `holder`, for
+    /// `ttl` from now: true when `holder` has it, false when another holder
+    /// has a live lease on it. The group membership of several processes
+    /// (`crate::membership`) is built on these three.
+    async fn lease(&self, scope: &str, item: &str, holder: &str, ttl: Duration) -> Result<bool>;
+
+    /// Gives up `holder`'s lease on `item` (nothing when another holds it).
+    async fn release(&self, scope: &str, item: &str, holder: &str) -> Result<()>;
+
+    /// The live leases in `scope`: (item, holder), sorted by item.
+    async fn leases(&self, scope: &str) -> Result<Vec<(String, String)>>;
 
     /// `Ok` when the backend can take writes.
     async fn health(&self) -> Result<()>;

@@ -11,6 +11,7 @@
 //! and its children name a concrete broker.
 
 mod contract;
+pub(crate) mod local_leases;
 pub mod embedded;
 pub mod kafka;
 pub mod nats;
@@ -235,6 +236,11 @@ impl Broker {
         })
     }
 
+    /// Partitions of `topic`.
+    pub fn partitions(&self, topic: &str) -> Result<usize> {
+        dispatch!(self, b => b.partitions(topic))
+    }
+
     pub fn kind(&self) -> &'static str {
         kind!(self, B => B::KIND)
     }
@@ -446,8 +452,47 @@ impl Broker {
 
     /// Stores a consumer group's cursor durably.
     pub async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
+        let all: Vec<usize> = (0..cursor.partitions()).collect();
+        self.commit_partitions(topic, group, cursor, &all).await
+    }
+
+    /// Stores the offsets of `partitions` of `cursor` as the group's,
+    /// keeping the group's other partitions as they are.
+    pub async fn commit_partitions(
+        &self,
+        topic: &str,
+        group: &str,
+        cursor: &Cursor,
+        partitions: &[usize],
+    ) -> Result<()> {
         check_group_name(group)?;
-        dispatch!(self, b => b.commit(topic, group, cursor).await)
+        let expected = dispatch!(self, b => b.partitions(topic))?;
+        if cursor.partitions() != expected || partitions.iter().any(|&p| p >= expected) {
+            return Err(BrokerError::Internal(format!(
+                "a cursor for {} partitions committed on topic {topic:?} ({expected} partitions)",
+                cursor.partitions()
+            )));
+        }
+        let offsets: Vec<(usize, u64)> = partitions.iter().map(|&p| (p, cursor.next(p))).collect();
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        dispatch!(self, b => b.commit(topic, group, &offsets).await)
+    }
+
+    /// See [`Backend::lease`].
+    pub async fn lease(&self, scope: &str, item: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        dispatch!(self, b => b.lease(scope, item, holder, ttl).await)
+    }
+
+    /// See [`Backend::release`].
+    pub async fn release(&self, scope: &str, item: &str, holder: &str) -> Result<()> {
+        dispatch!(self, b => b.release(scope, item, holder).await)
+    }
+
+    /// See [`Backend::leases`].
+    pub async fn leases(&self, scope: &str) -> Result<Vec<(String, String)>> {
+        dispatch!(self, b => b.leases(scope).await)
     }
 
     /// The consumer group's last committed cursor, if it ever committed.

@@ -12,6 +12,15 @@
 //! ends when the oldest unacked event was read). On start it reads the
 //! outputs from there, and acks on sight the redelivered events that already
 //! have an outcome.
+//!
+//! Several processes running the same handler on one broker split the
+//! topic's partitions (`crate::membership`): each consumes, calls for and
+//! commits only the partitions it owns. A partition handed back is drained
+//! first (its calls in flight finish, it is committed); one taken up starts
+//! from the group's committed offset, after reading the outcomes stored
+//! since (by whichever process), so an event moved between processes still
+//! gets one outcome, and events of one key stay in order. The outputs'
+//! cursors are kept per partition for this (`<group>.outcomes.p<N>`).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -28,6 +37,7 @@ use super::worker::Worker;
 use crate::broker::{BrokerError, StoredEvent};
 use crate::cursor::{Cursor, Pending};
 use crate::event::Attributes;
+use crate::membership::{Change, Membership};
 
 /// Events read but not yet acked, at most; reading pauses beyond it.
 const READ_AHEAD: usize = 1024;
@@ -65,11 +75,12 @@ pub(super) async fn run(worker: Arc<Worker>) {
     let Some(start) = starting_cursor(&worker).await else {
         return;
     };
-    let already_done = loop {
-        match recent_outcomes(&worker).await {
-            Ok(found) => break found,
+    let (topic, group) = (&worker.spec.topic, &worker.spec.group);
+    let (membership, changes) = loop {
+        match Membership::join(Arc::clone(&worker.broker), topic, group, worker.session).await {
+            Ok(joined) => break joined,
             Err(err) => {
-                warn!(handler = %worker.spec.name, error = %err.detail(), "cannot read recent outcomes; retrying");
+                warn!(handler = %worker.spec.name, error = %err.detail(), "cannot join the handler's group; retrying");
                 tokio::select! {
                     _ = worker.shutdown.cancelled() => return,
                     _ = tokio::time::sleep(BROKER_RETRY) => {}
@@ -77,25 +88,30 @@ pub(super) async fn run(worker: Arc<Worker>) {
             }
         }
     };
-    info!(handler = %worker.spec.name, topic = %worker.spec.topic, group = %worker.spec.group, cursor = %start, "handler started");
+    info!(handler = %worker.spec.name, topic = %topic, group = %group, partitions = ?membership.owned(), "handler started");
     *worker.stats.committed.lock().expect("stats lock poisoned") = Some(start.clone());
+    let partitions = start.partitions();
     let mut consumer = Consumer {
         worker: Arc::clone(&worker),
         committed: start.clone(),
         pending: Pending::new(start),
+        owned: vec![false; partitions],
+        running: vec![0; partitions],
+        giving: Vec::new(),
         batches: BTreeMap::new(),
         next_batch: 0,
-        already_done,
+        already_done: HashSet::new(),
         busy_keys: HashSet::new(),
         waiting: HashMap::new(),
         tasks: JoinSet::new(),
         done: mpsc::channel(READ_AHEAD + 1),
         dirty: false,
     };
-    consumer.run().await;
+    consumer.run(changes).await;
+    membership.leave().await;
 }
 
-/// The group's cursor to start from, creating it on first run.
+/// The group's cursor, creating it on first run.
 async fn starting_cursor(worker: &Worker) -> Option<Cursor> {
     let (topic, group) = (&worker.spec.topic, &worker.spec.group);
     loop {
@@ -116,17 +132,43 @@ async fn starting_cursor(worker: &Worker) -> Option<Cursor> {
     }
 }
 
-/// (source, id) of every event with an outcome stored after the last
-/// commit: their redeliveries are acked without another call.
-async fn recent_outcomes(worker: &Worker) -> Result<HashSet<(String, String)>, BrokerError> {
+/// The consumer group under which the outputs' cursor for `partition` of
+/// the input is kept.
+fn outputs_group(worker: &Worker, partition: usize) -> String {
+    format!("{}.p{partition}", worker.spec.outputs_group())
+}
+
+/// (source, id) of every event of `partitions` with an outcome stored
+/// after their last commit: their redeliveries are acked without another
+/// call.
+async fn recent_outcomes(
+    worker: &Worker,
+    partitions: &[usize],
+) -> Result<HashSet<(String, String)>, BrokerError> {
     let mut found = HashSet::new();
     let me = source_of(&worker.spec.name);
     for topic in worker.spec.outputs() {
-        // A new group starts at the latest: nothing of ours is there yet.
-        let from = worker
-            .broker
-            .committed_or_start(topic, &worker.spec.outputs_group(), false)
-            .await?;
+        // From the oldest of the partitions' outputs cursors; a new one
+        // starts at the latest: nothing of ours is there yet.
+        let mut from: Option<Cursor> = None;
+        for &partition in partitions {
+            let cursor = worker
+                .broker
+                .committed_or_start(topic, &outputs_group(worker, partition), false)
+                .await?;
+            from = Some(match from {
+                None => cursor,
+                Some(older) => Cursor::new(
+                    older
+                        .offsets()
+                        .iter()
+                        .zip(cursor.offsets())
+                        .map(|(&a, &b)| a.min(b))
+                        .collect(),
+                ),
+            });
+        }
+        let Some(from) = from else { continue };
         worker
             .broker
             .scan(topic, from, None, |stored| {
@@ -149,6 +191,12 @@ struct Consumer {
     /// How far it has read, and the events read but not yet acked, each
     /// with the read batch it came in.
     pending: Pending<u64>,
+    /// Partitions this process owns now: only their events are handled.
+    owned: Vec<bool>,
+    /// Calls in flight per partition.
+    running: Vec<usize>,
+    /// Partitions being handed back, with whom to tell when they are.
+    giving: Vec<(Vec<usize>, tokio::sync::oneshot::Sender<()>)>,
     /// Per read batch with unacked events: the output topics' ends when it
     /// was read, and how many of its events are unacked.
     batches: BTreeMap<u64, (Vec<Cursor>, usize)>,
@@ -169,15 +217,23 @@ impl Consumer {
         self.pending.len()
     }
 
-    async fn run(&mut self) {
+    async fn run(&mut self, mut changes: mpsc::UnboundedReceiver<Change>) {
         let worker = Arc::clone(&self.worker);
         let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
         loop {
-            let reading = self.in_flight() < READ_AHEAD;
+            let reading = self.in_flight() < READ_AHEAD && self.owned.contains(&true);
             tokio::select! {
                 biased;
                 _ = worker.shutdown.cancelled() => break,
-                Some(done) = self.done.1.recv() => self.finish(done),
+                Some(change) = changes.recv() => {
+                    if !self.change(change).await {
+                        break;
+                    }
+                }
+                Some(done) = self.done.1.recv() => {
+                    self.finish(done);
+                    self.hand_back().await;
+                }
                 _ = commit_tick.tick(), if self.dirty => self.commit().await,
                 read = worker.broker.read(&worker.spec.topic, self.pending.read_cursor(), READ_BATCH, READ_WAIT), if reading => {
                     match read {
@@ -221,6 +277,87 @@ impl Consumer {
         info!(handler = %worker.spec.name, cursor = %self.committed, "handler stopped");
     }
 
+    /// Applies a membership change; false when shutdown came first.
+    async fn change(&mut self, change: Change) -> bool {
+        match change {
+            Change::Gained(partitions) => {
+                let worker = Arc::clone(&self.worker);
+                let (topic, group) = (&worker.spec.topic, &worker.spec.group);
+                loop {
+                    let found = async {
+                        let committed = worker.broker.committed_or_start(topic, group, worker.spec.start_earliest).await?;
+                        let done = recent_outcomes(&worker, &partitions).await?;
+                        Ok::<_, BrokerError>((committed, done))
+                    }
+                    .await;
+                    match found {
+                        Ok((committed, done)) => {
+                            for &partition in &partitions {
+                                self.pending.restart(partition, committed.next(partition));
+                                self.committed.set(partition, committed.next(partition));
+                                self.owned[partition] = true;
+                            }
+                            self.already_done.extend(done);
+                            info!(handler = %worker.spec.name, partitions = ?partitions, "handler took partitions up");
+                            return true;
+                        }
+                        Err(err) => {
+                            warn!(handler = %worker.spec.name, error = %err.detail(), "cannot take partitions up; retrying");
+                            tokio::select! {
+                                _ = worker.shutdown.cancelled() => return false,
+                                _ = tokio::time::sleep(BROKER_RETRY) => {}
+                            }
+                        }
+                    }
+                }
+            }
+            Change::Give { partitions, done } => {
+                self.stop_taking(&partitions);
+                self.giving.push((partitions, done));
+                self.hand_back().await;
+                true
+            }
+            Change::Lost(partitions) => {
+                self.stop_taking(&partitions);
+                for &partition in &partitions {
+                    self.pending.forget(partition);
+                }
+                true
+            }
+        }
+    }
+
+    /// No more events of `partitions` start here; the waiting ones stay
+    /// unacked (so they are committed as not done).
+    fn stop_taking(&mut self, partitions: &[usize]) {
+        for &partition in partitions {
+            self.owned[partition] = false;
+        }
+        for jobs in self.waiting.values_mut() {
+            jobs.retain(|job| !partitions.contains(&job.partition));
+        }
+        self.waiting.retain(|_, jobs| !jobs.is_empty());
+    }
+
+    /// Finishes the hand-backs whose calls in flight are all done: commits
+    /// their partitions, forgets them, and says so.
+    async fn hand_back(&mut self) {
+        if self.giving.is_empty() {
+            return;
+        }
+        let (ready, busy): (Vec<_>, Vec<_>) = std::mem::take(&mut self.giving)
+            .into_iter()
+            .partition(|(partitions, _)| partitions.iter().all(|&p| self.running[p] == 0));
+        self.giving = busy;
+        for (partitions, done) in ready {
+            self.commit_partitions(&partitions).await;
+            for &partition in &partitions {
+                self.pending.forget(partition);
+            }
+            let _ = done.send(());
+        }
+    }
+
     /// Dispatches a read batch; false when it could not (the outputs' ends
     /// are unknown: the broker failed), and the batch must be read again.
     async fn dispatch_batch(&mut self, events: Vec<StoredEvent>) -> bool {
@@ -257,7 +394,7 @@ impl Consumer {
             }
         };
         let head = Attributes::of(&event);
-        if !worker.wants(&head) {
+        if !worker.wants(&head) || !self.owned[stored.partition] {
             return;
         }
         if self
@@ -297,6 +434,7 @@ impl Consumer {
         if let Some(key) = &job.key {
             self.busy_keys.insert(key.clone());
         }
+        self.running[job.partition] += 1;
         let worker = Arc::clone(&self.worker);
         let done = self.done.0.clone();
         self.tasks.spawn(async move {
@@ -313,6 +451,7 @@ impl Consumer {
     }
 
     fn finish(&mut self, done: Done) {
+        self.running[done.partition] -= 1;
         if done.acked
             && let Some(batch) = self.pending.remove(done.partition, done.offset)
         {
@@ -338,12 +477,23 @@ impl Consumer {
         }
     }
 
-    /// Commits the lowest unacked offset of each partition.
+    /// Commits the lowest unacked offset of each owned partition.
     async fn commit(&mut self) {
-        let cursor = self.pending.commit_point();
-        if cursor == self.committed {
+        let owned: Vec<usize> = (0..self.owned.len()).filter(|&p| self.owned[p]).collect();
+        if self.commit_partitions(&owned).await {
             self.dirty = false;
-            return;
+        }
+    }
+
+    /// Commits the lowest unacked offset of `partitions`, and their
+    /// outputs' cursors; false when the broker refused (try again).
+    async fn commit_partitions(&mut self, partitions: &[usize]) -> bool {
+        let cursor = self.pending.commit_point();
+        if partitions
+            .iter()
+            .all(|&p| cursor.next(p) == self.committed.next(p))
+        {
+            return true;
         }
         let worker = Arc::clone(&self.worker);
         // The outputs' cursor for this commit: before every outcome of an
@@ -355,26 +505,31 @@ impl Consumer {
         };
         if let Err(err) = worker
             .broker
-            .commit(&worker.spec.topic, &worker.spec.group, &cursor)
+            .commit_partitions(&worker.spec.topic, &worker.spec.group, &cursor, partitions)
             .await
         {
             warn!(handler = %worker.spec.name, error = %err.detail(), "committing the group cursor failed; will retry");
-            return;
+            return false;
         }
-        *worker.stats.committed.lock().expect("stats lock poisoned") = Some(cursor.clone());
-        self.committed = cursor;
-        self.dirty = false;
-        let group = worker.spec.outputs_group();
+        for &partition in partitions {
+            self.committed.set(partition, cursor.next(partition));
+        }
+        *worker.stats.committed.lock().expect("stats lock poisoned") = Some(self.committed.clone());
+        let mut stored = true;
         for (topic, position) in worker
             .spec
             .outputs()
             .into_iter()
             .zip(outputs.into_iter().flatten())
         {
-            if let Err(err) = worker.broker.commit(topic, &group, &position).await {
-                warn!(handler = %worker.spec.name, error = %err.detail(), "committing the outputs cursor failed; will retry");
-                self.dirty = true;
+            for &partition in partitions {
+                let group = outputs_group(&worker, partition);
+                if let Err(err) = worker.broker.commit(topic, &group, &position).await {
+                    warn!(handler = %worker.spec.name, error = %err.detail(), "committing the outputs cursor failed; will retry");
+                    stored = false;
+                }
             }
         }
+        stored
     }
 }

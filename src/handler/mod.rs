@@ -85,6 +85,7 @@ impl Handlers {
         metrics: &Arc<Metrics>,
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
+        session: Duration,
     ) -> Self {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
@@ -108,6 +109,7 @@ impl Handlers {
                     client.clone(),
                     Arc::clone(metrics),
                     shutdown.clone(),
+                    session,
                 ))
             })
             .collect();

@@ -47,6 +47,8 @@ pub struct Worker {
     pub stats: Stats,
     metrics: Arc<Metrics>,
     pub(super) shutdown: CancellationToken,
+    /// The group session timeout (see `crate::membership`).
+    pub(super) session: Duration,
 }
 
 impl Worker {
@@ -58,6 +60,7 @@ impl Worker {
         client: reqwest::Client,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
+        session: Duration,
     ) -> Self {
         let limiter = spec.policy.rate_limit.map(|rate| {
             // No burst: calls are spaced evenly, so the target never sees
@@ -82,6 +85,7 @@ impl Worker {
             stats: Stats::default(),
             metrics,
             shutdown,
+            session,
         }
     }
 

@@ -202,9 +202,50 @@ fn settle_body(body: &Bytes) -> ApiResult<SettleBody> {
     Ok(parsed)
 }
 
-/// 200 when every receipt settled; 409 `lease_expired` naming the ones
-/// whose lease had run out (the others are settled all the same).
-fn settled(verb: &str, settled: Settled) -> ApiResult<impl IntoResponse> {
+/// 200 when every receipt settled; 409 `receipt_elsewhere` naming the
+/// process to use for receipts another process of the group handed out;
+/// 409 `lease_expired` naming the ones whose lease had run out (the others
+/// are settled all the same).
+async fn settled(
+    state: &AppState,
+    topic: &str,
+    group: &str,
+    verb: &str,
+    mut settled: Settled,
+) -> ApiResult<axum::Json<serde_json::Map<String, serde_json::Value>>> {
+    if !settled.elsewhere.is_empty() {
+        let ownership = crate::membership::ownership(&state.broker, topic, group).await?;
+        let owner_of = |partition: usize| {
+            ownership
+                .processes
+                .iter()
+                .find(|(process, owned)| {
+                    **process != ownership.this_process && owned.contains(&partition)
+                })
+                .map(|(process, _)| process.clone())
+        };
+        let mut elsewhere: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for receipt in std::mem::take(&mut settled.elsewhere) {
+            match crate::group::receipt_partition(&receipt).and_then(owner_of) {
+                Some(process) => elsewhere.entry(process).or_default().push(receipt),
+                // Nobody else has it: the lease is simply gone.
+                None => settled.expired.push(receipt),
+            }
+        }
+        if let Some((process, receipts)) = elsewhere.into_iter().next() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "receipt_elsewhere",
+                format!(
+                    "{} of the receipts belong to partitions that Switchyard process {process:?} serves: settle them there (receipts are settled by the process that handed them out)",
+                    receipts.len()
+                ),
+            )
+            .with("process", process)
+            .with("receipts", receipts)
+            .with(verb, settled.settled));
+        }
+    }
     if settled.expired.is_empty() {
         let mut answer = serde_json::Map::new();
         answer.insert(verb.to_owned(), settled.settled.into());
@@ -231,10 +272,11 @@ pub async fn ack(
 ) -> ApiResult<impl IntoResponse> {
     let body = settle_body(&body)?;
     only_field("ack", &body, None)?;
-    match loaded(&state, &topic, &group).await? {
-        Some(group) => settled("acked", group.ack(&body.receipts).await?),
-        None => settled("acked", Settled::expired(body.receipts)),
-    }
+    let outcome = match loaded(&state, &topic, &group).await? {
+        Some(group) => group.ack(&body.receipts).await?,
+        None => Settled::elsewhere(body.receipts),
+    };
+    settled(&state, &topic, &group, "acked", outcome).await
 }
 
 /// Hands events back, due again after `delay`.
@@ -251,10 +293,11 @@ pub async fn nack(
         Duration::ZERO,
         (Duration::ZERO, MAX_NACK_DELAY),
     )?;
-    match loaded(&state, &topic, &group).await? {
-        Some(group) => settled("nacked", group.nack(&body.receipts, delay)?),
-        None => settled("nacked", Settled::expired(body.receipts)),
-    }
+    let outcome = match loaded(&state, &topic, &group).await? {
+        Some(group) => group.nack(&body.receipts, delay)?,
+        None => Settled::elsewhere(body.receipts),
+    };
+    settled(&state, &topic, &group, "nacked", outcome).await
 }
 
 /// Renews leases: the events stay with their member for `lease` from now.
@@ -266,10 +309,11 @@ pub async fn extend(
     let body = settle_body(&body)?;
     only_field("extend", &body, Some("lease"))?;
     let lease = duration("lease", body.lease.as_deref(), DEFAULT_LEASE, LEASE_RANGE)?;
-    match loaded(&state, &topic, &group).await? {
-        Some(group) => settled("extended", group.extend(&body.receipts, lease)?),
-        None => settled("extended", Settled::expired(body.receipts)),
-    }
+    let outcome = match loaded(&state, &topic, &group).await? {
+        Some(group) => group.extend(&body.receipts, lease)?,
+        None => Settled::elsewhere(body.receipts),
+    };
+    settled(&state, &topic, &group, "extended", outcome).await
 }
 
 /// Refuses the optional fields of a settle body that `verb` does not take

@@ -38,7 +38,7 @@ pub struct AppState {
     pub ingest: Arc<Ingest>,
     pub webhooks: Webhooks,
     pub handlers: Handlers,
-    pub groups: Groups,
+    pub groups: Arc<Groups>,
     pub hubs: Hubs,
     pub metrics: Arc<Metrics>,
     pub max_event_bytes: usize,

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info};
 
 use self::partition::{Partition, PartitionWriter, SegmentFiles};
+use super::local_leases::LocalLeases;
 use super::{Appended, Backend, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent};
 use crate::cursor::Cursor;
 use crate::topic::{Retention, Topics};
@@ -73,6 +74,9 @@ pub struct EmbeddedBroker {
     writers: Mutex<Vec<std::thread::JoinHandle<()>>>,
     ticker: tokio::task::JoinHandle<()>,
     closed: AtomicBool,
+    /// One group-cursor commit at a time (each merges into the stored one).
+    commits: tokio::sync::Mutex<()>,
+    leases: LocalLeases,
     _lock: File,
 }
 
@@ -167,6 +171,8 @@ impl Backend for EmbeddedBroker {
             writers: Mutex::new(writers),
             ticker,
             closed: AtomicBool::new(false),
+            commits: tokio::sync::Mutex::new(()),
+            leases: LocalLeases::default(),
             _lock: lock,
         })
     }
@@ -245,9 +251,18 @@ impl Backend for EmbeddedBroker {
             .collect())
     }
 
-    async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
+    async fn commit(&self, topic: &str, group: &str, offsets: &[(usize, u64)]) -> Result<()> {
         let log = self.log(topic)?;
-        check_cursor(log, cursor)?;
+        let _one = self.commits.lock().await;
+        let mut next = match self.committed(topic, group).await? {
+            Some(cursor) => cursor.offsets().to_vec(),
+            None => vec![0; log.partitions.len()],
+        };
+        for &(partition, offset) in offsets {
+            next[partition] = offset;
+        }
+        let cursor = Cursor::new(next);
+        check_cursor(log, &cursor)?;
         let path = self.group_path(topic, group);
         let text = cursor.to_string();
         tokio::task::spawn_blocking(move || write_atomically(&path, text.as_bytes()))
@@ -266,6 +281,19 @@ impl Backend for EmbeddedBroker {
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(unavailable("reading a group cursor", err)),
         }
+    }
+
+    async fn lease(&self, scope: &str, item: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        Ok(self.leases.lease(scope, item, holder, ttl))
+    }
+
+    async fn release(&self, scope: &str, item: &str, holder: &str) -> Result<()> {
+        self.leases.release(scope, item, holder);
+        Ok(())
+    }
+
+    async fn leases(&self, scope: &str) -> Result<Vec<(String, String)>> {
+        Ok(self.leases.leases(scope))
     }
 
     async fn health(&self) -> Result<()> {

@@ -194,7 +194,8 @@ async fn run(ops: Vec<Op>) {
             }
             Op::CommitGroup { at } => {
                 let cursor = cursor_at(&model, &at);
-                broker.commit(TOPIC, "g", &cursor).await.unwrap();
+                let offsets: Vec<(usize, u64)> = cursor.offsets().iter().copied().enumerate().collect();
+                broker.commit(TOPIC, "g", &offsets).await.unwrap();
                 group = Some(cursor);
             }
         }

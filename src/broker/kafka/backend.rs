@@ -51,6 +51,7 @@ pub struct KafkaBroker {
     /// Committing consumers per (topic, group).
     groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
     topics: HashMap<String, Arc<Topic>>,
+    leases: crate::broker::local_leases::LocalLeases,
 }
 
 fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> BrokerError {
@@ -292,6 +293,7 @@ impl Backend for KafkaBroker {
             readers,
             watcher: Arc::new(Self::consumer(&config, "switchyard-watcher")?),
             groups: Mutex::new(HashMap::new()),
+            leases: Default::default(),
             topics: topics
                 .iter()
                 .map(|t| (t.name.clone(), Arc::clone(t)))
@@ -386,15 +388,17 @@ impl Backend for KafkaBroker {
         }
     }
 
-    async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
+    async fn commit(&self, topic: &str, group: &str, offsets: &[(usize, u64)]) -> Result<()> {
         self.topic(topic)?;
         let consumer = self.group(topic, group)?;
-        let mut offsets = TopicPartitionList::new();
-        for (partition, &next) in cursor.offsets().iter().enumerate() {
-            offsets
-                .add_partition_offset(topic, partition as i32, Offset::Offset(next as i64))
-                .map_err(unavailable)?;
-        }
+        let offsets = {
+            let mut list = TopicPartitionList::new();
+            for &(partition, next) in offsets {
+                list.add_partition_offset(topic, partition as i32, Offset::Offset(next as i64))
+                    .map_err(unavailable)?;
+            }
+            list
+        };
         tokio::task::spawn_blocking(move || {
             consumer
                 .commit(&offsets, CommitMode::Sync)
@@ -430,6 +434,19 @@ impl Backend for KafkaBroker {
             }
         }
         Ok(Some(Cursor::new(offsets)))
+    }
+
+    async fn lease(&self, scope: &str, item: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        Ok(self.leases.lease(scope, item, holder, ttl))
+    }
+
+    async fn release(&self, scope: &str, item: &str, holder: &str) -> Result<()> {
+        self.leases.release(scope, item, holder);
+        Ok(())
+    }
+
+    async fn leases(&self, scope: &str) -> Result<Vec<(String, String)>> {
+        Ok(self.leases.leases(scope))
     }
 
     /// Ready when both the producer (writes) and the watcher (the ends of

@@ -43,6 +43,8 @@ pub struct NatsBroker {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     groups: stream::Stream,
+    /// Lease tables, one message per scope (`<prefix>.leases.<hex scope>`).
+    leases: stream::Stream,
     prefix: String,
     topics: HashMap<String, TopicStreams>,
 }
@@ -75,6 +77,92 @@ impl NatsBroker {
 
     fn group_subject(&self, topic: &str, group: &str) -> String {
         format!("{}.groups.{topic}.{group}", self.prefix)
+    }
+
+    fn lease_subject(&self, scope: &str) -> String {
+        format!("{}.leases.{}", self.prefix, hex::encode(scope))
+    }
+
+    /// The last message on `subject` of `stream` (one kept per subject):
+    /// its sequence and payload.
+    async fn last(&self, stream: &stream::Stream, subject: &str) -> Result<Option<(u64, Vec<u8>)>> {
+        match stream.get_last_raw_message_by_subject(subject).await {
+            Ok(message) => Ok(Some((message.sequence, message.payload.to_vec()))),
+            Err(err) if err.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
+    /// Compare and set on the last message of `subject`: `change` sees what
+    /// is stored and answers what to store instead (`None`: nothing) and
+    /// the result; if another process stored in between, once more.
+    async fn update<R>(
+        &self,
+        stream: &stream::Stream,
+        subject: &str,
+        mut change: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, R),
+    ) -> Result<R> {
+        for _ in 0..CAS_ATTEMPTS {
+            let stored = self.last(stream, subject).await?;
+            let (replacement, result) = change(stored.as_ref().map(|(_, bytes)| bytes.as_slice()));
+            let Some(replacement) = replacement else {
+                return Ok(result);
+            };
+            let mut headers = async_nats::HeaderMap::new();
+            let expected = stored.as_ref().map_or(0, |(sequence, _)| *sequence);
+            headers.insert(
+                "Nats-Expected-Last-Subject-Sequence",
+                expected.to_string().as_str(),
+            );
+            let ack = self
+                .jetstream
+                .publish_with_headers(subject.to_owned(), headers, replacement.into())
+                .await
+                .map_err(unavailable)?
+                .await;
+            match ack {
+                Ok(_) => return Ok(result),
+                Err(err) if err.kind() == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence => {}
+                Err(err) => return Err(unavailable(err)),
+            }
+        }
+        Err(BrokerError::unavailable(format!(
+            "{subject}: changed by others {CAS_ATTEMPTS} times in a row"
+        )))
+    }
+}
+
+/// Compare-and-set attempts before giving up (each lost to another writer).
+const CAS_ATTEMPTS: usize = 20;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A lease scope's leases, one message: item → holder and expiry (by the
+/// processes' wall clocks, which must agree to well within a lease).
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct LeaseTable(std::collections::BTreeMap<String, Held>);
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Held {
+    holder: String,
+    until_ms: i64,
+}
+
+impl LeaseTable {
+    fn parse(stored: Option<&[u8]>) -> Self {
+        stored
+            .and_then(|bytes| serde_json::from_slice(bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// Without the lapsed leases.
+    fn render(mut self, now: i64) -> Vec<u8> {
+        self.0.retain(|_, held| held.until_ms > now);
+        serde_json::to_vec(&self).expect("a lease table serialises")
     }
 }
 
@@ -130,10 +218,21 @@ impl Backend for NatsBroker {
             })
             .await
             .map_err(unavailable)?;
+        let leases = jetstream
+            .get_or_create_stream(stream::Config {
+                name: format!("{}_LEASES", config.prefix.to_uppercase()),
+                subjects: vec![format!("{}.leases.>", config.prefix)],
+                storage: stream::StorageType::File,
+                max_messages_per_subject: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
         Ok(Self {
             client,
             jetstream,
             groups,
+            leases,
             prefix: config.prefix,
             topics: by_name,
         })
@@ -249,15 +348,66 @@ impl Backend for NatsBroker {
         Ok(merge(from, events, max))
     }
 
-    async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
-        self.topic(topic)?;
-        self.jetstream
-            .publish(self.group_subject(topic, group), cursor.to_string().into())
-            .await
-            .map_err(unavailable)?
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+    async fn commit(&self, topic: &str, group: &str, offsets: &[(usize, u64)]) -> Result<()> {
+        let partitions = self.topic(topic)?.streams.len();
+        let subject = self.group_subject(topic, group);
+        self.update(&self.groups, &subject, |stored| {
+            let mut next = stored
+                .and_then(|bytes| Cursor::parse_for(&String::from_utf8_lossy(bytes), partitions).ok())
+                .map_or_else(|| vec![0; partitions], |cursor| cursor.offsets().to_vec());
+            for &(partition, offset) in offsets {
+                next[partition] = offset;
+            }
+            (Some(Cursor::new(next).to_string().into_bytes()), ())
+        })
+        .await
+    }
+
+    async fn lease(&self, scope: &str, item: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let now = now_ms();
+        self.update(&self.leases, &self.lease_subject(scope), |stored| {
+            let mut table = LeaseTable::parse(stored);
+            match table.0.get(item) {
+                Some(held) if held.holder != holder && held.until_ms > now => (None, false),
+                _ => {
+                    table.0.insert(
+                        item.to_owned(),
+                        Held {
+                            holder: holder.to_owned(),
+                            until_ms: now + ttl.as_millis() as i64,
+                        },
+                    );
+                    (Some(table.render(now)), true)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn release(&self, scope: &str, item: &str, holder: &str) -> Result<()> {
+        let now = now_ms();
+        self.update(&self.leases, &self.lease_subject(scope), |stored| {
+            let mut table = LeaseTable::parse(stored);
+            if table.0.get(item).is_some_and(|held| held.holder == holder) {
+                table.0.remove(item);
+                (Some(table.render(now)), ())
+            } else {
+                (None, ())
+            }
+        })
+        .await
+    }
+
+    async fn leases(&self, scope: &str) -> Result<Vec<(String, String)>> {
+        let now = now_ms();
+        let stored = self.last(&self.leases, &self.lease_subject(scope)).await?;
+        let table = LeaseTable::parse(stored.as_ref().map(|(_, bytes)| bytes.as_slice()));
+        Ok(table
+            .0
+            .into_iter()
+            .filter(|(_, held)| held.until_ms > now)
+            .map(|(item, held)| (item, held.holder))
+            .collect())
     }
 
     async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {

@@ -61,6 +61,83 @@ return ids
     )
 });
 
+/// Merges some partitions' next offsets into a group's stored cursor.
+/// KEYS[1]: the groups hash. ARGV[1]: the group; ARGV[2]: the topic's
+/// partitions; ARGV[3..]: partition, offset pairs.
+static COMMIT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local next = {}
+for i = 1, tonumber(ARGV[2]) do next[i] = '0' end
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+if stored then
+  local i = 1
+  for part in string.gmatch(stored, '[^.]+') do next[i] = part; i = i + 1 end
+end
+for j = 3, #ARGV, 2 do next[tonumber(ARGV[j]) + 1] = ARGV[j + 1] end
+redis.call('HSET', KEYS[1], ARGV[1], table.concat(next, '.'))
+",
+    )
+});
+
+/// Leases: a hash per scope, item → `<until ms> <holder>`, timed by the
+/// Redis server's clock (so the processes' clocks need not agree).
+/// KEYS[1]: the scope's hash. ARGV[1]: item; ARGV[2]: holder; ARGV[3]:
+/// ttl in ms. Returns 1 when the holder has the lease.
+static LEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if held then
+  local sep = string.find(held, ' ', 1, true)
+  if string.sub(held, sep + 1) ~= ARGV[2] and tonumber(string.sub(held, 1, sep - 1)) > now then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', now + tonumber(ARGV[3])) .. ' ' .. ARGV[2])
+redis.call('PEXPIRE', KEYS[1], 86400000)
+return 1
+",
+    )
+});
+
+/// KEYS[1]: the scope's hash; ARGV[1]: item; ARGV[2]: holder.
+static RELEASE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local held = redis.call('HGET', KEYS[1], ARGV[1])
+if held and string.sub(held, string.find(held, ' ', 1, true) + 1) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+",
+    )
+});
+
+/// KEYS[1]: the scope's hash. Drops lapsed leases; returns the live ones
+/// as item, holder, item, holder…
+static LEASES: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local all = redis.call('HGETALL', KEYS[1])
+local live = {}
+for i = 1, #all, 2 do
+  local sep = string.find(all[i + 1], ' ', 1, true)
+  if tonumber(string.sub(all[i + 1], 1, sep - 1)) > now then
+    live[#live + 1] = all[i]
+    live[#live + 1] = string.sub(all[i + 1], sep + 1)
+  else
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return live
+",
+    )
+});
+
 struct TopicInfo {
     partitions: usize,
     max_age: Option<Duration>,
@@ -157,6 +234,10 @@ impl RedisBroker {
 
     fn groups_key(&self, topic: &str) -> String {
         format!("{}:groups:{{{topic}}}", self.prefix)
+    }
+
+    fn lease_key(&self, scope: &str) -> String {
+        format!("{}:leases:{scope}", self.prefix)
     }
 }
 
@@ -318,15 +399,53 @@ impl Backend for RedisBroker {
         Ok(merge(from, events, max))
     }
 
-    async fn commit(&self, topic: &str, group: &str, cursor: &Cursor) -> Result<()> {
-        self.topic(topic)?;
-        redis::cmd("HSET")
-            .arg(self.groups_key(topic))
-            .arg(group)
-            .arg(cursor.to_string())
-            .query_async::<()>(&mut self.conn.clone())
+    async fn commit(&self, topic: &str, group: &str, offsets: &[(usize, u64)]) -> Result<()> {
+        let partitions = self.topic(topic)?.partitions;
+        let mut invocation = COMMIT.key(self.groups_key(topic));
+        invocation.arg(group).arg(partitions);
+        for &(partition, offset) in offsets {
+            invocation.arg(partition).arg(offset);
+        }
+        invocation
+            .invoke_async::<()>(&mut self.conn.clone())
             .await
             .map_err(unavailable)
+    }
+
+    async fn lease(&self, scope: &str, item: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        LEASE
+            .key(self.lease_key(scope))
+            .arg(item)
+            .arg(holder)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async::<i64>(&mut self.conn.clone())
+            .await
+            .map(|taken| taken == 1)
+            .map_err(unavailable)
+    }
+
+    async fn release(&self, scope: &str, item: &str, holder: &str) -> Result<()> {
+        RELEASE
+            .key(self.lease_key(scope))
+            .arg(item)
+            .arg(holder)
+            .invoke_async::<()>(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn leases(&self, scope: &str) -> Result<Vec<(String, String)>> {
+        let flat: Vec<String> = LEASES
+            .key(self.lease_key(scope))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let mut pairs: Vec<(String, String)> = flat
+            .chunks_exact(2)
+            .map(|pair| (pair[0].clone(), pair[1].clone()))
+            .collect();
+        pairs.sort();
+        Ok(pairs)
     }
 
     async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
