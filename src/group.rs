@@ -284,6 +284,9 @@ struct State {
     outstanding_bytes: usize,
     /// The partitions this process owns: it reads and leases only these.
     owned: Vec<bool>,
+    /// Per partition, how often it was taken up or handed back: a read
+    /// that started before leaves such a partition's place alone.
+    moves: Vec<u64>,
 }
 
 struct Entry {
@@ -310,6 +313,7 @@ impl State {
     /// Drops what is read of `partition` (it moved away, or is taken up
     /// again from its committed offset).
     fn forget(&mut self, partition: usize) {
+        self.moves[partition] += 1;
         let bytes: usize = self
             .outstanding
             .iter_mut()
@@ -365,6 +369,7 @@ impl Group {
                 members: HashMap::new(),
                 dead_lettered: std::collections::VecDeque::new(),
                 owned: vec![false; committed.partitions()],
+                moves: vec![0; committed.partitions()],
                 outstanding: Pending::new(committed.clone()),
                 outstanding_bytes: 0,
             }),
@@ -711,10 +716,14 @@ impl Group {
 
     /// One broker read into the outstanding set (the caller holds `reading`).
     async fn fill(&self, wait: Duration) -> Result<(), GroupError> {
-        let (from, room) = {
+        let (from, room, moves) = {
             let state = self.state();
             let room = MAX_OUTSTANDING_BYTES.saturating_sub(state.outstanding_bytes);
-            (state.outstanding.read_cursor().clone(), room.max(1))
+            (
+                state.outstanding.read_cursor().clone(),
+                room.max(1),
+                state.moves.clone(),
+            )
         };
         match self
             .broker
@@ -725,7 +734,7 @@ impl Group {
                 let now = Instant::now();
                 let mut state = self.state();
                 for event in batch.events {
-                    if !state.owned[event.partition] {
+                    if !state.owned[event.partition] || state.moves[event.partition] != moves[event.partition] {
                         continue;
                     }
                     state.outstanding_bytes += event.payload.len();
@@ -739,7 +748,14 @@ impl Group {
                         },
                     );
                 }
-                state.outstanding.read_to(batch.next);
+                // A partition that moved meanwhile keeps its new place.
+                let mut next = batch.next;
+                for (partition, &before) in moves.iter().enumerate() {
+                    if state.moves[partition] != before {
+                        next.set(partition, state.outstanding.read_cursor().next(partition));
+                    }
+                }
+                state.outstanding.read_to(next);
             }
             Err(BrokerError::CursorExpired { oldest, .. }) => {
                 tracing::warn!(topic = %self.topic, group = %self.name, "events expired before the group read them; skipping to the oldest retained");

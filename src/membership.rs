@@ -122,6 +122,22 @@ impl Membership {
         let partitions = broker.partitions(topic)?;
         let (changes, receiver) = mpsc::unbounded_channel();
         let owned = Arc::new(Mutex::new(BTreeSet::new()));
+        let stop = CancellationToken::new();
+        // Kafka has group membership of its own: its coordinator assigns.
+        #[cfg(feature = "kafka")]
+        if let Broker::Kafka(kafka) = &*broker {
+            let task = kafka
+                .join_group(topic, group, session, Arc::clone(&owned), changes, stop.clone())
+                .await?;
+            return Ok((
+                Self {
+                    owned,
+                    stop,
+                    task: Some(task),
+                },
+                receiver,
+            ));
+        }
         let mut coordinator = Coordinator {
             broker,
             topic: topic.to_owned(),
@@ -134,7 +150,6 @@ impl Membership {
             renewed: Instant::now(),
         };
         coordinator.step().await?;
-        let stop = CancellationToken::new();
         let task = tokio::spawn(coordinator.run(stop.clone()));
         Ok((
             Self {

@@ -54,7 +54,7 @@ pub struct KafkaBroker {
     leases: crate::broker::local_leases::LocalLeases,
 }
 
-fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> BrokerError {
+pub(super) fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> BrokerError {
     BrokerError::unavailable_from("the Kafka request failed", err)
 }
 
@@ -65,6 +65,12 @@ impl KafkaBroker {
         config: &KafkaConfig,
         role: &[(&str, String)],
     ) -> Result<T> {
+        Self::client_config(config, role).create().map_err(unavailable)
+    }
+
+    /// The client settings for `role`: ours, then the user's
+    /// `--kafka-option`s over them.
+    pub(super) fn client_config(config: &KafkaConfig, role: &[(&str, String)]) -> ClientConfig {
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &config.bootstrap_servers)
@@ -79,7 +85,11 @@ impl KafkaBroker {
         for (key, value) in &config.options {
             client.set(key, value);
         }
-        client.create().map_err(unavailable)
+        client
+    }
+
+    pub(super) fn config(&self) -> &KafkaConfig {
+        &self.config
     }
 
     fn consumer(config: &KafkaConfig, group: &str) -> Result<BaseConsumer> {

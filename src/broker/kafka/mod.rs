@@ -2,6 +2,8 @@
 
 #[cfg(feature = "kafka")]
 mod backend;
+#[cfg(feature = "kafka")]
+pub mod membership;
 pub mod config;
 
 #[cfg(feature = "kafka")]

@@ -1,0 +1,174 @@
+//! Group membership on Kafka itself: each Switchyard process serving a
+//! group is a member of the Kafka consumer group `<group>.members`
+//! subscribed to the topic, with cooperative-sticky assignment, so Kafka's
+//! group coordinator decides which process owns which partition. The
+//! member consumes nothing (its partitions stay paused): Switchyard reads
+//! and commits (under `<group>`) as on every backend. A revoked partition
+//! is handed back before the rebalance completes; one lost (the session
+//! lapsed) is dropped at once.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::TopicPartitionList;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::backend::unavailable;
+use super::KafkaBroker;
+use crate::broker::Result;
+use crate::membership::Change;
+
+/// How long a consumer may take to hand partitions back.
+const GIVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long joining waits for the first assignment.
+const FIRST_ASSIGNMENT: Duration = Duration::from_secs(15);
+
+struct Member {
+    topic: String,
+    group: String,
+    owned: Arc<Mutex<BTreeSet<usize>>>,
+    changes: mpsc::UnboundedSender<Change>,
+    /// Told once, at the first assignment.
+    first: Mutex<Option<oneshot::Sender<()>>>,
+    /// Leaving: revocations need no hand-back (the consumer is done).
+    leaving: AtomicBool,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ClientContext for Member {}
+
+impl Member {
+    fn partitions(&self, list: &TopicPartitionList) -> Vec<usize> {
+        list.elements()
+            .iter()
+            .filter(|e| e.topic() == self.topic)
+            .map(|e| e.partition() as usize)
+            .collect()
+    }
+}
+
+impl ConsumerContext for Member {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(list) = rebalance else {
+            return;
+        };
+        let partitions = self.partitions(list);
+        {
+            let mut owned = self.owned.lock().expect("ownership lock poisoned");
+            for partition in &partitions {
+                owned.remove(partition);
+            }
+        }
+        if partitions.is_empty() || self.leaving.load(Ordering::Acquire) {
+            return;
+        }
+        if consumer.assignment_lost() {
+            warn!(topic = %self.topic, group = %self.group, partitions = ?partitions, "group partitions lost: the Kafka session lapsed");
+            let _ = self.changes.send(Change::Lost(partitions));
+            return;
+        }
+        info!(topic = %self.topic, group = %self.group, partitions = ?partitions, "handing group partitions back (Kafka rebalance)");
+        let (done, answered) = oneshot::channel();
+        if self.changes.send(Change::Give { partitions, done }).is_ok() {
+            // This is the poll thread: the rebalance waits for the hand-back.
+            let waited = self
+                .runtime
+                .block_on(async { tokio::time::timeout(GIVE_TIMEOUT, answered).await });
+            if waited.is_err() {
+                warn!(topic = %self.topic, group = %self.group, "handing partitions back took too long; releasing them anyway");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(list) = rebalance else {
+            return;
+        };
+        // Nothing is read through this consumer.
+        if list.count() > 0
+            && let Err(err) = consumer.pause(list)
+        {
+            warn!(topic = %self.topic, group = %self.group, error = %err, "cannot pause the membership consumer's partitions");
+        }
+        let partitions = self.partitions(list);
+        if !partitions.is_empty() {
+            info!(topic = %self.topic, group = %self.group, partitions = ?partitions, "group partitions taken (Kafka rebalance)");
+            self.owned
+                .lock()
+                .expect("ownership lock poisoned")
+                .extend(partitions.iter().copied());
+            let _ = self.changes.send(Change::Gained(partitions));
+        }
+        if let Some(first) = self.first.lock().expect("first lock poisoned").take() {
+            let _ = first.send(());
+        }
+    }
+}
+
+impl KafkaBroker {
+    /// Joins `<group>.members` on `topic`; the returned task polls the
+    /// membership until `stop`, then leaves the Kafka group. Returns once
+    /// the first assignment arrived (or after a while without one).
+    pub async fn join_group(
+        &self,
+        topic: &str,
+        group: &str,
+        session: Duration,
+        owned: Arc<Mutex<BTreeSet<usize>>>,
+        changes: mpsc::UnboundedSender<Change>,
+        stop: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>> {
+        let (first, assigned) = oneshot::channel();
+        let member = Member {
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+            owned,
+            changes,
+            first: Mutex::new(Some(first)),
+            leaving: AtomicBool::new(false),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let session_ms = session.as_millis().max(1) as u64;
+        let consumer: BaseConsumer<Member> = Self::client_config(
+            self.config(),
+            &[
+                ("group.id", format!("{group}.members")),
+                ("enable.auto.commit", "false".into()),
+                ("enable.auto.offset.store", "false".into()),
+                ("partition.assignment.strategy", "cooperative-sticky".into()),
+                ("session.timeout.ms", session_ms.to_string()),
+                ("heartbeat.interval.ms", (session_ms / 3).max(1).to_string()),
+            ],
+        )
+        .create_with_context(member)
+        .map_err(unavailable)?;
+        consumer.subscribe(&[topic]).map_err(unavailable)?;
+        let task = tokio::task::spawn_blocking(move || {
+            while !stop.is_cancelled() {
+                // Paused: polling serves the rebalances and heartbeats.
+                if let Some(Err(err)) = consumer.poll(Duration::from_millis(100)) {
+                    warn!(error = %err, "Kafka group membership");
+                }
+            }
+            consumer.context().leaving.store(true, Ordering::Release);
+            consumer.unsubscribe();
+            let _ = consumer.poll(Duration::from_millis(100));
+            consumer
+                .context()
+                .owned
+                .lock()
+                .expect("ownership lock poisoned")
+                .clear();
+            // Dropping the consumer closes it: Kafka hands its partitions
+            // to the other members now.
+        });
+        let _ = tokio::time::timeout(FIRST_ASSIGNMENT, assigned).await;
+        Ok(task)
+    }
+}
