@@ -304,7 +304,11 @@ impl Config {
         if group_session < std::time::Duration::from_millis(300) {
             problems.problem("group_session", "must be at least 300ms");
         }
-        let instance = o.instance.clone().or(file.instance).filter(|i| !i.trim().is_empty());
+        let instance = o
+            .instance
+            .clone()
+            .or(file.instance)
+            .filter(|i| !i.trim().is_empty());
         if let Some(name) = &instance
             && crate::group::check_member(name).is_err()
         {

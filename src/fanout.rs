@@ -141,7 +141,7 @@ async fn run_hub(
         }
         let read = tokio::select! {
             _ = shutdown.cancelled() => return,
-            read = broker.read_bounded(&topic, &cursor, HUB_READ_BATCH, HUB_READ_BYTES, HUB_POLL_WAIT) => read,
+            read = broker.read_bounded(&topic, &cursor, None, HUB_READ_BATCH, HUB_READ_BYTES, HUB_POLL_WAIT) => read,
         };
         match read {
             Ok(batch) => {
@@ -346,7 +346,7 @@ impl Subscription {
                 self.done = true;
                 return None;
             }
-            read = self.broker.read_bounded(&self.topic, &self.cursor, CATCH_UP_BATCH, crate::broker::READER_BYTES, Duration::ZERO) => read,
+            read = self.broker.read_bounded(&self.topic, &self.cursor, None, CATCH_UP_BATCH, crate::broker::READER_BYTES, Duration::ZERO) => read,
         };
         match read {
             Ok(batch) if batch.events.is_empty() => {

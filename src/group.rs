@@ -28,9 +28,9 @@ use tokio::time::Instant;
 
 use crate::broker::{Broker, BrokerError};
 use crate::cursor::{Cursor, Pending};
-use crate::membership::{Change, Membership};
 use crate::event::Attributes;
 use crate::ingest::{Ingest, IngestError, Undeclared};
+use crate::membership::{Change, Membership};
 use crate::topic::{GroupSpec, Topics};
 
 /// Most events a group holds read but unacked, by count and by bytes: past
@@ -339,6 +339,9 @@ pub struct GroupStatus {
     /// owns (absent when the broker could not be asked).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processes: Option<crate::membership::Ownership>,
+    /// Why `processes` is absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processes_unknown: Option<String>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -383,7 +386,10 @@ impl Group {
     }
 
     /// Applies membership changes while the group is loaded.
-    async fn follow(group: std::sync::Weak<Self>, mut changes: tokio::sync::mpsc::UnboundedReceiver<Change>) {
+    async fn follow(
+        group: std::sync::Weak<Self>,
+        mut changes: tokio::sync::mpsc::UnboundedReceiver<Change>,
+    ) {
         while let Some(change) = changes.recv().await {
             let Some(group) = group.upgrade() else { return };
             group.change(change).await;
@@ -409,7 +415,9 @@ impl Group {
                     let mut state = self.state();
                     for &partition in &partitions {
                         state.forget(partition);
-                        state.outstanding.restart(partition, committed.next(partition));
+                        state
+                            .outstanding
+                            .restart(partition, committed.next(partition));
                         state.owned[partition] = true;
                         last.set(partition, committed.next(partition));
                     }
@@ -428,13 +436,19 @@ impl Group {
                     point
                 };
                 let mut last = self.committed.lock().await;
-                match self.broker.commit_partitions(&self.topic, &self.name, &point, &partitions).await {
+                match self
+                    .broker
+                    .commit_partitions(&self.topic, &self.name, &point, &partitions)
+                    .await
+                {
                     Ok(()) => {
                         for &partition in &partitions {
                             last.set(partition, point.next(partition));
                         }
                     }
-                    Err(err) => tracing::warn!(topic = %self.topic, group = %self.name, error = %err.detail(), "cannot commit partitions handed back; their events since the last commit come again"),
+                    Err(err) => {
+                        tracing::warn!(topic = %self.topic, group = %self.name, error = %err.detail(), "cannot commit partitions handed back; their events since the last commit come again")
+                    }
                 }
                 let _ = done.send(());
             }
@@ -716,25 +730,35 @@ impl Group {
 
     /// One broker read into the outstanding set (the caller holds `reading`).
     async fn fill(&self, wait: Duration) -> Result<(), GroupError> {
-        let (from, room, moves) = {
+        let (from, room, moves, owned) = {
             let state = self.state();
             let room = MAX_OUTSTANDING_BYTES.saturating_sub(state.outstanding_bytes);
             (
                 state.outstanding.read_cursor().clone(),
                 room.max(1),
                 state.moves.clone(),
+                state.owned.clone(),
             )
         };
         match self
             .broker
-            .read_bounded(&self.topic, &from, READ_BATCH, (room, 1), wait)
+            .read_bounded(
+                &self.topic,
+                &from,
+                Some(&owned),
+                READ_BATCH,
+                (room, 1),
+                wait,
+            )
             .await
         {
             Ok(batch) => {
                 let now = Instant::now();
                 let mut state = self.state();
                 for event in batch.events {
-                    if !state.owned[event.partition] || state.moves[event.partition] != moves[event.partition] {
+                    if !state.owned[event.partition]
+                        || state.moves[event.partition] != moves[event.partition]
+                    {
                         continue;
                     }
                     state.outstanding_bytes += event.payload.len();
@@ -911,7 +935,10 @@ impl Group {
             let state = self.state();
             state.outstanding.commit_point()
         };
-        if partitions.iter().any(|&p| cursor.next(p) != committed.next(p)) {
+        if partitions
+            .iter()
+            .any(|&p| cursor.next(p) != committed.next(p))
+        {
             self.broker
                 .commit_partitions(&self.topic, &self.name, &cursor, partitions)
                 .await?;
@@ -923,10 +950,22 @@ impl Group {
     }
 
     pub async fn status(&self) -> GroupStatus {
-        let committed = self.committed.lock().await.to_string();
-        let processes = crate::membership::ownership(&self.broker, &self.topic, &self.name)
-            .await
-            .ok();
+        // The broker's cursor covers the partitions other processes own.
+        let committed = match self.broker.committed(&self.topic, &self.name).await {
+            Ok(Some(cursor)) => cursor.to_string(),
+            _ => self.committed.lock().await.to_string(),
+        };
+        let this = {
+            let state = self.state();
+            (0..state.owned.len()).filter(|&p| state.owned[p]).collect()
+        };
+        let (processes, processes_unknown) =
+            match crate::membership::ownership(&self.broker, &self.topic, &self.name, Some(this))
+                .await
+            {
+                Ok(ownership) => (Some(ownership), None),
+                Err(err) => (None, Some(err.detail())),
+            };
         let state = self.state();
         let now = Instant::now();
         let ago = |last: Instant| Some(now.saturating_duration_since(last).as_millis() as u64);
@@ -965,6 +1004,7 @@ impl Group {
             leased,
             members,
             processes,
+            processes_unknown,
         }
     }
 }

@@ -38,6 +38,8 @@ use crate::broker::{Broker, BrokerError};
 /// The session timeout unless configured: how long a process that stopped
 /// renewing keeps its partitions.
 pub const DEFAULT_SESSION: Duration = Duration::from_secs(10);
+/// The longest pause between two looks at a group.
+const MAX_TICK: Duration = Duration::from_secs(1);
 /// How long a consumer may take to hand a partition back before the owner
 /// lease is released anyway.
 const GIVE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -127,7 +129,14 @@ impl Membership {
         #[cfg(feature = "kafka")]
         if let Broker::Kafka(kafka) = &*broker {
             let task = kafka
-                .join_group(topic, group, session, Arc::clone(&owned), changes, stop.clone())
+                .join_group(
+                    topic,
+                    group,
+                    session,
+                    Arc::clone(&owned),
+                    changes,
+                    stop.clone(),
+                )
                 .await?;
             return Ok((
                 Self {
@@ -196,12 +205,29 @@ impl Drop for Membership {
     }
 }
 
-/// Who owns which partition of the group, and who is a member.
+/// Who owns which partition of the group, and who is a member. `this`:
+/// the partitions this process owns, if it serves the group, for a broker
+/// that cannot tell about the others (a Kafka-protocol broker without
+/// `DescribeGroups`, such as tansu): then only this process is listed.
 pub async fn ownership(
     broker: &Broker,
     topic: &str,
     group: &str,
+    this: Option<Vec<usize>>,
 ) -> Result<Ownership, BrokerError> {
+    #[cfg(feature = "kafka")]
+    if let Broker::Kafka(kafka) = broker {
+        let processes = match (kafka.ownership(topic, group).await, this) {
+            (Ok(processes), _) => processes,
+            (Err(_), Some(owned)) => BTreeMap::from([(process_name().to_owned(), owned)]),
+            (Err(err), None) => return Err(err),
+        };
+        return Ok(Ownership {
+            processes,
+            this_process: process_name().to_owned(),
+        });
+    }
+    let _ = this;
     let mut processes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (member, _) in broker.leases(&members_scope(topic, group)).await? {
         processes.entry(member).or_default();
@@ -229,8 +255,11 @@ fn owners_scope(topic: &str, group: &str) -> String {
 }
 
 impl Coordinator {
+    /// How often to renew and look at the group: a third of the session,
+    /// and at least every second, so that a partition another process
+    /// handed back is taken up within about a second.
     fn tick(&self) -> Duration {
-        self.session / 3
+        (self.session / 3).min(MAX_TICK)
     }
 
     fn owned(&self) -> BTreeSet<usize> {
@@ -277,7 +306,12 @@ impl Coordinator {
         let quota = self.partitions / n + usize::from(rank < self.partitions % n);
         let owned = self.owned();
         if owned.len() > quota {
-            let extra: Vec<usize> = owned.iter().rev().take(owned.len() - quota).copied().collect();
+            let extra: Vec<usize> = owned
+                .iter()
+                .rev()
+                .take(owned.len() - quota)
+                .copied()
+                .collect();
             self.give(extra).await;
             return Ok(());
         }
@@ -299,7 +333,12 @@ impl Coordinator {
             for partition in free.into_iter().take(quota - owned.len()) {
                 if self
                     .broker
-                    .lease(&owners_scope, &partition.to_string(), &self.me, self.session)
+                    .lease(
+                        &owners_scope,
+                        &partition.to_string(),
+                        &self.me,
+                        self.session,
+                    )
                     .await?
                 {
                     gained.push(partition);

@@ -152,16 +152,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 .map(|topic| (topic.to_owned(), spec.name.clone()))
         })
         .collect();
-    let handlers = Handlers::start(
-        handler_specs,
-        &topics,
-        &broker,
-        &ingest,
-        &metrics,
-        &tracker,
-        &shutdown,
-        config.groups.session,
-    );
+    let services = handler::Services {
+        broker: Arc::clone(&broker),
+        ingest: Arc::clone(&ingest),
+        metrics: Arc::clone(&metrics),
+        shutdown: shutdown.clone(),
+        session: config.groups.session,
+    };
+    let handlers = Handlers::start(handler_specs, &topics, &services, &tracker);
     let state = Arc::new(AppState {
         ingest,
         webhooks,

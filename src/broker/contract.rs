@@ -44,10 +44,13 @@ pub trait Backend: Sized {
 
     /// Up to `max` events after `from`, in order per partition (see
     /// [`super::merge`]); when there are none yet, waits up to `wait`.
+    /// `only`: the partitions to read (by index; `None`: all); the others
+    /// keep their place in the answer's cursor.
     async fn read(
         &self,
         topic: &str,
         from: &Cursor,
+        only: Option<&[bool]>,
         max: usize,
         wait: Duration,
     ) -> Result<ReadBatch>;

@@ -11,9 +11,9 @@
 //! and its children name a concrete broker.
 
 mod contract;
-pub(crate) mod local_leases;
 pub mod embedded;
 pub mod kafka;
+pub(crate) mod local_leases;
 pub mod nats;
 pub mod redis;
 pub mod settings;
@@ -273,7 +273,19 @@ impl Broker {
         max: usize,
         wait: Duration,
     ) -> Result<ReadBatch> {
-        dispatch!(self, b => b.read(topic, from, max, wait).await)
+        dispatch!(self, b => b.read(topic, from, None, max, wait).await)
+    }
+
+    /// [`Broker::read`] of the partitions marked in `only`.
+    pub async fn read_only(
+        &self,
+        topic: &str,
+        from: &Cursor,
+        only: Option<&[bool]>,
+        max: usize,
+        wait: Duration,
+    ) -> Result<ReadBatch> {
+        dispatch!(self, b => b.read(topic, from, only, max, wait).await)
     }
 
     /// Like [`Broker::read`] (see [`READER_BYTES`]), but stops before the
@@ -287,6 +299,7 @@ impl Broker {
         &self,
         topic: &str,
         from: &Cursor,
+        only: Option<&[bool]>,
         max: usize,
         (max_bytes, first): (usize, usize),
         wait: Duration,
@@ -303,7 +316,7 @@ impl Broker {
             } else {
                 Duration::ZERO
             };
-            let read = self.read(topic, &batch.next, step, wait).await?;
+            let read = self.read_only(topic, &batch.next, only, step, wait).await?;
             let exhausted = read.events.len() < step;
             let mut took_all = true;
             for event in read.events {
@@ -351,7 +364,7 @@ impl Broker {
         let mut cursor = from;
         loop {
             let read = self
-                .read_bounded(topic, &cursor, SCAN_BATCH, SCAN_BYTES, Duration::ZERO)
+                .read_bounded(topic, &cursor, None, SCAN_BATCH, SCAN_BYTES, Duration::ZERO)
                 .await;
             let batch = match read {
                 Ok(batch) => batch,
@@ -481,7 +494,13 @@ impl Broker {
     }
 
     /// See [`Backend::lease`].
-    pub async fn lease(&self, scope: &str, item: &str, holder: &str, ttl: Duration) -> Result<bool> {
+    pub async fn lease(
+        &self,
+        scope: &str,
+        item: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool> {
         dispatch!(self, b => b.lease(scope, item, holder, ttl).await)
     }
 

@@ -235,7 +235,7 @@ impl Consumer {
                     self.hand_back().await;
                 }
                 _ = commit_tick.tick(), if self.dirty => self.commit().await,
-                read = worker.broker.read(&worker.spec.topic, self.pending.read_cursor(), READ_BATCH, READ_WAIT), if reading => {
+                read = worker.broker.read_only(&worker.spec.topic, self.pending.read_cursor(), Some(&self.owned), READ_BATCH, READ_WAIT), if reading => {
                     match read {
                         Ok(batch) => {
                             if batch.events.is_empty() || self.dispatch_batch(batch.events).await {
@@ -285,7 +285,10 @@ impl Consumer {
                 let (topic, group) = (&worker.spec.topic, &worker.spec.group);
                 loop {
                     let found = async {
-                        let committed = worker.broker.committed_or_start(topic, group, worker.spec.start_earliest).await?;
+                        let committed = worker
+                            .broker
+                            .committed_or_start(topic, group, worker.spec.start_earliest)
+                            .await?;
                         let done = recent_outcomes(&worker, &partitions).await?;
                         Ok::<_, BrokerError>((committed, done))
                     }

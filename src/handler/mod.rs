@@ -65,6 +65,17 @@ pub struct Replay {
     pub skipped: Vec<Value>,
 }
 
+/// What every handler of the process works with.
+pub struct Services {
+    pub broker: Arc<Broker>,
+    pub ingest: Arc<Ingest>,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the process stops.
+    pub shutdown: CancellationToken,
+    /// The group session timeout (see `crate::membership`).
+    pub session: Duration,
+}
+
 /// All running handlers.
 #[derive(Clone, Default)]
 pub struct Handlers {
@@ -80,12 +91,8 @@ impl Handlers {
     pub fn start(
         specs: Vec<HandlerSpec>,
         topics: &Topics,
-        broker: &Arc<Broker>,
-        ingest: &Arc<Ingest>,
-        metrics: &Arc<Metrics>,
+        services: &Services,
         tracker: &TaskTracker,
-        shutdown: &CancellationToken,
-        session: Duration,
     ) -> Self {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
@@ -101,16 +108,7 @@ impl Handlers {
                         .get(&spec.topic)
                         .expect("handler topics are checked at load"),
                 );
-                Arc::new(Worker::new(
-                    spec,
-                    topic,
-                    Arc::clone(broker),
-                    Arc::clone(ingest),
-                    client.clone(),
-                    Arc::clone(metrics),
-                    shutdown.clone(),
-                    session,
-                ))
+                Arc::new(Worker::new(spec, topic, services, client.clone()))
             })
             .collect();
         for worker in &workers {
@@ -118,7 +116,7 @@ impl Handlers {
         }
         Self {
             workers,
-            broker: Some(Arc::clone(broker)),
+            broker: Some(Arc::clone(&services.broker)),
             tracker: tracker.clone(),
             replaying: Arc::default(),
         }

@@ -55,12 +55,8 @@ impl Worker {
     pub fn new(
         spec: HandlerSpec,
         topic: Arc<Topic>,
-        broker: Arc<Broker>,
-        ingest: Arc<Ingest>,
+        services: &super::Services,
         client: reqwest::Client,
-        metrics: Arc<Metrics>,
-        shutdown: CancellationToken,
-        session: Duration,
     ) -> Self {
         let limiter = spec.policy.rate_limit.map(|rate| {
             // No burst: calls are spaced evenly, so the target never sees
@@ -77,15 +73,15 @@ impl Worker {
             filter,
             spec,
             topic,
-            broker,
-            ingest,
+            broker: Arc::clone(&services.broker),
+            ingest: Arc::clone(&services.ingest),
             client,
             breakers: Mutex::new(HashMap::new()),
             limiter,
             stats: Stats::default(),
-            metrics,
-            shutdown,
-            session,
+            metrics: Arc::clone(&services.metrics),
+            shutdown: services.shutdown.clone(),
+            session: services.session,
         }
     }
 

@@ -94,6 +94,7 @@ pub async fn page(
         .read_bounded(
             &topic,
             &from,
+            None,
             limit,
             crate::broker::READER_BYTES,
             Duration::ZERO,

@@ -46,18 +46,23 @@ pub enum Backend {
 }
 
 impl Backend {
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         match self {
             Backend::Embedded => "embedded".into(),
             Backend::External(server) => server.kind.label().into(),
         }
     }
 
-    fn serve(&self, ws: &Workspace) -> Server {
-        let mut args = match self {
+    /// The broker's arguments for `switchyard serve`.
+    pub(crate) fn serve_args(&self) -> Vec<String> {
+        match self {
             Backend::Embedded => Vec::new(),
             Backend::External(server) => server.serve_args(),
-        };
+        }
+    }
+
+    fn serve(&self, ws: &Workspace) -> Server {
+        let mut args = self.serve_args();
         // A process killed here leaves its group partitions to the next one
         // after this long (crate::membership).
         args.extend(["--group-session".into(), "2s".into()]);
@@ -69,7 +74,7 @@ impl Backend {
 /// The backend of a generated test: the embedded log, or a real server
 /// started for this test alone (`None`: skipped, outside CI, when the
 /// server or the backend's cargo feature is missing).
-fn backend(kind: Option<Kind>) -> Option<Backend> {
+pub(crate) fn backend(kind: Option<Kind>) -> Option<Backend> {
     match kind {
         None => Some(Backend::Embedded),
         Some(kind) => start_broker(kind).map(Backend::External),
@@ -559,33 +564,47 @@ async fn broker_messages_are_cloudevents_to_third_party_clients(backend: Backend
 }
 
 /// A worker of a shared consumer group, over the HTTP queue API.
-struct Member {
+pub(crate) struct Member {
     client: reqwest::Client,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Member {
-    fn new(server: &Server, topic: &str, group: &str) -> Self {
-        let base = server
-            .events_url(topic)
-            .replace("/events", &format!("/groups/{group}"));
+    pub(crate) fn new(server: &Server, topic: &str, group: &str) -> Self {
+        Self::at(&server.events_url(topic), group)
+    }
+
+    /// A member on the server whose events URL for the topic is `events_url`.
+    pub(crate) fn at(events_url: &str, group: &str) -> Self {
+        let base = events_url.replace("/events", &format!("/groups/{group}"));
         Self {
             client: client(),
             base,
         }
     }
 
-    /// (receipt, attempt, event) per delivery.
-    async fn receive(&self, query: &str) -> Vec<(String, u64, Value)> {
+    /// As `receive`, or `None` when the server cannot be reached.
+    pub(crate) async fn try_receive(&self, query: &str) -> Option<Vec<(String, u64, Value)>> {
         let response = self
             .client
             .post(format!("{}/receive?{query}", self.base))
             .send()
             .await
-            .unwrap();
+            .ok()?;
         let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap();
+        let body: Value = response.json().await.ok()?;
+        if status == 503 {
+            // The broker is briefly unavailable to that process: a worker
+            // tries again.
+            eprintln!("receive: {body}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return Some(Vec::new());
+        }
         assert_eq!(status, 200, "{body}");
+        Some(Self::deliveries(&body))
+    }
+
+    fn deliveries(body: &Value) -> Vec<(String, u64, Value)> {
         body["deliveries"]
             .as_array()
             .unwrap()
@@ -598,6 +617,35 @@ impl Member {
                 )
             })
             .collect()
+    }
+
+    /// As `ack`, or `None` when the server cannot be reached.
+    pub(crate) async fn try_ack(&self, receipts: &[&str]) -> Option<(u16, Value)> {
+        let response = self
+            .client
+            .post(format!("{}/ack", self.base))
+            .json(&json!({ "receipts": receipts }))
+            .send()
+            .await
+            .ok()?;
+        Some((
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Value::Null),
+        ))
+    }
+
+    /// (receipt, attempt, event) per delivery.
+    pub(crate) async fn receive(&self, query: &str) -> Vec<(String, u64, Value)> {
+        let response = self
+            .client
+            .post(format!("{}/receive?{query}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        Self::deliveries(&body)
     }
 
     async fn settle(&self, verb: &str, body: Value) -> (u16, Value) {
@@ -614,7 +662,7 @@ impl Member {
         )
     }
 
-    async fn ack(&self, receipts: &[&str]) -> (u16, Value) {
+    pub(crate) async fn ack(&self, receipts: &[&str]) -> (u16, Value) {
         self.settle("ack", json!({ "receipts": receipts })).await
     }
 
@@ -624,14 +672,14 @@ impl Member {
     }
 }
 
-fn ids(deliveries: &[(String, u64, Value)]) -> Vec<String> {
+pub(crate) fn ids(deliveries: &[(String, u64, Value)]) -> Vec<String> {
     deliveries
         .iter()
         .map(|(_, _, e)| e["id"].as_str().unwrap().to_owned())
         .collect()
 }
 
-fn receipts(deliveries: &[(String, u64, Value)]) -> Vec<&str> {
+pub(crate) fn receipts(deliveries: &[(String, u64, Value)]) -> Vec<&str> {
     deliveries.iter().map(|(r, _, _)| r.as_str()).collect()
 }
 

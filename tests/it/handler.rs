@@ -12,7 +12,7 @@ use crate::harness::*;
 use crate::sink::Sink;
 
 /// A workspace with a `jobs` topic and the handler's output topics.
-fn workspace() -> Workspace {
+pub(crate) fn workspace() -> Workspace {
     let ws = Workspace::new();
     ws.topic("jobs", 3, "")
         .topic("results", 2, "")
@@ -24,7 +24,7 @@ fn workspace() -> Workspace {
 /// Writes handler `name` calling `url`; `action` and `policy` are extra
 /// TOML lines for those tables. Unless `policy` sets up the breaker, it is
 /// one that never opens: most tests are not about pausing.
-fn handler(ws: &Workspace, name: &str, url: &str, action: &str, policy: &str) {
+pub(crate) fn handler(ws: &Workspace, name: &str, url: &str, action: &str, policy: &str) {
     let breaker = if policy.contains("[policy.breaker]") {
         ""
     } else {
@@ -63,7 +63,7 @@ async fn publish_jobs(server: &Server, count: u64, keys: u64) -> Vec<String> {
 }
 
 /// Waits until `topic` holds at least `count` events of `ty`; returns them.
-async fn outcomes(server: &Server, topic: &str, ty: &str, count: usize) -> Vec<Value> {
+pub(crate) async fn outcomes(server: &Server, topic: &str, ty: &str, count: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let events: Vec<Value> = read_all(&client(), &server.events_url(topic))
@@ -83,11 +83,11 @@ async fn outcomes(server: &Server, topic: &str, ty: &str, count: usize) -> Vec<V
     }
 }
 
-const RESULT: &str = "switchyard.handler.succeeded";
+pub(crate) const RESULT: &str = "switchyard.handler.succeeded";
 const FAILED: &str = "switchyard.handler.failed";
 const BREAKER: &str = "switchyard.handler.breaker";
 
-fn causations(events: &[Value]) -> HashSet<String> {
+pub(crate) fn causations(events: &[Value]) -> HashSet<String> {
     events
         .iter()
         .map(|e| e["causationid"].as_str().unwrap().to_owned())

@@ -193,11 +193,28 @@ impl Backend for EmbeddedBroker {
         &self,
         topic: &str,
         from: &Cursor,
+        only: Option<&[bool]>,
         max: usize,
         wait: Duration,
     ) -> Result<ReadBatch> {
         let log = Arc::clone(self.log(topic)?);
         check_cursor(&log, from)?;
+        if let Some(only) = only {
+            // The others read from their end (nothing), and keep their place.
+            let mut pinned = from.clone();
+            for (partition, log_partition) in log.partitions.iter().enumerate() {
+                if !only[partition] {
+                    pinned.set(partition, log_partition.end());
+                }
+            }
+            let mut batch = Box::pin(self.read(topic, &pinned, None, max, wait)).await?;
+            for (partition, &read) in only.iter().enumerate() {
+                if !read {
+                    batch.next.set(partition, from.next(partition));
+                }
+            }
+            return Ok(batch);
+        }
         let deadline = tokio::time::Instant::now() + wait;
         let mut changes = log.committed.subscribe();
         loop {

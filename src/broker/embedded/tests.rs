@@ -154,7 +154,7 @@ async fn run(ops: Vec<Op>) {
             Op::Read { at, max } => {
                 let from = cursor_at(&model, &at);
                 let batch = broker
-                    .read(TOPIC, &from, max, Duration::ZERO)
+                    .read(TOPIC, &from, None, max, Duration::ZERO)
                     .await
                     .unwrap();
                 let remaining: usize = model
@@ -194,7 +194,8 @@ async fn run(ops: Vec<Op>) {
             }
             Op::CommitGroup { at } => {
                 let cursor = cursor_at(&model, &at);
-                let offsets: Vec<(usize, u64)> = cursor.offsets().iter().copied().enumerate().collect();
+                let offsets: Vec<(usize, u64)> =
+                    cursor.offsets().iter().copied().enumerate().collect();
                 broker.commit(TOPIC, "g", &offsets).await.unwrap();
                 group = Some(cursor);
             }
@@ -216,7 +217,10 @@ async fn run(ops: Vec<Op>) {
     let mut from = Cursor::start(PARTITIONS);
     let mut seen = vec![0usize; PARTITIONS];
     loop {
-        let batch = broker.read(TOPIC, &from, 50, Duration::ZERO).await.unwrap();
+        let batch = broker
+            .read(TOPIC, &from, None, 50, Duration::ZERO)
+            .await
+            .unwrap();
         if batch.events.is_empty() {
             break;
         }
@@ -250,7 +254,7 @@ async fn cursors_outside_the_log_are_refused() {
     let broker = open(dir.path(), &topics).await;
     let ahead = Cursor::new(vec![0, 5, 0]);
     assert!(matches!(
-        broker.read(TOPIC, &ahead, 1, Duration::ZERO).await,
+        broker.read(TOPIC, &ahead, None, 1, Duration::ZERO).await,
         Err(BrokerError::CursorAhead {
             partition: 1,
             end: 0
@@ -258,7 +262,9 @@ async fn cursors_outside_the_log_are_refused() {
     ));
     let wrong_width = Cursor::new(vec![0]);
     assert!(matches!(
-        broker.read(TOPIC, &wrong_width, 1, Duration::ZERO).await,
+        broker
+            .read(TOPIC, &wrong_width, None, 1, Duration::ZERO)
+            .await,
         Err(BrokerError::BadCursor(_))
     ));
     broker.close().await;
@@ -276,6 +282,7 @@ async fn a_waiting_read_wakes_on_append() {
                 .read(
                     TOPIC,
                     &Cursor::start(PARTITIONS),
+                    None,
                     10,
                     Duration::from_secs(30),
                 )

@@ -65,7 +65,9 @@ impl KafkaBroker {
         config: &KafkaConfig,
         role: &[(&str, String)],
     ) -> Result<T> {
-        Self::client_config(config, role).create().map_err(unavailable)
+        Self::client_config(config, role)
+            .create()
+            .map_err(unavailable)
     }
 
     /// The client settings for `role`: ours, then the user's
@@ -90,6 +92,11 @@ impl KafkaBroker {
 
     pub(super) fn config(&self) -> &KafkaConfig {
         &self.config
+    }
+
+    /// The consumer that asks the cluster about metadata (never assigned).
+    pub(super) fn watcher(&self) -> Arc<BaseConsumer> {
+        Arc::clone(&self.watcher)
     }
 
     fn consumer(config: &KafkaConfig, group: &str) -> Result<BaseConsumer> {
@@ -371,6 +378,7 @@ impl Backend for KafkaBroker {
         &self,
         topic: &str,
         from: &Cursor,
+        only: Option<&[bool]>,
         max: usize,
         wait: Duration,
     ) -> Result<ReadBatch> {
@@ -382,7 +390,14 @@ impl Backend for KafkaBroker {
             let available: Vec<u64> = retained
                 .iter()
                 .zip(from.offsets())
-                .map(|(r, &next)| (r.end - next).min(max as u64))
+                .enumerate()
+                .map(|(p, (r, &next))| {
+                    if only.is_none_or(|only| only[p]) {
+                        (r.end - next).min(max as u64)
+                    } else {
+                        0
+                    }
+                })
                 .collect();
             if available.iter().any(|&n| n > 0) {
                 return self.fetch(topic, from, available, max).await;

@@ -7,20 +7,20 @@
 //! is handed back before the rebalance completes; one lost (the session
 //! lapsed) is dropped at once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::TopicPartitionList;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::backend::unavailable;
 use super::KafkaBroker;
+use super::backend::unavailable;
 use crate::broker::Result;
 use crate::membership::Change;
 
@@ -139,11 +139,18 @@ impl KafkaBroker {
             self.config(),
             &[
                 ("group.id", format!("{group}.members")),
+                // How the group's status names this process.
+                ("client.id", crate::membership::process_name().to_owned()),
                 ("enable.auto.commit", "false".into()),
                 ("enable.auto.offset.store", "false".into()),
                 ("partition.assignment.strategy", "cooperative-sticky".into()),
                 ("session.timeout.ms", session_ms.to_string()),
-                ("heartbeat.interval.ms", (session_ms / 3).max(1).to_string()),
+                // Rebalances reach a member with its heartbeat: at least
+                // every second, so a partition handed back moves at once.
+                (
+                    "heartbeat.interval.ms",
+                    (session_ms / 3).clamp(1, 1000).to_string(),
+                ),
             ],
         )
         .create_with_context(member)
@@ -170,5 +177,94 @@ impl KafkaBroker {
         });
         let _ = tokio::time::timeout(FIRST_ASSIGNMENT, assigned).await;
         Ok(task)
+    }
+}
+
+impl KafkaBroker {
+    /// Each member of `<group>.members` (by the process name it gave as
+    /// its client id) and the partitions of `topic` Kafka assigned it.
+    pub async fn ownership(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> Result<BTreeMap<String, Vec<usize>>> {
+        let watcher = self.watcher();
+        let (topic, group) = (topic.to_owned(), format!("{group}.members"));
+        tokio::task::spawn_blocking(move || {
+            let list = watcher
+                .fetch_group_list(Some(&group), Duration::from_secs(5))
+                .map_err(unavailable)?;
+            let mut owned = BTreeMap::new();
+            for info in list.groups().iter().filter(|g| g.name() == group) {
+                for member in info.members() {
+                    let partitions = member
+                        .assignment()
+                        .map(|bytes| assigned(bytes, &topic))
+                        .unwrap_or_default();
+                    owned.insert(member.client_id().to_owned(), partitions);
+                }
+            }
+            Ok(owned)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+/// The partitions of `topic` in a consumer-protocol assignment: version
+/// (i16), then per topic its name (i16 length, bytes) and partitions (i32
+/// count, i32 each), then user data. Anything malformed reads as none.
+fn assigned(bytes: &[u8], topic: &str) -> Vec<usize> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if bytes.len() < n {
+            return None;
+        }
+        let (head, rest) = bytes.split_at(n);
+        *bytes = rest;
+        Some(head)
+    }
+    fn int(bytes: &mut &[u8], n: usize) -> Option<i64> {
+        let raw = take(bytes, n)?;
+        Some(match n {
+            2 => i16::from_be_bytes([raw[0], raw[1]]) as i64,
+            _ => i32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]) as i64,
+        })
+    }
+    let parse = || -> Option<Vec<usize>> {
+        let mut bytes = bytes;
+        int(&mut bytes, 2)?;
+        let mut found = Vec::new();
+        for _ in 0..int(&mut bytes, 4)?.max(0) {
+            let length = int(&mut bytes, 2)?.max(0) as usize;
+            let name = take(&mut bytes, length)?;
+            for _ in 0..int(&mut bytes, 4)?.max(0) {
+                let partition = int(&mut bytes, 4)?;
+                if name == topic.as_bytes() {
+                    found.push(partition as usize);
+                }
+            }
+        }
+        found.sort_unstable();
+        Some(found)
+    };
+    parse().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_a_consumer_protocol_assignment() {
+        let mut bytes = vec![0, 1, 0, 0, 0, 2];
+        for (topic, partitions) in [("other", vec![0i32]), ("work", vec![3, 1])] {
+            bytes.extend((topic.len() as i16).to_be_bytes());
+            bytes.extend(topic.as_bytes());
+            bytes.extend((partitions.len() as i32).to_be_bytes());
+            for p in partitions {
+                bytes.extend(p.to_be_bytes());
+            }
+        }
+        bytes.extend([0, 0, 0, 0]);
+        assert_eq!(super::assigned(&bytes, "work"), vec![1, 3]);
+        assert_eq!(super::assigned(&bytes[..9], "work"), Vec::<usize>::new());
     }
 }

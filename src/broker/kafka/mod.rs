@@ -2,9 +2,9 @@
 
 #[cfg(feature = "kafka")]
 mod backend;
+pub mod config;
 #[cfg(feature = "kafka")]
 pub mod membership;
-pub mod config;
 
 #[cfg(feature = "kafka")]
 pub use backend::KafkaBroker;

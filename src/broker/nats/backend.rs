@@ -122,7 +122,9 @@ impl NatsBroker {
                 .await;
             match ack {
                 Ok(_) => return Ok(result),
-                Err(err) if err.kind() == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence => {}
+                Err(err)
+                    if err.kind()
+                        == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence => {}
                 Err(err) => return Err(unavailable(err)),
             }
         }
@@ -287,16 +289,23 @@ impl Backend for NatsBroker {
         &self,
         topic: &str,
         from: &Cursor,
+        only: Option<&[bool]>,
         max: usize,
         wait: Duration,
     ) -> Result<ReadBatch> {
         let streams = self.topic(topic)?;
+        let reads = |partition: usize| only.is_none_or(|only| only[partition]);
         // Subscribe before looking, so an event published in between wakes us.
         let mut wakeup = if wait.is_zero() {
             None
         } else {
             let mut subscriptions = Vec::new();
-            for subject in &streams.subjects {
+            for (_, subject) in streams
+                .subjects
+                .iter()
+                .enumerate()
+                .filter(|(p, _)| reads(*p))
+            {
                 subscriptions.push(
                     self.client
                         .subscribe(subject.clone())
@@ -311,7 +320,8 @@ impl Backend for NatsBroker {
         let nothing_new = retained
             .iter()
             .zip(from.offsets())
-            .all(|(r, &next)| next == r.end);
+            .enumerate()
+            .all(|(p, (r, &next))| next == r.end || !reads(p));
         if nothing_new && let Some(wakeup) = &mut wakeup {
             if tokio::time::timeout(wait, wakeup.next()).await.is_err() {
                 return Ok(ReadBatch {
@@ -319,10 +329,10 @@ impl Backend for NatsBroker {
                     next: from.clone(),
                 });
             }
-            return Box::pin(self.read(topic, from, max, Duration::ZERO)).await;
+            return Box::pin(self.read(topic, from, only, max, Duration::ZERO)).await;
         }
         let mut events = Vec::new();
-        for (partition, range) in retained.iter().enumerate() {
+        for (partition, range) in retained.iter().enumerate().filter(|(p, _)| reads(*p)) {
             let next = from.next(partition);
             let count = (range.end - next).min(max as u64);
             let stream = &streams.streams[partition];
@@ -353,7 +363,9 @@ impl Backend for NatsBroker {
         let subject = self.group_subject(topic, group);
         self.update(&self.groups, &subject, |stored| {
             let mut next = stored
-                .and_then(|bytes| Cursor::parse_for(&String::from_utf8_lossy(bytes), partitions).ok())
+                .and_then(|bytes| {
+                    Cursor::parse_for(&String::from_utf8_lossy(bytes), partitions).ok()
+                })
                 .map_or_else(|| vec![0; partitions], |cursor| cursor.offsets().to_vec());
             for &(partition, offset) in offsets {
                 next[partition] = offset;

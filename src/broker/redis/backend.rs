@@ -331,18 +331,26 @@ impl Backend for RedisBroker {
         &self,
         topic: &str,
         from: &Cursor,
+        only: Option<&[bool]>,
         max: usize,
         wait: Duration,
     ) -> Result<ReadBatch> {
         let info = self.topic(topic)?;
         let retained = self.retained(topic).await?;
         check_cursor(from, &retained)?;
-        let keys: Vec<String> = (0..info.partitions).map(|p| self.key(topic, p)).collect();
+        let read: Vec<usize> = (0..info.partitions)
+            .filter(|&p| only.is_none_or(|only| only[p]))
+            .collect();
+        if read.is_empty() {
+            tokio::time::sleep(wait).await;
+            return Ok(merge(from, Vec::new(), max));
+        }
+        let keys: Vec<String> = read.iter().map(|&p| self.key(topic, p)).collect();
         // XREAD returns entries after an id: the one just before `next`.
-        let after: Vec<String> = from
-            .offsets()
+        let after: Vec<String> = read
             .iter()
-            .map(|&next| {
+            .map(|&p| from.next(p))
+            .map(|next| {
                 if next == 0 {
                     "0-0".to_owned()
                 } else {
@@ -372,7 +380,8 @@ impl Backend for RedisBroker {
         };
         let mut events = Vec::new();
         for stream in reply.map(|r| r.keys).unwrap_or_default() {
-            let Some(partition) = keys.iter().position(|k| *k == stream.key) else {
+            let Some(partition) = keys.iter().position(|k| *k == stream.key).map(|i| read[i])
+            else {
                 continue;
             };
             for entry in stream.ids {

@@ -1,0 +1,433 @@
+//! Several Switchyard processes on one external broker share every
+//! consumer group and handler: each event is leased by one process at a
+//! time and acked once, a killed process's share comes back after the
+//! session timeout, a stopped one hands its share back at once, a process
+//! joining takes a share, and a handler run by three processes calls its
+//! target once per event (in key order) and stores one outcome per event.
+//! Per backend, as in conformance.rs: `cargo test --all-features --test it
+//! processes::redis::`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::conformance::{Backend, Member, ids, receipts};
+use crate::handler::{RESULT, causations, handler, outcomes, workspace};
+use crate::harness::*;
+use crate::sink::Sink;
+
+macro_rules! per_backend {
+    ([$($module:ident => $kind:expr),+ $(,)?], $cases:tt) => {
+        $(per_backend!($module, $kind, $cases);)+
+    };
+    ($module:ident, $kind:expr, [$($case:ident),* $(,)?]) => {
+        mod $module {
+            use switchyard_testkit::Kind;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(backend) = crate::conformance::backend(Some($kind)) {
+                        super::$case(backend).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+per_backend!(
+    [
+        redis => Kind::Redis,
+        nats => Kind::Nats,
+        nats_current => Kind::NatsCurrent,
+        kafka => Kind::Kafka,
+    ],
+    [
+        queue_drained_by_three_processes_through_kill_join_and_stop,
+        a_stopped_process_hands_its_share_back_at_once,
+        a_handler_in_three_processes_calls_once_per_event_in_key_order,
+    ]
+);
+
+/// The session timeout of these tests' processes.
+const SESSION: &str = "3s";
+
+fn start(backend: &Backend, ws: &Workspace, instance: &str, session: &str) -> Server {
+    let mut args = backend.serve_args();
+    args.extend(["--instance", instance, "--group-session", session].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ws.serve(&args)
+}
+
+/// Publishes events `range` to `topic` in batches.
+async fn publish_batches(server: &Server, topic: &str, range: std::ops::Range<u64>) {
+    let client = client();
+    let all: Vec<u64> = range.collect();
+    for chunk in all.chunks(250) {
+        let batch: Vec<Value> = chunk
+            .iter()
+            .map(|&n| event(&format!("e-{n}"), n, &format!("k{}", n % 17)))
+            .collect();
+        let response = client
+            .post(server.events_url(topic))
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(Value::Array(batch).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+}
+
+/// The group's processes and the partitions each owns, as `server` sees
+/// them.
+async fn ownership(server: &Server, topic: &str, group: &str) -> BTreeMap<String, Vec<u64>> {
+    let url = server
+        .events_url(topic)
+        .replace("/events", &format!("/groups/{group}"));
+    let status = get_json(&url).await;
+    serde_json::from_value(status["processes"]["processes"].clone())
+        .unwrap_or_else(|_| panic!("no processes in the group's status: {status}"))
+}
+
+/// Waits until the group's partitions are split as `expected` (process →
+/// partitions owned), as the `servers` see it together (on tansu each
+/// process can list only its own).
+async fn wait_for_split(servers: &[&Server], topic: &str, group: &str, expected: &[(&str, usize)]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut owned = BTreeMap::new();
+        for server in servers {
+            owned.extend(ownership(server, topic, group).await);
+        }
+        let counts: Vec<(&str, usize)> = owned
+            .iter()
+            .map(|(process, partitions)| (process.as_str(), partitions.len()))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        if counts == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group never split as {expected:?}: {owned:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What the workers of a test acked, shared between them.
+#[derive(Default)]
+struct Acked {
+    /// Event id → how many acks of it succeeded.
+    ids: Mutex<HashMap<String, usize>>,
+    /// Successful acks per process.
+    by_process: Mutex<HashMap<String, usize>>,
+}
+
+impl Acked {
+    fn total(&self) -> usize {
+        self.ids.lock().unwrap().len()
+    }
+}
+
+/// A worker: receives from its process and acks until `total` events are
+/// acked in all, or its process goes away.
+async fn worker(server_url: String, process: String, acked: Arc<Acked>, total: usize) {
+    let member = Member::at(&server_url, "workers");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while acked.total() < total && Instant::now() < deadline {
+        let Some(batch) = member.try_receive("max=20&wait=500ms&lease=20s").await else {
+            return; // its process is gone
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let Some((status, body)) = member.try_ack(&receipts(&batch)).await else {
+            return;
+        };
+        // Receipts named as expired (or as another process's) did not
+        // settle; every other one did.
+        let failed: HashSet<String> = ["expired", "receipts"]
+            .iter()
+            .flat_map(|field| {
+                body["error"][*field]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|r| r.as_str().map(str::to_owned))
+            .collect();
+        assert!(status == 200 || status == 409, "{status}: {body}");
+        let mut ids_acked = acked.ids.lock().unwrap();
+        let mut settled = 0;
+        for ((receipt, _, _), id) in batch.iter().zip(ids(&batch)) {
+            if !failed.contains(receipt) {
+                *ids_acked.entry(id).or_default() += 1;
+                settled += 1;
+            }
+        }
+        drop(ids_acked);
+        *acked
+            .by_process
+            .lock()
+            .unwrap()
+            .entry(process.clone())
+            .or_default() += settled;
+    }
+}
+
+fn spawn_workers(
+    server: &Server,
+    process: &str,
+    count: usize,
+    acked: &Arc<Acked>,
+    total: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let url = server.events_url("work");
+    (0..count)
+        .map(|_| {
+            tokio::spawn(worker(
+                url.clone(),
+                process.to_owned(),
+                Arc::clone(acked),
+                total,
+            ))
+        })
+        .collect()
+}
+
+/// Waits until `count` events are acked; on timeout shows the warnings
+/// the processes logged (they share `log`'s file).
+async fn wait_for_acked(acked: &Acked, count: usize, what: &str, log: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while acked.total() < count {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} of {count} acked; warnings logged:\n{}",
+            acked.total(),
+            log.log()
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .take(60)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// 5,000 events, three processes with three workers each; one process is
+/// killed (-9) mid-load, another joins, another stops (SIGTERM): every
+/// event is acked exactly once in all, and the joiner took a share.
+async fn queue_drained_by_three_processes_through_kill_join_and_stop(backend: Backend) {
+    const EVENTS: usize = 5000;
+    let what = backend.name();
+    let ws = Workspace::new();
+    ws.topic("work", 6, "");
+    let p1 = start(&backend, &ws, "p1", SESSION);
+    let mut p2 = start(&backend, &ws, "p2", SESSION);
+    let mut p3 = start(&backend, &ws, "p3", SESSION);
+    publish_batches(&p1, "work", 0..EVENTS as u64).await;
+    // Each process joins the group on its first receive.
+    for server in [&p1, &p2, &p3] {
+        let member = Member::new(server, "work", "workers");
+        assert!(
+            member
+                .receive("max=1&start=earliest&lease=100ms")
+                .await
+                .len()
+                <= 1
+        );
+    }
+    wait_for_split(
+        &[&p1, &p2, &p3],
+        "work",
+        "workers",
+        &[("p1", 2), ("p2", 2), ("p3", 2)],
+    )
+    .await;
+
+    let acked = Arc::new(Acked::default());
+    let mut workers = Vec::new();
+    for (server, name) in [(&p1, "p1"), (&p2, "p2"), (&p3, "p3")] {
+        workers.extend(spawn_workers(server, name, 3, &acked, EVENTS));
+    }
+    wait_for_acked(&acked, 1500, &what, &p1).await;
+    p2.kill(); // its leased events come back after the session timeout
+    let p4 = start(&backend, &ws, "p4", SESSION);
+    Member::new(&p4, "work", "workers")
+        .receive("max=1&lease=100ms")
+        .await;
+    workers.extend(spawn_workers(&p4, "p4", 3, &acked, EVENTS));
+    wait_for_acked(&acked, 3500, &what, &p1).await;
+    assert!(p3.terminate().success(), "{what}: p3 stops cleanly");
+    wait_for_acked(&acked, EVENTS, &what, &p1).await;
+    for worker in workers {
+        worker.await.unwrap();
+    }
+
+    let counts = acked.ids.lock().unwrap().clone();
+    let twice: Vec<(&String, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "{what}: acked more than once: {twice:?}");
+    let expected: HashSet<String> = (0..EVENTS).map(|n| format!("e-{n}")).collect();
+    let got: HashSet<String> = counts.keys().cloned().collect();
+    assert_eq!(got, expected, "{what}: every event acked");
+    let by_process = acked.by_process.lock().unwrap().clone();
+    assert!(
+        by_process.get("p4").copied().unwrap_or(0) > 0,
+        "{what}: the process that joined mid-load took a share: {by_process:?}"
+    );
+    // And the group's cursor is past every event.
+    let status = get_json(&Member::new(&p1, "work", "workers").base).await;
+    let latest = get_json(&format!("{}?from=latest&limit=1", p1.events_url("work"))).await;
+    assert_eq!(status["committed"], latest["next"], "{what}: {status}");
+}
+
+/// With a long session timeout, a process stopped with SIGTERM hands its
+/// partitions (and the events it had leased) to the other process at once,
+/// not after the session or the lease.
+async fn a_stopped_process_hands_its_share_back_at_once(backend: Backend) {
+    let what = backend.name();
+    let ws = Workspace::new();
+    ws.topic("work", 2, "");
+    let p1 = start(&backend, &ws, "p1", "60s");
+    let mut p2 = start(&backend, &ws, "p2", "60s");
+    let (a, b) = (
+        Member::new(&p1, "work", "workers"),
+        Member::new(&p2, "work", "workers"),
+    );
+    assert!(
+        a.receive("max=1&start=earliest&lease=100ms")
+            .await
+            .is_empty()
+    );
+    assert!(b.receive("max=1&lease=100ms").await.is_empty());
+    wait_for_split(&[&p1, &p2], "work", "workers", &[("p1", 1), ("p2", 1)]).await;
+    // Partition keys spread 20 events over both partitions.
+    publish_batches(&p1, "work", 0..20).await;
+    let mut held_by_b = Vec::new();
+    loop {
+        let batch = b.receive("max=20&wait=2s&lease=60s").await;
+        if batch.is_empty() {
+            break;
+        }
+        held_by_b.extend(ids(&batch));
+    }
+    assert!(!held_by_b.is_empty(), "{what}: p2 owns a partition");
+    let mut got_by_a: Vec<String> = Vec::new();
+    loop {
+        let batch = a.receive("max=20&wait=1s").await;
+        if batch.is_empty() {
+            break;
+        }
+        assert_eq!(a.ack(&receipts(&batch)).await.0, 200, "{what}");
+        got_by_a.extend(ids(&batch));
+    }
+    assert_eq!(got_by_a.len() + held_by_b.len(), 20, "{what}");
+    assert!(p2.terminate().success(), "{what}");
+    // Well inside the 60 s session and lease: p2's events come to p1.
+    let mut rescued = Vec::new();
+    while rescued.len() < held_by_b.len() {
+        let batch = a.receive("max=20&wait=15s").await;
+        assert!(
+            !batch.is_empty(),
+            "{what}: p2's {} leased events were not handed back ({} came)",
+            held_by_b.len(),
+            rescued.len()
+        );
+        assert_eq!(a.ack(&receipts(&batch)).await.0, 200, "{what}");
+        rescued.extend(ids(&batch));
+    }
+    rescued.sort();
+    held_by_b.sort();
+    assert_eq!(rescued, held_by_b, "{what}");
+}
+
+/// The same handler in three processes, ordered by key, calls a target
+/// that answers after 20 ms; one process is killed mid-load. Every event
+/// has exactly one outcome in all, the target saw each event, and per key
+/// the calls came in order (a call in flight at the kill may come again,
+/// never an older one after a newer).
+async fn a_handler_in_three_processes_calls_once_per_event_in_key_order(backend: Backend) {
+    const EVENTS: u64 = 600;
+    let what = backend.name();
+    let sink = Sink::start().await;
+    let ws = workspace();
+    handler(
+        &ws,
+        "shared",
+        &format!("{}/slow/20", sink.url),
+        "",
+        "max_concurrency = 4\nordered = \"by_key\"",
+    );
+    let p1 = start(&backend, &ws, "p1", SESSION);
+    let mut p2 = start(&backend, &ws, "p2", SESSION);
+    let p3 = start(&backend, &ws, "p3", SESSION);
+    let client = client();
+    let mut published = Vec::new();
+    for n in 0..EVENTS {
+        let id = format!("job-{n}");
+        let (status, body) = publish(
+            &client,
+            &p1.events_url("jobs"),
+            &event(&id, n, &format!("key-{}", n % 12)),
+        )
+        .await;
+        assert_eq!(status, 200, "{what}: {body}");
+        published.push(id);
+        if n == EVENTS / 3 {
+            sink.wait_for(60).await;
+            p2.kill();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let results = outcomes(&p1, "results", RESULT, 0).await;
+        if causations(&results).len() == EVENTS as usize {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} of {EVENTS} events have an outcome",
+            causations(&results).len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let any redelivery that was going to happen happen, then count.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let results = outcomes(&p3, "results", RESULT, 0).await;
+    let mut per_event: HashMap<String, usize> = HashMap::new();
+    for result in &results {
+        *per_event
+            .entry(result["causationid"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let twice: Vec<_> = per_event.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "{what}: more than one outcome: {twice:?}");
+    assert_eq!(results.len(), EVENTS as usize, "{what}");
+
+    let received = sink.received();
+    let seen: HashSet<String> = received.iter().map(|r| r.event_id()).collect();
+    assert_eq!(seen, published.iter().cloned().collect(), "{what}");
+    // Each process runs at most 4 calls at once: only those of the killed
+    // one can have been made twice.
+    assert!(
+        received.len() <= EVENTS as usize + 4,
+        "{what}: {} calls for {EVENTS} events",
+        received.len()
+    );
+    let mut by_key: HashMap<String, Vec<u64>> = HashMap::new();
+    for request in &received {
+        let data = &request.json()["data"];
+        by_key
+            .entry(data["k"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(data["n"].as_u64().unwrap());
+    }
+    for (key, ns) in &by_key {
+        assert!(ns.windows(2).all(|w| w[0] <= w[1]), "{what}: {key}: {ns:?}");
+    }
+}
