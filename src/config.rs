@@ -299,7 +299,7 @@ impl Config {
             "group_session",
             &o.group_session,
             file.group_session,
-            crate::membership::DEFAULT_SESSION,
+            crate::broker::membership::DEFAULT_SESSION,
         );
         if group_session < std::time::Duration::from_millis(300) {
             problems.problem("group_session", "must be at least 300ms");

@@ -12,7 +12,7 @@
 //! Switchyard process that serves the group.
 //!
 //! Several Switchyard processes on one broker split a group's partitions
-//! (`crate::membership`): each process leases, and commits, only the events
+//! (`crate::broker::membership`): each process leases, and commits, only the events
 //! of the partitions it owns, so no event is leased by two processes at
 //! once. A receipt is settled where it was received; another process of
 //! the group answers with the name of the one to use. A partition handed
@@ -26,11 +26,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use crate::broker::membership::{Change, Membership};
 use crate::broker::{Broker, BrokerError};
 use crate::cursor::{Cursor, Pending};
 use crate::event::Attributes;
 use crate::ingest::{Ingest, IngestError, Undeclared};
-use crate::membership::{Change, Membership};
 use crate::topic::{GroupSpec, Topics};
 
 /// Most events a group holds read but unacked, by count and by bytes: past
@@ -148,7 +148,7 @@ pub struct GroupLimits {
     /// Groups loaded per topic at most.
     pub max_per_topic: usize,
     /// How long a process that stopped keeps its partitions of a group
-    /// (see `crate::membership`).
+    /// (see `crate::broker::membership`).
     pub session: Duration,
 }
 
@@ -338,7 +338,7 @@ pub struct GroupStatus {
     /// The Switchyard processes serving the group and the partitions each
     /// owns (absent when the broker could not be asked).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub processes: Option<crate::membership::Ownership>,
+    pub processes: Option<crate::broker::membership::Ownership>,
     /// Why `processes` is absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processes_unknown: Option<String>,
@@ -959,13 +959,17 @@ impl Group {
             let state = self.state();
             (0..state.owned.len()).filter(|&p| state.owned[p]).collect()
         };
-        let (processes, processes_unknown) =
-            match crate::membership::ownership(&self.broker, &self.topic, &self.name, Some(this))
-                .await
-            {
-                Ok(ownership) => (Some(ownership), None),
-                Err(err) => (None, Some(err.detail())),
-            };
+        let (processes, processes_unknown) = match crate::broker::membership::ownership(
+            &self.broker,
+            &self.topic,
+            &self.name,
+            Some(this),
+        )
+        .await
+        {
+            Ok(ownership) => (Some(ownership), None),
+            Err(err) => (None, Some(err.detail())),
+        };
         let state = self.state();
         let now = Instant::now();
         let ago = |last: Instant| Some(now.saturating_duration_since(last).as_millis() as u64);

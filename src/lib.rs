@@ -15,7 +15,6 @@ pub mod group;
 pub mod handler;
 pub mod http;
 pub mod ingest;
-pub mod membership;
 pub mod metrics;
 pub mod problem;
 pub mod server;

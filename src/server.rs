@@ -105,7 +105,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         );
     }
     if let Some(name) = &config.instance {
-        crate::membership::set_process_name(name);
+        crate::broker::membership::set_process_name(name);
     }
     let topics = Topics::load(&config.topics_dir).map_err(StartError::Config)?;
     let handler_specs = handler::load(&config.handlers_dir, &topics).map_err(StartError::Config)?;

@@ -70,7 +70,7 @@ pub trait Backend: Sized {
     /// Takes, or renews, the lease on `item` in `scope` for `holder`, for
     /// `ttl` from now: true when `holder` has it, false when another holder
     /// has a live lease on it. The group membership of several processes
-    /// (`crate::membership`) is built on these three.
+    /// (`crate::broker::membership`) is built on these three.
     async fn lease(&self, scope: &str, item: &str, holder: &str, ttl: Duration) -> Result<bool>;
 
     /// Gives up `holder`'s lease on `item` (nothing when another holds it).

@@ -14,6 +14,7 @@ mod contract;
 pub mod embedded;
 pub mod kafka;
 pub(crate) mod local_leases;
+pub mod membership;
 pub mod nats;
 pub mod redis;
 pub mod settings;

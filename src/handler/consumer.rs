@@ -14,7 +14,7 @@
 //! have an outcome.
 //!
 //! Several processes running the same handler on one broker split the
-//! topic's partitions (`crate::membership`): each consumes, calls for and
+//! topic's partitions (`crate::broker::membership`): each consumes, calls for and
 //! commits only the partitions it owns. A partition handed back is drained
 //! first (its calls in flight finish, it is committed); one taken up starts
 //! from the group's committed offset, after reading the outcomes stored
@@ -34,10 +34,10 @@ use tracing::{info, warn};
 
 use super::outcome::{Recorded, source_of};
 use super::worker::Worker;
+use crate::broker::membership::{Change, Membership};
 use crate::broker::{BrokerError, StoredEvent};
 use crate::cursor::{Cursor, Pending};
 use crate::event::Attributes;
-use crate::membership::{Change, Membership};
 
 /// Events read but not yet acked, at most; reading pauses beyond it.
 const READ_AHEAD: usize = 1024;

@@ -72,7 +72,7 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// Cancelled when the process stops.
     pub shutdown: CancellationToken,
-    /// The group session timeout (see `crate::membership`).
+    /// The group session timeout (see `crate::broker::membership`).
     pub session: Duration,
 }
 

@@ -47,7 +47,7 @@ pub struct Worker {
     pub stats: Stats,
     metrics: Arc<Metrics>,
     pub(super) shutdown: CancellationToken,
-    /// The group session timeout (see `crate::membership`).
+    /// The group session timeout (see `crate::broker::membership`).
     pub(super) session: Duration,
 }
 

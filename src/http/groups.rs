@@ -214,7 +214,8 @@ async fn settled(
     mut settled: Settled,
 ) -> ApiResult<axum::Json<serde_json::Map<String, serde_json::Value>>> {
     if !settled.elsewhere.is_empty() {
-        let ownership = crate::membership::ownership(&state.broker, topic, group, None).await?;
+        let ownership =
+            crate::broker::membership::ownership(&state.broker, topic, group, None).await?;
         let owner_of = |partition: usize| {
             ownership
                 .processes

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use super::KafkaBroker;
 use super::backend::unavailable;
 use crate::broker::Result;
-use crate::membership::Change;
+use crate::broker::membership::Change;
 
 /// How long a consumer may take to hand partitions back.
 const GIVE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -140,7 +140,10 @@ impl KafkaBroker {
             &[
                 ("group.id", format!("{group}.members")),
                 // How the group's status names this process.
-                ("client.id", crate::membership::process_name().to_owned()),
+                (
+                    "client.id",
+                    crate::broker::membership::process_name().to_owned(),
+                ),
                 ("enable.auto.commit", "false".into()),
                 ("enable.auto.offset.store", "false".into()),
                 ("partition.assignment.strategy", "cooperative-sticky".into()),
