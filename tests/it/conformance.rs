@@ -648,7 +648,7 @@ impl Member {
         Self::deliveries(&body)
     }
 
-    async fn settle(&self, verb: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn settle(&self, verb: &str, body: Value) -> (u16, Value) {
         let response = self
             .client
             .post(format!("{}/{verb}", self.base))
@@ -666,7 +666,7 @@ impl Member {
         self.settle("ack", json!({ "receipts": receipts })).await
     }
 
-    async fn nack(&self, receipts: &[&str], delay: &str) -> (u16, Value) {
+    pub(crate) async fn nack(&self, receipts: &[&str], delay: &str) -> (u16, Value) {
         self.settle("nack", json!({ "receipts": receipts, "delay": delay }))
             .await
     }

@@ -48,6 +48,7 @@ per_backend!(
         queue_drained_by_three_processes_through_kill_join_and_stop,
         a_stopped_process_hands_its_share_back_at_once,
         a_handler_in_three_processes_calls_once_per_event_in_key_order,
+        nack_delay_extend_and_max_deliveries_with_three_processes,
     ]
 );
 
@@ -430,4 +431,135 @@ async fn a_handler_in_three_processes_calls_once_per_event_in_key_order(backend:
     for (key, ns) in &by_key {
         assert!(ns.windows(2).all(|w| w[0] <= w[1]), "{what}: {key}: {ns:?}");
     }
+}
+
+/// The per-event queue operations with three processes serving the group:
+/// each process delivers the events of the partitions it owns; a nack with
+/// a delay comes back after it (attempt 2), an extended lease outlives its
+/// first term, an event delivered `max_deliveries` times gets exactly one
+/// dead letter in all, and a receipt settled on the wrong process names the
+/// right one.
+async fn nack_delay_extend_and_max_deliveries_with_three_processes(backend: Backend) {
+    let what = backend.name();
+    let ws = Workspace::new();
+    ws.topic(
+        "work",
+        3,
+        "groups = [{ name = \"workers\", max_deliveries = 2, dead_letters = \"work-dead\" }]",
+    )
+    .topic("work-dead", 1, "");
+    let servers = [
+        start(&backend, &ws, "p1", SESSION),
+        start(&backend, &ws, "p2", SESSION),
+        start(&backend, &ws, "p3", SESSION),
+    ];
+    let members: Vec<Member> = servers
+        .iter()
+        .map(|server| Member::new(server, "work", "workers"))
+        .collect();
+    for member in &members {
+        assert!(
+            member
+                .receive("max=1&start=earliest&lease=100ms")
+                .await
+                .is_empty()
+        );
+    }
+    let refs: Vec<&Server> = servers.iter().collect();
+    wait_for_split(&refs, "work", "workers", &[("p1", 1), ("p2", 1), ("p3", 1)]).await;
+    // Events over every partition: each process has some.
+    publish_batches(&servers[0], "work", 0..30).await;
+
+    let mut acked: HashSet<String> = HashSet::new();
+    // A receipt settled on another process: 409 naming the one to use
+    // (tansu cannot tell who owns a partition: there, lease_expired).
+    let got = members[0].receive("max=1&wait=5s&lease=30s").await;
+    assert_eq!(got.len(), 1, "{what}");
+    let (status, body) = members[1].ack(&receipts(&got)).await;
+    assert_eq!(status, 409, "{what}: {body}");
+    if !what.starts_with("kafka") {
+        assert_eq!(body["error"]["code"], "receipt_elsewhere", "{what}: {body}");
+        assert_eq!(body["error"]["process"], "p1", "{what}: {body}");
+    }
+    assert_eq!(members[0].ack(&receipts(&got)).await.0, 200, "{what}");
+    acked.extend(ids(&got));
+
+    // Extended past its first term, the lease still holds.
+    let got = members[1].receive("max=1&wait=5s&lease=1s").await;
+    assert_eq!(got.len(), 1, "{what}");
+    let (status, body) = members[1]
+        .settle(
+            "extend",
+            serde_json::json!({ "receipts": receipts(&got), "lease": "30s" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{what}: {body}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        members[1].ack(&receipts(&got)).await.0,
+        200,
+        "{what}: extended"
+    );
+    acked.extend(ids(&got));
+
+    // Nack with a delay, on each process: not due before it, then again
+    // with attempt 2. (The events met meanwhile are acked.)
+    for member in &members {
+        let got = member.receive("max=1&wait=5s").await;
+        assert_eq!(got.len(), 1, "{what}: every process owns events");
+        let nacked = ids(&got)[0].clone();
+        assert_eq!(member.nack(&receipts(&got), "600ms").await.0, 200, "{what}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let started = Instant::now();
+        let again = loop {
+            let batch = member.receive("max=1&wait=1s").await;
+            if let Some(hit) = batch.iter().find(|(_, _, e)| e["id"] == nacked.as_str()) {
+                assert!(
+                    started.elapsed() >= Duration::from_millis(500),
+                    "{what}: a nacked event came back before its delay"
+                );
+                member.nack(&receipts(&batch), "0s").await;
+                break hit.clone();
+            }
+            assert_eq!(member.ack(&receipts(&batch)).await.0, 200, "{what}");
+            acked.extend(ids(&batch));
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the nacked event never came back"
+            );
+        };
+        assert_eq!(again.1, 2, "{what}: its second attempt");
+    }
+
+    // Everything else delivered until it runs out of deliveries: one dead
+    // letter per event in all, across the three processes.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let letters = loop {
+        for member in &members {
+            let batch = member.receive("max=30&wait=200ms").await;
+            member.nack(&receipts(&batch), "0s").await;
+        }
+        let letters = read_all(&client(), &servers[0].events_url("work-dead")).await;
+        if letters.len() >= 30 - acked.len() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            break read_all(&client(), &servers[0].events_url("work-dead")).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} of {} dead letters",
+            letters.len(),
+            30 - acked.len()
+        );
+    };
+    let mut dead: Vec<String> = letters
+        .iter()
+        .map(|l| l["data"]["event"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    dead.sort();
+    let mut expected: Vec<String> = (0..30)
+        .map(|n| format!("e-{n}"))
+        .filter(|id| !acked.contains(id))
+        .collect();
+    expected.sort();
+    assert_eq!(dead, expected, "{what}: one dead letter per event");
 }
