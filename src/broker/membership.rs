@@ -424,6 +424,14 @@ impl Coordinator {
                         break;
                     }
                     _ = tokio::time::sleep(self.tick()) => {
+                        // Keep everything held meanwhile: the member, the
+                        // partitions kept, the ones being handed back.
+                        let members = members_scope(&self.topic, &self.group);
+                        let _ = self.broker.lease(&members, &self.me, &self.me, self.session).await;
+                        if let Err(err) = self.renew().await {
+                            warn!(topic = %self.topic, group = %self.group, error = %err.detail(), "group membership: the broker failed; trying again");
+                            self.lose_if_lapsed();
+                        }
                         for partition in &partitions {
                             let _ = self.broker.lease(&scope, &partition.to_string(), &self.me, self.session).await;
                         }
