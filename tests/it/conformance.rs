@@ -583,6 +583,19 @@ impl Member {
         }
     }
 
+    /// The status of one receive (its deliveries ignored).
+    pub(crate) async fn try_receive_status(&self, query: &str) -> u16 {
+        match self
+            .client
+            .post(format!("{}/receive?{query}", self.base))
+            .send()
+            .await
+        {
+            Ok(response) => response.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
     /// As `receive`, or `None` when the server cannot be reached.
     pub(crate) async fn try_receive(&self, query: &str) -> Option<Vec<(String, u64, Value)>> {
         let response = self
@@ -635,31 +648,37 @@ impl Member {
     }
 
     /// (receipt, attempt, event) per delivery.
+    /// Retries a 503 (the broker briefly slow or away: what a worker
+    /// does) a few times.
     pub(crate) async fn receive(&self, query: &str) -> Vec<(String, u64, Value)> {
-        let response = self
-            .client
-            .post(format!("{}/receive?{query}", self.base))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let body: Value = response.json().await.unwrap();
+        let (status, body) = self.request(&format!("receive?{query}"), None).await;
         assert_eq!(status, 200, "{body}");
         Self::deliveries(&body)
     }
 
+    /// POSTs to `path` under the group (retrying a 503 a few times).
+    async fn request(&self, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let mut tries = 0;
+        loop {
+            let mut request = self.client.post(format!("{}/{path}", self.base));
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            tries += 1;
+            if status != 503 || tries == 10 {
+                return (status, body);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Retries a 503 a few times, as `receive` does: a retried settle
+    /// settles the same receipts.
     pub(crate) async fn settle(&self, verb: &str, body: Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}/{verb}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (
-            response.status().as_u16(),
-            response.json().await.unwrap_or(Value::Null),
-        )
+        self.request(verb, Some(&body)).await
     }
 
     pub(crate) async fn ack(&self, receipts: &[&str]) -> (u16, Value) {

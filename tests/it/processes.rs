@@ -146,8 +146,16 @@ async fn worker(server_url: String, process: String, acked: Arc<Acked>, total: u
         if batch.is_empty() {
             continue;
         }
-        let Some((status, body)) = member.try_ack(&receipts(&batch)).await else {
-            return;
+        // A 503 (the broker was slow to take the commit) is retried, as a
+        // client would: an ack retried settles the same receipts.
+        let (status, body) = loop {
+            let Some((status, body)) = member.try_ack(&receipts(&batch)).await else {
+                return;
+            };
+            if status != 503 {
+                break (status, body);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         };
         // Receipts named as expired (or as another process's) did not
         // settle; every other one did.
@@ -177,6 +185,18 @@ async fn worker(server_url: String, process: String, acked: Arc<Acked>, total: u
             .unwrap()
             .entry(process.clone())
             .or_default() += settled;
+    }
+}
+
+/// Opens the group `workers` on `server` (a first receive joins it), until
+/// the broker answers.
+async fn join(server: &Server, start: &str) {
+    let member = Member::new(server, "work", "workers");
+    let query = format!("max=1&{start}lease=100ms");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while member.try_receive_status(&query).await != 200 {
+        assert!(Instant::now() < deadline, "cannot join the group");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -234,14 +254,7 @@ async fn queue_drained_by_three_processes_through_kill_join_and_stop(backend: Ba
     publish_batches(&p1, "work", 0..EVENTS as u64).await;
     // Each process joins the group on its first receive.
     for server in [&p1, &p2, &p3] {
-        let member = Member::new(server, "work", "workers");
-        assert!(
-            member
-                .receive("max=1&start=earliest&lease=100ms")
-                .await
-                .len()
-                <= 1
-        );
+        join(server, "start=earliest&").await;
     }
     wait_for_split(
         &[&p1, &p2, &p3],
@@ -259,9 +272,7 @@ async fn queue_drained_by_three_processes_through_kill_join_and_stop(backend: Ba
     wait_for_acked(&acked, 1500, &what, &p1).await;
     p2.kill(); // its leased events come back after the session timeout
     let p4 = start(&backend, &ws, "p4", SESSION);
-    Member::new(&p4, "work", "workers")
-        .receive("max=1&lease=100ms")
-        .await;
+    join(&p4, "").await;
     workers.extend(spawn_workers(&p4, "p4", 3, &acked, EVENTS));
     wait_for_acked(&acked, 3500, &what, &p1).await;
     assert!(p3.terminate().success(), "{what}: p3 stops cleanly");
