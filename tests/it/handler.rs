@@ -83,6 +83,28 @@ pub(crate) async fn outcomes(server: &Server, topic: &str, ty: &str, count: usiz
     }
 }
 
+/// Waits until `count` events have a result (by causation id); returns
+/// the results.
+pub(crate) async fn outcomes_for_all(
+    server: &Server,
+    count: usize,
+    within: Duration,
+) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let results = outcomes(server, "results", RESULT, 0).await;
+        if causations(&results).len() == count {
+            return results;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count} events have an outcome",
+            causations(&results).len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub(crate) const RESULT: &str = "switchyard.handler.succeeded";
 const FAILED: &str = "switchyard.handler.failed";
 const BREAKER: &str = "switchyard.handler.breaker";
@@ -566,19 +588,7 @@ async fn a_crash_with_calls_in_flight_still_gives_each_event_exactly_one_outcome
     let ids = publish_jobs(&server, EVENTS as u64, EVENTS as u64).await;
     sink.wait_for(10).await;
     let server = server.restart(); // SIGKILL with calls in flight, then start again
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let results = loop {
-        let results = outcomes(&server, "results", RESULT, 0).await;
-        if causations(&results).len() == EVENTS {
-            break results;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {EVENTS} events have an outcome",
-            causations(&results).len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let results = outcomes_for_all(&server, EVENTS, Duration::from_secs(60)).await;
     // Let any redelivery that was going to happen happen, then count again.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let results = {

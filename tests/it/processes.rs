@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::conformance::{Backend, Member, ids, receipts};
-use crate::handler::{RESULT, causations, handler, outcomes, workspace};
+use crate::handler::{RESULT, handler, outcomes, outcomes_for_all, workspace};
 use crate::harness::*;
 use crate::sink::Sink;
 
@@ -395,19 +395,7 @@ async fn a_handler_in_three_processes_calls_once_per_event_in_key_order(backend:
             p2.kill();
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let results = outcomes(&p1, "results", RESULT, 0).await;
-        if causations(&results).len() == EVENTS as usize {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {} of {EVENTS} events have an outcome",
-            causations(&results).len()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    outcomes_for_all(&p1, EVENTS as usize, Duration::from_secs(120)).await;
     // Let any redelivery that was going to happen happen, then count.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let results = outcomes(&p3, "results", RESULT, 0).await;
