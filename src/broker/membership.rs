@@ -44,8 +44,8 @@ const MAX_TICK: Duration = Duration::from_secs(1);
 /// lease is released anyway.
 const GIVE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// This process's name among the members of a group: `--instance`, else
-/// host, pid and a random part (a restarted process is a new member).
+/// This process's name among the members of a group, as status shows it:
+/// `--instance`, else host, pid and a random part.
 pub fn process_name() -> &'static str {
     PROCESS.get_or_init(|| {
         let host = std::fs::read_to_string("/etc/hostname")
@@ -59,6 +59,27 @@ pub fn process_name() -> &'static str {
 }
 
 static PROCESS: OnceLock<String> = OnceLock::new();
+
+/// What this process holds its leases as: its name and a random part, so
+/// that two processes given the same `--instance` (a copied setting) never
+/// share a partition; a restarted process is always a new member.
+pub(crate) fn holder() -> &'static str {
+    HOLDER.get_or_init(|| {
+        let random = getrandom::u32().unwrap_or_default();
+        format!("{}{HOLDER_MARK}{random:08x}", process_name())
+    })
+}
+
+static HOLDER: OnceLock<String> = OnceLock::new();
+const HOLDER_MARK: char = '~';
+
+/// The process name of a lease holder.
+pub(crate) fn name_of(holder: &str) -> String {
+    holder
+        .rsplit_once(HOLDER_MARK)
+        .map_or(holder, |(name, _)| name)
+        .to_owned()
+}
 
 /// Names this process (`--instance`); before any group is joined.
 pub fn set_process_name(name: &str) {
@@ -95,6 +116,9 @@ pub struct Ownership {
     pub processes: BTreeMap<String, Vec<usize>>,
     /// This process's name.
     pub this_process: String,
+    /// The partitions this process owns (when it serves the group).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owned_here: Option<Vec<usize>>,
 }
 
 struct Coordinator {
@@ -153,7 +177,7 @@ impl Membership {
             group: group.to_owned(),
             partitions,
             session,
-            me: process_name().to_owned(),
+            me: holder().to_owned(),
             owned: Arc::clone(&owned),
             changes,
             renewed: Instant::now(),
@@ -217,24 +241,27 @@ pub async fn ownership(
 ) -> Result<Ownership, BrokerError> {
     #[cfg(feature = "kafka")]
     if let Broker::Kafka(kafka) = broker {
-        let processes = match (kafka.ownership(topic, group).await, this) {
+        let processes = match (kafka.ownership(topic, group).await, &this) {
             (Ok(processes), _) => processes,
-            (Err(_), Some(owned)) => BTreeMap::from([(process_name().to_owned(), owned)]),
+            (Err(_), Some(owned)) => BTreeMap::from([(process_name().to_owned(), owned.clone())]),
             (Err(err), None) => return Err(err),
         };
         return Ok(Ownership {
             processes,
             this_process: process_name().to_owned(),
+            owned_here: this,
         });
     }
-    let _ = this;
     let mut processes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (member, _) in broker.leases(&members_scope(topic, group)).await? {
-        processes.entry(member).or_default();
+        processes.entry(name_of(&member)).or_default();
     }
     for (item, holder) in broker.leases(&owners_scope(topic, group)).await? {
         if let Ok(partition) = item.parse() {
-            processes.entry(holder).or_default().push(partition);
+            processes
+                .entry(name_of(&holder))
+                .or_default()
+                .push(partition);
         }
     }
     for owned in processes.values_mut() {
@@ -243,6 +270,7 @@ pub async fn ownership(
     Ok(Ownership {
         processes,
         this_process: process_name().to_owned(),
+        owned_here: this,
     })
 }
 

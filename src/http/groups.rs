@@ -221,6 +221,7 @@ async fn settled(
             .unwrap_or_else(|_| crate::broker::membership::Ownership {
                 processes: Default::default(),
                 this_process: String::new(),
+                owned_here: None,
             });
         let owner_of = |partition: usize| {
             ownership

@@ -98,8 +98,14 @@ pub(crate) async fn outcomes_for_all(
         }
         assert!(
             Instant::now() < deadline,
-            "{} of {count} events have an outcome",
-            causations(&results).len()
+            "{} of {count} events have an outcome; log:\n{}",
+            causations(&results).len(),
+            server
+                .log()
+                .lines()
+                .filter(|l| l.contains("partitions") || l.contains("WARN") || l.contains("ERROR"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

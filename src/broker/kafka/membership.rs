@@ -1,6 +1,6 @@
 //! Group membership on Kafka itself: each Switchyard process serving a
 //! group is a member of the Kafka consumer group `<group>.members`
-//! subscribed to the topic, with cooperative-sticky assignment, so Kafka's
+//! subscribed to the topic with cooperative-sticky assignment, so Kafka's
 //! group coordinator decides which process owns which partition. The
 //! member consumes nothing (its partitions stay paused): Switchyard reads
 //! and commits (under `<group>`) as on every backend. A revoked partition
@@ -73,7 +73,7 @@ impl ConsumerContext for Member {
             let _ = self.changes.send(Change::Lost(partitions));
             return;
         }
-        info!(topic = %self.topic, group = %self.group, partitions = ?partitions, "handing group partitions back (Kafka rebalance)");
+        info!(process = crate::broker::membership::process_name(), topic = %self.topic, group = %self.group, partitions = ?partitions, "handing group partitions back (Kafka rebalance)");
         let (done, answered) = oneshot::channel();
         if self.changes.send(Change::Give { partitions, done }).is_ok() {
             // This is the poll thread: the rebalance waits for the hand-back.
@@ -98,7 +98,7 @@ impl ConsumerContext for Member {
         }
         let partitions = self.partitions(list);
         if !partitions.is_empty() {
-            info!(topic = %self.topic, group = %self.group, partitions = ?partitions, "group partitions taken (Kafka rebalance)");
+            info!(process = crate::broker::membership::process_name(), topic = %self.topic, group = %self.group, partitions = ?partitions, "group partitions taken (Kafka rebalance)");
             self.owned
                 .lock()
                 .expect("ownership lock poisoned")
@@ -139,13 +139,12 @@ impl KafkaBroker {
             self.config(),
             &[
                 ("group.id", format!("{group}.members")),
-                // How the group's status names this process.
-                (
-                    "client.id",
-                    crate::broker::membership::process_name().to_owned(),
-                ),
+                // How the group's status names this process (unique, with
+                // its name first: two processes given one name stay two).
+                ("client.id", crate::broker::membership::holder().to_owned()),
                 ("enable.auto.commit", "false".into()),
                 ("enable.auto.offset.store", "false".into()),
+                // Incremental: a rebalance moves only what must move.
                 ("partition.assignment.strategy", "cooperative-sticky".into()),
                 ("session.timeout.ms", session_ms.to_string()),
                 // Rebalances reach a member with its heartbeat: at least
@@ -204,7 +203,10 @@ impl KafkaBroker {
                         .assignment()
                         .map(|bytes| assigned(bytes, &topic))
                         .unwrap_or_default();
-                    owned.insert(member.client_id().to_owned(), partitions);
+                    owned
+                        .entry(crate::broker::membership::name_of(member.client_id()))
+                        .or_insert_with(Vec::new)
+                        .extend(partitions);
                 }
             }
             Ok(owned)
