@@ -310,6 +310,13 @@ enum Lease {
 }
 
 impl State {
+    /// What receipts of `partition` carry: the group's epoch, changed each
+    /// time the partition moves, so that a receipt from before a move (a
+    /// partition handed back and taken up again) holds no lease.
+    fn epoch(&self, base: u32, partition: usize) -> u32 {
+        base.wrapping_add((self.moves[partition] as u32).wrapping_mul(0x9e37_79b9))
+    }
+
     /// Drops what is read of `partition` (it moved away, or is taken up
     /// again from its committed offset).
     fn forget(&mut self, partition: usize) {
@@ -562,6 +569,9 @@ impl Group {
         let mut exhausted = false;
         let max_deliveries = self.spec.as_ref().map(|spec| spec.max_deliveries);
         let mut next_due: Option<Instant> = None;
+        let epochs: Vec<u32> = (0..self.partitions)
+            .map(|p| state.epoch(self.epoch, p))
+            .collect();
         for (partition, offset, entry) in state.outstanding.iter_mut() {
             let due = match entry.lease {
                 Lease::Due(at) => at,
@@ -587,7 +597,7 @@ impl Group {
             };
             entry.deliveries += 1;
             taken.push(LeasedEvent {
-                receipt: format!("{:08x}.{partition}.{offset}.{id}", self.epoch),
+                receipt: format!("{:08x}.{partition}.{offset}.{id}", epochs[partition]),
                 attempt: entry.deliveries,
                 payload: entry.payload.clone(),
             });
@@ -797,6 +807,7 @@ impl Group {
     pub async fn ack(&self, receipts: &[String]) -> Result<Settled, GroupError> {
         let parsed = self.parse_all(receipts)?;
         let mut settled = Settled::default();
+        let mut removed = Vec::new();
         {
             let mut state = self.state();
             for (text, receipt) in receipts.iter().zip(parsed) {
@@ -804,20 +815,22 @@ impl Group {
                     settled.elsewhere.push(text.clone());
                     continue;
                 }
+                let epoch = state.epoch(self.epoch, receipt.partition);
                 match state.outstanding.get(receipt.partition, receipt.offset) {
-                    Some(entry) if receipt.holds(entry, self.epoch) => {
+                    Some(entry) if receipt.holds(entry, epoch) => {
                         let entry = state
                             .outstanding
                             .remove(receipt.partition, receipt.offset)
                             .expect("present");
                         state.outstanding_bytes -= entry.payload.len();
                         settled.settled += 1;
+                        removed.push((receipt.partition, receipt.offset, entry));
                     }
                     Some(_) => settled.expired.push(text.clone()),
                     None if state
                         .outstanding
                         .was_read(receipt.partition, receipt.offset)
-                        && receipt.epoch == self.epoch
+                        && receipt.epoch == epoch
                         && !state
                             .dead_lettered
                             .contains(&(receipt.partition, receipt.offset)) =>
@@ -829,7 +842,18 @@ impl Group {
             }
         }
         self.changed.notify_waiters();
-        self.commit().await?;
+        if let Err(err) = self.commit().await {
+            // Not acked after all: the answer says so, and a retry of the
+            // same receipts settles them.
+            let mut state = self.state();
+            for (partition, offset, entry) in removed {
+                if state.owned[partition] && state.outstanding.get(partition, offset).is_none() {
+                    state.outstanding_bytes += entry.payload.len();
+                    state.outstanding.insert(partition, offset, entry);
+                }
+            }
+            return Err(err);
+        }
         Ok(settled)
     }
 
@@ -846,8 +870,9 @@ impl Group {
                     settled.elsewhere.push(text.clone());
                     continue;
                 }
+                let epoch = state.epoch(self.epoch, receipt.partition);
                 match state.outstanding.get_mut(receipt.partition, receipt.offset) {
-                    Some(entry) if receipt.holds(entry, self.epoch) => {
+                    Some(entry) if receipt.holds(entry, epoch) => {
                         entry.lease = Lease::Due(due);
                         settled.settled += 1;
                     }
@@ -871,8 +896,9 @@ impl Group {
                 settled.elsewhere.push(text.clone());
                 continue;
             }
+            let epoch = state.epoch(self.epoch, receipt.partition);
             match state.outstanding.get_mut(receipt.partition, receipt.offset) {
-                Some(entry) if receipt.holds(entry, self.epoch) => {
+                Some(entry) if receipt.holds(entry, epoch) => {
                     if let Lease::Held { until: held, .. } = &mut entry.lease {
                         *held = until;
                     }
