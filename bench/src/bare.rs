@@ -36,7 +36,7 @@ impl Hits {
         self.last_ns.store(0, Ordering::SeqCst);
     }
 
-    fn hit(&self) {
+    pub fn hit(&self) {
         let now = self.epoch.elapsed().as_nanos() as u64;
         self.first_ns.fetch_min(now, Ordering::Relaxed);
         self.last_ns.fetch_max(now, Ordering::Relaxed);
@@ -77,6 +77,28 @@ pub struct BareServer {
 
 impl BareServer {
     pub fn start(path: &'static str, hits: Option<Arc<Hits>>) -> Result<Self> {
+        let app = axum::Router::new().route(
+            path,
+            axum::routing::post(move |_body: bytes::Bytes| {
+                let hits = hits.clone();
+                async move {
+                    if let Some(hits) = hits {
+                        hits.hit();
+                    }
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        "{}",
+                    )
+                }
+            }),
+        );
+        Self::serve(app)
+    }
+
+    /// Serves `app` on a free loopback port, on its own runtime and thread,
+    /// until dropped: the bare server's footing for any in-process endpoint
+    /// (the `scaleout` scenario's slow sink).
+    pub fn serve(app: axum::Router) -> Result<Self> {
         let listener =
             std::net::TcpListener::bind("127.0.0.1:0").context("binding the bare server")?;
         listener.set_nonblocking(true)?;
@@ -88,21 +110,6 @@ impl BareServer {
             .name("bare-axum".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let app = axum::Router::new().route(
-                        path,
-                        axum::routing::post(move |_body: bytes::Bytes| {
-                            let hits = hits.clone();
-                            async move {
-                                if let Some(hits) = hits {
-                                    hits.hit();
-                                }
-                                (
-                                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                                    "{}",
-                                )
-                            }
-                        }),
-                    );
                     let listener = tokio::net::TcpListener::from_std(listener)
                         .expect("a std listener converts");
                     tokio::select! {

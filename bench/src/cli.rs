@@ -8,12 +8,16 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use crate::scenario::backends::BACKENDS_LATENCY_SUBSCRIBERS;
+use crate::scenario::scaleout::{
+    SCALEOUT_CONCURRENCY, SCALEOUT_GROUP_SESSION, SCALEOUT_PARTITIONS, SCALEOUT_PROCESSES,
+    SCALEOUT_RECEIVE_LEASE, SCALEOUT_RECEIVE_MAX, SCALEOUT_RECEIVE_WAIT, SCALEOUT_SINK_DELAY_MS,
+};
 use crate::{HANDLER_CONCURRENCY, LATENCY_TARGET_RATE, PUBLISH_BODY_BYTES, STREAM_EVENT_BYTES};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "switchyard-bench",
-    about = "Load tool for switchyard: publish throughput against bare axum, publish→SSE latency, SSE fan-out, webhooks, bearer tokens, handlers",
+    about = "Load tool for switchyard: publish throughput against bare axum, publish→SSE latency, SSE fan-out, webhooks, bearer tokens, handlers, backends, several processes on one broker",
     after_help = "Build first with `cargo build --release --bins --all-features`; the tool runs the `switchyard` binary next to itself. \
                   Results are printed and appended to bench/results.jsonl. `scripts/bench` does it all: setup, build, micro-benchmarks, `all`."
 )]
@@ -38,6 +42,8 @@ pub enum Scenario {
     Handler(HandlerArgs),
     /// The publish load and publish→SSE latency on each backend (embedded, redis, nats, kafka), with redis-benchmark beside redis
     Backends(BackendsArgs),
+    /// Three switchyard processes against one on one broker (nats, redis): a handler calling a 20 ms sink, and queue receive/ack throughput
+    Scaleout(ScaleoutArgs),
     /// Record the criterion micro-benchmarks' estimates (run `cargo bench --all-features --bench micro` in bench/ first) and their ratios
     Micro(MicroArgs),
     /// Every scenario in turn with its defaults (micro: the estimates `cargo bench` left), then regenerate the summary in bench/RESULTS.md
@@ -138,6 +144,36 @@ pub struct HandlerArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct ScaleoutArgs {
+    /// Events the handler delivers in each run [default: 3000; 600 with --quick]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub events: Option<u64>,
+    /// Events the queue workers receive and ack in each run [default: 20000; 3000 with --quick]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub queue_events: Option<u64>,
+    /// Queue workers in all, the same number in both runs; with three
+    /// processes they are split evenly between them (a remainder goes to the
+    /// first processes) [default: 9]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub workers: Option<u64>,
+    /// Longest wait for one run's events to be delivered or acked, e.g. "120s" [default: 120s; 30s with --quick]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Partitions of each run's topic (at least the 3 processes)
+    #[arg(long, default_value_t = SCALEOUT_PARTITIONS, value_parser = clap::value_parser!(u64).range(3..=256))]
+    pub partitions: u64,
+    /// Small defaults for a smoke run
+    #[arg(long)]
+    pub quick: bool,
+    /// The switchyard binary, built with --all-features [default: `switchyard` next to this tool]
+    #[arg(long)]
+    pub server: Option<PathBuf>,
+    /// Where the temporary directories go (the processes' and the brokers') [default: the system temp dir]
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct AllArgs {
     /// Every scenario's small defaults: about 2 minutes in all instead of about 10
     #[arg(long)]
@@ -164,6 +200,33 @@ pub struct HandlerParams {
     pub body_bytes: usize,
     pub fsync: String,
     pub partitions: usize,
+}
+
+/// The `scaleout` scenario's settings once defaults are applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleoutParams {
+    /// Smoke-run defaults were applied.
+    pub quick: bool,
+    /// Processes in the scaled-out runs (the baseline runs one).
+    pub processes: usize,
+    /// Their `--group-session`.
+    pub group_session: &'static str,
+    pub partitions: usize,
+    /// Events the handler delivers per run.
+    pub handler_events: u64,
+    /// The handler's `max_concurrency`, in every process.
+    pub handler_concurrency: usize,
+    /// How long the sink takes to answer each request.
+    pub sink_delay_ms: u64,
+    /// Events the queue workers ack per run.
+    pub queue_events: u64,
+    /// Queue workers in all, in both runs.
+    pub workers: usize,
+    /// Each receive's `max`, `wait` and `lease`.
+    pub receive_max: usize,
+    pub receive_wait: &'static str,
+    pub receive_lease: &'static str,
+    pub timeout_s: f64,
 }
 
 /// The `publish` scenario's settings once defaults are applied.
@@ -270,6 +333,54 @@ impl StreamArgs {
             event_bytes: STREAM_EVENT_BYTES,
             fsync: self.server.fsync.clone(),
             partitions: self.server.partitions,
+        }
+    }
+}
+
+impl ScaleoutArgs {
+    /// No options given but `all`'s binary and data root.
+    pub fn defaults(quick: bool, server: &ServerArgs) -> Self {
+        Self {
+            events: None,
+            queue_events: None,
+            workers: None,
+            timeout: None,
+            partitions: SCALEOUT_PARTITIONS,
+            quick,
+            server: server.server.clone(),
+            data_root: server.data_root.clone(),
+        }
+    }
+
+    pub fn params(&self) -> ScaleoutParams {
+        let quick = self.quick;
+        ScaleoutParams {
+            quick,
+            processes: SCALEOUT_PROCESSES,
+            group_session: SCALEOUT_GROUP_SESSION,
+            partitions: self.partitions as usize,
+            handler_events: self.events.unwrap_or(if quick { 600 } else { 3_000 }),
+            handler_concurrency: SCALEOUT_CONCURRENCY,
+            sink_delay_ms: SCALEOUT_SINK_DELAY_MS,
+            queue_events: self
+                .queue_events
+                .unwrap_or(if quick { 3_000 } else { 20_000 }),
+            workers: self.workers.unwrap_or(9) as usize,
+            receive_max: SCALEOUT_RECEIVE_MAX,
+            receive_wait: SCALEOUT_RECEIVE_WAIT,
+            receive_lease: SCALEOUT_RECEIVE_LEASE,
+            timeout_s: secs(self.timeout, if quick { 30.0 } else { 120.0 }),
+        }
+    }
+
+    /// The switchyard binary and data root, as the other scenarios take them.
+    pub fn server_args(&self) -> ServerArgs {
+        ServerArgs {
+            server: self.server.clone(),
+            fsync: "always".into(),
+            partitions: self.partitions as usize,
+            data_root: self.data_root.clone(),
+            broker: Vec::new(),
         }
     }
 }

@@ -18,6 +18,9 @@
 //!   requests made by a plain client loop;
 //! - `backends`: the `publish` load on each backend (embedded, redis, nats,
 //!   kafka), each real broker started here, beside `redis-benchmark`;
+//! - `scaleout`: three switchyard processes against one on one external
+//!   broker (nats, redis): a handler calling a sink that answers after
+//!   20 ms, and HTTP queue workers receiving and acking;
 //! - `micro`: records the estimates that `cargo bench --bench micro`
 //!   (criterion, `bench/benches/micro.rs`) left in `target/criterion`, with
 //!   the ratio of each benchmark to its group's baseline; it runs nothing;
@@ -57,6 +60,7 @@ use clap::Parser;
 use cli::{Cli, Scenario};
 use scenario::backends::backends_scenario;
 use scenario::micro::{criterion_dir, micro_scenario};
+use scenario::scaleout::scaleout_scenario;
 use scenario::stream::{StreamKind, stream_scenario};
 use scenario::{
     all_scenarios, auth::auth_scenario, handler::handler_scenario, publish::publish_scenario,
@@ -194,6 +198,7 @@ async fn run(cli: Cli) -> Result<()> {
         Scenario::Auth(args) => auth_scenario(&args.params(), &args.server).await,
         Scenario::Handler(args) => handler_scenario(&args.params(), &args.server).await,
         Scenario::Backends(args) => backends_scenario(&args.params(), &args.publish.server).await,
+        Scenario::Scaleout(args) => scaleout_scenario(&args.params(), &args.server_args()).await,
         Scenario::All(args) => all_scenarios(args.quick, &args.server).await,
         Scenario::Micro(args) => micro_scenario(
             &args.criterion_dir.clone().unwrap_or_else(criterion_dir),

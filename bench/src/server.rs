@@ -204,7 +204,7 @@ pub fn temp_dir(root: Option<&Path>) -> Result<tempfile::TempDir> {
 }
 
 /// Writes a topic file declaring the bench event type, plus `extra` TOML.
-fn write_topic(topics: &Path, name: &str, partitions: usize, extra: &str) -> Result<()> {
+pub fn write_topic(topics: &Path, name: &str, partitions: usize, extra: &str) -> Result<()> {
     let file = topics.join(format!("{name}.toml"));
     fs::write(
         &file,

@@ -6,6 +6,7 @@ pub mod backends;
 pub mod handler;
 pub mod micro;
 pub mod publish;
+pub mod scaleout;
 pub mod stream;
 pub mod webhook;
 
@@ -13,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use crate::cli::{BackendsArgs, HandlerArgs, PublishArgs, ServerArgs, StreamArgs};
+use crate::cli::{BackendsArgs, HandlerArgs, PublishArgs, ScaleoutArgs, ServerArgs, StreamArgs};
 use crate::report::{RESULTS_MD, write_summary};
 use crate::{FANOUT_DEFAULT_RATE, LATENCY_TARGET_RATE};
 use auth::auth_scenario;
@@ -21,12 +22,13 @@ use backends::backends_scenario;
 use handler::handler_scenario;
 use micro::{criterion_dir, micro_scenario};
 use publish::publish_scenario;
+use scaleout::scaleout_scenario;
 use stream::{StreamKind, stream_scenario};
 use webhook::webhook_scenario;
 
 /// The scenarios `all` runs, in order, and the rows of the summary table.
-pub const ALL_SCENARIOS: [&str; 8] = [
-    "publish", "latency", "fanout", "webhook", "auth", "handler", "backends", "micro",
+pub const ALL_SCENARIOS: [&str; 9] = [
+    "publish", "latency", "fanout", "webhook", "auth", "handler", "backends", "scaleout", "micro",
 ];
 
 pub async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
@@ -52,6 +54,7 @@ pub async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
         rate: None,
         latency_duration: None,
     };
+    let scaleout = ScaleoutArgs::defaults(quick, server);
     let mut failed = Vec::new();
     for scenario in ALL_SCENARIOS {
         eprintln!("\n=== {scenario} ===");
@@ -77,6 +80,7 @@ pub async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
             "auth" => auth_scenario(&publish.params(), server).await,
             "handler" => handler_scenario(&handler.params(), server).await,
             "backends" => backends_scenario(&backends.params(), server).await,
+            "scaleout" => scaleout_scenario(&scaleout.params(), &scaleout.server_args()).await,
             // Only reads what `cargo bench` left; without it the row stays
             // as it was, and the run does not fail.
             "micro" => micro_scenario(&criterion_dir(), false),
