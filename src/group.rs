@@ -432,7 +432,10 @@ impl Group {
                 self.changed.notify_waiters();
             }
             Change::Give { partitions, done } => {
-                // Handed back at once: the leases go with the partitions.
+                // Handed back at once: the leases go with the partitions
+                // (in one step, so none is handed out meanwhile), and the
+                // lowest offsets they left unsettled are committed.
+                let mut committed = self.committed.lock().await;
                 let point = {
                     let mut state = self.state();
                     let point = state.outstanding.commit_point();
@@ -442,20 +445,8 @@ impl Group {
                     }
                     point
                 };
-                let mut last = self.committed.lock().await;
-                match self
-                    .broker
-                    .commit_partitions(&self.topic, &self.name, &point, &partitions)
-                    .await
-                {
-                    Ok(()) => {
-                        for &partition in &partitions {
-                            last.set(partition, point.next(partition));
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!(topic = %self.topic, group = %self.name, error = %err.detail(), "cannot commit partitions handed back; their events since the last commit come again")
-                    }
+                if let Err(err) = self.commit_at(&mut committed, &point, &partitions).await {
+                    tracing::warn!(topic = %self.topic, group = %self.name, error = %crate::error_chain(&err), "cannot commit partitions handed back; their events since the last commit come again");
                 }
                 let _ = done.send(());
             }
@@ -473,7 +464,7 @@ impl Group {
     async fn leave(&self) {
         let owned: Vec<usize> = {
             let mut state = self.state();
-            let owned = (0..state.owned.len()).filter(|&p| state.owned[p]).collect();
+            let owned = crate::broker::membership::marked(&state.owned);
             state.owned.iter_mut().for_each(|o| *o = false);
             owned
         };
@@ -948,25 +939,31 @@ impl Group {
 
     /// Commits the lowest unacked offset of each partition it owns.
     async fn commit(&self) -> Result<(), GroupError> {
-        let owned: Vec<usize> = {
-            let state = self.state();
-            (0..state.owned.len()).filter(|&p| state.owned[p]).collect()
-        };
+        let owned = crate::broker::membership::marked(&self.state().owned);
         self.commit_owned(&owned).await
     }
 
     async fn commit_owned(&self, partitions: &[usize]) -> Result<(), GroupError> {
+        // The point is taken under the lock, so commits land in order.
         let mut committed = self.committed.lock().await;
-        let cursor = {
-            let state = self.state();
-            state.outstanding.commit_point()
-        };
+        let cursor = self.state().outstanding.commit_point();
+        self.commit_at(&mut committed, &cursor, partitions).await
+    }
+
+    /// Commits `cursor`'s offsets of those `partitions` that moved past
+    /// `committed` (the caller holds its lock), and notes them there.
+    async fn commit_at(
+        &self,
+        committed: &mut Cursor,
+        cursor: &Cursor,
+        partitions: &[usize],
+    ) -> Result<(), GroupError> {
         if partitions
             .iter()
             .any(|&p| cursor.next(p) != committed.next(p))
         {
             self.broker
-                .commit_partitions(&self.topic, &self.name, &cursor, partitions)
+                .commit_partitions(&self.topic, &self.name, cursor, partitions)
                 .await?;
             for &partition in partitions {
                 committed.set(partition, cursor.next(partition));
@@ -981,10 +978,7 @@ impl Group {
             Ok(Some(cursor)) => cursor.to_string(),
             _ => self.committed.lock().await.to_string(),
         };
-        let this = {
-            let state = self.state();
-            (0..state.owned.len()).filter(|&p| state.owned[p]).collect()
-        };
+        let this = crate::broker::membership::marked(&self.state().owned);
         let (processes, processes_unknown) = match crate::broker::membership::ownership(
             &self.broker,
             &self.topic,

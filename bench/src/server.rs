@@ -115,18 +115,12 @@ impl Switchyard {
                  secrets_env = [\"{WEBHOOK_SECRET_ENV}\"]\ntype = {{ fixed = \"{EVENT_TYPE}\" }}\n"
             )
         });
-        write_topic(&topics, TOPIC, args.partitions, &webhook)?;
-        if setup.handler_outputs {
-            // Outcome events are stored whatever their type; a topic only
-            // needs one declared type to exist.
-            for name in [RESULTS_TOPIC, DEAD_LETTER_TOPIC] {
-                write_topic(&topics, name, 1, "")?;
-            }
-        }
-        // Permissive on purpose: the bench measures the bus, not the schema.
-        fs::write(
-            topics.join(format!("{EVENT_TYPE}.schema.json")),
-            r#"{"type":"object"}"#,
+        write_topics(
+            &topics,
+            TOPIC,
+            args.partitions,
+            &webhook,
+            setup.handler_outputs,
         )?;
         // Its log is appended to, so a restart keeps the first run's warnings.
         let mut serve = kit::Serve::new(args.binary()?, dir.path())
@@ -204,7 +198,32 @@ pub fn temp_dir(root: Option<&Path>) -> Result<tempfile::TempDir> {
 }
 
 /// Writes a topic file declaring the bench event type, plus `extra` TOML.
-pub fn write_topic(topics: &Path, name: &str, partitions: usize, extra: &str) -> Result<()> {
+/// The bench topic `name` (with `extra` TOML lines), the handler outputs'
+/// topics when `outputs`, and the event type's schema, into `topics`.
+pub fn write_topics(
+    topics: &Path,
+    name: &str,
+    partitions: usize,
+    extra: &str,
+    outputs: bool,
+) -> Result<()> {
+    write_topic(topics, name, partitions, extra)?;
+    if outputs {
+        // Outcome events are stored whatever their type; a topic only
+        // needs one declared type to exist.
+        for name in [RESULTS_TOPIC, DEAD_LETTER_TOPIC] {
+            write_topic(topics, name, 1, "")?;
+        }
+    }
+    // Permissive on purpose: the bench measures the bus, not the schema.
+    fs::write(
+        topics.join(format!("{EVENT_TYPE}.schema.json")),
+        r#"{"type":"object"}"#,
+    )?;
+    Ok(())
+}
+
+fn write_topic(topics: &Path, name: &str, partitions: usize, extra: &str) -> Result<()> {
     let file = topics.join(format!("{name}.toml"));
     fs::write(
         &file,

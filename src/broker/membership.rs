@@ -86,6 +86,11 @@ pub fn set_process_name(name: &str) {
     let _ = PROCESS.set(name.to_owned());
 }
 
+/// The partitions marked in `owned` (a consumer's view of its share).
+pub fn marked(owned: &[bool]) -> Vec<usize> {
+    (0..owned.len()).filter(|&p| owned[p]).collect()
+}
+
 /// What the coordinator tells a group's consumer.
 #[derive(Debug)]
 pub enum Change {
@@ -192,14 +197,6 @@ impl Membership {
             },
             receiver,
         ))
-    }
-
-    /// Whether this process owns `partition` now.
-    pub fn owns(&self, partition: usize) -> bool {
-        self.owned
-            .lock()
-            .expect("ownership lock poisoned")
-            .contains(&partition)
     }
 
     /// The partitions this process owns now.

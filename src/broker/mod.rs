@@ -274,7 +274,7 @@ impl Broker {
         max: usize,
         wait: Duration,
     ) -> Result<ReadBatch> {
-        dispatch!(self, b => b.read(topic, from, None, max, wait).await)
+        self.read_only(topic, from, None, max, wait).await
     }
 
     /// [`Broker::read`] of the partitions marked in `only`.

@@ -482,22 +482,26 @@ impl Consumer {
 
     /// Commits the lowest unacked offset of each owned partition.
     async fn commit(&mut self) {
-        let owned: Vec<usize> = (0..self.owned.len()).filter(|&p| self.owned[p]).collect();
+        let owned = crate::broker::membership::marked(&self.owned);
         if self.commit_partitions(&owned).await {
             self.dirty = false;
         }
     }
 
-    /// Commits the lowest unacked offset of `partitions`, and their
-    /// outputs' cursors; false when the broker refused (try again).
+    /// Commits the lowest unacked offset of those of `partitions` that
+    /// moved, and their outputs' cursors; false when the broker refused
+    /// (try again).
     async fn commit_partitions(&mut self, partitions: &[usize]) -> bool {
         let cursor = self.pending.commit_point();
-        if partitions
+        let moved: Vec<usize> = partitions
             .iter()
-            .all(|&p| cursor.next(p) == self.committed.next(p))
-        {
+            .copied()
+            .filter(|&p| cursor.next(p) != self.committed.next(p))
+            .collect();
+        if moved.is_empty() {
             return true;
         }
+        let partitions = &moved[..];
         let worker = Arc::clone(&self.worker);
         // The outputs' cursor for this commit: before every outcome of an
         // event it leaves unacked. Taken before the commit, stored after it,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::harness::*;
-use crate::sink::Sink;
+use crate::sink::{Sink, numbers_by_key};
 
 /// A workspace with a `jobs` topic and the handler's output topics.
 pub(crate) fn workspace() -> Workspace {
@@ -404,14 +404,7 @@ async fn per_key_order_holds_under_parallelism() {
     let server = ws.serve(&[]);
     publish_jobs(&server, 40, 4).await;
     let received = sink.wait_for(40).await;
-    let mut by_key: HashMap<String, Vec<u64>> = HashMap::new();
-    for request in &received {
-        let data = &request.json()["data"];
-        by_key
-            .entry(data["k"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(data["n"].as_u64().unwrap());
-    }
+    let by_key = numbers_by_key(&received);
     for (key, ns) in &by_key {
         assert!(ns.windows(2).all(|w| w[0] < w[1]), "{key}: {ns:?}");
     }

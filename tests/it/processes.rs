@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::conformance::{Backend, Member, ids, receipts};
 use crate::handler::{RESULT, handler, outcomes, outcomes_for_all, workspace};
 use crate::harness::*;
-use crate::sink::Sink;
+use crate::sink::{Sink, numbers_by_key};
 
 macro_rules! per_backend {
     ([$($module:ident => $kind:expr),+ $(,)?], $cases:tt) => {
@@ -456,14 +456,7 @@ async fn a_handler_in_three_processes_calls_once_per_event_in_key_order(backend:
         "{what}: {} calls for {EVENTS} events",
         received.len()
     );
-    let mut by_key: HashMap<String, Vec<u64>> = HashMap::new();
-    for request in &received {
-        let data = &request.json()["data"];
-        by_key
-            .entry(data["k"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(data["n"].as_u64().unwrap());
-    }
+    let by_key = numbers_by_key(&received);
     for (key, ns) in &by_key {
         assert!(ns.windows(2).all(|w| w[0] <= w[1]), "{what}: {key}: {ns:?}");
     }

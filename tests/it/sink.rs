@@ -24,6 +24,19 @@ use axum::routing::post;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+/// The `n` of each call's event data, per its key `k`, in arrival order.
+pub fn numbers_by_key(received: &[Received]) -> HashMap<String, Vec<u64>> {
+    let mut by_key: HashMap<String, Vec<u64>> = HashMap::new();
+    for request in received {
+        let data = &request.json()["data"];
+        by_key
+            .entry(data["k"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(data["n"].as_u64().unwrap());
+    }
+    by_key
+}
+
 /// One request the sink received.
 #[derive(Debug, Clone)]
 pub struct Received {

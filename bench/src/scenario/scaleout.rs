@@ -49,7 +49,7 @@ use crate::bare::{BareServer, Hits};
 use crate::cli::{ScaleoutParams, ServerArgs};
 use crate::load::http_client;
 use crate::report::{Headline, Progress, record, verdict, warn_if_busy};
-use crate::server::{temp_dir, write_topic};
+use crate::server::{temp_dir, write_topics};
 use crate::usage::{CpuWindow, ProcUsage};
 use crate::{
     DEAD_LETTER_TOPIC, ERROR_BACKOFF, EVENT_TYPE, HANDLERS_DIR, LOG_LINES_SHOWN,
@@ -304,14 +304,7 @@ impl Cluster {
         let handlers = dir.path().join(HANDLERS_DIR);
         fs::create_dir_all(&topics)?;
         fs::create_dir_all(&handlers)?;
-        write_topic(&topics, topic, ctx.params.partitions, "")?;
-        for name in [RESULTS_TOPIC, DEAD_LETTER_TOPIC] {
-            write_topic(&topics, name, 1, "")?;
-        }
-        fs::write(
-            topics.join(format!("{EVENT_TYPE}.schema.json")),
-            r#"{"type":"object"}"#,
-        )?;
+        write_topics(&topics, topic, ctx.params.partitions, "", true)?;
         if let Some((name, definition)) = handler {
             let file = handlers.join(format!("{name}.toml"));
             fs::write(&file, definition).with_context(|| format!("writing {}", file.display()))?;
