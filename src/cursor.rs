@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -68,6 +69,183 @@ impl Cursor {
     }
 }
 
+/// Most ranges of settled offsets a [`Place`] keeps; above them, events
+/// settled out of order are delivered again after a move or a restart
+/// (at-least-once), and the stored place stays small (within Kafka's
+/// default 4 KiB of commit metadata).
+pub const MAX_DONE_RANGES: usize = 64;
+
+/// A consumer group's committed place in one partition: the next offset to
+/// deliver, and the offsets above it already settled (acked while an
+/// earlier event was still out), which whoever takes the partition up next
+/// does not deliver again.
+///
+/// Text form: `next`, or `next:a-b,c-d` with half-open ranges relative to
+/// `next` (so `17:2-4` is 17, with 19 and 20 settled). No `.`, so a
+/// group's places join like a cursor's offsets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Place {
+    pub next: u64,
+    /// Sorted, disjoint, apart from each other and from `next`.
+    pub done: Vec<Range<u64>>,
+}
+
+impl Place {
+    pub fn at(next: u64) -> Self {
+        Self {
+            next,
+            done: Vec::new(),
+        }
+    }
+
+    /// `next` with the settled `ranges` (sorted, disjoint) above it: ranges
+    /// that touch are joined, one starting at `next` moves `next` past it,
+    /// and beyond [`MAX_DONE_RANGES`] the highest are dropped.
+    pub fn new(mut next: u64, ranges: impl IntoIterator<Item = Range<u64>>) -> Self {
+        let mut done: Vec<Range<u64>> = Vec::new();
+        for range in ranges {
+            let start = range.start.max(next);
+            if start >= range.end {
+                continue;
+            }
+            match done.last_mut() {
+                Some(last) if last.end >= start => last.end = last.end.max(range.end),
+                _ if start == next => next = range.end,
+                _ => done.push(start..range.end),
+            }
+        }
+        done.truncate(MAX_DONE_RANGES);
+        Self { next, done }
+    }
+
+    /// The settled ranges as text (`a-b,c-d` relative to `next`), empty
+    /// when there are none: what Kafka keeps as commit metadata.
+    pub fn done_text(&self) -> String {
+        let mut text = String::new();
+        for (index, range) in self.done.iter().enumerate() {
+            if index > 0 {
+                text.push(',');
+            }
+            text.push_str(&format!(
+                "{}-{}",
+                range.start - self.next,
+                range.end - self.next
+            ));
+        }
+        text
+    }
+
+    /// Reads `next` with [`Place::done_text`]'s form.
+    pub fn with_done_text(next: u64, text: &str) -> Option<Self> {
+        let mut ranges = Vec::new();
+        for part in text.split(',').filter(|p| !p.is_empty()) {
+            let (start, end) = part.split_once('-')?;
+            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            if !digits(start) || !digits(end) {
+                return None;
+            }
+            let start = next.checked_add(start.parse().ok()?)?;
+            let end = next.checked_add(end.parse().ok()?)?;
+            if start <= next
+                || end <= start
+                || ranges.last().is_some_and(|r: &Range<u64>| r.end >= start)
+            {
+                return None;
+            }
+            ranges.push(start..end);
+        }
+        Some(Self::new(next, ranges))
+    }
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.next)?;
+        if !self.done.is_empty() {
+            write!(f, ":{}", self.done_text())?;
+        }
+        Ok(())
+    }
+}
+
+/// A consumer group's committed places, one per partition; its text form
+/// is theirs joined by `.` (a plain cursor's text is one with nothing
+/// settled above `next`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupCursor {
+    places: Vec<Place>,
+}
+
+impl GroupCursor {
+    pub fn new(places: Vec<Place>) -> Self {
+        Self { places }
+    }
+
+    pub fn partitions(&self) -> usize {
+        self.places.len()
+    }
+
+    pub fn place(&self, partition: usize) -> &Place {
+        &self.places[partition]
+    }
+
+    pub fn set(&mut self, partition: usize, place: Place) {
+        self.places[partition] = place;
+    }
+
+    /// Where each partition resumes.
+    pub fn cursor(&self) -> Cursor {
+        Cursor::new(self.places.iter().map(|p| p.next).collect())
+    }
+
+    /// Parses and checks that it fits a topic with `partitions` partitions.
+    pub fn parse_for(text: &str, partitions: usize) -> Result<Self, CursorError> {
+        let malformed = || CursorError::Malformed(text.chars().take(64).collect());
+        let places = text
+            .split('.')
+            .map(|part| {
+                let (next, done) = part.split_once(':').unwrap_or((part, ""));
+                let next: Cursor = next.parse().map_err(|_| malformed())?;
+                if next.partitions() != 1 || (part.contains(':') && done.is_empty()) {
+                    return Err(malformed());
+                }
+                Place::with_done_text(next.next(0), done).ok_or_else(malformed)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if places.len() != partitions {
+            return Err(CursorError::PartitionCount {
+                found: places.len(),
+                expected: partitions,
+            });
+        }
+        Ok(Self::new(places))
+    }
+}
+
+impl From<&Cursor> for GroupCursor {
+    fn from(cursor: &Cursor) -> Self {
+        Self::new(
+            cursor
+                .offsets()
+                .iter()
+                .map(|&next| Place::at(next))
+                .collect(),
+        )
+    }
+}
+
+impl fmt::Display for GroupCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, place) in self.places.iter().enumerate() {
+            if index > 0 {
+                f.write_str(".")?;
+            }
+            write!(f, "{place}")?;
+        }
+        Ok(())
+    }
+}
+
 /// A consumer's place in a topic (a shared group's, a handler's): how far
 /// it has read, and the events read but not yet acked, per partition by
 /// offset, each with what the consumer keeps for it.
@@ -75,15 +253,20 @@ impl Cursor {
 pub struct Pending<V> {
     read: Cursor,
     unacked: Vec<BTreeMap<u64, V>>,
+    /// Per partition, offsets at or above `read` settled before a restart
+    /// (a [`Place`]'s `done`): not to be taken again.
+    settled: Vec<Vec<Range<u64>>>,
 }
 
 impl<V> Pending<V> {
     /// Nothing read yet: reading starts at `start`.
     pub fn new(start: Cursor) -> Self {
         let unacked = (0..start.partitions()).map(|_| BTreeMap::new()).collect();
+        let settled = vec![Vec::new(); start.partitions()];
         Self {
             read: start,
             unacked,
+            settled,
         }
     }
 
@@ -95,6 +278,10 @@ impl<V> Pending<V> {
     /// After a read: the next one starts at `next`.
     pub fn read_to(&mut self, next: Cursor) {
         self.read = next;
+        for (partition, settled) in self.settled.iter_mut().enumerate() {
+            let read = self.read.next(partition);
+            settled.retain(|range| range.end > read);
+        }
     }
 
     /// After the events before `oldest` expired unread: reading goes on
@@ -113,13 +300,29 @@ impl<V> Pending<V> {
     /// Takes `partition` up from `next` (it moved to this consumer):
     /// forgets what was read of it before.
     pub fn restart(&mut self, partition: usize, next: u64) {
-        self.read.set(partition, next);
+        self.restart_at(partition, Place::at(next));
+    }
+
+    /// Takes `partition` up from a group's committed `place`: the events
+    /// it names as settled are not taken again ([`Pending::settled`]).
+    pub fn restart_at(&mut self, partition: usize, place: Place) {
+        self.read.set(partition, place.next);
         self.unacked[partition].clear();
+        self.settled[partition] = place.done;
     }
 
     /// Forgets the unacked events of `partition` (it moved away).
     pub fn forget(&mut self, partition: usize) {
         self.unacked[partition].clear();
+        self.settled[partition].clear();
+    }
+
+    /// Whether the event at `offset` in `partition` was settled before the
+    /// partition was taken up (so reading it again skips it).
+    pub fn settled(&self, partition: usize, offset: u64) -> bool {
+        self.settled[partition]
+            .iter()
+            .any(|range| range.contains(&offset))
     }
 
     /// Whether the event at `offset` in `partition` was read already.
@@ -183,6 +386,37 @@ impl<V> Pending<V> {
                 .collect(),
         )
     }
+
+    /// What a shared group commits: [`Pending::commit_point`], with the
+    /// events above it that are settled already (acked out of order, or
+    /// settled before a restart and not read again yet), so that they are
+    /// not delivered again after a move or a restart.
+    pub fn commit_places(&self) -> GroupCursor {
+        let places = self
+            .unacked
+            .iter()
+            .zip(self.read.offsets())
+            .zip(&self.settled)
+            .map(|((unacked, &read), settled)| {
+                let mut ranges = Vec::new();
+                let mut from = None::<u64>;
+                for &offset in unacked.keys() {
+                    if let Some(start) = from.filter(|&start| start < offset) {
+                        ranges.push(start..offset);
+                    }
+                    from = Some(offset + 1);
+                }
+                let next = unacked.keys().next().copied().unwrap_or(read);
+                if let Some(start) = from.filter(|&start| start < read) {
+                    ranges.push(start..read);
+                }
+                ranges.extend(settled.iter().cloned());
+                ranges.sort_by_key(|range| range.start);
+                Place::new(next, ranges)
+            })
+            .collect();
+        GroupCursor::new(places)
+    }
 }
 
 impl fmt::Display for Cursor {
@@ -233,6 +467,21 @@ mod tests {
         #[test]
         fn arbitrary_text_never_panics(text in ".*") {
             let _ = text.parse::<Cursor>();
+            let _ = GroupCursor::parse_for(&text, 2);
+        }
+
+        #[test]
+        fn places_round_trip(next in 0u64..1 << 40, gaps in proptest::collection::vec((1u64..50, 1u64..50), 0..80)) {
+            let mut at = next;
+            let ranges: Vec<Range<u64>> = gaps.iter().map(|&(gap, len)| {
+                let range = at + gap..at + gap + len;
+                at = range.end;
+                range
+            }).collect();
+            let place = Place::new(next, ranges);
+            let cursor = GroupCursor::new(vec![place.clone(), Place::at(7)]);
+            prop_assert_eq!(GroupCursor::parse_for(&cursor.to_string(), 2).unwrap(), cursor);
+            prop_assert_eq!(Place::with_done_text(next, &place.done_text()), Some(place));
         }
     }
 
@@ -271,5 +520,63 @@ mod tests {
         // Expired events are skipped forward, never back.
         pending.skip_to(&Cursor::new(vec![2, 9]));
         assert_eq!(pending.read_cursor(), &Cursor::new(vec![4, 9]));
+    }
+
+    #[test]
+    fn a_group_commits_what_is_acked_above_its_oldest_unacked_event() {
+        let mut pending = Pending::new(Cursor::new(vec![10, 0]));
+        for offset in 10..20 {
+            pending.insert(0, offset, ());
+        }
+        pending.read_to(Cursor::new(vec![20, 0]));
+        // 10 and 14 still out; 11-13 and 15-19 acked.
+        for offset in [11, 12, 13, 15, 16, 17, 18, 19] {
+            pending.remove(0, offset);
+        }
+        let places = pending.commit_places();
+        assert_eq!(places.to_string(), "10:1-4,5-10.0");
+        assert_eq!(places.place(0).done, vec![11..14, 15..20]);
+        assert_eq!(places.cursor(), Cursor::new(vec![10, 0]));
+        assert_eq!(
+            GroupCursor::parse_for("10:1-4,5-10.0", 2),
+            Ok(places.clone())
+        );
+
+        // Taken up elsewhere from those places: 11-13 and 15-19 are not
+        // taken again, and stay settled until read past.
+        let mut again = Pending::new(Cursor::new(vec![0, 0]));
+        again.restart_at(0, places.place(0).clone());
+        assert!(again.settled(0, 12) && again.settled(0, 19));
+        assert!(!again.settled(0, 10) && !again.settled(0, 14) && !again.settled(0, 20));
+        assert_eq!(again.commit_places().place(0), places.place(0));
+        again.insert(0, 10, ());
+        again.read_to(Cursor::new(vec![12, 0]));
+        again.remove(0, 10);
+        // 10 acked: the place moves up to 14, the oldest one still due.
+        assert_eq!(again.commit_places().to_string(), "14:1-6.0");
+    }
+
+    #[test]
+    fn places_join_touching_ranges_and_keep_a_bounded_number() {
+        assert_eq!(Place::new(5, [5..7, 9..10, 10..12]).to_string(), "7:2-5");
+        let many = Place::new(0, (0..200).map(|n| 2 * n + 1..2 * n + 2));
+        assert_eq!(many.done.len(), MAX_DONE_RANGES);
+        assert!(
+            many.to_string().len() < 1024,
+            "fits Kafka's commit metadata"
+        );
+        // A plain cursor's text is a group cursor with nothing settled.
+        let plain = GroupCursor::parse_for("3.4", 2).unwrap();
+        assert_eq!(plain.cursor(), Cursor::new(vec![3, 4]));
+        for junk in [
+            "3:",
+            "3:0-2.4",
+            "3:2-2.4",
+            "3:4-6,5-7.4",
+            "3:x-1.4",
+            "3:1.4:",
+        ] {
+            assert!(GroupCursor::parse_for(junk, 2).is_err(), "{junk:?}");
+        }
     }
 }

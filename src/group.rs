@@ -4,12 +4,14 @@
 //! worker dies) makes it due again, for any member. At-least-once.
 //!
 //! One mechanism for every backend, built on the broker contract's `read`
-//! and `commit`: the group's committed cursor is the lowest unacked offset
-//! of each partition, committed before an ack is answered. After a restart
-//! the group resumes from it, so every event that was not acked (and, as
-//! with Kafka's committed offsets, an acked one above an unacked one in the
-//! same partition) is delivered again. The leases themselves live in the
-//! Switchyard process that serves the group.
+//! and `commit`: the group's committed place in each partition is its
+//! lowest unacked offset together with the offsets above it acked already
+//! (a [`crate::cursor::Place`]), committed before an ack is answered. After
+//! a restart, or when a partition moves to another process, the group
+//! resumes from it: every event that was not acked is delivered again, an
+//! acked one is not (beyond [`crate::cursor::MAX_DONE_RANGES`] gaps in one
+//! partition, the highest acked ones may come again). The leases
+//! themselves live in the Switchyard process that serves the group.
 //!
 //! Several Switchyard processes on one broker split a group's partitions
 //! (`crate::broker::membership`): each process leases, and commits, only the events
@@ -28,7 +30,7 @@ use tokio::time::Instant;
 
 use crate::broker::membership::{Change, Membership};
 use crate::broker::{Broker, BrokerError};
-use crate::cursor::{Cursor, Pending};
+use crate::cursor::{GroupCursor, Pending};
 use crate::event::Attributes;
 use crate::ingest::{Ingest, IngestError, Undeclared};
 use crate::topic::{GroupSpec, Topics};
@@ -264,8 +266,8 @@ pub struct Group {
     /// One broker read at a time; the others wait for what it brings.
     reading: tokio::sync::Mutex<()>,
     /// Serialises commits, so that they land in increasing order; holds the
-    /// cursor last committed.
-    committed: tokio::sync::Mutex<Cursor>,
+    /// places last committed.
+    committed: tokio::sync::Mutex<GroupCursor>,
     changed: tokio::sync::Notify,
     last_used: Mutex<Instant>,
     /// A task is storing dead letters.
@@ -364,7 +366,7 @@ impl Group {
         ingest: Arc<Ingest>,
         spec: Option<GroupSpec>,
         key: &(String, String),
-        committed: Cursor,
+        committed: GroupCursor,
         membership: Membership,
     ) -> Self {
         Self {
@@ -380,7 +382,7 @@ impl Group {
                 dead_lettered: std::collections::VecDeque::new(),
                 owned: vec![false; committed.partitions()],
                 moves: vec![0; committed.partitions()],
-                outstanding: Pending::new(committed.clone()),
+                outstanding: Pending::new(committed.cursor()),
                 outstanding_bytes: 0,
             }),
             reading: tokio::sync::Mutex::new(()),
@@ -408,7 +410,7 @@ impl Group {
             Change::Gained(partitions) => {
                 // From the committed offsets, as another process left them.
                 let committed = loop {
-                    match self.broker.committed(&self.topic, &self.name).await {
+                    match self.broker.committed_places(&self.topic, &self.name).await {
                         Ok(Some(cursor)) => break cursor,
                         Ok(None) => break self.committed.lock().await.clone(),
                         Err(err) => {
@@ -421,12 +423,11 @@ impl Group {
                     let mut last = self.committed.lock().await;
                     let mut state = self.state();
                     for &partition in &partitions {
+                        let place = committed.place(partition).clone();
                         state.forget(partition);
-                        state
-                            .outstanding
-                            .restart(partition, committed.next(partition));
+                        state.outstanding.restart_at(partition, place.clone());
                         state.owned[partition] = true;
-                        last.set(partition, committed.next(partition));
+                        last.set(partition, place);
                     }
                 }
                 self.changed.notify_waiters();
@@ -438,7 +439,7 @@ impl Group {
                 let mut committed = self.committed.lock().await;
                 let point = {
                     let mut state = self.state();
-                    let point = state.outstanding.commit_point();
+                    let point = state.outstanding.commit_places();
                     for &partition in &partitions {
                         state.owned[partition] = false;
                         state.forget(partition);
@@ -759,6 +760,7 @@ impl Group {
                 for event in batch.events {
                     if !state.owned[event.partition]
                         || state.moves[event.partition] != moves[event.partition]
+                        || state.outstanding.settled(event.partition, event.offset)
                     {
                         continue;
                     }
@@ -946,27 +948,27 @@ impl Group {
     async fn commit_owned(&self, partitions: &[usize]) -> Result<(), GroupError> {
         // The point is taken under the lock, so commits land in order.
         let mut committed = self.committed.lock().await;
-        let cursor = self.state().outstanding.commit_point();
+        let cursor = self.state().outstanding.commit_places();
         self.commit_at(&mut committed, &cursor, partitions).await
     }
 
-    /// Commits `cursor`'s offsets of those `partitions` that moved past
+    /// Commits `cursor`'s places of those `partitions` that changed since
     /// `committed` (the caller holds its lock), and notes them there.
     async fn commit_at(
         &self,
-        committed: &mut Cursor,
-        cursor: &Cursor,
+        committed: &mut GroupCursor,
+        cursor: &GroupCursor,
         partitions: &[usize],
     ) -> Result<(), GroupError> {
         if partitions
             .iter()
-            .any(|&p| cursor.next(p) != committed.next(p))
+            .any(|&p| cursor.place(p) != committed.place(p))
         {
             self.broker
-                .commit_partitions(&self.topic, &self.name, cursor, partitions)
+                .commit_places(&self.topic, &self.name, cursor, partitions)
                 .await?;
             for &partition in partitions {
-                committed.set(partition, cursor.next(partition));
+                committed.set(partition, cursor.place(partition).clone());
             }
         }
         Ok(())
@@ -976,7 +978,7 @@ impl Group {
         // The broker's cursor covers the partitions other processes own.
         let committed = match self.broker.committed(&self.topic, &self.name).await {
             Ok(Some(cursor)) => cursor.to_string(),
-            _ => self.committed.lock().await.to_string(),
+            _ => self.committed.lock().await.cursor().to_string(),
         };
         let this = crate::broker::membership::marked(&self.state().owned);
         let (processes, processes_unknown) = match crate::broker::membership::ownership(

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::{Appended, ReadBatch, Record, Result, Retained};
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, GroupCursor, Place};
 use crate::topic::Topics;
 
 /// One broker backend. Every method is cancel-safe in the sense that
@@ -58,14 +58,14 @@ pub trait Backend: Sized {
     /// What each partition retains, in partition order.
     async fn retained(&self, topic: &str) -> Result<Vec<Retained>>;
 
-    /// Stores the next offset of some partitions of a consumer group's
-    /// cursor durably, keeping the others: processes sharing a group each
-    /// commit the partitions they own. A group never committed before
-    /// starts the others at 0.
-    async fn commit(&self, topic: &str, group: &str, offsets: &[(usize, u64)]) -> Result<()>;
+    /// Stores the places of some partitions of a consumer group durably
+    /// (the next offset, and what is settled above it), keeping the
+    /// others: processes sharing a group each commit the partitions they
+    /// own. A group never committed before starts the others at 0.
+    async fn commit(&self, topic: &str, group: &str, places: &[(usize, Place)]) -> Result<()>;
 
-    /// The group's last committed cursor, if it ever committed.
-    async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>>;
+    /// The group's last committed places, if it ever committed.
+    async fn committed(&self, topic: &str, group: &str) -> Result<Option<GroupCursor>>;
 
     /// Takes, or renews, the lease on `item` in `scope` for `holder`, for
     /// `ttl` from now: true when `holder` has it, false when another holder

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, GroupCursor, Place};
 use crate::topic::Topics;
 
 pub use contract::Backend;
@@ -479,6 +479,19 @@ impl Broker {
         cursor: &Cursor,
         partitions: &[usize],
     ) -> Result<()> {
+        self.commit_places(topic, group, &GroupCursor::from(cursor), partitions)
+            .await
+    }
+
+    /// Stores the places of `partitions` of `cursor` (with what is settled
+    /// above each) as the group's, keeping its other partitions as they are.
+    pub async fn commit_places(
+        &self,
+        topic: &str,
+        group: &str,
+        cursor: &GroupCursor,
+        partitions: &[usize],
+    ) -> Result<()> {
         check_group_name(group)?;
         let expected = dispatch!(self, b => b.partitions(topic))?;
         if cursor.partitions() != expected || partitions.iter().any(|&p| p >= expected) {
@@ -487,11 +500,14 @@ impl Broker {
                 cursor.partitions()
             )));
         }
-        let offsets: Vec<(usize, u64)> = partitions.iter().map(|&p| (p, cursor.next(p))).collect();
-        if offsets.is_empty() {
+        let places: Vec<(usize, Place)> = partitions
+            .iter()
+            .map(|&p| (p, cursor.place(p).clone()))
+            .collect();
+        if places.is_empty() {
             return Ok(());
         }
-        dispatch!(self, b => b.commit(topic, group, &offsets).await)
+        dispatch!(self, b => b.commit(topic, group, &places).await)
     }
 
     /// See [`Backend::lease`].
@@ -517,6 +533,15 @@ impl Broker {
 
     /// The consumer group's last committed cursor, if it ever committed.
     pub async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
+        Ok(self
+            .committed_places(topic, group)
+            .await?
+            .map(|c| c.cursor()))
+    }
+
+    /// The group's last committed places (with what is settled above each
+    /// partition's cursor), if it ever committed.
+    pub async fn committed_places(&self, topic: &str, group: &str) -> Result<Option<GroupCursor>> {
         check_group_name(group)?;
         dispatch!(self, b => b.committed(topic, group).await)
     }
@@ -529,8 +554,8 @@ impl Broker {
         topic: &str,
         group: &str,
         start_earliest: bool,
-    ) -> Result<Cursor> {
-        if let Some(cursor) = self.committed(topic, group).await? {
+    ) -> Result<GroupCursor> {
+        if let Some(cursor) = self.committed_places(topic, group).await? {
             return Ok(cursor);
         }
         let cursor = if start_earliest {
@@ -539,7 +564,7 @@ impl Broker {
             self.latest(topic).await?
         };
         self.commit(topic, group, &cursor).await?;
-        Ok(cursor)
+        Ok(GroupCursor::from(&cursor))
     }
 
     /// `Ok` when the broker can take writes.

@@ -118,7 +118,8 @@ async fn starting_cursor(worker: &Worker) -> Option<Cursor> {
         let found = worker
             .broker
             .committed_or_start(topic, group, worker.spec.start_earliest)
-            .await;
+            .await
+            .map(|c| c.cursor());
         match found {
             Ok(cursor) => return Some(cursor),
             Err(err) => {
@@ -155,7 +156,8 @@ async fn recent_outcomes(
             let cursor = worker
                 .broker
                 .committed_or_start(topic, &outputs_group(worker, partition), false)
-                .await?;
+                .await?
+                .cursor();
             from = Some(match from {
                 None => cursor,
                 Some(older) => Cursor::new(
@@ -288,7 +290,8 @@ impl Consumer {
                         let committed = worker
                             .broker
                             .committed_or_start(topic, group, worker.spec.start_earliest)
-                            .await?;
+                            .await?
+                            .cursor();
                         let done = recent_outcomes(&worker, &partitions).await?;
                         Ok::<_, BrokerError>((committed, done))
                     }

@@ -780,13 +780,18 @@ async fn group_sharing(backend: Backend) {
     // Held but not acked when Switchyard dies: delivered again after it
     // restarts (on an external broker, once the killed process's share of
     // the group lapses: the session timeout); nothing acked before comes
-    // back.
+    // back, not even an event acked after an earlier one of its partition
+    // that was still held.
     publish(&client(), &work, &event("unacked", 102, "k3")).await;
+    publish(&client(), &work, &event("acked-after", 103, "k3")).await;
     assert_eq!(
         ids(&a.receive("max=1&wait=5s").await),
         ["unacked"],
         "{what}"
     );
+    let later = a.receive("max=1&wait=5s").await;
+    assert_eq!(ids(&later), ["acked-after"], "{what}");
+    assert_eq!(a.ack(&receipts(&later)).await.0, 200, "{what}");
     let server = server.restart();
     let a = Member::new(&server, "work", "workers");
     let mut after = Vec::new();
@@ -800,7 +805,16 @@ async fn group_sharing(backend: Backend) {
         a.ack(&receipts(&batch)).await;
         after.extend(ids(&batch));
     }
-    assert_eq!(after, ["unacked"], "{what}");
+    // tansu, the Kafka-protocol test broker, keeps a commit's metadata
+    // (where Switchyard puts what is acked above the committed offset) but
+    // answers every offset fetch with empty metadata, so on it the acked
+    // event comes again; Apache Kafka returns the metadata it stored.
+    let expected: &[&str] = if matches!(&backend, Backend::External(s) if s.kind == Kind::Kafka) {
+        &["unacked", "acked-after"]
+    } else {
+        &["unacked"]
+    };
+    assert_eq!(after, expected, "{what}");
     let status = get_json(&a.base).await;
     assert_eq!(status["outstanding"], 0, "{what}: {status}");
     let latest = get_json(&format!(

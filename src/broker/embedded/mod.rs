@@ -28,7 +28,7 @@ use tracing::{error, info};
 use self::partition::{Partition, PartitionWriter, SegmentFiles};
 use super::local_leases::LocalLeases;
 use super::{Appended, Backend, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent};
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, GroupCursor, Place};
 use crate::topic::{Retention, Topics};
 
 pub use self::config::{EmbeddedConfig, FsyncPolicy};
@@ -268,18 +268,17 @@ impl Backend for EmbeddedBroker {
             .collect())
     }
 
-    async fn commit(&self, topic: &str, group: &str, offsets: &[(usize, u64)]) -> Result<()> {
+    async fn commit(&self, topic: &str, group: &str, places: &[(usize, Place)]) -> Result<()> {
         let log = self.log(topic)?;
         let _one = self.commits.lock().await;
-        let mut next = match self.committed(topic, group).await? {
-            Some(cursor) => cursor.offsets().to_vec(),
-            None => vec![0; log.partitions.len()],
+        let mut cursor = match self.committed(topic, group).await? {
+            Some(cursor) => cursor,
+            None => GroupCursor::from(&Cursor::start(log.partitions.len())),
         };
-        for &(partition, offset) in offsets {
-            next[partition] = offset;
+        for (partition, place) in places {
+            cursor.set(*partition, place.clone());
         }
-        let cursor = Cursor::new(next);
-        check_cursor(log, &cursor)?;
+        check_cursor(log, &cursor.cursor())?;
         let path = self.group_path(topic, group);
         let text = cursor.to_string();
         tokio::task::spawn_blocking(move || write_atomically(&path, text.as_bytes()))
@@ -288,13 +287,14 @@ impl Backend for EmbeddedBroker {
             .map_err(|err| unavailable("committing a group cursor", err))
     }
 
-    async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
+    async fn committed(&self, topic: &str, group: &str) -> Result<Option<GroupCursor>> {
         let partitions = self.log(topic)?.partitions.len();
         let path = self.group_path(topic, group);
         match tokio::fs::read_to_string(&path).await {
-            Ok(text) => Ok(Some(Cursor::parse_for(text.trim(), partitions).map_err(
-                |err| BrokerError::Corrupt(format!("{}: {err}", path.display())),
-            )?)),
+            Ok(text) => Ok(Some(
+                GroupCursor::parse_for(text.trim(), partitions)
+                    .map_err(|err| BrokerError::Corrupt(format!("{}: {err}", path.display())))?,
+            )),
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(unavailable("reading a group cursor", err)),
         }

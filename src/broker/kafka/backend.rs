@@ -29,7 +29,7 @@ use crate::broker::{
     Appended, Backend, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent, check_cursor,
     merge,
 };
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, GroupCursor, Place};
 use crate::topic::{Topic, Topics};
 
 /// How long a request may take before the broker counts as unavailable.
@@ -413,14 +413,18 @@ impl Backend for KafkaBroker {
         }
     }
 
-    async fn commit(&self, topic: &str, group: &str, offsets: &[(usize, u64)]) -> Result<()> {
+    async fn commit(&self, topic: &str, group: &str, places: &[(usize, Place)]) -> Result<()> {
         self.topic(topic)?;
         let consumer = self.group(topic, group)?;
         let offsets = {
             let mut list = TopicPartitionList::new();
-            for &(partition, next) in offsets {
-                list.add_partition_offset(topic, partition as i32, Offset::Offset(next as i64))
+            for (partition, place) in places {
+                let mut entry = list.add_partition(topic, *partition as i32);
+                entry
+                    .set_offset(Offset::Offset(place.next as i64))
                     .map_err(unavailable)?;
+                // What is settled above the offset rides as commit metadata.
+                entry.set_metadata(place.done_text());
             }
             list
         };
@@ -433,7 +437,7 @@ impl Backend for KafkaBroker {
         .map_err(unavailable)?
     }
 
-    async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
+    async fn committed(&self, topic: &str, group: &str) -> Result<Option<GroupCursor>> {
         let partitions = self.topic(topic)?.partitions;
         let consumer = self.group(topic, group)?;
         let mut wanted = TopicPartitionList::new();
@@ -447,18 +451,23 @@ impl Backend for KafkaBroker {
         .await
         .map_err(unavailable)?
         .map_err(unavailable)?;
-        let mut offsets = Vec::with_capacity(partitions);
+        let mut places = Vec::with_capacity(partitions);
         for partition in 0..partitions {
-            match committed
-                .find_partition(&topic, partition as i32)
-                .map(|e| e.offset())
-            {
-                Some(Offset::Offset(offset)) => offsets.push(offset as u64),
+            let Some(entry) = committed.find_partition(&topic, partition as i32) else {
+                return Ok(None);
+            };
+            match entry.offset() {
+                // Metadata that is not ours (another client committed)
+                // settles nothing above the offset.
+                Offset::Offset(offset) => places.push(
+                    Place::with_done_text(offset as u64, entry.metadata())
+                        .unwrap_or_else(|| Place::at(offset as u64)),
+                ),
                 // Never committed.
                 _ => return Ok(None),
             }
         }
-        Ok(Some(Cursor::new(offsets)))
+        Ok(Some(GroupCursor::new(places)))
     }
 
     async fn lease(&self, scope: &str, item: &str, holder: &str, ttl: Duration) -> Result<bool> {

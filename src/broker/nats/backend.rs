@@ -25,7 +25,7 @@ use crate::broker::{
     Appended, Backend, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent, check_cursor,
     merge,
 };
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, GroupCursor, Place};
 use crate::topic::Topics;
 
 /// How long a request to the server may take before the broker counts as
@@ -358,19 +358,19 @@ impl Backend for NatsBroker {
         Ok(merge(from, events, max))
     }
 
-    async fn commit(&self, topic: &str, group: &str, offsets: &[(usize, u64)]) -> Result<()> {
+    async fn commit(&self, topic: &str, group: &str, places: &[(usize, Place)]) -> Result<()> {
         let partitions = self.topic(topic)?.streams.len();
         let subject = self.group_subject(topic, group);
         self.update(&self.groups, &subject, |stored| {
-            let mut next = stored
+            let mut cursor = stored
                 .and_then(|bytes| {
-                    Cursor::parse_for(&String::from_utf8_lossy(bytes), partitions).ok()
+                    GroupCursor::parse_for(&String::from_utf8_lossy(bytes), partitions).ok()
                 })
-                .map_or_else(|| vec![0; partitions], |cursor| cursor.offsets().to_vec());
-            for &(partition, offset) in offsets {
-                next[partition] = offset;
+                .unwrap_or_else(|| GroupCursor::from(&Cursor::start(partitions)));
+            for (partition, place) in places {
+                cursor.set(*partition, place.clone());
             }
-            (Some(Cursor::new(next).to_string().into_bytes()), ())
+            (Some(cursor.to_string().into_bytes()), ())
         })
         .await
     }
@@ -422,7 +422,7 @@ impl Backend for NatsBroker {
             .collect())
     }
 
-    async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
+    async fn committed(&self, topic: &str, group: &str) -> Result<Option<GroupCursor>> {
         let partitions = self.topic(topic)?.streams.len();
         let message = match self
             .groups
@@ -436,7 +436,7 @@ impl Backend for NatsBroker {
             Err(err) => return Err(unavailable(err)),
         };
         let text = String::from_utf8_lossy(&message.payload);
-        Cursor::parse_for(&text, partitions)
+        GroupCursor::parse_for(&text, partitions)
             .map(Some)
             .map_err(|e| BrokerError::Corrupt(format!("group cursor: {e}")))
     }

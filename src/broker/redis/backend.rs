@@ -27,7 +27,7 @@ use crate::broker::{
     Appended, Backend, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent, check_cursor,
     merge,
 };
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, GroupCursor, Place};
 use crate::topic::Topics;
 
 /// Bits of an offset that hold the sequence part of a stream id.
@@ -408,12 +408,12 @@ impl Backend for RedisBroker {
         Ok(merge(from, events, max))
     }
 
-    async fn commit(&self, topic: &str, group: &str, offsets: &[(usize, u64)]) -> Result<()> {
+    async fn commit(&self, topic: &str, group: &str, places: &[(usize, Place)]) -> Result<()> {
         let partitions = self.topic(topic)?.partitions;
         let mut invocation = COMMIT.key(self.groups_key(topic));
         invocation.arg(group).arg(partitions);
-        for &(partition, offset) in offsets {
-            invocation.arg(partition).arg(offset);
+        for (partition, place) in places {
+            invocation.arg(*partition).arg(place.to_string());
         }
         invocation
             .invoke_async::<()>(&mut self.conn.clone())
@@ -457,7 +457,7 @@ impl Backend for RedisBroker {
         Ok(pairs)
     }
 
-    async fn committed(&self, topic: &str, group: &str) -> Result<Option<Cursor>> {
+    async fn committed(&self, topic: &str, group: &str) -> Result<Option<GroupCursor>> {
         let partitions = self.topic(topic)?.partitions;
         let text: Option<String> = redis::cmd("HGET")
             .arg(self.groups_key(topic))
@@ -466,7 +466,7 @@ impl Backend for RedisBroker {
             .await
             .map_err(unavailable)?;
         text.map(|t| {
-            Cursor::parse_for(&t, partitions)
+            GroupCursor::parse_for(&t, partitions)
                 .map_err(|e| BrokerError::Corrupt(format!("group cursor: {e}")))
         })
         .transpose()
