@@ -75,19 +75,27 @@ impl Cursor {
 /// default 4 KiB of commit metadata).
 pub const MAX_DONE_RANGES: usize = 64;
 
+/// Most delivery counts a [`Place`] keeps (the oldest events'); an event
+/// beyond them that comes again after a move or a restart counts its
+/// deliveries from there.
+pub const MAX_TRIES: usize = 128;
+
 /// A consumer group's committed place in one partition: the next offset to
-/// deliver, and the offsets above it already settled (acked while an
-/// earlier event was still out), which whoever takes the partition up next
-/// does not deliver again.
+/// deliver, the offsets above it already settled (acked while an earlier
+/// event was still out), which whoever takes the partition up next does
+/// not deliver again, and how often the unsettled ones were delivered.
 ///
-/// Text form: `next`, or `next:a-b,c-d` with half-open ranges relative to
-/// `next` (so `17:2-4` is 17, with 19 and 20 settled). No `.`, so a
-/// group's places join like a cursor's offsets.
+/// Text form: `next`, then `:` and the settled half-open ranges relative
+/// to `next`, then `;` and `offset*count` delivery counts relative to
+/// `next`: `17:2-4;0*3` is 17 (delivered 3 times), with 19 and 20
+/// settled. No `.`, so a group's places join like a cursor's offsets.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Place {
     pub next: u64,
     /// Sorted, disjoint, apart from each other and from `next`.
     pub done: Vec<Range<u64>>,
+    /// (offset, deliveries) of unsettled events, by offset, none settled.
+    pub tries: Vec<(u64, u32)>,
 }
 
 impl Place {
@@ -95,6 +103,7 @@ impl Place {
         Self {
             next,
             done: Vec::new(),
+            tries: Vec::new(),
         }
     }
 
@@ -115,37 +124,70 @@ impl Place {
             }
         }
         done.truncate(MAX_DONE_RANGES);
-        Self { next, done }
+        Self {
+            next,
+            done,
+            tries: Vec::new(),
+        }
     }
 
-    /// The settled ranges as text (`a-b,c-d` relative to `next`), empty
-    /// when there are none: what Kafka keeps as commit metadata.
-    pub fn done_text(&self) -> String {
+    /// With delivery counts (by offset): those of unsettled events, the
+    /// first [`MAX_TRIES`].
+    pub fn with_tries(mut self, tries: impl IntoIterator<Item = (u64, u32)>) -> Self {
+        let mut kept: Vec<(u64, u32)> = tries
+            .into_iter()
+            .filter(|&(offset, count)| count > 0 && offset >= self.next && !self.is_done(offset))
+            .collect();
+        kept.sort_unstable();
+        kept.dedup_by_key(|(offset, _)| *offset);
+        kept.truncate(MAX_TRIES);
+        self.tries = kept;
+        self
+    }
+
+    /// Whether `offset` is settled.
+    pub fn is_done(&self, offset: u64) -> bool {
+        offset < self.next || self.done.iter().any(|range| range.contains(&offset))
+    }
+
+    /// What the place holds beyond `next`, as text (`:a-b,c-d;e*n`), empty
+    /// when nothing: what Kafka keeps as a commit's metadata.
+    pub fn extra_text(&self) -> String {
         let mut text = String::new();
         for (index, range) in self.done.iter().enumerate() {
-            if index > 0 {
-                text.push(',');
-            }
+            text.push(if index == 0 { ':' } else { ',' });
             text.push_str(&format!(
                 "{}-{}",
                 range.start - self.next,
                 range.end - self.next
             ));
         }
+        for (index, (offset, count)) in self.tries.iter().enumerate() {
+            text.push(if index == 0 { ';' } else { ',' });
+            text.push_str(&format!("{}*{count}", offset - self.next));
+        }
         text
     }
 
-    /// Reads `next` with [`Place::done_text`]'s form.
-    pub fn with_done_text(next: u64, text: &str) -> Option<Self> {
+    /// Reads `next` with [`Place::extra_text`]'s form.
+    pub fn with_extra_text(next: u64, text: &str) -> Option<Self> {
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        let number = |s: &str| digits(s).then(|| s.parse::<u64>().ok()).flatten();
+        let (done, tries) = text.split_once(';').unwrap_or((text, ""));
+        if text.contains(';') && tries.is_empty() {
+            return None;
+        }
+        let done = match done.strip_prefix(':') {
+            Some("") => return None,
+            Some(done) => done,
+            None if done.is_empty() => "",
+            None => return None,
+        };
         let mut ranges = Vec::new();
-        for part in text.split(',').filter(|p| !p.is_empty()) {
+        for part in done.split(',').filter(|_| !done.is_empty()) {
             let (start, end) = part.split_once('-')?;
-            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-            if !digits(start) || !digits(end) {
-                return None;
-            }
-            let start = next.checked_add(start.parse().ok()?)?;
-            let end = next.checked_add(end.parse().ok()?)?;
+            let start = next.checked_add(number(start)?)?;
+            let end = next.checked_add(number(end)?)?;
             if start <= next
                 || end <= start
                 || ranges.last().is_some_and(|r: &Range<u64>| r.end >= start)
@@ -154,17 +196,24 @@ impl Place {
             }
             ranges.push(start..end);
         }
-        Some(Self::new(next, ranges))
+        let mut counts = Vec::new();
+        for part in tries.split(',').filter(|_| !tries.is_empty()) {
+            let (offset, count) = part.split_once('*')?;
+            let offset = next.checked_add(number(offset)?)?;
+            let count = u32::try_from(number(count)?).ok()?;
+            if count == 0 || counts.last().is_some_and(|&(o, _)| o >= offset) {
+                return None;
+            }
+            counts.push((offset, count));
+        }
+        let place = Self::new(next, ranges).with_tries(counts.iter().copied());
+        (place.tries.len() == counts.len()).then_some(place)
     }
 }
 
 impl fmt::Display for Place {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.next)?;
-        if !self.done.is_empty() {
-            write!(f, ":{}", self.done_text())?;
-        }
-        Ok(())
+        write!(f, "{}{}", self.next, self.extra_text())
     }
 }
 
@@ -204,12 +253,12 @@ impl GroupCursor {
         let places = text
             .split('.')
             .map(|part| {
-                let (next, done) = part.split_once(':').unwrap_or((part, ""));
-                let next: Cursor = next.parse().map_err(|_| malformed())?;
-                if next.partitions() != 1 || (part.contains(':') && done.is_empty()) {
+                let split = part.find([':', ';']).unwrap_or(part.len());
+                let next: Cursor = part[..split].parse().map_err(|_| malformed())?;
+                if next.partitions() != 1 {
                     return Err(malformed());
                 }
-                Place::with_done_text(next.next(0), done).ok_or_else(malformed)
+                Place::with_extra_text(next.next(0), &part[split..]).ok_or_else(malformed)
             })
             .collect::<Result<Vec<_>, _>>()?;
         if places.len() != partitions {
@@ -256,6 +305,9 @@ pub struct Pending<V> {
     /// Per partition, offsets at or above `read` settled before a restart
     /// (a [`Place`]'s `done`): not to be taken again.
     settled: Vec<Vec<Range<u64>>>,
+    /// Per partition, deliveries of events at or above `read` counted
+    /// before a restart (a [`Place`]'s `tries`).
+    tries: Vec<BTreeMap<u64, u32>>,
 }
 
 impl<V> Pending<V> {
@@ -263,10 +315,12 @@ impl<V> Pending<V> {
     pub fn new(start: Cursor) -> Self {
         let unacked = (0..start.partitions()).map(|_| BTreeMap::new()).collect();
         let settled = vec![Vec::new(); start.partitions()];
+        let tries = vec![BTreeMap::new(); start.partitions()];
         Self {
             read: start,
             unacked,
             settled,
+            tries,
         }
     }
 
@@ -281,6 +335,7 @@ impl<V> Pending<V> {
         for (partition, settled) in self.settled.iter_mut().enumerate() {
             let read = self.read.next(partition);
             settled.retain(|range| range.end > read);
+            self.tries[partition].retain(|&offset, _| offset >= read);
         }
     }
 
@@ -309,12 +364,20 @@ impl<V> Pending<V> {
         self.read.set(partition, place.next);
         self.unacked[partition].clear();
         self.settled[partition] = place.done;
+        self.tries[partition] = place.tries.into_iter().collect();
     }
 
     /// Forgets the unacked events of `partition` (it moved away).
     pub fn forget(&mut self, partition: usize) {
         self.unacked[partition].clear();
         self.settled[partition].clear();
+        self.tries[partition].clear();
+    }
+
+    /// How often the event at `offset` in `partition` was delivered before
+    /// the partition was taken up (0: never, as far as is known).
+    pub fn tries(&self, partition: usize, offset: u64) -> u32 {
+        self.tries[partition].get(&offset).copied().unwrap_or(0)
     }
 
     /// Whether the event at `offset` in `partition` was settled before the
@@ -390,14 +453,15 @@ impl<V> Pending<V> {
     /// What a shared group commits: [`Pending::commit_point`], with the
     /// events above it that are settled already (acked out of order, or
     /// settled before a restart and not read again yet), so that they are
-    /// not delivered again after a move or a restart.
-    pub fn commit_places(&self) -> GroupCursor {
+    /// not delivered again after a move or a restart, and how often the
+    /// unsettled ones were delivered (`deliveries` of what is kept for one).
+    pub fn commit_places(&self, deliveries: impl Fn(&V) -> u32) -> GroupCursor {
         let places = self
             .unacked
             .iter()
             .zip(self.read.offsets())
-            .zip(&self.settled)
-            .map(|((unacked, &read), settled)| {
+            .zip(self.settled.iter().zip(&self.tries))
+            .map(|((unacked, &read), (settled, tries))| {
                 let mut ranges = Vec::new();
                 let mut from = None::<u64>;
                 for &offset in unacked.keys() {
@@ -412,7 +476,9 @@ impl<V> Pending<V> {
                 }
                 ranges.extend(settled.iter().cloned());
                 ranges.sort_by_key(|range| range.start);
-                Place::new(next, ranges)
+                let counted = unacked.iter().map(|(&offset, v)| (offset, deliveries(v)));
+                let carried = tries.iter().map(|(&offset, &count)| (offset, count));
+                Place::new(next, ranges).with_tries(counted.chain(carried))
             })
             .collect();
         GroupCursor::new(places)
@@ -481,7 +547,7 @@ mod tests {
             let place = Place::new(next, ranges);
             let cursor = GroupCursor::new(vec![place.clone(), Place::at(7)]);
             prop_assert_eq!(GroupCursor::parse_for(&cursor.to_string(), 2).unwrap(), cursor);
-            prop_assert_eq!(Place::with_done_text(next, &place.done_text()), Some(place));
+            prop_assert_eq!(Place::with_extra_text(next, &place.extra_text()), Some(place));
         }
     }
 
@@ -533,7 +599,7 @@ mod tests {
         for offset in [11, 12, 13, 15, 16, 17, 18, 19] {
             pending.remove(0, offset);
         }
-        let places = pending.commit_places();
+        let places = pending.commit_places(|_| 0);
         assert_eq!(places.to_string(), "10:1-4,5-10.0");
         assert_eq!(places.place(0).done, vec![11..14, 15..20]);
         assert_eq!(places.cursor(), Cursor::new(vec![10, 0]));
@@ -548,12 +614,45 @@ mod tests {
         again.restart_at(0, places.place(0).clone());
         assert!(again.settled(0, 12) && again.settled(0, 19));
         assert!(!again.settled(0, 10) && !again.settled(0, 14) && !again.settled(0, 20));
-        assert_eq!(again.commit_places().place(0), places.place(0));
+        assert_eq!(again.commit_places(|_| 0).place(0), places.place(0));
         again.insert(0, 10, ());
         again.read_to(Cursor::new(vec![12, 0]));
         again.remove(0, 10);
         // 10 acked: the place moves up to 14, the oldest one still due.
-        assert_eq!(again.commit_places().to_string(), "14:1-6.0");
+        assert_eq!(again.commit_places(|_| 0).to_string(), "14:1-6.0");
+    }
+
+    #[test]
+    fn a_group_commits_how_often_its_unsettled_events_were_delivered() {
+        let mut pending: Pending<u32> = Pending::new(Cursor::new(vec![10]));
+        pending.insert(0, 10, 2);
+        pending.insert(0, 11, 0);
+        pending.insert(0, 12, 1);
+        pending.read_to(Cursor::new(vec![13]));
+        pending.remove(0, 11);
+        let places = pending.commit_places(|&n| n);
+        assert_eq!(places.to_string(), "10:1-2;0*2,2*1");
+        assert_eq!(
+            GroupCursor::parse_for("10:1-2;0*2,2*1", 1),
+            Ok(places.clone())
+        );
+        assert_eq!(
+            GroupCursor::parse_for("10;0*2", 1).unwrap().place(0).tries,
+            vec![(10, 2)]
+        );
+
+        // Taken up elsewhere: the counts go on from there, and are kept
+        // for events not read again yet.
+        let mut again: Pending<u32> = Pending::new(Cursor::new(vec![0]));
+        again.restart_at(0, places.place(0).clone());
+        assert_eq!(
+            (again.tries(0, 10), again.tries(0, 12), again.tries(0, 13)),
+            (2, 1, 0)
+        );
+        assert_eq!(again.commit_places(|&n| n), places);
+        again.insert(0, 10, 3);
+        again.read_to(Cursor::new(vec![11]));
+        assert_eq!(again.commit_places(|&n| n).to_string(), "10:1-2;0*3,2*1");
     }
 
     #[test]
@@ -575,6 +674,11 @@ mod tests {
             "3:4-6,5-7.4",
             "3:x-1.4",
             "3:1.4:",
+            "3;",
+            "3;1*0.4",
+            "3;2*1,1*1.4",
+            "3;1.4",
+            "3:1-2:3-4.4",
         ] {
             assert!(GroupCursor::parse_for(junk, 2).is_err(), "{junk:?}");
         }

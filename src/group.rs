@@ -439,7 +439,7 @@ impl Group {
                 let mut committed = self.committed.lock().await;
                 let point = {
                     let mut state = self.state();
-                    let point = state.outstanding.commit_places();
+                    let point = state.outstanding.commit_places(|entry| entry.deliveries);
                     for &partition in &partitions {
                         state.owned[partition] = false;
                         state.forget(partition);
@@ -519,7 +519,7 @@ impl Group {
                 self.start_dead_lettering();
             }
             if !taken.is_empty() {
-                return Ok(taken);
+                return Ok(self.counted(taken).await);
             }
             let now = Instant::now();
             let until = next_due.map_or(deadline, |due| due.min(deadline));
@@ -531,7 +531,7 @@ impl Group {
                     if exhausted {
                         self.start_dead_lettering();
                     }
-                    return Ok(taken);
+                    return Ok(self.counted(taken).await);
                 }
                 continue;
             }
@@ -545,6 +545,20 @@ impl Group {
                 _ = tokio::time::sleep_until(until.min(now + READ_SLICE)) => {}
             }
         }
+    }
+
+    /// Commits the delivery counts of `taken` before they go out, so that
+    /// `attempt` (and the group's maximum of deliveries) carries across a
+    /// restart, a kill and a partition move. When the broker does not take
+    /// the commit they go out all the same: an event may then count one
+    /// delivery fewer after a restart than it had.
+    async fn counted(&self, taken: Vec<LeasedEvent>) -> Vec<LeasedEvent> {
+        if !taken.is_empty()
+            && let Err(err) = self.commit().await
+        {
+            tracing::warn!(topic = %self.topic, group = %self.name, error = %crate::error_chain(&err), "cannot commit delivery counts; after a restart they may count from an earlier number");
+        }
+        taken
     }
 
     /// Leases due events; also says when the next one comes due and whether
@@ -765,12 +779,14 @@ impl Group {
                         continue;
                     }
                     state.outstanding_bytes += event.payload.len();
+                    // Delivered before it moved here (or before a restart).
+                    let deliveries = state.outstanding.tries(event.partition, event.offset);
                     state.outstanding.insert(
                         event.partition,
                         event.offset,
                         Entry {
                             payload: event.payload,
-                            deliveries: 0,
+                            deliveries,
                             lease: Lease::Due(now),
                         },
                     );
@@ -948,7 +964,10 @@ impl Group {
     async fn commit_owned(&self, partitions: &[usize]) -> Result<(), GroupError> {
         // The point is taken under the lock, so commits land in order.
         let mut committed = self.committed.lock().await;
-        let cursor = self.state().outstanding.commit_places();
+        let cursor = self
+            .state()
+            .outstanding
+            .commit_places(|entry| entry.deliveries);
         self.commit_at(&mut committed, &cursor, partitions).await
     }
 

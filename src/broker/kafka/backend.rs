@@ -423,8 +423,9 @@ impl Backend for KafkaBroker {
                 entry
                     .set_offset(Offset::Offset(place.next as i64))
                     .map_err(unavailable)?;
-                // What is settled above the offset rides as commit metadata.
-                entry.set_metadata(place.done_text());
+                // What is settled above the offset, and the delivery counts,
+                // ride as the commit's metadata.
+                entry.set_metadata(place.extra_text());
             }
             list
         };
@@ -460,7 +461,7 @@ impl Backend for KafkaBroker {
                 // Metadata that is not ours (another client committed)
                 // settles nothing above the offset.
                 Offset::Offset(offset) => places.push(
-                    Place::with_done_text(offset as u64, entry.metadata())
+                    Place::with_extra_text(offset as u64, entry.metadata())
                         .unwrap_or_else(|| Place::at(offset as u64)),
                 ),
                 // Never committed.
