@@ -22,7 +22,7 @@ const DEFAULT_PAGE_LIMIT: usize = 100;
 const MAX_PAGE_LIMIT: usize = 1000;
 
 /// Resolves `earliest`, `latest` or a cursor string for a topic.
-async fn resolve_from(
+pub(super) async fn resolve_from(
     state: &AppState,
     topic: &str,
     partitions: usize,

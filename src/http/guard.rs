@@ -119,19 +119,26 @@ fn authenticate(state: &AppState, need: Need, request: &Request) -> Result<Acces
     })
 }
 
-fn forbidden(missing: &Missing) -> Response {
-    let mut error = ApiError::new(StatusCode::FORBIDDEN, "forbidden", missing.to_string())
-        .with("scope", missing.scope);
-    if let Some(name) = &missing.name {
-        let key = if missing.scope == "consume" {
-            "group"
-        } else {
-            "topic"
-        };
-        error = error.with(key, name.as_str());
+impl From<Missing> for ApiError {
+    /// 403 naming the scope, and the topic or group it was needed for.
+    fn from(missing: Missing) -> Self {
+        let mut error = ApiError::new(StatusCode::FORBIDDEN, "forbidden", missing.to_string())
+            .with("scope", missing.scope);
+        if let Some(name) = &missing.name {
+            let key = if missing.scope == "consume" {
+                "group"
+            } else {
+                "topic"
+            };
+            error = error.with(key, name.as_str());
+        }
+        error
     }
+}
+
+fn forbidden(missing: &Missing) -> Response {
     with_challenge(
-        error,
+        ApiError::from(missing.clone()),
         format!(
             "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{}\"",
             missing.scope

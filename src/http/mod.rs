@@ -6,6 +6,7 @@ mod events;
 mod groups;
 mod guard;
 mod handlers;
+mod mcp;
 mod publish;
 mod webhook;
 
@@ -134,8 +135,13 @@ pub fn router(state: Arc<AppState>) -> Router {
                 response
             }
         }))
-        .with_state(state);
-    with_cors(router, cors_origins)
+        .with_state(Arc::clone(&state));
+    // Agents (MCP): JSON-RPC answers its own errors, so /mcp stays outside
+    // the JSON error rewriting; the guard in front of it is the same.
+    let mcp = Router::new()
+        .route_service("/mcp", mcp::service(&state))
+        .route_layer(guard(Need::Token));
+    with_cors(router.merge(mcp), cors_origins)
 }
 
 /// Cross-origin access for the listed origins only: tower-http answers
@@ -277,33 +283,59 @@ async fn list_topics(
     State(state): State<Arc<AppState>>,
     axum::Extension(access): axum::Extension<Access>,
 ) -> impl IntoResponse {
+    topics_json(&state, &access)
+}
+
+/// The topics `access` may see (`GET /v1/topics`, MCP `list_topics`).
+fn topics_json(state: &AppState, access: &Access) -> axum::Json<serde_json::Value> {
     let topics: Vec<_> = state
         .topics
         .iter()
         .filter(|topic| access.sees_topic(&topic.name))
-        .map(|topic| {
-            let types: serde_json::Map<String, serde_json::Value> = topic
-                .types
-                .iter()
-                .map(|(name, ty)| {
-                    (
-                        name.clone(),
-                        json!({"description": ty.description, "schema": ty.schema}),
-                    )
-                })
-                .collect();
-            json!({
-                "name": topic.name,
-                "description": topic.description,
-                "partitions": topic.partitions,
-                "key": topic.key,
-                "retention": {
-                    "max_age_seconds": topic.retention.max_age.map(|d| d.as_secs()),
-                    "max_bytes": topic.retention.max_bytes,
-                },
-                "types": types,
-            })
-        })
+        .map(|topic| topic_json(topic))
         .collect();
     axum::Json(json!({ "topics": topics }))
+}
+
+/// One topic's description: partitions, key, retention, event types with
+/// their JSON Schemas.
+fn topic_json(topic: &crate::topic::Topic) -> serde_json::Value {
+    let types: serde_json::Map<String, serde_json::Value> = topic
+        .types
+        .iter()
+        .map(|(name, ty)| {
+            (
+                name.clone(),
+                json!({"description": ty.description, "schema": ty.schema}),
+            )
+        })
+        .collect();
+    json!({
+        "name": topic.name,
+        "description": topic.description,
+        "partitions": topic.partitions,
+        "key": topic.key,
+        "retention": {
+            "max_age_seconds": topic.retention.max_age.map(|d| d.as_secs()),
+            "max_bytes": topic.retention.max_bytes,
+        },
+        "types": types,
+    })
+}
+
+/// Clients may publish to `topic`: it exists and no handler writes there.
+fn publishable(state: &AppState, topic: &str) -> ApiResult<()> {
+    if state.topics.get(topic).is_none() {
+        return Err(ApiError::unknown_topic(topic));
+    }
+    if let Some(handler) = state.handler_outputs.get(topic) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "handler_output",
+            format!("topic {topic:?} holds the outcomes of handler {handler:?}: only the handler writes there"),
+        )
+        .with("topic", topic)
+        .with("handler", handler.as_str()));
+    }
+    Ok(())
 }

@@ -108,18 +108,7 @@ pub async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<impl IntoResponse> {
-    if state.topics.get(&topic).is_none() {
-        return Err(ApiError::unknown_topic(&topic));
-    }
-    if let Some(handler) = state.handler_outputs.get(&topic) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "handler_output",
-            format!("topic {topic:?} holds the outcomes of handler {handler:?}: only the handler writes there"),
-        )
-        .with("topic", topic.as_str())
-        .with("handler", handler.as_str()));
-    }
+    super::publishable(&state, &topic)?;
     let Query(query) =
         query.map_err(|err| ApiError::bad_request("invalid_query", err.body_text()))?;
     let content_type = media_type(&headers)?;

@@ -10,6 +10,7 @@ mod crash;
 mod groups;
 mod handler;
 mod harness;
+mod mcp;
 mod processes;
 mod publish;
 mod read;

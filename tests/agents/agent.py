@@ -1,0 +1,86 @@
+"""An MCP agent for the tests, on the official Python SDK (PyPI `mcp`).
+
+Usage (every answer is one JSON line on stdout):
+  agent.py tools  URL MODE [TOKEN]             -> {"protocol": ..., "tools": {name: {...}}}
+  agent.py call   URL MODE TOOL ARGS [TOKEN]   -> {"is_error": bool, "structured": {...}}
+  agent.py follow URL MODE TOPIC CURSOR_FILE   -> one {"id": ...} per event, forever
+
+MODE is "2026-07-28" (stateless, no handshake) or "legacy" (initialize at
+2025-11-25, Mcp-Session-Id). `follow` is an agent that keeps its place: it
+reads from the cursor saved in CURSOR_FILE (or from the earliest event),
+prints each event, then saves `next_cursor`; killed and started again, it
+goes on from there.
+"""
+
+import asyncio
+import json
+import os
+import sys
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+
+def connect(url, mode, token=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    transport = streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=60))
+    return Client(transport, mode=mode)
+
+
+def out(value):
+    print(json.dumps(value), flush=True)
+
+
+async def tools(url, mode, token=None):
+    async with connect(url, mode, token) as client:
+        listed = await client.list_tools()
+        out({
+            "protocol": client.protocol_version,
+            "tools": {
+                tool.name: {
+                    "input": tool.input_schema,
+                    "output": tool.output_schema,
+                    "read_only": bool(tool.annotations and tool.annotations.read_only_hint),
+                }
+                for tool in listed.tools
+            },
+        })
+
+
+async def call(url, mode, tool, arguments, token=None):
+    async with connect(url, mode, token) as client:
+        result = await client.call_tool(tool, json.loads(arguments))
+        out({"is_error": bool(result.is_error), "structured": result.structured_content})
+
+
+async def follow(url, mode, topic, cursor_file):
+    async with connect(url, mode) as client:
+        while True:
+            arguments = {"topic": topic, "limit": 50, "wait_ms": 1000}
+            if os.path.exists(cursor_file):
+                with open(cursor_file) as f:
+                    arguments["after"] = f.read().strip()
+            result = await client.call_tool("read_events", arguments)
+            if result.is_error:
+                raise SystemExit(f"read_events failed: {result.structured_content}")
+            page = result.structured_content
+            for event in page["events"]:
+                out({"id": event["id"]})
+            # Saved after the events are handled: a kill in between costs a
+            # repeat, never a gap.
+            with open(cursor_file + ".tmp", "w") as f:
+                f.write(page["next_cursor"])
+            os.replace(cursor_file + ".tmp", cursor_file)
+            if not page["has_more"]:
+                await asyncio.sleep(page["next_poll_ms"] / 1000)
+
+
+def main(argv):
+    command, rest = argv[1], argv[2:]
+    runs = {"tools": tools, "call": call, "follow": follow}
+    asyncio.run(runs[command](*rest))
+
+
+if __name__ == "__main__":
+    main(sys.argv)

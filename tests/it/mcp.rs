@@ -1,0 +1,433 @@
+//! Agents over MCP (`POST /mcp`), driven by the official Python SDK (PyPI
+//! `mcp`, tests/agents/agent.py) on both protocol revisions: tools with
+//! their schemas, publish (a schema violation is a tool error naming the
+//! pointer), reads that resume from a cursor (the same cursor pages use),
+//! the queue, an agent that keeps its place across its own kill and a
+//! Switchyard restart, and tokens and scopes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::harness::{Server, TokenMinter, Workspace, client, event, get_json, publish};
+
+const REVISIONS: [(&str, &str); 2] = [("2026-07-28", "2026-07-28"), ("legacy", "2025-11-25")];
+
+fn agents_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/agents")
+}
+
+fn python() -> PathBuf {
+    let python = agents_dir().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "the MCP client is not installed: run scripts/test (it installs tests/agents)"
+    );
+    python
+}
+
+fn mcp_url(server: &Server) -> String {
+    format!("{}/mcp", server.url)
+}
+
+/// Runs agent.py with `args`; its one line of JSON.
+async fn agent(args: &[&str]) -> Value {
+    let out = tokio::process::Command::new(python())
+        .arg(agents_dir().join("agent.py"))
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "agent.py {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|err| panic!("agent.py {args:?} printed {stdout:?}: {err}"))
+}
+
+async fn call(server: &Server, mode: &str, tool: &str, arguments: Value) -> (bool, Value) {
+    let answer = agent(&["call", &mcp_url(server), mode, tool, &arguments.to_string()]).await;
+    (answer["is_error"] == true, answer["structured"].clone())
+}
+
+/// Every tool listed with an output schema (read-only ones marked), the
+/// revision the client asked for, publish and read with cursors shared
+/// with pages, a schema violation named, and the queue, on both revisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_publish_read_and_queue_on_both_revisions() {
+    let ws = Workspace::new();
+    ws.topic("notes-0", 1, "").topic("notes-1", 1, "");
+    let server = ws.serve(&[]);
+    for (round, (mode, revision)) in REVISIONS.into_iter().enumerate() {
+        let what = format!("MCP {revision}");
+        // A topic per revision, so that each starts empty.
+        let notes = format!("notes-{round}");
+        let listed = agent(&["tools", &mcp_url(&server), mode]).await;
+        assert_eq!(listed["protocol"], revision, "{what}");
+        let tools = listed["tools"].as_object().unwrap();
+        for name in [
+            "list_topics",
+            "describe_topic",
+            "publish_event",
+            "read_events",
+            "receive",
+            "ack",
+            "nack",
+            "extend",
+            "group_status",
+        ] {
+            let tool = &tools[name];
+            assert_eq!(tool["output"]["type"], "object", "{what}: {name}");
+            assert_eq!(tool["input"]["type"], "object", "{what}: {name}");
+        }
+        assert_eq!(tools["read_events"]["read_only"], true, "{what}");
+        assert_eq!(tools["publish_event"]["read_only"], false, "{what}");
+
+        let (failed, described) =
+            call(&server, mode, "describe_topic", json!({"topic": notes})).await;
+        assert!(!failed, "{what}: {described}");
+        assert_eq!(described["partitions"], 1, "{what}");
+        assert!(
+            described["types"]["test.event"]["schema"].is_object(),
+            "{what}: {described}"
+        );
+        let head = described["head"].as_str().unwrap().to_owned();
+
+        // Three events published through MCP, read in two calls from the
+        // head cursor taken before.
+        let mut ids = Vec::new();
+        for n in 0..3 {
+            let (failed, published) = call(
+                &server,
+                mode,
+                "publish_event",
+                json!({"topic": notes, "type": "test.event", "data": {"n": n, "k": "a"}, "subject": format!("note/{n}")}),
+            )
+            .await;
+            assert!(!failed, "{what}: {published}");
+            assert!(published["position"].is_string(), "{what}: {published}");
+            ids.push(published["id"].as_str().unwrap().to_owned());
+        }
+        let (failed, first) = call(
+            &server,
+            mode,
+            "read_events",
+            json!({"topic": notes, "after": head, "limit": 2}),
+        )
+        .await;
+        assert!(!failed, "{what}: {first}");
+        let got: Vec<&str> = first["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, [ids[0].as_str(), ids[1].as_str()], "{what}");
+        assert_eq!(first["has_more"], true, "{what}");
+        let cursor = first["next_cursor"].as_str().unwrap();
+        let (_, second) = call(
+            &server,
+            mode,
+            "read_events",
+            json!({"topic": notes, "after": cursor, "wait_ms": 200}),
+        )
+        .await;
+        let got: Vec<&str> = second["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, [ids[2].as_str()], "{what}");
+        assert_eq!(second["has_more"], false, "{what}");
+        // The same cursor on the HTTP API: the same next event.
+        let page = get_json(&format!("{}?from={cursor}", server.events_url(&notes))).await;
+        assert_eq!(page["events"][0]["id"], ids[2], "{what}: {page}");
+        // A filter on the subject.
+        let (_, filtered) = call(
+            &server,
+            mode,
+            "read_events",
+            json!({"topic": notes, "after": head, "subject": "note/1"}),
+        )
+        .await;
+        assert_eq!(
+            filtered["events"].as_array().unwrap().len(),
+            1,
+            "{what}: {filtered}"
+        );
+        assert_eq!(filtered["events"][0]["id"], ids[1], "{what}");
+
+        // A schema violation is a tool error that names the place.
+        let (failed, refused) = call(
+            &server,
+            mode,
+            "publish_event",
+            json!({"topic": notes, "type": "test.event", "data": {"n": -1}}),
+        )
+        .await;
+        assert!(failed, "{what}: {refused}");
+        assert_eq!(
+            refused["error"]["code"], "schema_violation",
+            "{what}: {refused}"
+        );
+        assert_eq!(refused["error"]["pointer"], "/data/n", "{what}: {refused}");
+        assert_eq!(refused["error"]["keyword"], "minimum", "{what}: {refused}");
+        let (failed, unknown) = call(&server, mode, "read_events", json!({"topic": "nope"})).await;
+        assert!(failed, "{what}: {unknown}");
+        assert_eq!(
+            unknown["error"]["code"], "unknown_topic",
+            "{what}: {unknown}"
+        );
+
+        // The queue: receive, nack, receive again (attempt 2), ack.
+        let group = "agents";
+        let receive =
+            json!({"topic": notes, "group": group, "start": "earliest", "max": 1, "wait": "2s"});
+        let (failed, got) = call(&server, mode, "receive", receive.clone()).await;
+        assert!(!failed, "{what}: {got}");
+        assert_eq!(got["deliveries"][0]["event"]["id"], ids[0], "{what}: {got}");
+        let receipt = got["deliveries"][0]["receipt"].clone();
+        let (failed, nacked) = call(
+            &server,
+            mode,
+            "nack",
+            json!({"topic": notes, "group": group, "receipts": [receipt], "delay": "0s"}),
+        )
+        .await;
+        assert!(!failed, "{what}: {nacked}");
+        assert_eq!(nacked["nacked"], 1, "{what}");
+        let (_, again) = call(&server, mode, "receive", receive).await;
+        assert_eq!(
+            again["deliveries"][0]["event"]["id"], ids[0],
+            "{what}: {again}"
+        );
+        assert_eq!(again["deliveries"][0]["attempt"], 2, "{what}: {again}");
+        let receipt = again["deliveries"][0]["receipt"].clone();
+        let (failed, acked) = call(
+            &server,
+            mode,
+            "ack",
+            json!({"topic": notes, "group": group, "receipts": [receipt]}),
+        )
+        .await;
+        assert!(!failed, "{what}: {acked}");
+        assert_eq!(acked["acked"], 1, "{what}");
+        let (_, status) = call(
+            &server,
+            mode,
+            "group_status",
+            json!({"topic": notes, "group": group}),
+        )
+        .await;
+        assert!(status["committed"].is_string(), "{what}: {status}");
+        let (failed, refused) = call(
+            &server,
+            mode,
+            "ack",
+            json!({"topic": notes, "group": group, "receipts": [receipt], "delay": "1s"}),
+        )
+        .await;
+        assert!(failed, "{what}: ack takes no delay: {refused}");
+        assert_eq!(refused["error"]["argument"], "delay", "{what}: {refused}");
+    }
+}
+
+/// An agent that saves its cursor after each read gets every event once:
+/// killed (-9) mid-follow, and started again after Switchyard itself was
+/// killed and restarted, it goes on from its saved place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_keeps_its_place_across_its_kill_and_a_switchyard_restart() {
+    let ws = Workspace::new();
+    ws.topic("orders", 3, "");
+    let server = ws.serve(&[]);
+    let cursor_file = ws.path().join("agent.cursor");
+    let orders = server.events_url("orders");
+    for n in 0..6 {
+        let (status, body) = publish(
+            &client(),
+            &orders,
+            &event(&format!("o-{n}"), n, &format!("k{n}")),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut seen = follow(&server, &cursor_file, 6).await;
+    let server = server.restart();
+    let orders = server.events_url("orders");
+    for n in 6..12 {
+        let (status, body) = publish(
+            &client(),
+            &orders,
+            &event(&format!("o-{n}"), n, &format!("k{n}")),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    seen.extend(follow(&server, &cursor_file, 6).await);
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for id in &seen {
+        *counts.entry(id.clone()).or_default() += 1;
+    }
+    let expected: HashMap<String, usize> = (0..12).map(|n| (format!("o-{n}"), 1)).collect();
+    assert_eq!(counts, expected, "every event exactly once: {seen:?}");
+}
+
+/// Runs the following agent until it printed `count` events and then a
+/// second more (to catch repeats), and kills it (-9): the ids it printed.
+async fn follow(server: &Server, cursor_file: &Path, count: usize) -> Vec<String> {
+    let mut child = tokio::process::Command::new(python())
+        .arg(agents_dir().join("agent.py"))
+        .args(["follow", &mcp_url(server), "2026-07-28", "orders"])
+        .arg(cursor_file)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut ids = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let wait = if ids.len() >= count {
+            Duration::from_secs(1)
+        } else {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        };
+        match tokio::time::timeout(wait, lines.next_line()).await {
+            Ok(Ok(Some(line))) => {
+                let printed: Value = serde_json::from_str(&line).unwrap();
+                ids.push(printed["id"].as_str().unwrap().to_owned());
+            }
+            Ok(_) => panic!("the agent stopped after {ids:?}"),
+            Err(_) => break,
+        }
+    }
+    assert!(ids.len() >= count, "the agent printed only {ids:?}");
+    child.kill().await.unwrap();
+    ids
+}
+
+/// /mcp takes the HTTP API's tokens: none → 401 with a Bearer challenge;
+/// a token without the scope a tool needs → a tool error naming it; a
+/// browser page from another origin is refused; an unknown revision is
+/// answered with the ones supported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_scopes_origins_and_revisions() {
+    const SECRET: &str = "a-test-secret-of-some-length-0123456789";
+    let ws = Workspace::new();
+    ws.topic("orders", 1, "");
+    let server = ws.serve_with(&[], &[("SWITCHYARD_JWT_SECRET", SECRET)]);
+    let url = mcp_url(&server);
+    let discover = json!({"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }}});
+    let post = |version: &str| {
+        client()
+            .post(&url)
+            .header("Accept", "application/json, text/event-stream")
+            .header("MCP-Protocol-Version", version)
+            .header("Mcp-Method", "server/discover")
+    };
+    let answer = post("2026-07-28").json(&discover).send().await.unwrap();
+    assert_eq!(answer.status(), 401);
+    let challenge = answer.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(challenge.starts_with("Bearer"), "{challenge}");
+
+    let mut minter = TokenMinter::new();
+    let grant = |scopes: Value| json!({"sub": "agent", "exp_in": 600, "switchyard": scopes});
+    let publisher = minter.mint("HS256", SECRET, grant(json!({"publish": ["orders"]})));
+    let answer = post("2026-07-28")
+        .bearer_auth(&publisher)
+        .json(&discover)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(
+        body["result"]["supportedVersions"],
+        json!(["2026-07-28", "2025-11-25"]),
+        "{body}"
+    );
+
+    // An unknown revision: the spec's error, listing the supported ones.
+    let mut old = discover.clone();
+    old["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = "1999-01-01".into();
+    let answer = post("1999-01-01")
+        .bearer_auth(&publisher)
+        .json(&old)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32022, "{body}");
+    assert_eq!(
+        body["error"]["data"]["supported"],
+        json!(["2026-07-28", "2025-11-25"]),
+        "{body}"
+    );
+
+    // A page on another origin (DNS rebinding) gets nothing.
+    let answer = post("2026-07-28")
+        .bearer_auth(&publisher)
+        .header("Origin", "http://evil.example")
+        .json(&discover)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 403);
+
+    // Through the SDK: may publish, may not read.
+    for (mode, revision) in REVISIONS {
+        let (failed, published) = token_call(
+            &url,
+            mode,
+            "publish_event",
+            json!({"topic": "orders", "type": "test.event", "data": {"n": 1}}),
+            &publisher,
+        )
+        .await;
+        assert!(!failed, "{revision}: {published}");
+        let (failed, refused) = token_call(
+            &url,
+            mode,
+            "read_events",
+            json!({"topic": "orders"}),
+            &publisher,
+        )
+        .await;
+        assert!(failed, "{revision}: {refused}");
+        assert_eq!(
+            refused["error"]["code"], "forbidden",
+            "{revision}: {refused}"
+        );
+        assert_eq!(
+            refused["error"]["scope"], "subscribe",
+            "{revision}: {refused}"
+        );
+        assert_eq!(refused["error"]["topic"], "orders", "{revision}: {refused}");
+    }
+}
+
+async fn token_call(
+    url: &str,
+    mode: &str,
+    tool: &str,
+    arguments: Value,
+    token: &str,
+) -> (bool, Value) {
+    let answer = agent(&["call", url, mode, tool, &arguments.to_string(), token]).await;
+    (answer["is_error"] == true, answer["structured"].clone())
+}
