@@ -40,7 +40,7 @@ const IDLE_POLL_MS: u64 = 1000;
 
 /// The `/mcp` service. Hosts are not checked (Switchyard answers on any
 /// name it is reached by); a request with an `Origin` header must come from
-/// one of `--cors-origin`, so that a web page elsewhere cannot drive a
+/// one of `--cors-origins`, so that a web page elsewhere cannot drive a
 /// local Switchyard through the browser (DNS rebinding).
 pub(super) fn service(state: &Arc<AppState>) -> StreamableHttpService<Mcp, LocalSessionManager> {
     let config = StreamableHttpServerConfig::default()
