@@ -463,15 +463,22 @@ impl Group {
 
     /// Commits and hands every partition back (the process is stopping).
     async fn leave(&self) {
-        let owned: Vec<usize> = {
-            let mut state = self.state();
-            let owned = crate::broker::membership::marked(&state.owned);
-            state.owned.iter_mut().for_each(|o| *o = false);
-            owned
-        };
-        if let Err(err) = self.commit_owned(&owned).await {
+        // Committed, then dropped under the commit lock: an ack after this
+        // finds its lease gone (the event comes again from the new owner)
+        // rather than being answered without a commit.
+        let mut committed = self.committed.lock().await;
+        let (owned, done) = self.commit_owned(&mut committed).await;
+        if let Err(err) = done {
             tracing::warn!(topic = %self.topic, group = %self.name, error = %crate::error_chain(&err), "cannot commit on leaving; events since the last commit come again");
         }
+        {
+            let mut state = self.state();
+            for &partition in &owned {
+                state.owned[partition] = false;
+                state.forget(partition);
+            }
+        }
+        drop(committed);
         if let Some(membership) = self.membership.lock().await.take() {
             membership.leave().await;
         }
@@ -955,20 +962,31 @@ impl Group {
             .collect()
     }
 
-    /// Commits the lowest unacked offset of each partition it owns.
+    /// Commits the place of each partition it owns.
     async fn commit(&self) -> Result<(), GroupError> {
-        let owned = crate::broker::membership::marked(&self.state().owned);
-        self.commit_owned(&owned).await
+        let mut committed = self.committed.lock().await;
+        self.commit_owned(&mut committed).await.1
     }
 
-    async fn commit_owned(&self, partitions: &[usize]) -> Result<(), GroupError> {
-        // The point is taken under the lock, so commits land in order.
-        let mut committed = self.committed.lock().await;
-        let cursor = self
-            .state()
-            .outstanding
-            .commit_places(|entry| entry.deliveries);
-        self.commit_at(&mut committed, &cursor, partitions).await
+    /// Commits the place of each partition it owns (the caller holds the
+    /// commit lock): those partitions, and how the commit went.
+    async fn commit_owned(
+        &self,
+        committed: &mut GroupCursor,
+    ) -> (Vec<usize>, Result<(), GroupError>) {
+        // Which partitions are owned and where they are, in one look: a
+        // partition handed back or lost meanwhile has forgotten its unacked
+        // events, and committing its read position would settle them.
+        let (owned, cursor) = {
+            let state = self.state();
+            let owned = crate::broker::membership::marked(&state.owned);
+            (
+                owned,
+                state.outstanding.commit_places(|entry| entry.deliveries),
+            )
+        };
+        let done = self.commit_at(committed, &cursor, &owned).await;
+        (owned, done)
     }
 
     /// Commits `cursor`'s places of those `partitions` that changed since
