@@ -117,6 +117,37 @@ impl Hubs {
     fn subscribe(&self, topic: &str) -> Option<broadcast::Receiver<Batch>> {
         self.by_topic.get(topic).map(broadcast::Sender::subscribe)
     }
+
+    /// Tells when `topic`'s head moves (events appended, by this process or
+    /// another one on the same broker); `None` for an unknown topic.
+    pub fn watch(&self, topic: &str) -> Option<HeadWatch> {
+        self.subscribe(topic).map(|receiver| HeadWatch { receiver })
+    }
+}
+
+/// Follows a topic's head without its events: see [`Hubs::watch`].
+pub struct HeadWatch {
+    receiver: broadcast::Receiver<Batch>,
+}
+
+impl HeadWatch {
+    /// Waits until the head has moved since the last call, then takes
+    /// every move that is already known, so that a burst is one answer.
+    /// `false` once the hub is gone (shutdown).
+    pub async fn moved(&mut self) -> bool {
+        use broadcast::error::{RecvError, TryRecvError};
+        match self.receiver.recv().await {
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return false,
+        }
+        loop {
+            match self.receiver.try_recv() {
+                Ok(_) | Err(TryRecvError::Lagged(_)) => {}
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Closed) => return false,
+            }
+        }
+    }
 }
 
 async fn run_hub(

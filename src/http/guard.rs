@@ -98,6 +98,7 @@ fn authenticate(state: &AppState, need: Need, request: &Request) -> Result<Acces
     let Some(verifier) = state.verifier.as_ref().filter(|_| !open) else {
         return Ok(Access::Anyone);
     };
+    let metadata = metadata_url(request);
     let Some(token) = auth::token_of(request.method(), request.headers(), request.uri().query())
     else {
         return Err(Unauthorized(
@@ -107,16 +108,65 @@ fn authenticate(state: &AppState, need: Need, request: &Request) -> Result<Acces
                 auth::COOKIE,
                 auth::QUERY_PARAMETER
             ),
-            format!("Bearer realm=\"{REALM}\""),
+            format!("Bearer realm=\"{REALM}\", resource_metadata=\"{metadata}\""),
         ));
     };
     verifier.verify(&token).map(Access::Token).map_err(|err| {
         Unauthorized(
             "invalid_token",
             err.to_string(),
-            format!("Bearer realm=\"{REALM}\", error=\"invalid_token\""),
+            format!(
+                "Bearer realm=\"{REALM}\", error=\"invalid_token\", resource_metadata=\"{metadata}\""
+            ),
         )
     })
+}
+
+/// The address this server was reached at (`X-Forwarded-Proto` names the
+/// scheme behind a proxy that ends TLS).
+fn base_url(headers: &axum::http::HeaderMap) -> String {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let scheme = header("x-forwarded-proto").unwrap_or("http");
+    let host = header("host").unwrap_or("localhost");
+    format!("{scheme}://{host}")
+}
+
+/// The protected-resource metadata (RFC 9728) of the resource `request`
+/// is for: `/mcp` has its own (MCP clients look it up by their server's
+/// path), every other route shares the server's.
+fn metadata_url(request: &Request) -> String {
+    let suffix = if request.uri().path().starts_with("/mcp") {
+        "/mcp"
+    } else {
+        ""
+    };
+    format!(
+        "{}/.well-known/oauth-protected-resource{suffix}",
+        base_url(request.headers())
+    )
+}
+
+/// `GET /.well-known/oauth-protected-resource[/{resource}]`: RFC 9728
+/// metadata naming the resource, the issuer whose tokens it takes (when
+/// one is configured), how to present them and the scopes there are.
+pub(super) async fn protected_resource(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Response {
+    let path = request.uri().path();
+    let resource = path
+        .strip_prefix("/.well-known/oauth-protected-resource")
+        .unwrap_or_default();
+    let mut metadata = serde_json::json!({
+        "resource": format!("{}{resource}", base_url(request.headers())),
+        "resource_name": "Switchyard",
+        "bearer_methods_supported": ["header"],
+        "scopes_supported": ["publish", "subscribe", "consume", "admin", "metrics"],
+    });
+    if let Some(issuer) = state.verifier.as_ref().and_then(auth::Verifier::issuer) {
+        metadata["authorization_servers"] = serde_json::json!([issuer]);
+    }
+    axum::Json(metadata).into_response()
 }
 
 impl From<Missing> for ApiError {
@@ -136,7 +186,7 @@ impl From<Missing> for ApiError {
     }
 }
 
-fn forbidden(missing: &Missing) -> Response {
+pub(super) fn forbidden(missing: &Missing) -> Response {
     with_challenge(
         ApiError::from(missing.clone()),
         format!(

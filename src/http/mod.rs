@@ -114,6 +114,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         // Webhooks authenticate by their sender's signature.
         .route("/v1/webhooks/{source}", post(webhook::receive))
+        // Where OAuth-capable clients learn how to get a token (RFC 9728).
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(guard::protected_resource),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/{*resource}",
+            get(guard::protected_resource),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route(
@@ -140,6 +149,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     // the JSON error rewriting; the guard in front of it is the same.
     let mcp = Router::new()
         .route_service("/mcp", mcp::service(&state))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            mcp::authorize,
+        ))
         .route_layer(guard(Need::Token));
     with_cors(router.merge(mcp), cors_origins)
 }

@@ -1,32 +1,17 @@
-//! Agents over the Model Context Protocol: `POST /mcp` (Streamable HTTP),
-//! served with the official Rust SDK (`rmcp`) for revision 2026-07-28
-//! (stateless: each request names its revision in `_meta`) and 2025-11-25
-//! (`initialize`, `Mcp-Session-Id`). Each tool is the HTTP API's operation
-//! under another name: the same validation, the same errors (a tool error
-//! carries the HTTP API's `{"error": {...}}` body), the same cursors, so an
-//! agent can move between MCP, SSE and pages with one position.
+//! The tools: each is an HTTP API operation under another name, with the
+//! same validation and errors (a tool error carries the HTTP API's
+//! `{"error": {...}}` body) and the same cursors.
 
-use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use rmcp::ErrorData as McpError;
-use rmcp::ServerHandler;
-use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, JsonObject,
-    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
-    Tool, ToolAnnotations,
-};
-use rmcp::service::{RequestContext, RoleServer};
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, AppState};
-use crate::auth::Access;
+use super::super::{ApiError, ApiResult, AppState};
 use crate::event::{Attributes, CloudEvent, Filter};
 
 /// Events a `read_events` call returns when `limit` is not given, and the
@@ -38,126 +23,49 @@ const MAX_READ_WAIT: Duration = Duration::from_secs(30);
 /// What `next_poll_ms` suggests when an agent has read everything.
 const IDLE_POLL_MS: u64 = 1000;
 
-/// The `/mcp` service. Hosts are not checked (Switchyard answers on any
-/// name it is reached by); a request with an `Origin` header must come from
-/// one of `--cors-origins`, so that a web page elsewhere cannot drive a
-/// local Switchyard through the browser (DNS rebinding).
-pub(super) fn service(state: &Arc<AppState>) -> StreamableHttpService<Mcp, LocalSessionManager> {
-    let config = StreamableHttpServerConfig::default()
-        .disable_allowed_hosts()
-        .with_allowed_origins(state.cors_origins.clone())
-        .enforce_origin_validation()
-        .with_json_response(true)
-        .with_cancellation_token(state.shutdown.child_token());
-    let state = Arc::clone(state);
-    StreamableHttpService::new(
-        move || {
-            Ok(Mcp {
-                state: Arc::clone(&state),
-            })
-        },
-        Default::default(),
-        config,
-    )
-}
-
-#[derive(Clone)]
-pub(super) struct Mcp {
-    state: Arc<AppState>,
-}
-
-impl ServerHandler for Mcp {
-    fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("switchyard", env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "Switchyard is an event bus. list_topics shows the topics and their event \
-                 types; read_events follows a topic from a cursor (keep next_cursor and pass it \
-                 as `after` next time: every event comes once, across restarts); publish_event \
-                 stores an event; receive/ack/nack/extend consume a topic as a queue.",
-            )
-    }
-
-    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
-        Cow::Borrowed(&[ProtocolVersion::V_2026_07_28, ProtocolVersion::V_2025_11_25])
-    }
-
-    async fn list_tools(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(tools()))
-    }
-
-    async fn call_tool(
-        &self,
-        request: CallToolRequestParams,
-        context: RequestContext<RoleServer>,
-    ) -> Result<CallToolResponse, McpError> {
-        // The guard in front of /mcp put the caller's access there.
-        let access = context
-            .extensions
-            .get::<axum::http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<Access>())
-            .cloned()
-            .ok_or_else(|| McpError::internal_error("the request carries no access", None))?;
-        let arguments = request.arguments.unwrap_or_default();
-        let Some(tool) = tools().into_iter().find(|t| t.name == request.name) else {
-            return Err(McpError::invalid_params(
-                format!("no tool {:?}", request.name),
-                Some(
-                    json!({ "tools": tools().iter().map(|t| t.name.clone()).collect::<Vec<_>>() }),
-                ),
-            ));
-        };
-        let call = Call {
-            state: &self.state,
-            access: &access,
-            arguments,
-        };
-        let response = match call.run(&tool.name).await {
-            Ok(response) => response,
-            Err(err) => err.into_response(),
-        };
-        Ok(tool_result(response).await.into())
-    }
-}
-
-/// One tool call: the caller's access and the tool's arguments.
-struct Call<'a> {
-    state: &'a Arc<AppState>,
-    access: &'a Access,
-    arguments: JsonObject,
+/// One tool call: the tool's arguments and the request's `_meta`. The
+/// caller's access was checked before ([`super::wants`]).
+pub(super) struct Call<'a> {
+    pub state: &'a Arc<AppState>,
+    /// Who calls: `list_topics` shows only what they may see.
+    pub access: &'a crate::auth::Access,
+    pub arguments: JsonObject,
+    /// W3C trace context from the request's `_meta`, for published events.
+    pub traceparent: Option<String>,
 }
 
 impl Call<'_> {
-    async fn run(self, tool: &str) -> ApiResult<Response> {
+    pub async fn run(self, tool: &str) -> ApiResult<Response> {
         let state = Arc::clone(self.state);
         match tool {
             "list_topics" => {
                 self.only(&[])?;
-                Ok(super::topics_json(&state, self.access).into_response())
+                Ok(super::super::topics_json(&state, self.access).into_response())
             }
             "describe_topic" => {
                 self.only(&["topic"])?;
-                let topic = self.topic()?;
-                self.access.may_subscribe(&topic).map_err(ApiError::from)?;
-                let found = state
-                    .topics
-                    .get(&topic)
-                    .ok_or_else(|| ApiError::unknown_topic(&topic))?;
-                let mut described = super::topic_json(found);
-                described["head"] = state.broker.latest(&topic).await?.to_string().into();
-                Ok(axum::Json(described).into_response())
+                Ok(
+                    axum::Json(super::resources::describe(&state, &self.topic()?).await?)
+                        .into_response(),
+                )
             }
             "publish_event" => self.publish_event().await,
             "read_events" => self.read_events().await,
+            "get_event" => {
+                self.only(&["topic", "id", "after"])?;
+                let (topic, id) = (self.topic()?, self.required("id")?);
+                let after = self.string("after")?;
+                Ok(axum::Json(
+                    super::resources::find_event(&state, &topic, &id, after.as_deref()).await?,
+                )
+                .into_response())
+            }
             "receive" => {
                 let (topic, group) = self.group(&["member", "max", "lease", "wait", "start"])?;
-                let query = self.rest(&["topic", "group"])?;
-                let query = serde_json::from_value(query).map_err(invalid_arguments)?;
-                super::groups::receive(State(state), Path((topic, group)), Ok(Query(query))).await
+                let query = serde_json::from_value(self.rest(&["topic", "group"]))
+                    .map_err(|err| ApiError::bad_request("invalid_arguments", err.to_string()))?;
+                super::super::groups::receive(State(state), Path((topic, group)), Ok(Query(query)))
+                    .await
             }
             "ack" | "nack" | "extend" => {
                 let extra = match tool {
@@ -166,25 +74,56 @@ impl Call<'_> {
                     _ => &["receipts"][..],
                 };
                 let (topic, group) = self.group(extra)?;
-                let body = Bytes::from(self.rest(&["topic", "group"])?.to_string());
+                let body = Bytes::from(self.rest(&["topic", "group"]).to_string());
                 let path = Path((topic, group));
                 Ok(match tool {
-                    "ack" => super::groups::ack(State(state), path, body)
+                    "ack" => super::super::groups::ack(State(state), path, body)
                         .await
                         .into_response(),
-                    "nack" => super::groups::nack(State(state), path, body)
+                    "nack" => super::super::groups::nack(State(state), path, body)
                         .await
                         .into_response(),
-                    _ => super::groups::extend(State(state), path, body)
+                    _ => super::super::groups::extend(State(state), path, body)
                         .await
                         .into_response(),
                 })
             }
             "group_status" => {
                 let (topic, group) = self.group(&[])?;
-                Ok(super::groups::status(State(state), Path((topic, group)))
-                    .await
-                    .into_response())
+                Ok(
+                    super::super::groups::status(State(state), Path((topic, group)))
+                        .await
+                        .into_response(),
+                )
+            }
+            "handler_status" => {
+                self.only(&["handler"])?;
+                let mut status = state.handlers.status().await;
+                if let Some(name) = self.string("handler")? {
+                    let handlers = status["handlers"].as_array_mut();
+                    let found = handlers
+                        .and_then(|list| list.iter().find(|h| h["name"] == name.as_str()).cloned());
+                    let found = found.ok_or_else(|| {
+                        ApiError::new(
+                            axum::http::StatusCode::NOT_FOUND,
+                            "unknown_handler",
+                            format!("no handler named {name:?}"),
+                        )
+                        .with("handler", name.as_str())
+                    })?;
+                    status = json!({ "handlers": [found] });
+                }
+                Ok(axum::Json(status).into_response())
+            }
+            "replay_dead_letters" => {
+                self.only(&["handler", "ids", "from", "to"])?;
+                let name = self.required("handler")?;
+                let body = Bytes::from(self.rest(&["handler"]).to_string());
+                Ok(
+                    super::super::handlers::replay(State(state), Path(name), body)
+                        .await
+                        .into_response(),
+                )
             }
             other => Err(ApiError::bad_request(
                 "unknown_tool",
@@ -238,35 +177,29 @@ impl Call<'_> {
         self.required("topic")
     }
 
-    /// `topic` and `group` of a queue tool (besides `extra` arguments), once
-    /// the caller may consume them.
+    /// `topic` and `group` of a queue tool (besides `extra` arguments).
     fn group(&self, extra: &[&str]) -> ApiResult<(String, String)> {
         let mut allowed = vec!["topic", "group"];
         allowed.extend_from_slice(extra);
         self.only(&allowed)?;
-        let (topic, group) = (self.topic()?, self.required("group")?);
-        self.access
-            .may_consume(&topic, &group)
-            .map_err(ApiError::from)?;
-        Ok((topic, group))
+        Ok((self.topic()?, self.required("group")?))
     }
 
     /// The arguments without `taken`, as one JSON object.
-    fn rest(&self, taken: &[&str]) -> ApiResult<Value> {
+    fn rest(&self, taken: &[&str]) -> Value {
         let rest: JsonObject = self
             .arguments
             .iter()
             .filter(|(k, _)| !taken.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        Ok(Value::Object(rest))
+        Value::Object(rest)
     }
 
     async fn publish_event(self) -> ApiResult<Response> {
         self.only(&["topic", "type", "data", "subject", "id"])?;
         let topic = self.topic()?;
-        self.access.may_publish(&topic).map_err(ApiError::from)?;
-        super::publishable(self.state, &topic)?;
+        super::super::publishable(self.state, &topic)?;
         let ty = self.required("type")?;
         let Some(data) = self.arguments.get("data").cloned() else {
             return Err(ApiError::bad_request(
@@ -280,17 +213,26 @@ impl Call<'_> {
         if let Some(id) = self.string("id")?.filter(|s| !s.is_empty()) {
             event.id = id;
         }
+        if let Some(traceparent) = self.traceparent {
+            event
+                .extensions
+                .insert("traceparent".into(), traceparent.into());
+        }
         let ingest = Arc::clone(&self.state.ingest);
-        let mut published = super::detached(async move {
+        let mut published = super::super::detached(async move {
             ingest
                 .publish(&topic, vec![event])
                 .await
                 .map_err(ApiError::from)
         })
         .await?;
-        let published = published
-            .pop()
-            .ok_or_else(|| ApiError::bad_request("internal", "the publish stored nothing"))?;
+        let published = published.pop().ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the publish stored nothing",
+            )
+        })?;
         Ok(
             axum::Json(json!({ "id": published.id, "position": published.position }))
                 .into_response(),
@@ -302,7 +244,6 @@ impl Call<'_> {
             "topic", "after", "from", "limit", "wait_ms", "types", "subject",
         ])?;
         let topic = self.topic()?;
-        self.access.may_subscribe(&topic).map_err(ApiError::from)?;
         let partitions = self
             .state
             .topics
@@ -328,9 +269,10 @@ impl Call<'_> {
             )
             .with("argument", "after"));
         }
-        let cursor =
-            super::events::resolve_from(self.state, &topic, partitions, &position, parameter)
-                .await?;
+        let cursor = super::super::events::resolve_from(
+            self.state, &topic, partitions, &position, parameter,
+        )
+        .await?;
         let limit = self.number("limit", DEFAULT_READ_LIMIT as u64, 1, MAX_READ_LIMIT as u64)?;
         let wait_ms = self.number("wait_ms", 0, 0, MAX_READ_WAIT.as_millis() as u64)?;
         let filter = Filter {
@@ -407,13 +349,9 @@ impl Call<'_> {
     }
 }
 
-fn invalid_arguments(err: serde_json::Error) -> ApiError {
-    ApiError::bad_request("invalid_arguments", err.to_string())
-}
-
 /// An HTTP answer as a tool result: its JSON body as the structured
 /// content, an error status as a tool error (the body names the problem).
-async fn tool_result(response: Response) -> CallToolResult {
+pub(super) async fn tool_result(response: Response) -> CallToolResult {
     let failed = !response.status().is_success();
     let body = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
@@ -429,7 +367,9 @@ async fn tool_result(response: Response) -> CallToolResult {
 }
 
 /// The tools, with their input and output schemas.
-fn tools() -> Vec<Tool> {
+pub(super) static TOOLS: LazyLock<Vec<Tool>> = LazyLock::new(catalogue);
+
+fn catalogue() -> Vec<Tool> {
     let topic =
         json!({ "type": "string", "description": "A topic name (list_topics shows them)." });
     let group = json!({ "type": "string", "description": "A consumer group: the workers sharing a queue." });
@@ -516,6 +456,28 @@ fn tools() -> Vec<Tool> {
             Some(read_only()),
         ),
         tool(
+            "get_event",
+            "One event by its id. Searches the topic from `after` (a cursor; default the oldest retained event) for at most 100000 events; when it stops short it says where to go on.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "topic": topic,
+                    "id": { "type": "string", "description": "The event's id." },
+                    "after": { "type": "string", "description": "A cursor to search from (e.g. `searched_to` of an earlier call)." },
+                },
+                "required": ["topic", "id"],
+            }),
+            json!({
+                "type": "object",
+                "properties": {
+                    "event": { "type": "object" },
+                    "position": { "type": "string", "description": "The cursor right after the event." },
+                },
+                "required": ["event", "position"],
+            }),
+            Some(read_only()),
+        ),
+        tool(
             "receive",
             "Lease up to `max` events of a topic's consumer group (a queue): each goes to one worker at a time until acked, nacked or its lease runs out.",
             json!({
@@ -560,6 +522,37 @@ fn tools() -> Vec<Tool> {
             json!({ "type": "object", "properties": { "topic": topic, "group": group }, "required": ["topic", "group"] }),
             json!({ "type": "object", "properties": { "committed": { "type": "string" } }, "required": ["committed"] }),
             Some(read_only()),
+        ),
+        tool(
+            "handler_status",
+            "The handlers (workers that deliver a topic's events to a target): health, throughput, latency, lag, breaker state per target, dead letters. Needs the admin scope.",
+            json!({ "type": "object", "properties": { "handler": { "type": "string", "description": "Only this handler." } } }),
+            json!({ "type": "object", "properties": { "handlers": { "type": "array", "items": { "type": "object" } } }, "required": ["handlers"] }),
+            Some(read_only()),
+        ),
+        tool(
+            "replay_dead_letters",
+            "Deliver a handler's unresolved dead letters again (all of them, or `ids`, or a cursor range `from`/`to` over the dead-letter topic). Answers at once with what is being replayed and what was skipped; each letter's outcome appears in the handler's result or dead-letter topic. Needs the admin scope.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "handler": { "type": "string" },
+                    "ids": { "type": "array", "items": { "type": "string" }, "description": "Dead-letter event ids." },
+                    "from": { "type": "string", "description": "A cursor over the dead-letter topic." },
+                    "to": { "type": "string", "description": "A cursor over the dead-letter topic." },
+                },
+                "required": ["handler"],
+            }),
+            json!({
+                "type": "object",
+                "properties": {
+                    "replaying": { "type": "integer" },
+                    "ids": { "type": "array", "items": { "type": "string" } },
+                    "skipped": {},
+                },
+                "required": ["replaying", "ids"],
+            }),
+            Some(ToolAnnotations::new().read_only(false).destructive(false)),
         ),
     ]
 }
