@@ -160,6 +160,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         session: config.groups.session,
     };
     let handlers = Handlers::start(handler_specs, &topics, &services, &tracker);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     let state = Arc::new(AppState {
         ingest,
         webhooks,
@@ -176,18 +186,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         verifier,
         metrics_open: config.metrics_open,
         cors_origins: config.cors_origins.clone(),
+        port: addr.port(),
         handler_outputs,
     });
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
     let limits = Limits {
         header_timeout: config.header_timeout,
         max_connections: connection_cap(config.max_connections),

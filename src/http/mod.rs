@@ -52,6 +52,8 @@ pub struct AppState {
     pub metrics_open: bool,
     /// Origins allowed cross-origin access (CORS); none: no CORS at all.
     pub cors_origins: Vec<String>,
+    /// The port this server listens on.
+    pub port: u16,
     /// Output topics of handlers (results, dead letters) and the handler
     /// that writes each: clients may not publish there.
     pub handler_outputs: std::collections::HashMap<String, String>,

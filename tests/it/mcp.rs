@@ -36,20 +36,38 @@ fn mcp_url(server: &Server) -> String {
 
 /// Runs agent.py with `args`; its one line of JSON.
 async fn agent(args: &[&str]) -> Value {
-    let out = tokio::process::Command::new(python())
-        .arg(agents_dir().join("agent.py"))
-        .args(args)
-        .output()
-        .await
-        .unwrap();
+    let mut command = tokio::process::Command::new(python());
+    command.arg(agents_dir().join("agent.py"));
+    run_client(command, args).await
+}
+
+/// Runs legacy.mjs (the npm SDK) with `args`; its one line of JSON.
+async fn legacy(args: &[&str]) -> Value {
+    let mut command = tokio::process::Command::new("node");
+    command.arg(legacy_script());
+    run_client(command, args).await
+}
+
+fn legacy_script() -> PathBuf {
+    assert!(
+        agents_dir()
+            .join("node_modules/@modelcontextprotocol/sdk")
+            .exists(),
+        "the npm MCP SDK is not installed: run scripts/test (it installs tests/agents)"
+    );
+    agents_dir().join("legacy.mjs")
+}
+
+async fn run_client(mut command: tokio::process::Command, args: &[&str]) -> Value {
+    let out = command.args(args).output().await.unwrap();
     assert!(
         out.status.success(),
-        "agent.py {args:?}: {}",
+        "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|err| panic!("agent.py {args:?} printed {stdout:?}: {err}"))
+        .unwrap_or_else(|err| panic!("{args:?} printed {stdout:?}: {err}"))
 }
 
 async fn call(server: &Server, mode: &str, tool: &str, arguments: Value) -> (bool, Value) {
@@ -497,9 +515,20 @@ async fn listen(
     tokio::process::Child,
     tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
 ) {
-    let mut child = tokio::process::Command::new(python())
-        .arg(agents_dir().join("agent.py"))
-        .args(["listen", &mcp_url(server), mode, uri])
+    let mut command = if mode == "npm" {
+        let mut command = tokio::process::Command::new("node");
+        command
+            .arg(legacy_script())
+            .args(["subscribe", &mcp_url(server), uri]);
+        command
+    } else {
+        let mut command = tokio::process::Command::new(python());
+        command
+            .arg(agents_dir().join("agent.py"))
+            .args(["listen", &mcp_url(server), mode, uri]);
+        command
+    };
+    let mut child = command
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -511,7 +540,12 @@ async fn listen(
         .unwrap()
         .expect("the listener printed a line");
     let first: Value = serde_json::from_str(&first).unwrap();
-    assert_eq!(first["listening"], json!([uri]), "{mode}: {first}");
+    let expected = if mode == "npm" {
+        json!({"subscribed": uri})
+    } else {
+        json!({"listening": [uri]})
+    };
+    assert_eq!(first, expected, "{mode}");
     (child, lines)
 }
 
@@ -756,4 +790,220 @@ async fn handler_status_and_replay_through_mcp() {
         results[0]["causationid"], dead[0]["causationid"],
         "{results:?}"
     );
+}
+
+/// Revision 2025-11-25 with the npm SDK 1.32 (initialize, Mcp-Session-Id,
+/// `resources/subscribe` with notifications on the session's GET stream):
+/// tools, publish, reads with cursors, a schema violation, the queue, a
+/// subscription that hears a publish, and tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_previous_revision_with_the_npm_sdk() {
+    const SECRET: &str = "a-test-secret-of-some-length-0123456789";
+    let ws = Workspace::new();
+    ws.topic("orders", 2, "");
+    let server = ws.serve_with(&[], &[("SWITCHYARD_JWT_SECRET", SECRET)]);
+    let url = mcp_url(&server);
+    let mut minter = TokenMinter::new();
+    let grant = |scopes: Value| json!({"sub": "agent", "exp_in": 600, "switchyard": scopes});
+    let agent = minter.mint(
+        "HS256",
+        SECRET,
+        grant(json!({"publish": ["orders"], "subscribe": ["orders"], "consume": ["workers"]})),
+    );
+    let reader = minter.mint("HS256", SECRET, grant(json!({"subscribe": ["orders"]})));
+
+    let listed = legacy(&["tools", &url, &agent]).await;
+    assert_eq!(listed["protocol"], "2025-11-25", "{listed}");
+    for name in [
+        "publish_event",
+        "read_events",
+        "receive",
+        "ack",
+        "nack",
+        "get_event",
+    ] {
+        assert!(
+            listed["tools"].as_array().unwrap().contains(&json!(name)),
+            "{listed}"
+        );
+    }
+    let call = |tool: &'static str, arguments: Value, token: String| {
+        let url = url.clone();
+        async move { legacy(&["call", &url, tool, &arguments.to_string(), &token]).await }
+    };
+    let described = call("describe_topic", json!({"topic": "orders"}), agent.clone()).await;
+    let head = described["structured"]["head"].as_str().unwrap().to_owned();
+
+    // Subscribed to the topic: a publish is heard.
+    let (mut subscriber, mut lines) =
+        listen_with_token(&server, "switchyard://topics/orders", &agent).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let published = call(
+            "publish_event",
+            json!({"topic": "orders", "type": "test.event", "data": {"n": n}, "subject": format!("o/{n}")}),
+            agent.clone(),
+        )
+        .await;
+        assert_eq!(published["is_error"], false, "{published}");
+        ids.push(published["structured"]["id"].as_str().unwrap().to_owned());
+    }
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("a notification after the publish")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&line).unwrap(),
+        json!({"updated": "switchyard://topics/orders"})
+    );
+    subscriber.kill().await.unwrap();
+
+    // Reads from the cursor, in two steps.
+    let first = call(
+        "read_events",
+        json!({"topic": "orders", "after": head, "limit": 2}),
+        agent.clone(),
+    )
+    .await;
+    let page = &first["structured"];
+    assert_eq!(page["events"].as_array().unwrap().len(), 2, "{first}");
+    let second = call(
+        "read_events",
+        json!({"topic": "orders", "after": page["next_cursor"], "limit": 10}),
+        agent.clone(),
+    )
+    .await;
+    let mut read: Vec<String> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second["structured"]["events"].as_array().unwrap())
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    read.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(read, expected, "every event once across the two reads");
+    assert_eq!(second["structured"]["has_more"], false, "{second}");
+
+    // A schema violation names the pointer.
+    let refused = call(
+        "publish_event",
+        json!({"topic": "orders", "type": "test.event", "data": {"n": -1}}),
+        agent.clone(),
+    )
+    .await;
+    assert_eq!(refused["is_error"], true, "{refused}");
+    assert_eq!(
+        refused["structured"]["error"]["pointer"], "/data/n",
+        "{refused}"
+    );
+
+    // The queue: receive, nack, receive (attempt 2), ack.
+    let receive =
+        json!({"topic": "orders", "group": "workers", "start": "earliest", "max": 1, "wait": "2s"});
+    let got = call("receive", receive.clone(), agent.clone()).await;
+    let delivery = &got["structured"]["deliveries"][0];
+    assert_eq!(delivery["attempt"], 1, "{got}");
+    let nacked = call(
+        "nack",
+        json!({"topic": "orders", "group": "workers", "receipts": [delivery["receipt"]]}),
+        agent.clone(),
+    )
+    .await;
+    assert_eq!(nacked["structured"]["nacked"], 1, "{nacked}");
+    let again = call("receive", receive, agent.clone()).await;
+    let redelivered = &again["structured"]["deliveries"][0];
+    assert_eq!(
+        redelivered["event"]["id"], delivery["event"]["id"],
+        "{again}"
+    );
+    assert_eq!(redelivered["attempt"], 2, "{again}");
+    let acked = call(
+        "ack",
+        json!({"topic": "orders", "group": "workers", "receipts": [redelivered["receipt"]]}),
+        agent.clone(),
+    )
+    .await;
+    assert_eq!(acked["structured"]["acked"], 1, "{acked}");
+
+    // Tokens: none is a 401; a reader may not publish (403).
+    let refused = legacy(&["call", &url, "list_topics", "{}"]).await;
+    assert!(
+        refused["exception"].as_str().unwrap().contains("401"),
+        "{refused}"
+    );
+    let refused = call(
+        "publish_event",
+        json!({"topic": "orders", "type": "test.event", "data": {"n": 1}}),
+        reader,
+    )
+    .await;
+    let exception = refused["exception"].as_str().unwrap();
+    assert!(
+        exception.contains("403") && exception.contains("publish"),
+        "{refused}"
+    );
+}
+
+async fn listen_with_token(
+    server: &Server,
+    uri: &str,
+    token: &str,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) {
+    let mut child = tokio::process::Command::new("node")
+        .arg(legacy_script())
+        .args(["subscribe", &mcp_url(server), uri, token])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the subscription was acknowledged")
+        .unwrap()
+        .expect("the subscriber printed a line");
+    assert_eq!(
+        serde_json::from_str::<Value>(&first).unwrap(),
+        json!({"subscribed": uri})
+    );
+    (child, lines)
+}
+
+/// The MCP conformance suite (npm `@modelcontextprotocol/conformance`) on
+/// both revisions, each against its frozen requirement list. The failures
+/// it may report are listed, check by check, in
+/// tests/agents/conformance/expected-<revision>.yaml (the README says why
+/// each fails); any other failure, or a listed one that now passes, fails
+/// this test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mcp_conformance_suite() {
+    let ws = Workspace::new();
+    ws.topic("orders", 1, "");
+    let server = ws.serve(&[]);
+    let url = mcp_url(&server);
+    for revision in ["2026-07-28", "2025-11-25"] {
+        let baseline = agents_dir().join(format!("conformance/expected-{revision}.yaml"));
+        let out = tokio::process::Command::new("npm")
+            .current_dir(agents_dir())
+            .args(["exec", "--no", "--", "conformance", "server", "--url", &url])
+            .args(["--requirements", revision, "--expected-failures"])
+            .arg(&baseline)
+            .arg("--output-dir")
+            .arg(ws.path().join(format!("conformance-{revision}")))
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "conformance {revision}:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

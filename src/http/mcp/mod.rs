@@ -54,12 +54,18 @@ fn body_limit(state: &AppState) -> usize {
 
 /// The `/mcp` service. Hosts are not checked (Switchyard answers on any
 /// name it is reached by); a request with an `Origin` header must come from
-/// one of `--cors-origins`, so that a web page elsewhere cannot drive a
-/// local Switchyard through the browser (DNS rebinding).
+/// one of `--cors-origins` or from this server's own loopback address, so
+/// that a web page elsewhere cannot drive a local Switchyard through the
+/// browser (DNS rebinding: such a page's origin names the attacker's host,
+/// even when that host resolves to 127.0.0.1).
 pub(super) fn service(state: &Arc<AppState>) -> StreamableHttpService<Mcp, LocalSessionManager> {
+    let mut origins = state.cors_origins.clone();
+    origins.extend(
+        ["localhost", "127.0.0.1", "[::1]"].map(|host| format!("http://{host}:{}", state.port)),
+    );
     let config = StreamableHttpServerConfig::default()
         .disable_allowed_hosts()
-        .with_allowed_origins(state.cors_origins.clone())
+        .with_allowed_origins(origins)
         .enforce_origin_validation()
         .with_json_response(true)
         .with_max_request_body_bytes(body_limit(state))
