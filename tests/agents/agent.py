@@ -8,13 +8,10 @@ Usage (every answer is one JSON line on stdout):
   agent.py read   URL MODE URI [TOKEN]         -> {"contents": <the JSON read>} or {"error": {...}}
   agent.py listen URL MODE URI [TOKEN]         -> {"listening": [uri...]}, then one
                                                   {"updated": uri} per notification, forever
-  agent.py follow URL MODE TOPIC CURSOR_FILE   -> one {"id": ...} per event, forever
 
 MODE is "2026-07-28" (stateless, no handshake) or "legacy" (initialize at
-2025-11-25, Mcp-Session-Id). `follow` is an agent that keeps its place: it
-reads from the cursor saved in CURSOR_FILE (or from the earliest event),
-prints each event, then saves `next_cursor`; killed and started again, it
-goes on from there.
+2025-11-25, Mcp-Session-Id). The agent that follows a topic from a saved
+cursor is the README's example, examples/mcp_agent.py.
 """
 
 import asyncio
@@ -108,31 +105,9 @@ async def listen(url, mode, uri, token=None):
                 out({"updated": str(event.uri)})
 
 
-async def follow(url, mode, topic, cursor_file):
-    async with connect(url, mode) as client:
-        while True:
-            arguments = {"topic": topic, "limit": 50, "wait_ms": 1000}
-            if os.path.exists(cursor_file):
-                with open(cursor_file) as f:
-                    arguments["after"] = f.read().strip()
-            result = await client.call_tool("read_events", arguments)
-            if result.is_error:
-                raise SystemExit(f"read_events failed: {result.structured_content}")
-            page = result.structured_content
-            for event in page["events"]:
-                out({"id": event["id"]})
-            # Saved after the events are handled: a kill in between costs a
-            # repeat, never a gap.
-            with open(cursor_file + ".tmp", "w") as f:
-                f.write(page["next_cursor"])
-            os.replace(cursor_file + ".tmp", cursor_file)
-            if not page["has_more"]:
-                await asyncio.sleep(page["next_poll_ms"] / 1000)
-
-
 def main(argv):
     command, rest = argv[1], argv[2:]
-    runs = {"tools": tools, "call": call, "resources": resources, "read": read, "listen": listen, "follow": follow}
+    runs = {"tools": tools, "call": call, "resources": resources, "read": read, "listen": listen}
     asyncio.run(runs[command](*rest))
 
 

@@ -260,7 +260,9 @@ async fn tools_publish_read_and_queue_on_both_revisions() {
 
 /// An agent that saves its cursor after each read gets every event once:
 /// killed (-9) mid-follow, and started again after Switchyard itself was
-/// killed and restarted, it goes on from its saved place.
+/// killed and restarted, it goes on from its saved place. The agent is the
+/// README's example, examples/mcp_agent.py (it listens for notifications
+/// between reads: the events published while it waits wake it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_keeps_its_place_across_its_kill_and_a_switchyard_restart() {
     let ws = Workspace::new();
@@ -280,7 +282,7 @@ async fn an_agent_keeps_its_place_across_its_kill_and_a_switchyard_restart() {
     let mut seen = follow(&server, &cursor_file, 6).await;
     let server = server.restart();
     let orders = server.events_url("orders");
-    for n in 6..12 {
+    for n in 6..9 {
         let (status, body) = publish(
             &client(),
             &orders,
@@ -289,7 +291,21 @@ async fn an_agent_keeps_its_place_across_its_kill_and_a_switchyard_restart() {
         .await;
         assert_eq!(status, 200, "{body}");
     }
+    // Three more while the agent waits: its subscription wakes it.
+    let later = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for n in 9..12 {
+            let (status, body) = publish(
+                &client(),
+                &orders,
+                &event(&format!("o-{n}"), n, &format!("k{n}")),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    });
     seen.extend(follow(&server, &cursor_file, 6).await);
+    later.await.unwrap();
     let mut counts: HashMap<String, usize> = HashMap::new();
     for id in &seen {
         *counts.entry(id.clone()).or_default() += 1;
@@ -301,10 +317,13 @@ async fn an_agent_keeps_its_place_across_its_kill_and_a_switchyard_restart() {
 /// Runs the following agent until it printed `count` events and then a
 /// second more (to catch repeats), and kills it (-9): the ids it printed.
 async fn follow(server: &Server, cursor_file: &Path, count: usize) -> Vec<String> {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mcp_agent.py");
     let mut child = tokio::process::Command::new(python())
-        .arg(agents_dir().join("agent.py"))
-        .args(["follow", &mcp_url(server), "2026-07-28", "orders"])
+        .arg(example)
+        .args(["orders", "--url", &mcp_url(server), "--cursor-file"])
         .arg(cursor_file)
+        // Only a notification wakes it while the test runs.
+        .args(["--idle-read-seconds", "600"])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
