@@ -253,12 +253,12 @@ impl Verifier {
         }))
     }
 
-    /// Verifies `token`, from the cache when it was verified before.
     /// The `iss` tokens must carry, when one is configured.
     pub fn issuer(&self) -> Option<&str> {
         self.issuer.as_deref()
     }
 
+    /// Verifies `token`, from the cache when it was verified before.
     pub fn verify(&self, token: &str) -> Result<Arc<Scopes>, Invalid> {
         let now = now_seconds();
         if let Some(cached) = self.cache.lock().expect("cache lock").get(token) {

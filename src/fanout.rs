@@ -131,6 +131,16 @@ pub struct HeadWatch {
 }
 
 impl HeadWatch {
+    /// A watch on a channel of its own, and what moves it (for tests).
+    #[cfg(test)]
+    pub(crate) fn channel() -> (impl Fn(), HeadWatch) {
+        let (sender, receiver) = broadcast::channel(BROADCAST_CAPACITY);
+        let moved = move || {
+            let _ = sender.send(Arc::from(Vec::<SharedEvent>::new()));
+        };
+        (moved, HeadWatch { receiver })
+    }
+
     /// Waits until the head has moved since the last call, then takes
     /// every move that is already known, so that a burst is one answer.
     /// `false` once the hub is gone (shutdown).
@@ -161,7 +171,11 @@ async fn run_hub(
         if sender.receiver_count() == 0 {
             // Nobody listens: follow the end without reading events. A new
             // subscriber catches up from its own cursor anyway.
-            if let Ok(latest) = broker.latest(&topic).await {
+            if let Ok(latest) = broker.latest(&topic).await
+                // Someone who joined meanwhile may be waiting for what was
+                // appended meanwhile: then read it rather than skip it.
+                && sender.receiver_count() == 0
+            {
                 cursor = latest;
             }
             tokio::select! {

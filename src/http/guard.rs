@@ -124,10 +124,21 @@ fn authenticate(state: &AppState, need: Need, request: &Request) -> Result<Acces
 
 /// The address this server was reached at (`X-Forwarded-Proto` names the
 /// scheme behind a proxy that ends TLS).
-fn base_url(headers: &axum::http::HeaderMap) -> String {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let scheme = header("x-forwarded-proto").unwrap_or("http");
-    let host = header("host").unwrap_or("localhost");
+fn base_url(request: &Request) -> String {
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+    let scheme = match header("x-forwarded-proto") {
+        Some("https") => "https",
+        _ => "http",
+    };
+    // HTTP/2 names the host in the URI, not in a header. Only a plain
+    // host[:port] is repeated (it goes into a quoted challenge).
+    let host = header("host")
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .filter(|host| {
+            host.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+        })
+        .unwrap_or("localhost");
     format!("{scheme}://{host}")
 }
 
@@ -142,7 +153,7 @@ fn metadata_url(request: &Request) -> String {
     };
     format!(
         "{}/.well-known/oauth-protected-resource{suffix}",
-        base_url(request.headers())
+        base_url(request)
     )
 }
 
@@ -157,8 +168,19 @@ pub(super) async fn protected_resource(
     let resource = path
         .strip_prefix("/.well-known/oauth-protected-resource")
         .unwrap_or_default();
+    // The server's own, and /mcp's: no other resource is described.
+    if !matches!(resource, "" | "/mcp") {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_resource",
+            format!(
+                "no protected resource {resource:?}: there are \"\" (the HTTP API) and \"/mcp\""
+            ),
+        )
+        .into_response();
+    }
     let mut metadata = serde_json::json!({
-        "resource": format!("{}{resource}", base_url(request.headers())),
+        "resource": format!("{}{resource}", base_url(&request)),
         "resource_name": "Switchyard",
         "bearer_methods_supported": ["header"],
         "scopes_supported": ["publish", "subscribe", "consume", "admin", "metrics"],

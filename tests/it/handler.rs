@@ -314,14 +314,23 @@ async fn breaker_opens_half_opens_and_closes() {
         expected.map(|(a, b)| (a.to_owned(), b.to_owned()))
     );
 
-    let status: Value = client()
-        .get(format!("{}/v1/handlers", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The handler commits its place just after the outcome is stored:
+    // its lag reaches 0 a moment after the result shows.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status: Value = client()
+            .get(format!("{}/v1/handlers", server.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["handlers"][0]["lag"] == 0 || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let guarded = &status["handlers"][0];
     assert_eq!(guarded["name"], "guarded");
     assert_eq!(

@@ -171,20 +171,14 @@ pub(super) async fn authorize(
         parts.extensions.get::<Access>(),
         serde_json::from_slice::<Value>(&bytes),
     ) {
-        // A batch is checked message by message.
-        let messages = match &message {
-            Value::Array(messages) => messages.iter().collect(),
-            single => vec![single],
-        };
-        for message in messages {
-            let method = message
-                .get("method")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let params = message.get("params").unwrap_or(&Value::Null);
-            if let Err(missing) = check(access, &wants(method, params)) {
-                return super::guard::forbidden(&missing);
-            }
+        // One message per request (rmcp refuses batches).
+        let method = message
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let params = message.get("params").unwrap_or(&Value::Null);
+        if let Err(missing) = check(access, &wants(method, params)) {
+            return super::guard::forbidden(&missing);
         }
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
@@ -199,6 +193,24 @@ fn access_of(context: &RequestContext<RoleServer>) -> Result<Access, McpError> {
         .and_then(|parts| parts.extensions.get::<Access>())
         .cloned()
         .ok_or_else(|| McpError::internal_error("the request carries no access", None))
+}
+
+/// The caller's access, once it is checked again for `method` and
+/// `params` (as [`authorize`] did: a second look where the work is done,
+/// so that no path past the middleware runs unchecked).
+fn allowed(
+    context: &RequestContext<RoleServer>,
+    method: &str,
+    params: &Value,
+) -> Result<Access, McpError> {
+    let access = access_of(context)?;
+    check(&access, &wants(method, params)).map_err(|missing| {
+        McpError::invalid_request(
+            missing.to_string(),
+            Some(serde_json::json!({ "scope": missing.scope })),
+        )
+    })?;
+    Ok(access)
 }
 
 /// How long a resource answer may be reused, and by whom: topic
@@ -233,6 +245,7 @@ impl ServerHandler for Mcp {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
+        self.subscriptions.touch();
         Ok(ListToolsResult::with_all_items(tools::TOOLS.clone()))
     }
 
@@ -241,7 +254,13 @@ impl ServerHandler for Mcp {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let access = access_of(&context)?;
+        self.subscriptions.touch();
+        let arguments = request.arguments.unwrap_or_default();
+        let access = allowed(
+            &context,
+            "tools/call",
+            &serde_json::json!({ "name": request.name, "arguments": arguments }),
+        )?;
         if !tools::TOOLS.iter().any(|tool| tool.name == request.name) {
             let names: Vec<_> = tools::TOOLS.iter().map(|t| t.name.clone()).collect();
             return Err(McpError::invalid_params(
@@ -249,17 +268,18 @@ impl ServerHandler for Mcp {
                 Some(serde_json::json!({ "tools": names })),
             ));
         }
-        let traceparent = request
+        // rmcp moves the request's `_meta` into the context.
+        let traceparent = context
             .meta
-            .as_ref()
-            .and_then(|meta| meta.0.0.get("traceparent"))
-            .or_else(|| context.meta.0.0.get("traceparent"))
+            .0
+            .0
+            .get("traceparent")
             .and_then(Value::as_str)
             .map(str::to_owned);
         let call = tools::Call {
             state: &self.state,
             access: &access,
-            arguments: request.arguments.unwrap_or_default(),
+            arguments,
             traceparent,
         };
         let response = match call.run(&request.name).await {
@@ -274,6 +294,7 @@ impl ServerHandler for Mcp {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
+        self.subscriptions.touch();
         let access = access_of(&context)?;
         Ok(
             ListResourcesResult::with_all_items(resources::list(&self.state, &access))
@@ -299,7 +320,12 @@ impl ServerHandler for Mcp {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let access = access_of(&context)?;
+        self.subscriptions.touch();
+        let access = allowed(
+            &context,
+            "resources/read",
+            &serde_json::json!({ "uri": request.uri }),
+        )?;
         resources::read(&self.state, &access, &request.uri)
             .await
             .map(ReadResourceResponse::from)
@@ -313,6 +339,12 @@ impl ServerHandler for Mcp {
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let uris = context.accepted().resource_subscriptions.clone();
+        allowed(
+            context.request_context(),
+            "subscriptions/listen",
+            &serde_json::json!({ "notifications": { "resourceSubscriptions": uris } }),
+        )?;
         notify::listen(&self.state, context).await
     }
 
@@ -322,6 +354,12 @@ impl ServerHandler for Mcp {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        self.subscriptions.touch();
+        allowed(
+            &context,
+            "resources/subscribe",
+            &serde_json::json!({ "uri": request.uri }),
+        )?;
         self.subscriptions
             .add(&self.state, &request.uri, context.peer.clone())
     }
@@ -332,6 +370,7 @@ impl ServerHandler for Mcp {
         request: UnsubscribeRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
+        self.subscriptions.touch();
         self.subscriptions.remove(&request.uri);
         Ok(())
     }

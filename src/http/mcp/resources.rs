@@ -25,6 +25,8 @@ const JSON: &str = "application/json";
 const MAX_SEARCH: usize = 100_000;
 /// Events are immutable: their answers keep longer than a head's.
 const EVENT_TTL_MS: u64 = 60_000;
+/// Event searches running at once, in the whole process.
+static SEARCHES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// A resource address.
 #[derive(Debug, PartialEq)]
@@ -229,6 +231,13 @@ pub(super) async fn find_event(
         "after",
     )
     .await?;
+    // A few searches at a time: each may read and scan 100,000 events.
+    let _searching = SEARCHES
+        .acquire()
+        .await
+        .map_err(|_| ApiError::bad_request("internal", "searches closed"))?;
+    let quoted = serde_json::to_string(id).unwrap_or_default();
+    let finder = memchr::memmem::Finder::new(quoted.as_bytes());
     let mut searched = 0;
     while searched < MAX_SEARCH {
         let batch = state
@@ -248,8 +257,9 @@ pub(super) async fn find_event(
         searched += batch.events.len();
         for event in &batch.events {
             cursor.advance(event.partition, event.offset);
-            // Most events are not it: look for the id's bytes before parsing.
-            if !contains(&event.payload, id.as_bytes()) {
+            // Most events are not it: look for the id, as a JSON string,
+            // before parsing.
+            if finder.find(&event.payload).is_none() {
                 continue;
             }
             let Ok(value) = serde_json::from_slice::<Value>(&event.payload) else {
@@ -262,13 +272,6 @@ pub(super) async fn find_event(
         cursor = batch.next;
     }
     Err(not_found(topic, id, &cursor, false))
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty()
-        || haystack
-            .windows(needle.len())
-            .any(|window| window == needle)
 }
 
 fn not_found(

@@ -197,7 +197,7 @@ impl Call<'_> {
     }
 
     async fn publish_event(self) -> ApiResult<Response> {
-        self.only(&["topic", "type", "data", "subject", "id"])?;
+        self.only(&["topic", "type", "data", "subject", "id", "key"])?;
         let topic = self.topic()?;
         super::super::publishable(self.state, &topic)?;
         let ty = self.required("type")?;
@@ -212,6 +212,9 @@ impl Call<'_> {
         event.subject = self.string("subject")?.filter(|s| !s.is_empty());
         if let Some(id) = self.string("id")?.filter(|s| !s.is_empty()) {
             event.id = id;
+        }
+        if let Some(key) = self.string("key")?.filter(|s| !s.is_empty()) {
+            event.extensions.insert("partitionkey".into(), key.into());
         }
         if let Some(traceparent) = self.traceparent {
             event
@@ -421,6 +424,7 @@ fn catalogue() -> Vec<Tool> {
                     "data": { "description": "The event's payload (JSON)." },
                     "subject": { "type": "string" },
                     "id": { "type": "string", "description": "The event id (default: a new UUID); a repeated id is still stored again." },
+                    "key": { "type": "string", "description": "Partition key (the CloudEvents partitionkey): events with one key stay in order. Default: the topic's key, else the subject." },
                 },
                 "required": ["topic", "type", "data"],
             }),
