@@ -136,6 +136,22 @@ enum Command {
         #[arg(long, env = "SWITCHYARD_HANDLERS_DIR")]
         handlers_dir: Option<PathBuf>,
     },
+    /// Print the AsyncAPI 3.0 document of the topics, webhook sources and
+    /// handlers (the server serves it at GET /v1/asyncapi.json)
+    Asyncapi {
+        /// Config file [default: ./switchyard.toml when it exists]
+        #[arg(long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Directory of topic definitions [default: ./topics]
+        #[arg(long, env = "SWITCHYARD_TOPICS_DIR")]
+        topics_dir: Option<PathBuf>,
+        /// Directory of handler definitions [default: ./handlers]
+        #[arg(long, env = "SWITCHYARD_HANDLERS_DIR")]
+        handlers_dir: Option<PathBuf>,
+        /// The server's host:port, as clients reach it [default: the config's listen address]
+        #[arg(long)]
+        host: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -255,6 +271,20 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             handlers_dir,
             ..Overrides::default()
         }),
+        Command::Asyncapi {
+            config,
+            topics_dir,
+            handlers_dir,
+            host,
+        } => asyncapi(
+            Overrides {
+                config,
+                topics_dir,
+                handlers_dir,
+                ..Overrides::default()
+            },
+            host,
+        ),
     }
 }
 
@@ -466,23 +496,41 @@ async fn tail(
     }
 }
 
-fn check(overrides: Overrides) -> Result<ExitCode> {
-    let config = match Config::load(&overrides) {
-        Ok(config) => config,
-        Err(problems) => {
-            for problem in problems {
-                eprintln!("{problem}");
-            }
-            return Ok(ExitCode::FAILURE);
+/// The config, topics and handlers, or the exit after reporting why not.
+fn load_files(
+    overrides: &Overrides,
+) -> std::result::Result<(Config, Topics, Vec<crate::handler::HandlerSpec>), ExitCode> {
+    let config = Config::load(overrides).map_err(|problems| {
+        for problem in problems {
+            eprintln!("{problem}");
         }
+        ExitCode::FAILURE
+    })?;
+    let topics = Topics::load(&config.topics_dir).map_err(|problems| report(&problems))?;
+    let handlers = crate::handler::load(&config.handlers_dir, &topics)
+        .map_err(|problems| report(&problems))?;
+    Ok((config, topics, handlers))
+}
+
+fn asyncapi(overrides: Overrides, host: Option<String>) -> Result<ExitCode> {
+    let (config, topics, handlers) = match load_files(&overrides) {
+        Ok(loaded) => loaded,
+        Err(exit) => return Ok(exit),
     };
-    let topics = match Topics::load(&config.topics_dir) {
-        Ok(topics) => topics,
-        Err(problems) => return Ok(report(&problems)),
-    };
-    let handlers = match crate::handler::load(&config.handlers_dir, &topics) {
-        Ok(handlers) => handlers,
-        Err(problems) => return Ok(report(&problems)),
+    let mut described = crate::asyncapi::Described::all(&topics, handlers.iter().collect());
+    described.host = Some(host.unwrap_or_else(|| config.listen.to_string()));
+    described.secured = config.keys.is_set();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&crate::asyncapi::document(&described))?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(overrides: Overrides) -> Result<ExitCode> {
+    let (config, topics, handlers) = match load_files(&overrides) {
+        Ok(loaded) => loaded,
+        Err(exit) => return Ok(exit),
     };
     let types: usize = topics.iter().map(|t| t.types.len()).sum();
     let sources: Vec<_> = topics.webhook_sources().collect();

@@ -4,6 +4,7 @@
 //! broker (the embedded log by default), and come out as SSE streams and
 //! pages with resumable cursors. See ARCHITECTURE.md for the map.
 
+pub mod asyncapi;
 pub mod auth;
 pub mod broker;
 pub mod cli;

@@ -87,6 +87,11 @@ pub struct Handlers {
 }
 
 impl Handlers {
+    /// The running handlers' definitions.
+    pub fn specs(&self) -> Vec<&HandlerSpec> {
+        self.workers.iter().map(|worker| &worker.spec).collect()
+    }
+
     /// Starts a worker per handler, each spawned on `tracker`.
     pub fn start(
         specs: Vec<HandlerSpec>,

@@ -101,6 +101,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(list_topics).route_layer(guard(Need::Token)),
         )
         .route(
+            "/v1/asyncapi.json",
+            get(asyncapi).route_layer(guard(Need::Token)),
+        )
+        .route(
             "/v1/session",
             post(guard::sign_in)
                 .route_layer(guard(Need::Token))
@@ -299,6 +303,31 @@ async fn list_topics(
     axum::Extension(access): axum::Extension<Access>,
 ) -> impl IntoResponse {
     topics_json(&state, &access)
+}
+
+/// `GET /v1/asyncapi.json`: the AsyncAPI document of the topics this
+/// caller sees, their webhook sources, and the handlers writing them.
+async fn asyncapi(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(access): axum::Extension<Access>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let topics: Vec<_> = state
+        .topics
+        .iter()
+        .filter(|topic| access.sees_topic(&topic.name))
+        .map(|topic| &**topic)
+        .collect();
+    let described = crate::asyncapi::Described {
+        topics,
+        handlers: state.handlers.specs(),
+        host: headers
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .map(str::to_owned),
+        secured: state.verifier.is_some(),
+    };
+    axum::Json(crate::asyncapi::document(&described))
 }
 
 /// The topics `access` may see (`GET /v1/topics`, MCP `list_topics`).

@@ -2,6 +2,7 @@
 //! real files. Each test has its own workspace (topics, data) and server.
 
 mod access;
+mod asyncapi;
 mod bounds;
 mod browser;
 mod cli;
