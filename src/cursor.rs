@@ -518,6 +518,59 @@ impl FromStr for Cursor {
     }
 }
 
+/// The position of a stream over several topics: a cursor per topic, as
+/// text `orders:0.17.4.9,github:3` (topic names hold no `:` or `,`). It is
+/// the SSE id of `GET /v1/stream`, so `Last-Event-ID` resumes every topic
+/// of the set exactly.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamCursor {
+    by_topic: BTreeMap<String, Cursor>,
+}
+
+impl StreamCursor {
+    pub fn get(&self, topic: &str) -> Option<&Cursor> {
+        self.by_topic.get(topic)
+    }
+
+    pub fn set(&mut self, topic: &str, cursor: &Cursor) {
+        match self.by_topic.get_mut(topic) {
+            Some(held) => held.clone_from(cursor),
+            None => {
+                self.by_topic.insert(topic.to_owned(), cursor.clone());
+            }
+        }
+    }
+}
+
+impl fmt::Display for StreamCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (topic, cursor)) in self.by_topic.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{topic}:{cursor}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for StreamCursor {
+    type Err = CursorError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let malformed = || CursorError::Malformed(text.to_owned());
+        let mut by_topic = BTreeMap::new();
+        for part in text.split(',').filter(|part| !part.is_empty()) {
+            let (topic, cursor) = part.split_once(':').ok_or_else(malformed)?;
+            if topic.is_empty() || by_topic.contains_key(topic) {
+                return Err(malformed());
+            }
+            by_topic.insert(topic.to_owned(), cursor.parse().map_err(|_| malformed())?);
+        }
+        Ok(Self { by_topic })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -682,5 +735,20 @@ mod tests {
         ] {
             assert!(GroupCursor::parse_for(junk, 2).is_err(), "{junk:?}");
         }
+    }
+
+    #[test]
+    fn stream_cursors_round_trip() {
+        let text = "github:3,orders.eu:0.17.4.9";
+        let cursor: StreamCursor = text.parse().unwrap();
+        assert_eq!(cursor.to_string(), text);
+        assert_eq!(
+            cursor.get("orders.eu"),
+            Some(&Cursor::new(vec![0, 17, 4, 9]))
+        );
+        for bad in ["orders", "orders:x", ":1", "a:1,a:2"] {
+            assert!(bad.parse::<StreamCursor>().is_err(), "{bad}");
+        }
+        assert_eq!("".parse::<StreamCursor>().unwrap(), StreamCursor::default());
     }
 }

@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use crate::broker::{Broker, BrokerError, StoredEvent};
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, StreamCursor};
 use crate::event::{EventHead, Filter};
 use crate::metrics::Metrics;
 
@@ -226,6 +226,7 @@ pub struct Subscription {
     cursor: Cursor,
     filter: Filter,
     unnamed: bool,
+    stream: Option<SharedStreamCursor>,
     catching_up: bool,
     greeted: bool,
     done: bool,
@@ -251,7 +252,14 @@ pub struct SubscribeParams {
     /// Events go out without their `event:` line (SSE's default type,
     /// `message`), for clients that only listen to `onmessage`.
     pub unnamed: bool,
+    /// In a stream over several topics: the position of all of them,
+    /// which each event's id gives (and which the stream greets with).
+    pub stream: Option<SharedStreamCursor>,
 }
+
+/// The position of a stream over several topics, shared by the
+/// subscriptions it merges (each sets its own topic's part).
+pub type SharedStreamCursor = Arc<std::sync::Mutex<StreamCursor>>;
 
 impl Subscription {
     /// Joins the topic's broadcast first, then catches up from `cursor`, so
@@ -278,6 +286,7 @@ impl Subscription {
             cursor: params.cursor,
             filter: params.filter,
             unnamed: params.unnamed,
+            stream: params.stream,
             catching_up: true,
             greeted: false,
             done: false,
@@ -290,7 +299,7 @@ impl Subscription {
 
     /// The next bytes to write to the client; `None` ends the stream.
     pub async fn next_chunk(&mut self) -> Option<Bytes> {
-        if !self.greeted {
+        if !self.greeted && self.stream.is_none() {
             self.greeted = true;
             // An id-only frame: per the SSE spec it sets the client's last
             // event id without dispatching an event, so even a client that
@@ -369,7 +378,17 @@ impl Subscription {
     fn write_frame(&self, out: &mut BytesMut, frame_tail: &[u8]) {
         use std::fmt::Write;
         out.put_slice(b"id: ");
-        write!(out, "{}", self.cursor).expect("writing to memory cannot fail");
+        match &self.stream {
+            Some(stream) => {
+                let mut stream = stream
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                stream.set(&self.topic, &self.cursor);
+                write!(out, "{stream}")
+            }
+            None => write!(out, "{}", self.cursor),
+        }
+        .expect("writing to memory cannot fail");
         out.put_u8(b'\n');
         let tail = match frame_tail.strip_prefix(b"event: ".as_slice()) {
             // The shared frame without its first line.

@@ -1,5 +1,6 @@
 //! Reading a topic: `GET /v1/topics/{topic}/events` (pages with a `next`
-//! cursor) and `GET /v1/topics/{topic}/stream` (SSE with exact resume).
+//! cursor) and `GET /v1/topics/{topic}/stream` (SSE with exact resume);
+//! several topics: `GET /v1/stream?topics=…` (one SSE stream, one id).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +11,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
+use futures::StreamExt;
 use serde::Deserialize;
 
 use super::{ApiError, ApiResult, AppState};
-use crate::cursor::Cursor;
+use crate::cursor::{Cursor, StreamCursor};
 use crate::event::Filter;
 use crate::fanout::{SubscribeParams, Subscription};
 
@@ -142,27 +144,8 @@ pub async fn stream(
         return Err(ApiError::unknown_topic(&topic));
     };
     let Query(query) = query.map_err(bad_query)?;
-    let unnamed = match query.event.as_deref() {
-        None | Some("type") => false,
-        Some("message") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                format!(
-                    "event must be \"message\" (unnamed events, for EventSource.onmessage) or \"type\" (named by event type, the default), got {other:?}"
-                ),
-            )
-            .with("parameter", "event"));
-        }
-    };
-    let header_id = match headers.get("last-event-id") {
-        Some(value) => Some(value.to_str().map_err(|_| {
-            ApiError::bad_request("invalid_cursor", "Last-Event-ID is not visible ASCII")
-                .with("header", "last-event-id")
-        })?),
-        None => None,
-    }
-    .filter(|id| !id.is_empty());
+    let unnamed = unnamed(query.event.as_deref())?;
+    let header_id = last_event_id(&headers)?;
     // Precedence: the Last-Event-ID header (what reconnecting clients send),
     // then ?last_event_id=, then ?from= (default latest).
     let cursor = if let Some(id) = header_id {
@@ -182,45 +165,101 @@ pub async fn stream(
         )
         .await?
     };
-    // Fail now, with a status, rather than inside the stream.
-    let latest = state.broker.latest(&topic).await?;
-    if let Some(partition) = (0..partitions).find(|&p| cursor.next(p) > latest.next(p)) {
-        return Err(crate::broker::BrokerError::CursorAhead {
-            partition,
-            end: latest.next(partition),
-        }
-        .into());
-    }
-    let filter = Filter {
-        types: query.types.filter(|t| !t.is_empty()).map(|t| {
-            t.split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect()
-        }),
-        subject_prefix: query.subject.filter(|s| !s.is_empty()),
-    };
+    not_ahead(&state, &topic, &cursor).await?;
     let params = SubscribeParams {
         topic: topic.clone(),
         cursor,
-        filter,
+        filter: filter(query.types, query.subject),
         heartbeat: state.heartbeat,
         unnamed,
+        stream: None,
     };
-    let subscription = Subscription::new(
+    let subscription = subscribe(&state, params)?;
+    Ok(event_stream(chunks(subscription)))
+}
+
+/// Fails now, with a status, rather than inside the stream, when `cursor`
+/// is past the topic's end.
+async fn not_ahead(state: &AppState, topic: &str, cursor: &Cursor) -> ApiResult<()> {
+    let latest = state.broker.latest(topic).await?;
+    match (0..cursor.partitions()).find(|&p| cursor.next(p) > latest.next(p)) {
+        Some(partition) => Err(crate::broker::BrokerError::CursorAhead {
+            partition,
+            end: latest.next(partition),
+        }
+        .into()),
+        None => Ok(()),
+    }
+}
+
+/// A subscription's SSE chunks.
+fn chunks(
+    subscription: Subscription,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> + Send {
+    futures::stream::unfold(subscription, |mut subscription| async move {
+        subscription
+            .next_chunk()
+            .await
+            .map(|chunk| (Ok(chunk), subscription))
+    })
+}
+
+fn subscribe(state: &Arc<AppState>, params: SubscribeParams) -> ApiResult<Subscription> {
+    let topic = params.topic.clone();
+    Subscription::new(
         params,
         &state.hubs,
         Arc::clone(&state.broker),
         Arc::clone(&state.metrics),
         state.shutdown.clone(),
     )
-    .ok_or_else(|| ApiError::unknown_topic(&topic))?;
-    let body = futures::stream::unfold(subscription, |mut subscription| async move {
-        subscription
-            .next_chunk()
-            .await
-            .map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), subscription))
-    });
+    .ok_or_else(|| ApiError::unknown_topic(&topic))
+}
+
+/// `?event=`: `message` sends events unnamed (`EventSource.onmessage`
+/// gets them all), `type` (the default) names them by their type.
+fn unnamed(event: Option<&str>) -> ApiResult<bool> {
+    match event {
+        None | Some("type") => Ok(false),
+        Some("message") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "event must be \"message\" (unnamed events, for EventSource.onmessage) or \"type\" (named by event type, the default), got {other:?}"
+            ),
+        )
+        .with("parameter", "event")),
+    }
+}
+
+/// The `Last-Event-ID` header a reconnecting client sends, if any.
+fn last_event_id(headers: &HeaderMap) -> ApiResult<Option<&str>> {
+    let id = match headers.get("last-event-id") {
+        Some(value) => Some(value.to_str().map_err(|_| {
+            ApiError::bad_request("invalid_cursor", "Last-Event-ID is not visible ASCII")
+                .with("header", "last-event-id")
+        })?),
+        None => None,
+    };
+    Ok(id.filter(|id| !id.is_empty()))
+}
+
+fn filter(types: Option<String>, subject: Option<String>) -> Filter {
+    Filter {
+        types: types.filter(|t| !t.is_empty()).map(|t| {
+            t.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        }),
+        subject_prefix: subject.filter(|s| !s.is_empty()),
+    }
+}
+
+/// An SSE response of `body`.
+fn event_stream(
+    body: impl futures::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> + Send + 'static,
+) -> Response {
     let mut response = Body::from_stream(body).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -229,5 +268,197 @@ pub async fn stream(
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    response
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManyQuery {
+    /// Topic names and patterns, comma-separated: `*` stands for one
+    /// dot-separated part of a name, a trailing `>` for one or more.
+    topics: Option<String>,
+    from: Option<String>,
+    last_event_id: Option<String>,
+    types: Option<String>,
+    subject: Option<String>,
+    event: Option<String>,
+}
+
+/// Whether `name` matches `pattern` (NATS subject wildcards over
+/// dot-separated topic names).
+fn matches_pattern(pattern: &str, name: &str) -> bool {
+    let mut parts = name.split('.');
+    for wanted in pattern.split('.') {
+        match (wanted, parts.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (wanted, Some(part)) if wanted == part => {}
+            _ => return false,
+        }
+    }
+    parts.next().is_none()
+}
+
+/// `GET /v1/stream?topics=orders,shop.>`: the events of several topics in
+/// one SSE stream, each event's id the position of the whole set (a
+/// [`StreamCursor`]), so `Last-Event-ID` resumes every topic exactly. A
+/// topic the id does not name (it matched no pattern before, e.g. it was
+/// created since) starts at its earliest event: all of it is new to the
+/// client. Named topics must be readable (403 otherwise); patterns take
+/// the matching topics the token may read.
+pub async fn stream_many(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(access): axum::Extension<crate::auth::Access>,
+    query: Result<Query<ManyQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let Query(query) = query.map_err(bad_query)?;
+    let unnamed = unnamed(query.event.as_deref())?;
+    let patterns: Vec<&str> = query
+        .topics
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if patterns.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "topics is required: topic names or patterns, comma-separated (orders,shop.*,audit.>)",
+        )
+        .with("parameter", "topics"));
+    }
+    let mut topics: Vec<(String, usize)> = Vec::new();
+    for pattern in &patterns {
+        if pattern.contains(['*', '>']) {
+            for topic in state.topics.iter() {
+                if matches_pattern(pattern, &topic.name)
+                    && access.may_subscribe(&topic.name).is_ok()
+                {
+                    topics.push((topic.name.clone(), topic.partitions));
+                }
+            }
+        } else {
+            let topic = state
+                .topics
+                .get(pattern)
+                .ok_or_else(|| ApiError::unknown_topic(pattern))?;
+            access.may_subscribe(pattern).map_err(ApiError::from)?;
+            topics.push((topic.name.clone(), topic.partitions));
+        }
+    }
+    topics.sort();
+    topics.dedup();
+    if topics.is_empty() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "unknown_topic",
+            format!(
+                "no topic this token may read matches {}",
+                patterns.join(",")
+            ),
+        )
+        .with("parameter", "topics"));
+    }
+    // Where to start: Last-Event-ID (header, then ?last_event_id=), else
+    // ?from= (earliest, latest or a time) for every topic.
+    let resumed = match last_event_id(&headers)?
+        .or(query.last_event_id.as_deref().filter(|id| !id.is_empty()))
+    {
+        Some(id) => Some(id.parse::<StreamCursor>().map_err(|err| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                format!("Last-Event-ID: {err}; a stream's id looks like orders:0.4,audit:7"),
+            )
+            .with("header", "last-event-id")
+        })?),
+        None => None,
+    };
+    let mut position = StreamCursor::default();
+    for (topic, partitions) in &topics {
+        let cursor = match &resumed {
+            Some(resumed) => match resumed.get(topic) {
+                Some(cursor) if cursor.partitions() == *partitions => cursor.clone(),
+                Some(_) => {
+                    return Err(ApiError::bad_request(
+                        "invalid_cursor",
+                        format!("Last-Event-ID: the cursor of {topic:?} does not fit its {partitions} partitions"),
+                    )
+                    .with("topic", topic.as_str()));
+                }
+                None => state.broker.earliest(topic).await?,
+            },
+            None => {
+                resolve_from(
+                    &state,
+                    topic,
+                    *partitions,
+                    query.from.as_deref().unwrap_or("latest"),
+                    "from",
+                )
+                .await?
+            }
+        };
+        not_ahead(&state, topic, &cursor).await?;
+        position.set(topic, &cursor);
+    }
+    let greeting = bytes::Bytes::from(format!(
+        "retry: {}\nid: {position}\n\n",
+        crate::fanout::RETRY_HINT_MS
+    ));
+    let shared = Arc::new(std::sync::Mutex::new(position.clone()));
+    let mut streams = Vec::with_capacity(topics.len());
+    for (i, (topic, _)) in topics.iter().enumerate() {
+        let params = SubscribeParams {
+            topic: topic.clone(),
+            cursor: position
+                .get(topic)
+                .cloned()
+                .unwrap_or_else(|| Cursor::start(0)),
+            filter: filter(query.types.clone(), query.subject.clone()),
+            // One heartbeat for the stream, not one per topic.
+            heartbeat: if i == 0 {
+                state.heartbeat
+            } else {
+                Duration::from_secs(24 * 3600)
+            },
+            unnamed,
+            stream: Some(Arc::clone(&shared)),
+        };
+        // Each topic's end (`None`) ends the whole stream: a topic that
+        // lagged past retention closes it, as on a single topic.
+        let topic_chunks = chunks(subscribe(&state, params)?)
+            .map(Some)
+            .chain(futures::stream::once(async { None }));
+        streams.push(Box::pin(topic_chunks));
+    }
+    let merged = futures::stream::select_all(streams)
+        .take_while(|chunk| std::future::ready(chunk.is_some()))
+        .filter_map(std::future::ready);
+    let greeting = futures::stream::once(async move { Ok(greeting) });
+    Ok(event_stream(greeting.chain(merged)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches_pattern;
+
+    #[test]
+    fn topic_patterns() {
+        for (pattern, name, expected) in [
+            ("orders", "orders", true),
+            ("orders", "orders.eu", false),
+            ("orders.*", "orders.eu", true),
+            ("orders.*", "orders", false),
+            ("orders.*", "orders.eu.paris", false),
+            ("orders.>", "orders.eu.paris", true),
+            ("orders.>", "orders", false),
+            ("*.eu", "orders.eu", true),
+            ("*", "orders", true),
+            (">", "a.b", true),
+        ] {
+            assert_eq!(matches_pattern(pattern, name), expected, "{pattern} {name}");
+        }
+    }
 }

@@ -76,6 +76,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/topics/{topic}/stream",
             get(events::stream).route_layer(guard(Need::Subscribe)),
         )
+        // Several topics: each is checked inside (they are in the query).
+        .route(
+            "/v1/stream",
+            get(events::stream_many).route_layer(guard(Need::Token)),
+        )
         .route(
             "/v1/topics/{topic}/groups/{group}",
             get(groups::status).route_layer(guard(Need::Consume)),

@@ -423,3 +423,121 @@ async fn unnamed_events_reach_onmessage() {
     assert_eq!(body["error"]["code"], "invalid_query", "{body}");
     assert_eq!(body["error"]["parameter"], "event", "{body}");
 }
+
+/// Publishes `ids` to `topic`, one request each.
+async fn publish_ids(server: &Server, topic: &str, ids: &[String]) {
+    for (n, id) in ids.iter().enumerate() {
+        let (status, body) = publish(
+            &client(),
+            &server.events_url(topic),
+            &event(id, n as u64, &format!("k{n}")),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+fn ids(prefix: &str, range: std::ops::Range<u64>) -> Vec<String> {
+    range.map(|n| format!("{prefix}-{n}")).collect()
+}
+
+/// `GET /v1/stream?topics=orders.*`: the events of every matching topic in
+/// one stream (not the others), each id the position of the whole set;
+/// resumed with Last-Event-ID after a server restart, during which a new
+/// matching topic appeared, it delivers exactly what was not seen, the new
+/// topic's events included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_stream_over_several_topics_resumes_exactly_across_a_restart() {
+    let ws = Workspace::new();
+    ws.topic("orders.eu", 2, "")
+        .topic("orders.us", 1, "")
+        .topic("audit", 1, "");
+    let server = ws.serve(&[]);
+    publish_ids(&server, "orders.eu", &ids("eu", 0..3)).await;
+    publish_ids(&server, "orders.us", &ids("us", 0..3)).await;
+    publish_ids(&server, "audit", &ids("audit", 0..3)).await;
+    let url = |server: &Server| format!("{}/v1/stream?topics=orders.*&from=earliest", server.url);
+    let mut sse = Sse::connect(&url(&server), None).await;
+    let first = sse.take(6).await;
+    let got: HashSet<String> = first
+        .iter()
+        .map(|e| e.data["id"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: HashSet<String> = ids("eu", 0..3).into_iter().chain(ids("us", 0..3)).collect();
+    assert_eq!(got, expected, "the audit topic is not in orders.*");
+    for event in &first {
+        assert!(
+            event.id.starts_with("orders.eu:") && event.id.contains(",orders.us:"),
+            "{}",
+            event.id
+        );
+    }
+    // Seen: the first four; then the server goes down.
+    let resume = first[3].id.clone();
+    let seen: HashSet<String> = first[..4]
+        .iter()
+        .map(|e| e.data["id"].as_str().unwrap().to_owned())
+        .collect();
+    drop(sse);
+    let mut server = server;
+    server.kill();
+    ws.topic("orders.asia", 1, "");
+    let server = server.restart();
+    publish_ids(&server, "orders.eu", &ids("eu", 3..5)).await;
+    publish_ids(&server, "orders.asia", &ids("asia", 0..2)).await;
+    publish_ids(&server, "audit", &ids("audit", 3..4)).await;
+    publish_ids(&server, "orders.us", &ids("us", 3..4)).await;
+
+    let mut sse = Sse::connect(&url(&server), Some(&resume)).await;
+    let rest = sse.take(7).await;
+    let got: Vec<String> = rest
+        .iter()
+        .map(|e| e.data["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut expected: Vec<String> = ids("eu", 0..5)
+        .into_iter()
+        .chain(ids("us", 0..4))
+        .chain(ids("asia", 0..2))
+        .filter(|id| !seen.contains(id))
+        .collect();
+    let mut sorted_got = got.clone();
+    sorted_got.sort();
+    expected.sort();
+    assert_eq!(sorted_got, expected, "exactly the unseen events: {got:?}");
+    assert!(
+        rest.last().unwrap().id.contains("orders.asia:"),
+        "{}",
+        rest.last().unwrap().id
+    );
+    // Nothing more (no repeat).
+    let more =
+        tokio::time::timeout(Duration::from_millis(500), sse.next(Duration::from_secs(1))).await;
+    assert!(
+        more.is_err() || more.unwrap().is_none(),
+        "an event too many"
+    );
+
+    // Bad requests name the problem.
+    for (query, code) in [
+        ("", "invalid_query"),
+        ("topics=nope", "unknown_topic"),
+        ("topics=nope.*", "unknown_topic"),
+    ] {
+        let answer = client()
+            .get(format!("{}/v1/stream?{query}", server.url))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{query}: {body}");
+    }
+    let answer = client()
+        .get(format!("{}/v1/stream?topics=orders.*", server.url))
+        .header("last-event-id", "orders.eu:1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_cursor", "{body}");
+}
