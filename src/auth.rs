@@ -101,8 +101,9 @@ pub enum Need {
     Metrics,
 }
 
-/// Who is asking, as established by the authentication step.
-#[derive(Debug, Clone)]
+/// Who is asking, as established by the authentication step. Two
+/// accesses are equal when they allow the same things.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
     /// No key is configured: everything is allowed.
     Anyone,

@@ -487,6 +487,38 @@ async fn tokens_scopes_origins_and_revisions() {
         assert_eq!(body["error"]["topic"], "orders", "{revision}: {body}");
     }
 
+    // A 2025-11-25 session belongs to the token that opened it: another
+    // token, even one allowed to read, cannot use its id.
+    let reader = minter.mint(
+        "HS256",
+        SECRET,
+        grant(json!({"subscribe": ["orders"], "publish": ["orders"]})),
+    );
+    let session = legacy_session(&url, &publisher).await;
+    let list = |token: &str| {
+        client()
+            .post(&url)
+            .header("Accept", "application/json, text/event-stream")
+            .header("MCP-Protocol-Version", "2025-11-25")
+            .header("Mcp-Session-Id", &session)
+            .bearer_auth(token)
+            .json(&json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "list_topics", "arguments": {}}}))
+            .send()
+    };
+    let own = rpc_answer(list(&publisher).await.unwrap()).await;
+    assert!(
+        own["result"]["structuredContent"]["topics"].is_array(),
+        "{own}"
+    );
+    let other = rpc_answer(list(&reader).await.unwrap()).await;
+    assert!(
+        other["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("another token"),
+        "{other}"
+    );
+
     // Through the SDK: may publish; a read fails with the 403.
     for (mode, revision) in REVISIONS {
         let (failed, published) = token_call(
@@ -560,7 +592,7 @@ async fn listen(
         .unwrap()
         .expect("the listener printed a line");
     let first: Value = serde_json::from_str(&first).unwrap();
-        let expected = if mode == "npm" {
+    let expected = if mode == "npm" {
         json!({"subscribed": uri})
     } else {
         json!({"listening": [uri]})
@@ -1039,4 +1071,56 @@ async fn the_mcp_conformance_suite() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// Opens a 2025-11-25 session with `token` (initialize, initialized): its id.
+async fn legacy_session(url: &str, token: &str) -> String {
+    let answer = client()
+        .post(url)
+        .header("Accept", "application/json, text/event-stream")
+        .bearer_auth(token)
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "test", "version": "1"},
+            }}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let session = answer.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let initialized = rpc_answer(answer).await;
+    assert_eq!(
+        initialized["result"]["protocolVersion"], "2025-11-25",
+        "{initialized}"
+    );
+    let answer = client()
+        .post(url)
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2025-11-25")
+        .header("Mcp-Session-Id", &session)
+        .bearer_auth(token)
+        .json(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202);
+    session
+}
+
+/// The JSON-RPC answer in a response, as JSON or as the data of an SSE
+/// event (the legacy session answers on a stream).
+async fn rpc_answer(answer: reqwest::Response) -> Value {
+    let text = answer.text().await.unwrap();
+    let json = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(str::trim)
+        .find(|data| data.contains("\"jsonrpc\""))
+        .unwrap_or(&text)
+        .to_owned();
+    serde_json::from_str(&json).unwrap_or_else(|err| panic!("{text:?}: {err}"))
 }

@@ -76,6 +76,7 @@ pub(super) fn service(state: &Arc<AppState>) -> StreamableHttpService<Mcp, Local
             Ok(Mcp {
                 state: Arc::clone(&state),
                 subscriptions: Arc::default(),
+                owner: Arc::default(),
             })
         },
         Default::default(),
@@ -89,6 +90,10 @@ pub(super) struct Mcp {
     state: Arc<AppState>,
     /// A legacy session's `resources/subscribe` watches.
     subscriptions: Arc<notify::Subscriptions>,
+    /// The access of a legacy session's first request: later requests
+    /// must present the same (a session id that leaked to a holder of
+    /// another token is no use to them).
+    owner: Arc<std::sync::OnceLock<Access>>,
 }
 
 /// What one MCP request needs of the caller's token.
@@ -185,32 +190,43 @@ pub(super) async fn authorize(
         .await
 }
 
-/// The caller's access, as the guard left it on the HTTP request.
-fn access_of(context: &RequestContext<RoleServer>) -> Result<Access, McpError> {
-    context
-        .extensions
-        .get::<axum::http::request::Parts>()
-        .and_then(|parts| parts.extensions.get::<Access>())
-        .cloned()
-        .ok_or_else(|| McpError::internal_error("the request carries no access", None))
-}
+impl Mcp {
+    /// The caller's access, as the guard left it on the HTTP request; in a
+    /// legacy session, the same as the session's first request's.
+    fn access_of(&self, context: &RequestContext<RoleServer>) -> Result<Access, McpError> {
+        let access = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Access>())
+            .cloned()
+            .ok_or_else(|| McpError::internal_error("the request carries no access", None))?;
+        if *self.owner.get_or_init(|| access.clone()) != access {
+            return Err(McpError::invalid_request(
+                "this session was opened with another token: open a session of your own",
+                None,
+            ));
+        }
+        Ok(access)
+    }
 
-/// The caller's access, once it is checked again for `method` and
-/// `params` (as [`authorize`] did: a second look where the work is done,
-/// so that no path past the middleware runs unchecked).
-fn allowed(
-    context: &RequestContext<RoleServer>,
-    method: &str,
-    params: &Value,
-) -> Result<Access, McpError> {
-    let access = access_of(context)?;
-    check(&access, &wants(method, params)).map_err(|missing| {
-        McpError::invalid_request(
-            missing.to_string(),
-            Some(serde_json::json!({ "scope": missing.scope })),
-        )
-    })?;
-    Ok(access)
+    /// The caller's access, once it is checked again for `method` and
+    /// `params` (as [`authorize`] did: a second look where the work is
+    /// done, so that no path past the middleware runs unchecked).
+    fn allowed(
+        &self,
+        context: &RequestContext<RoleServer>,
+        method: &str,
+        params: &Value,
+    ) -> Result<Access, McpError> {
+        let access = self.access_of(context)?;
+        check(&access, &wants(method, params)).map_err(|missing| {
+            McpError::invalid_request(
+                missing.to_string(),
+                Some(serde_json::json!({ "scope": missing.scope })),
+            )
+        })?;
+        Ok(access)
+    }
 }
 
 /// How long a resource answer may be reused, and by whom: topic
@@ -256,7 +272,7 @@ impl ServerHandler for Mcp {
     ) -> Result<CallToolResponse, McpError> {
         self.subscriptions.touch();
         let arguments = request.arguments.unwrap_or_default();
-        let access = allowed(
+        let access = self.allowed(
             &context,
             "tools/call",
             &serde_json::json!({ "name": request.name, "arguments": arguments }),
@@ -295,7 +311,7 @@ impl ServerHandler for Mcp {
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
         self.subscriptions.touch();
-        let access = access_of(&context)?;
+        let access = self.access_of(&context)?;
         Ok(
             ListResourcesResult::with_all_items(resources::list(&self.state, &access))
                 .with_ttl_ms(RESOURCE_TTL_MS)
@@ -321,7 +337,7 @@ impl ServerHandler for Mcp {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         self.subscriptions.touch();
-        let access = allowed(
+        let access = self.allowed(
             &context,
             "resources/read",
             &serde_json::json!({ "uri": request.uri }),
@@ -340,7 +356,7 @@ impl ServerHandler for Mcp {
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
         let uris = context.accepted().resource_subscriptions.clone();
-        allowed(
+        self.allowed(
             context.request_context(),
             "subscriptions/listen",
             &serde_json::json!({ "notifications": { "resourceSubscriptions": uris } }),
@@ -355,7 +371,7 @@ impl ServerHandler for Mcp {
         context: RequestContext<RoleServer>,
     ) -> Result<(), McpError> {
         self.subscriptions.touch();
-        allowed(
+        self.allowed(
             &context,
             "resources/subscribe",
             &serde_json::json!({ "uri": request.uri }),
