@@ -69,6 +69,9 @@ enum Command {
         /// Only events whose subject starts with this
         #[arg(long)]
         subject: Option<String>,
+        /// Only events a CEL expression is true of, e.g. 'data.amount > 100 && data.currency == "EUR"'
+        #[arg(long)]
+        filter: Option<String>,
         /// Print the SSE id (cursor) before each event, tab-separated
         #[arg(long)]
         cursors: bool,
@@ -201,9 +204,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             from,
             types,
             subject,
+            filter,
             cursors,
             client,
-        } => tail(&client, &topic, from, types, subject, cursors).await,
+        } => tail(&client, &topic, from, [types, subject, filter], cursors).await,
         Command::Topics { client } => topics(&client).await,
         Command::Replay {
             handler,
@@ -418,12 +422,12 @@ async fn topics(args: &ClientArgs) -> Result<ExitCode> {
 /// Exit code of `tail` when the server says the cursor fell behind retention.
 const EXIT_LAGGED: u8 = 3;
 
+/// `filters`: `types`, `subject` and `filter` (CEL), as the stream takes them.
 async fn tail(
     args: &ClientArgs,
     topic: &str,
     from: String,
-    types: Option<String>,
-    subject: Option<String>,
+    filters: [Option<String>; 3],
     cursors: bool,
 ) -> Result<ExitCode> {
     let http = args.http()?;
@@ -433,8 +437,9 @@ async fn tail(
     let mut stdout = std::io::stdout().lock();
     loop {
         let mut query = vec![("from", from.clone())];
-        query.extend(types.clone().map(|t| ("types", t)));
-        query.extend(subject.clone().map(|s| ("subject", s)));
+        for (name, value) in ["types", "subject", "filter"].into_iter().zip(&filters) {
+            query.extend(value.clone().map(|value| (name, value)));
+        }
         let mut request = http.get(&url).query(&query);
         if let Some(id) = &last_id {
             request = request.header("last-event-id", id);

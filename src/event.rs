@@ -571,23 +571,114 @@ fn optional_string(
     }
 }
 
-/// Which events a reader takes (an SSE subscriber, a handler): by type
-/// and subject prefix.
+/// Which events a reader takes (an SSE subscriber, a page, a handler): by
+/// type, subject prefix and a CEL expression.
 #[derive(Debug, Default, Clone)]
 pub struct Filter {
     pub types: Option<HashSet<String>>,
     pub subject_prefix: Option<String>,
+    pub expr: Option<Expr>,
 }
 
 impl Filter {
-    /// Whether an event of type `ty` with `subject` passes (SSE streams and
-    /// handlers alike).
+    /// Whether an event of type `ty` with `subject` passes the type and
+    /// subject parts (the expression needs the event: see
+    /// [`Filter::matches_payload`]).
     pub fn matches(&self, ty: &str, subject: Option<&str>) -> bool {
         self.types.as_ref().is_none_or(|types| types.contains(ty))
             && self
                 .subject_prefix
                 .as_deref()
                 .is_none_or(|prefix| subject.is_some_and(|s| s.starts_with(prefix)))
+    }
+
+    /// Whether a stored event passes: its type and subject first (cheap),
+    /// then, when there is an expression, the event itself.
+    pub fn matches_payload(&self, ty: &str, subject: Option<&str>, payload: &[u8]) -> bool {
+        self.matches(ty, subject)
+            && self.expr.as_ref().is_none_or(|expr| {
+                serde_json::from_slice::<Value>(payload).is_ok_and(|event| expr.passes(&event))
+            })
+    }
+
+    /// Whether an event (as JSON) passes.
+    pub fn matches_event(&self, event: &Value) -> bool {
+        let head = Attributes::of(event);
+        self.matches(&head.ty, head.subject.as_deref())
+            && self.expr.as_ref().is_none_or(|expr| expr.passes(event))
+    }
+}
+
+/// The standard CEL environment, built once (it registers every function).
+static CEL: std::sync::LazyLock<std::sync::Arc<cel::Env>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(cel::Env::stdlib()));
+
+/// A CEL expression over an event, compiled once: its attributes are
+/// variables (`type`, `subject`, `source`, `time`, extensions, and `data`,
+/// the payload: `data.amount > 100 && data.currency == "EUR"`), and so is
+/// the whole, as `event`. An event passes when the expression is `true`;
+/// one it cannot be evaluated on (a field the event lacks) does not pass.
+#[derive(Clone)]
+pub struct Expr {
+    source: std::sync::Arc<str>,
+    program: std::sync::Arc<cel::Program>,
+}
+
+impl std::fmt::Debug for Expr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Expr({:?})", self.source)
+    }
+}
+
+/// Why an expression does not compile, and where (1-based).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the filter is not a valid CEL expression: at line {line}, column {column}: {message}")]
+pub struct ExprError {
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+impl Expr {
+    pub fn compile(source: &str) -> Result<Self, ExprError> {
+        if source.trim().is_empty() {
+            return Err(ExprError {
+                line: 1,
+                column: 1,
+                message: "the expression is empty".into(),
+            });
+        }
+        let program = cel::Program::compile(source).map_err(|errors| {
+            let first = errors.errors.first();
+            ExprError {
+                line: first.map_or(1, |e| e.pos.0.max(1) as u64),
+                column: first.map_or(1, |e| e.pos.1.max(1) as u64),
+                message: first.map_or_else(|| errors.to_string(), |e| e.msg.clone()),
+            }
+        })?;
+        Ok(Self {
+            source: source.into(),
+            program: std::sync::Arc::new(program),
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn passes(&self, event: &Value) -> bool {
+        let mut context = cel::Context::with_env(std::sync::Arc::clone(&CEL));
+        if let Some(attributes) = event.as_object() {
+            for (name, value) in attributes {
+                if let Ok(value) = cel::to_value(value) {
+                    context.add_variable_from_value(name.clone(), value);
+                }
+            }
+        }
+        if let Ok(whole) = cel::to_value(event) {
+            context.add_variable_from_value("event", whole);
+        }
+        matches!(self.program.execute(&context), Ok(cel::Value::Bool(true)))
     }
 }
 
@@ -706,5 +797,30 @@ mod tests {
         let event = CloudEvent::from_json(value.clone()).unwrap();
         assert_eq!(event.data, Some(Data::Binary(vec![0, 1, 2])));
         assert_eq!(event.to_json(), value);
+    }
+
+    #[test]
+    fn cel_filters_over_events() {
+        let event = serde_json::json!({
+            "id": "e1", "source": "/s", "type": "order.created", "subject": "o/1",
+            "data": {"amount": 150, "currency": "EUR"},
+        });
+        for (text, expected) in [
+            ("type == 'order.created'", true),
+            ("data.amount > 100 && data.currency == 'EUR'", true),
+            ("data.amount > 200", false),
+            ("subject.startsWith('o/')", true),
+            ("event.id == 'e1'", true),
+            // A field the event lacks: it does not pass (no error).
+            ("data.missing > 1", false),
+            // Not a boolean: it does not pass.
+            ("data.amount", false),
+        ] {
+            let expr = Expr::compile(text).unwrap();
+            assert_eq!(expr.passes(&event), expected, "{text}");
+        }
+        let err = Expr::compile("data.amount >").unwrap_err();
+        assert_eq!((err.line, err.column), (1, 14), "{err}");
+        assert!(Expr::compile("  ").is_err());
     }
 }

@@ -48,6 +48,8 @@ pub struct SharedEvent {
     pub offset: u64,
     pub ty: String,
     pub subject: Option<String>,
+    /// The stored CloudEvent JSON (for filter expressions).
+    pub payload: Bytes,
     /// `event: <type>\ndata: <json>\n\n`, the part every subscriber shares.
     pub frame_tail: Bytes,
 }
@@ -74,6 +76,7 @@ impl SharedEvent {
             offset: event.offset,
             ty: head.ty,
             subject: head.subject,
+            payload: event.payload,
             frame_tail: tail.freeze(),
         }
     }
@@ -364,10 +367,11 @@ impl Subscription {
                 break;
             }
             self.cursor.advance(delivery.partition, delivery.offset);
-            if self
-                .filter
-                .matches(&delivery.ty, delivery.subject.as_deref())
-            {
+            if self.filter.matches_payload(
+                &delivery.ty,
+                delivery.subject.as_deref(),
+                &delivery.payload,
+            ) {
                 self.write_frame(out, &delivery.frame_tail);
                 delivered += 1;
             }
@@ -423,10 +427,11 @@ impl Subscription {
                 for event in batch.events {
                     let delivery = SharedEvent::from_stored(event);
                     self.cursor.advance(delivery.partition, delivery.offset);
-                    if self
-                        .filter
-                        .matches(&delivery.ty, delivery.subject.as_deref())
-                    {
+                    if self.filter.matches_payload(
+                        &delivery.ty,
+                        delivery.subject.as_deref(),
+                        &delivery.payload,
+                    ) {
                         self.write_frame(&mut out, &delivery.frame_tail);
                         delivered += 1;
                     }

@@ -46,6 +46,8 @@ struct RawSubscribe {
     #[serde(default)]
     types: Vec<String>,
     subject_prefix: Option<String>,
+    /// A CEL expression over the event: only those it is true of.
+    filter: Option<String>,
     group: Option<String>,
     /// Where a new consumer group starts: "latest" (default) or "earliest".
     start: Option<String>,
@@ -102,6 +104,7 @@ pub struct HandlerSpec {
     pub topic: String,
     pub types: Vec<String>,
     pub subject_prefix: Option<String>,
+    pub filter: Option<crate::event::Expr>,
     pub group: String,
     pub start_earliest: bool,
     pub action: ActionSpec,
@@ -228,6 +231,19 @@ fn resolve(
         .unwrap_or(false);
     let action = ActionSpec::resolve(&mut c, raw.action);
     let policy = resolve_policy(&mut c, raw.policy);
+    let filter = match raw
+        .subscribe
+        .filter
+        .as_deref()
+        .map(crate::event::Expr::compile)
+    {
+        Some(Err(err)) => {
+            c.problem("subscribe.filter", err.to_string());
+            None
+        }
+        Some(Ok(expr)) => Some(expr),
+        None => None,
+    };
     c.finish(())?;
     Ok(HandlerSpec {
         group: raw.subscribe.group.unwrap_or_else(|| raw.name.clone()),
@@ -236,6 +252,7 @@ fn resolve(
         topic: raw.subscribe.topic,
         types: raw.subscribe.types,
         subject_prefix: raw.subscribe.subject_prefix,
+        filter,
         start_earliest,
         action: action.expect("no problems means an action"),
         policy,

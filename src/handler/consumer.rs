@@ -400,7 +400,7 @@ impl Consumer {
             }
         };
         let head = Attributes::of(&event);
-        if !worker.wants(&head) || !self.owned[stored.partition] {
+        if !worker.wants(&event) || !self.owned[stored.partition] {
             return;
         }
         if self

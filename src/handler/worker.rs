@@ -67,6 +67,7 @@ impl Worker {
         let filter = Filter {
             types: (!spec.types.is_empty()).then(|| spec.types.iter().cloned().collect()),
             subject_prefix: spec.subject_prefix.clone(),
+            expr: spec.filter.clone(),
         };
         Self {
             concurrency: Semaphore::new(spec.policy.max_concurrency),
@@ -368,7 +369,7 @@ impl Worker {
         self.topic
             .validate(&parsed)
             .map_err(|err| err.to_string())?;
-        if !self.wants(&Attributes::of(event)) {
+        if !self.wants(event) {
             return Err(format!(
                 "type {:?} or its subject is not one this handler takes",
                 parsed.ty
@@ -377,9 +378,10 @@ impl Worker {
         Ok(())
     }
 
-    /// Whether the handler takes the event (its types and subject prefix).
-    pub(super) fn wants(&self, head: &Attributes) -> bool {
-        self.filter.matches(&head.ty, head.subject.as_deref())
+    /// Whether the handler takes the event (its types, subject prefix and
+    /// filter).
+    pub(super) fn wants(&self, event: &Value) -> bool {
+        self.filter.matches_event(event)
     }
 
     /// Events not yet acked: latest minus committed, over all partitions.

@@ -63,6 +63,9 @@ pub(super) fn bad_query(err: QueryRejection) -> ApiError {
 pub struct PageQuery {
     from: Option<String>,
     limit: Option<usize>,
+    /// A CEL expression: only the events it is true of (a filtered page
+    /// may hold fewer than `limit`, even none; `next` goes past them all).
+    filter: Option<String>,
 }
 
 pub async fn page(
@@ -74,6 +77,7 @@ pub async fn page(
         return Err(ApiError::unknown_topic(&topic));
     };
     let Query(query) = query.map_err(bad_query)?;
+    let filter = filter(None, None, query.filter.as_deref())?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE_LIMIT);
     if limit == 0 || limit > MAX_PAGE_LIMIT {
         return Err(ApiError::bad_request(
@@ -112,7 +116,12 @@ pub async fn page(
             + 64,
     );
     body.put_slice(b"{\"events\":[");
-    for (i, event) in batch.events.iter().enumerate() {
+    let passing = batch.events.iter().filter(|event| {
+        filter.expr.is_none()
+            || serde_json::from_slice::<serde_json::Value>(&event.payload)
+                .is_ok_and(|json| filter.matches_event(&json))
+    });
+    for (i, event) in passing.enumerate() {
         if i > 0 {
             body.put_u8(b',');
         }
@@ -129,6 +138,8 @@ pub struct StreamQuery {
     last_event_id: Option<String>,
     types: Option<String>,
     subject: Option<String>,
+    /// A CEL expression over the event: only those it is true of.
+    filter: Option<String>,
     /// `message`: events go out unnamed (`EventSource.onmessage` gets
     /// them all); `type` (the default): named by their event type.
     event: Option<String>,
@@ -169,7 +180,7 @@ pub async fn stream(
     let params = SubscribeParams {
         topic: topic.clone(),
         cursor,
-        filter: filter(query.types, query.subject),
+        filter: filter(query.types, query.subject, query.filter.as_deref())?,
         heartbeat: state.heartbeat,
         unnamed,
         stream: None,
@@ -244,8 +255,9 @@ fn last_event_id(headers: &HeaderMap) -> ApiResult<Option<&str>> {
     Ok(id.filter(|id| !id.is_empty()))
 }
 
-fn filter(types: Option<String>, subject: Option<String>) -> Filter {
-    Filter {
+/// `?types=`, `?subject=` and `?filter=` (CEL, compiled once here).
+fn filter(types: Option<String>, subject: Option<String>, expr: Option<&str>) -> ApiResult<Filter> {
+    Ok(Filter {
         types: types.filter(|t| !t.is_empty()).map(|t| {
             t.split(',')
                 .map(|s| s.trim().to_owned())
@@ -253,7 +265,20 @@ fn filter(types: Option<String>, subject: Option<String>) -> Filter {
                 .collect()
         }),
         subject_prefix: subject.filter(|s| !s.is_empty()),
-    }
+        expr: expr
+            .map(|text| compile_filter(text, "filter"))
+            .transpose()?,
+    })
+}
+
+/// A CEL expression, or a 400 naming where it goes wrong.
+pub(super) fn compile_filter(text: &str, parameter: &str) -> ApiResult<crate::event::Expr> {
+    crate::event::Expr::compile(text).map_err(|err| {
+        ApiError::bad_request("invalid_filter", err.to_string())
+            .with("parameter", parameter)
+            .with("line", err.line)
+            .with("column", err.column)
+    })
 }
 
 /// An SSE response of `body`.
@@ -281,6 +306,7 @@ pub struct ManyQuery {
     last_event_id: Option<String>,
     types: Option<String>,
     subject: Option<String>,
+    filter: Option<String>,
     event: Option<String>,
 }
 
@@ -314,6 +340,7 @@ pub async fn stream_many(
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(bad_query)?;
     let unnamed = unnamed(query.event.as_deref())?;
+    let filter = filter(query.types, query.subject, query.filter.as_deref())?;
     let patterns: Vec<&str> = query
         .topics
         .as_deref()
@@ -416,7 +443,7 @@ pub async fn stream_many(
                 .get(topic)
                 .cloned()
                 .unwrap_or_else(|| Cursor::start(0)),
-            filter: filter(query.types.clone(), query.subject.clone()),
+            filter: filter.clone(),
             // One heartbeat for the stream, not one per topic.
             heartbeat: if i == 0 {
                 state.heartbeat

@@ -8,6 +8,7 @@ mod browser;
 mod cli;
 mod conformance;
 mod crash;
+mod filter;
 mod groups;
 mod handler;
 mod harness;

@@ -12,7 +12,7 @@ use rmcp::model::{CallToolResult, JsonObject, Tool, ToolAnnotations};
 use serde_json::{Value, json};
 
 use super::super::{ApiError, ApiResult, AppState};
-use crate::event::{Attributes, CloudEvent, Filter};
+use crate::event::{CloudEvent, Filter};
 
 /// Events a `read_events` call returns when `limit` is not given, and the
 /// most it may ask for (as pages).
@@ -244,7 +244,7 @@ impl Call<'_> {
 
     async fn read_events(self) -> ApiResult<Response> {
         self.only(&[
-            "topic", "after", "from", "limit", "wait_ms", "types", "subject",
+            "topic", "after", "from", "limit", "wait_ms", "types", "subject", "filter",
         ])?;
         let topic = self.topic()?;
         let partitions = self
@@ -303,6 +303,10 @@ impl Call<'_> {
                 }
             },
             subject_prefix: self.string("subject")?,
+            expr: self
+                .string("filter")?
+                .map(|text| super::super::events::compile_filter(&text, "filter"))
+                .transpose()?,
         };
         let batch = self
             .state
@@ -320,10 +324,7 @@ impl Call<'_> {
             .events
             .iter()
             .filter_map(|event| serde_json::from_slice::<Value>(&event.payload).ok())
-            .filter(|event| {
-                let head = Attributes::of(event);
-                filter.matches(&head.ty, head.subject.as_deref())
-            })
+            .filter(|event| filter.matches_event(event))
             .collect();
         let latest = self.state.broker.latest(&topic).await?;
         let has_more = (0..partitions).any(|p| batch.next.next(p) < latest.next(p));
@@ -443,7 +444,8 @@ fn catalogue() -> Vec<Tool> {
                     "limit": { "type": "integer", "minimum": 1, "maximum": MAX_READ_LIMIT },
                     "wait_ms": { "type": "integer", "minimum": 0, "maximum": MAX_READ_WAIT.as_millis() as u64 },
                     "types": { "type": "array", "items": { "type": "string" }, "description": "Only these event types." },
-                    "subject": { "type": "string", "description": "Only events whose subject starts with this." },
+                                        "subject": { "type": "string", "description": "Only events whose subject starts with this." },
+                    "filter": { "type": "string", "description": "A CEL expression over the event: only those it is true of, e.g. data.amount > 100 && data.currency == \"EUR\"." },
                 },
                 "required": ["topic"],
             }),
