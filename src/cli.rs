@@ -129,32 +129,43 @@ enum Command {
     },
     /// Validate the config file and every topic file; non-zero exit on any problem
     Check {
-        /// Config file [default: ./switchyard.toml when it exists]
-        #[arg(long, env = "SWITCHYARD_CONFIG")]
-        config: Option<PathBuf>,
-        /// Directory of topic definitions [default: ./topics]
-        #[arg(long, env = "SWITCHYARD_TOPICS_DIR")]
-        topics_dir: Option<PathBuf>,
-        /// Directory of handler definitions [default: ./handlers]
-        #[arg(long, env = "SWITCHYARD_HANDLERS_DIR")]
-        handlers_dir: Option<PathBuf>,
+        #[command(flatten)]
+        files: FilesArgs,
     },
     /// Print the AsyncAPI 3.0 document of the topics, webhook sources and
     /// handlers (the server serves it at GET /v1/asyncapi.json)
     Asyncapi {
-        /// Config file [default: ./switchyard.toml when it exists]
-        #[arg(long, env = "SWITCHYARD_CONFIG")]
-        config: Option<PathBuf>,
-        /// Directory of topic definitions [default: ./topics]
-        #[arg(long, env = "SWITCHYARD_TOPICS_DIR")]
-        topics_dir: Option<PathBuf>,
-        /// Directory of handler definitions [default: ./handlers]
-        #[arg(long, env = "SWITCHYARD_HANDLERS_DIR")]
-        handlers_dir: Option<PathBuf>,
+        #[command(flatten)]
+        files: FilesArgs,
         /// The server's host:port, as clients reach it [default: the config's listen address]
         #[arg(long)]
         host: Option<String>,
     },
+}
+
+/// Where the files are, for the commands that read them without a server.
+#[derive(Debug, clap::Args)]
+pub struct FilesArgs {
+    /// Config file [default: ./switchyard.toml when it exists]
+    #[arg(long, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory of topic definitions [default: ./topics]
+    #[arg(long, env = "SWITCHYARD_TOPICS_DIR")]
+    topics_dir: Option<PathBuf>,
+    /// Directory of handler definitions [default: ./handlers]
+    #[arg(long, env = "SWITCHYARD_HANDLERS_DIR")]
+    handlers_dir: Option<PathBuf>,
+}
+
+impl FilesArgs {
+    fn overrides(self) -> Overrides {
+        Overrides {
+            config: self.config,
+            topics_dir: self.topics_dir,
+            handlers_dir: self.handlers_dir,
+            ..Overrides::default()
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -265,30 +276,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check {
-            config,
-            topics_dir,
-            handlers_dir,
-        } => check(Overrides {
-            config,
-            topics_dir,
-            handlers_dir,
-            ..Overrides::default()
-        }),
-        Command::Asyncapi {
-            config,
-            topics_dir,
-            handlers_dir,
-            host,
-        } => asyncapi(
-            Overrides {
-                config,
-                topics_dir,
-                handlers_dir,
-                ..Overrides::default()
-            },
-            host,
-        ),
+        Command::Check { files } => check(files.overrides()),
+        Command::Asyncapi { files, host } => asyncapi(files.overrides(), host),
     }
 }
 

@@ -557,12 +557,14 @@ async fn token_call(
     }
 }
 
-/// Runs `agent.py listen` on `uri`: the child (killed when dropped) once
-/// the server acknowledged, with the lines still to come.
+/// Listens on `uri` (`agent.py listen` in `mode`, or `legacy.mjs
+/// subscribe` for mode "npm"), with `token` if given: the child (killed
+/// when dropped) once the server acknowledged, with the lines still to come.
 async fn listen(
     server: &Server,
     mode: &str,
     uri: &str,
+    token: Option<&str>,
 ) -> (
     tokio::process::Child,
     tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
@@ -571,13 +573,15 @@ async fn listen(
         let mut command = tokio::process::Command::new("node");
         command
             .arg(legacy_script())
-            .args(["subscribe", &mcp_url(server), uri]);
+            .args(["subscribe", &mcp_url(server), uri])
+            .args(token);
         command
     } else {
         let mut command = tokio::process::Command::new(python());
         command
             .arg(agents_dir().join("agent.py"))
-            .args(["listen", &mcp_url(server), mode, uri]);
+            .args(["listen", &mcp_url(server), mode, uri])
+            .args(token);
         command
     };
     let mut child = command
@@ -650,7 +654,7 @@ async fn resources_get_event_and_notifications_on_both_revisions() {
         assert_eq!(read["contents"]["partitions"], 2, "{revision}: {read}");
 
         // Listening, then 40 events in one publish: a few notifications.
-        let (mut listener, mut lines) = listen(&server, mode, &feed_uri).await;
+        let (mut listener, mut lines) = listen(&server, mode, &feed_uri, None).await;
         let batch: Vec<Value> = (0..40)
             .map(|n| event(&format!("{feed}-{n}"), n, &format!("k{n}")))
             .collect();
@@ -901,7 +905,7 @@ async fn the_previous_revision_with_the_npm_sdk() {
 
     // Subscribed to the topic: a publish is heard.
     let (mut subscriber, mut lines) =
-        listen_with_token(&server, "switchyard://topics/orders", &agent).await;
+        listen(&server, "npm", "switchyard://topics/orders", Some(&agent)).await;
     let mut ids = Vec::new();
     for n in 0..3 {
         let published = call(
@@ -1010,34 +1014,6 @@ async fn the_previous_revision_with_the_npm_sdk() {
         exception.contains("403") && exception.contains("publish"),
         "{refused}"
     );
-}
-
-async fn listen_with_token(
-    server: &Server,
-    uri: &str,
-    token: &str,
-) -> (
-    tokio::process::Child,
-    tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-) {
-    let mut child = tokio::process::Command::new("node")
-        .arg(legacy_script())
-        .args(["subscribe", &mcp_url(server), uri, token])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("the subscription was acknowledged")
-        .unwrap()
-        .expect("the subscriber printed a line");
-    assert_eq!(
-        serde_json::from_str::<Value>(&first).unwrap(),
-        json!({"subscribed": uri})
-    );
-    (child, lines)
 }
 
 /// The MCP conformance suite (npm `@modelcontextprotocol/conformance`) on
