@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use crate::scenario::backends::BACKENDS_LATENCY_SUBSCRIBERS;
+use crate::scenario::mcp::{MCP_NOTIFY_INTERVAL, MCP_REVISION, MCP_TARGET_LIMIT, fill_event_bytes};
 use crate::scenario::scaleout::{
     SCALEOUT_CONCURRENCY, SCALEOUT_GROUP_SESSION, SCALEOUT_PARTITIONS, SCALEOUT_PROCESSES,
     SCALEOUT_RECEIVE_LEASE, SCALEOUT_RECEIVE_MAX, SCALEOUT_RECEIVE_WAIT, SCALEOUT_SINK_DELAY_MS,
@@ -17,7 +18,7 @@ use crate::{HANDLER_CONCURRENCY, LATENCY_TARGET_RATE, PUBLISH_BODY_BYTES, STREAM
 #[derive(Debug, Parser)]
 #[command(
     name = "switchyard-bench",
-    about = "Load tool for switchyard: publish throughput against bare axum, publish→SSE latency, SSE fan-out, webhooks, bearer tokens, handlers, backends, several processes on one broker",
+    about = "Load tool for switchyard: publish throughput against bare axum, publish→SSE latency, SSE fan-out, webhooks, bearer tokens, handlers, backends, several processes on one broker, agents over MCP",
     after_help = "Build first with `cargo build --release --bins --all-features`; the tool runs the `switchyard` binary next to itself. \
                   Results are printed and appended to bench/results.jsonl. `scripts/bench` does it all: setup, build, micro-benchmarks, `all`."
 )]
@@ -44,10 +45,14 @@ pub enum Scenario {
     Backends(BackendsArgs),
     /// Three switchyard processes against one on one broker (nats, redis): a handler calling a 20 ms sink, and queue receive/ack throughput
     Scaleout(ScaleoutArgs),
+    /// Agents over MCP: read_events throughput vs GET pages, and publish→notification latency with many subscriptions/listen streams
+    Mcp(McpArgs),
     /// Record the criterion micro-benchmarks' estimates (run `cargo bench --all-features --bench micro` in bench/ first) and their ratios
     Micro(MicroArgs),
     /// Every scenario in turn with its defaults (micro: the estimates `cargo bench` left), then regenerate the summary in bench/RESULTS.md
     All(AllArgs),
+    /// Regenerate the summary in bench/RESULTS.md from the newest record of each scenario in results.jsonl; runs nothing
+    Summary,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -174,6 +179,39 @@ pub struct ScaleoutArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct McpArgs {
+    /// Events pre-published to the bench topic, all read in each pass [default: 200000; 20000 with --quick]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub events: Option<u64>,
+    /// Events a read asks for, on both sides (1000 is the most either takes)
+    #[arg(long, default_value_t = MCP_TARGET_LIMIT, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub limit: u64,
+    /// Rounds of each side's reads, run alternately (pages, MCP, ...) [default: 5; 2 with --quick]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: Option<u32>,
+    /// Least time each side reads per round: whole passes over the topic until it has passed, e.g. "2s" [default: 2s; 500ms with --quick]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Each side's window of single-event reads per round, which measures a call's fixed cost; 0s for none [default: 2s; 500ms with --quick]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub small_reads: Option<Duration>,
+    /// subscriptions/listen streams on the topic [default: 100; 20 with --quick]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub listeners: Option<u64>,
+    /// Events published one at a time while they listen [default: 100; 20 with --quick]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub publishes: Option<u64>,
+    /// Time between two publishes; above the server's 100 ms coalescing, each is notified on its own [default: 200ms]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub interval: Option<Duration>,
+    /// Small defaults for a smoke run of a few seconds
+    #[arg(long)]
+    pub quick: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct AllArgs {
     /// Every scenario's small defaults: about 2 minutes in all instead of about 10
     #[arg(long)]
@@ -227,6 +265,31 @@ pub struct ScaleoutParams {
     pub receive_wait: &'static str,
     pub receive_lease: &'static str,
     pub timeout_s: f64,
+}
+
+/// The `mcp` scenario's settings once defaults are applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct McpParams {
+    /// Smoke-run defaults were applied.
+    pub quick: bool,
+    /// The MCP revision the client speaks.
+    pub revision: &'static str,
+    /// Events in the topic, read whole in each pass.
+    pub events: u64,
+    /// Size of one of them.
+    pub event_bytes: usize,
+    /// Events a read asks for.
+    pub limit: u64,
+    pub rounds: u32,
+    /// Least time each side reads per round (whole passes).
+    pub duration_s: f64,
+    /// Each side's single-event reads per round.
+    pub small_reads_s: f64,
+    pub listeners: usize,
+    pub publishes: u64,
+    pub interval_ms: u64,
+    pub fsync: String,
+    pub partitions: usize,
 }
 
 /// The `publish` scenario's settings once defaults are applied.
@@ -381,6 +444,48 @@ impl ScaleoutArgs {
             partitions: self.partitions as usize,
             data_root: self.data_root.clone(),
             broker: Vec::new(),
+        }
+    }
+}
+
+impl McpArgs {
+    /// No options given: every default (as `all` runs it).
+    pub fn defaults(quick: bool, server: &ServerArgs) -> Self {
+        Self {
+            events: None,
+            limit: MCP_TARGET_LIMIT,
+            rounds: None,
+            duration: None,
+            small_reads: None,
+            listeners: None,
+            publishes: None,
+            interval: None,
+            quick,
+            server: server.clone(),
+        }
+    }
+
+    pub fn params(&self) -> McpParams {
+        let quick = self.quick;
+        McpParams {
+            quick,
+            revision: MCP_REVISION,
+            events: self.events.unwrap_or(if quick { 20_000 } else { 200_000 }),
+            event_bytes: fill_event_bytes(),
+            limit: self.limit,
+            rounds: self.rounds.unwrap_or(if quick { 2 } else { 5 }),
+            duration_s: secs(self.duration, if quick { 0.5 } else { 2.0 }),
+            small_reads_s: secs(self.small_reads, if quick { 0.5 } else { 2.0 }),
+            listeners: self.listeners.unwrap_or(if quick { 20 } else { 100 }) as usize,
+            publishes: self.publishes.unwrap_or(if quick { 20 } else { 100 }),
+            interval_ms: self
+                .interval
+                .unwrap_or(MCP_NOTIFY_INTERVAL)
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX),
+            fsync: self.server.fsync.clone(),
+            partitions: self.server.partitions,
         }
     }
 }

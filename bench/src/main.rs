@@ -21,11 +21,16 @@
 //! - `scaleout`: three switchyard processes against one on one external
 //!   broker (nats, redis): a handler calling a sink that answers after
 //!   20 ms, and HTTP queue workers receiving and acking;
+//! - `mcp`: agents over MCP (`POST /mcp`, revision 2026-07-28): the
+//!   `read_events` tool's throughput against the HTTP API's pages of the
+//!   same size, and publish→notification latency with many
+//!   `subscriptions/listen` streams;
 //! - `micro`: records the estimates that `cargo bench --bench micro`
 //!   (criterion, `bench/benches/micro.rs`) left in `target/criterion`, with
 //!   the ratio of each benchmark to its group's baseline; it runs nothing;
 //! - `all`: every scenario in turn (and `micro`), then the summary table of
-//!   `RESULTS.md` regenerated from the newest record of each.
+//!   `RESULTS.md` regenerated from the newest record of each;
+//! - `summary`: only that regeneration, from the records already there.
 //!
 //! Every run stops by itself: durations are bounded, requests time out, and
 //! the child server is killed when the tool exits, fails, panics or is
@@ -59,6 +64,7 @@ use clap::Parser;
 
 use cli::{Cli, Scenario};
 use scenario::backends::backends_scenario;
+use scenario::mcp::mcp_scenario;
 use scenario::micro::{criterion_dir, micro_scenario};
 use scenario::scaleout::scaleout_scenario;
 use scenario::stream::{StreamKind, stream_scenario};
@@ -199,7 +205,13 @@ async fn run(cli: Cli) -> Result<()> {
         Scenario::Handler(args) => handler_scenario(&args.params(), &args.server).await,
         Scenario::Backends(args) => backends_scenario(&args.params(), &args.publish.server).await,
         Scenario::Scaleout(args) => scaleout_scenario(&args.params(), &args.server_args()).await,
+        Scenario::Mcp(args) => mcp_scenario(&args.params(), &args.server).await,
         Scenario::All(args) => all_scenarios(args.quick, &args.server).await,
+        Scenario::Summary => {
+            report::write_summary()?;
+            eprintln!("summary regenerated in {}", report::RESULTS_MD);
+            Ok(())
+        }
         Scenario::Micro(args) => micro_scenario(
             &args.criterion_dir.clone().unwrap_or_else(criterion_dir),
             true,

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod backends;
 pub mod handler;
+pub mod mcp;
 pub mod micro;
 pub mod publish;
 pub mod scaleout;
@@ -14,12 +15,15 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use crate::cli::{BackendsArgs, HandlerArgs, PublishArgs, ScaleoutArgs, ServerArgs, StreamArgs};
+use crate::cli::{
+    BackendsArgs, HandlerArgs, McpArgs, PublishArgs, ScaleoutArgs, ServerArgs, StreamArgs,
+};
 use crate::report::{RESULTS_MD, write_summary};
 use crate::{FANOUT_DEFAULT_RATE, LATENCY_TARGET_RATE};
 use auth::auth_scenario;
 use backends::backends_scenario;
 use handler::handler_scenario;
+use mcp::mcp_scenario;
 use micro::{criterion_dir, micro_scenario};
 use publish::publish_scenario;
 use scaleout::scaleout_scenario;
@@ -27,8 +31,9 @@ use stream::{StreamKind, stream_scenario};
 use webhook::webhook_scenario;
 
 /// The scenarios `all` runs, in order, and the rows of the summary table.
-pub const ALL_SCENARIOS: [&str; 9] = [
-    "publish", "latency", "fanout", "webhook", "auth", "handler", "backends", "scaleout", "micro",
+pub const ALL_SCENARIOS: [&str; 10] = [
+    "publish", "latency", "fanout", "webhook", "auth", "handler", "backends", "scaleout", "mcp",
+    "micro",
 ];
 
 pub async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
@@ -55,6 +60,7 @@ pub async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
         latency_duration: None,
     };
     let scaleout = ScaleoutArgs::defaults(quick, server);
+    let mcp = McpArgs::defaults(quick, server);
     let mut failed = Vec::new();
     for scenario in ALL_SCENARIOS {
         eprintln!("\n=== {scenario} ===");
@@ -81,6 +87,7 @@ pub async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
             "handler" => handler_scenario(&handler.params(), server).await,
             "backends" => backends_scenario(&backends.params(), server).await,
             "scaleout" => scaleout_scenario(&scaleout.params(), &scaleout.server_args()).await,
+            "mcp" => mcp_scenario(&mcp.params(), server).await,
             // Only reads what `cargo bench` left; without it the row stays
             // as it was, and the run does not fail.
             "micro" => micro_scenario(&criterion_dir(), false),

@@ -385,14 +385,15 @@ impl Cluster {
 }
 
 /// A structured CloudEvent of ~140 B whose key (`data.k`) is its own.
-fn event_json(prefix: &str, n: u64) -> String {
+pub(crate) fn event_json(prefix: &str, n: u64) -> String {
     format!(
         r#"{{"specversion":"1.0","id":"{prefix}-{n:09}","source":"/bench","type":"{EVENT_TYPE}","data":{{"k":"{prefix}-{n:09}","n":{n}}}}}"#
     )
 }
 
-/// Publishes events `range` in batches; returns the seconds it took.
-async fn publish_events(
+/// Publishes events `range` in batches; returns the seconds it took. (`mcp`
+/// fills its topic with it too.)
+pub(crate) async fn publish_events(
     client: &reqwest::Client,
     url: &str,
     prefix: &str,
