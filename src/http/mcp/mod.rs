@@ -298,11 +298,9 @@ impl ServerHandler for Mcp {
             arguments,
             traceparent,
         };
-        let response = match call.run(&request.name).await {
-            Ok(response) => response,
-            Err(err) => err.into_response(),
-        };
-        Ok(tools::tool_result(response).await.into())
+        Ok(tools::tool_result(call.run(&request.name).await)
+            .await
+            .into())
     }
 
     async fn list_resources(

@@ -23,6 +23,13 @@ const MAX_READ_WAIT: Duration = Duration::from_secs(30);
 /// What `next_poll_ms` suggests when an agent has read everything.
 const IDLE_POLL_MS: u64 = 1000;
 
+/// What a tool answers: its JSON, or an HTTP handler's answer (turned
+/// into the tool result by [`tool_result`]).
+pub(super) enum Answer {
+    Json(Value),
+    Http(Response),
+}
+
 /// One tool call: the tool's arguments and the request's `_meta`. The
 /// caller's access was checked before ([`super::wants`]).
 pub(super) struct Call<'a> {
@@ -35,30 +42,30 @@ pub(super) struct Call<'a> {
 }
 
 impl Call<'_> {
-    pub async fn run(self, tool: &str) -> ApiResult<Response> {
+    pub async fn run(self, tool: &str) -> ApiResult<Answer> {
         let state = Arc::clone(self.state);
         match tool {
             "list_topics" => {
                 self.only(&[])?;
-                Ok(super::super::topics_json(&state, self.access).into_response())
+                Ok(Answer::Json(
+                    super::super::topics_json(&state, self.access).0,
+                ))
             }
             "describe_topic" => {
                 self.only(&["topic"])?;
-                Ok(
-                    axum::Json(super::resources::describe(&state, &self.topic()?).await?)
-                        .into_response(),
-                )
+                Ok(Answer::Json(
+                    super::resources::describe(&state, &self.topic()?).await?,
+                ))
             }
-            "publish_event" => self.publish_event().await,
-            "read_events" => self.read_events().await,
+            "publish_event" => self.publish_event().await.map(Answer::Json),
+            "read_events" => self.read_events().await.map(Answer::Json),
             "get_event" => {
                 self.only(&["topic", "id", "after"])?;
                 let (topic, id) = (self.topic()?, self.required("id")?);
                 let after = self.string("after")?;
-                Ok(axum::Json(
+                Ok(Answer::Json(
                     super::resources::find_event(&state, &topic, &id, after.as_deref()).await?,
-                )
-                .into_response())
+                ))
             }
             "receive" => {
                 let (topic, group) = self.group(&["member", "max", "lease", "wait", "start"])?;
@@ -66,6 +73,7 @@ impl Call<'_> {
                     .map_err(|err| ApiError::bad_request("invalid_arguments", err.to_string()))?;
                 super::super::groups::receive(State(state), Path((topic, group)), Ok(Query(query)))
                     .await
+                    .map(Answer::Http)
             }
             "ack" | "nack" | "extend" => {
                 let extra = match tool {
@@ -76,7 +84,7 @@ impl Call<'_> {
                 let (topic, group) = self.group(extra)?;
                 let body = Bytes::from(self.rest(&["topic", "group"]).to_string());
                 let path = Path((topic, group));
-                Ok(match tool {
+                Ok(Answer::Http(match tool {
                     "ack" => super::super::groups::ack(State(state), path, body)
                         .await
                         .into_response(),
@@ -86,15 +94,15 @@ impl Call<'_> {
                     _ => super::super::groups::extend(State(state), path, body)
                         .await
                         .into_response(),
-                })
+                }))
             }
             "group_status" => {
                 let (topic, group) = self.group(&[])?;
-                Ok(
+                Ok(Answer::Http(
                     super::super::groups::status(State(state), Path((topic, group)))
                         .await
                         .into_response(),
-                )
+                ))
             }
             "handler_status" => {
                 self.only(&["handler"])?;
@@ -113,17 +121,17 @@ impl Call<'_> {
                     })?;
                     status = json!({ "handlers": [found] });
                 }
-                Ok(axum::Json(status).into_response())
+                Ok(Answer::Json(status))
             }
             "replay_dead_letters" => {
                 self.only(&["handler", "ids", "from", "to"])?;
                 let name = self.required("handler")?;
                 let body = Bytes::from(self.rest(&["handler"]).to_string());
-                Ok(
+                Ok(Answer::Http(
                     super::super::handlers::replay(State(state), Path(name), body)
                         .await
                         .into_response(),
-                )
+                ))
             }
             other => Err(ApiError::bad_request(
                 "unknown_tool",
@@ -196,7 +204,7 @@ impl Call<'_> {
         Value::Object(rest)
     }
 
-    async fn publish_event(self) -> ApiResult<Response> {
+    async fn publish_event(self) -> ApiResult<Value> {
         self.only(&["topic", "type", "data", "subject", "id", "key"])?;
         let topic = self.topic()?;
         super::super::publishable(self.state, &topic)?;
@@ -236,13 +244,10 @@ impl Call<'_> {
                 "the publish stored nothing",
             )
         })?;
-        Ok(
-            axum::Json(json!({ "id": published.id, "position": published.position }))
-                .into_response(),
-        )
+        Ok(json!({ "id": published.id, "position": published.position }))
     }
 
-    async fn read_events(self) -> ApiResult<Response> {
+    async fn read_events(self) -> ApiResult<Value> {
         self.only(&[
             "topic", "after", "from", "limit", "wait_ms", "types", "subject", "filter",
         ])?;
@@ -328,13 +333,12 @@ impl Call<'_> {
             .collect();
         let latest = self.state.broker.latest(&topic).await?;
         let has_more = (0..partitions).any(|p| batch.next.next(p) < latest.next(p));
-        Ok(axum::Json(json!({
+        Ok(json!({
             "events": events,
             "next_cursor": batch.next.to_string(),
             "has_more": has_more,
             "next_poll_ms": if has_more { 0 } else { IDLE_POLL_MS },
         }))
-        .into_response())
     }
 
     fn number(&self, name: &str, default: u64, min: u64, max: u64) -> ApiResult<u64> {
@@ -353,9 +357,15 @@ impl Call<'_> {
     }
 }
 
-/// An HTTP answer as a tool result: its JSON body as the structured
+/// A tool's answer as a tool result: its JSON (an HTTP answer's body) as the structured
 /// content, an error status as a tool error (the body names the problem).
-pub(super) async fn tool_result(response: Response) -> CallToolResult {
+pub(super) async fn tool_result(answer: ApiResult<Answer>) -> CallToolResult {
+    let response = match answer {
+        // Built here: no round trip through HTTP bytes.
+        Ok(Answer::Json(value)) => return CallToolResult::structured(value),
+        Ok(Answer::Http(response)) => response,
+        Err(err) => err.into_response(),
+    };
     let failed = !response.status().is_success();
     let body = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
