@@ -6,8 +6,11 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = switchyard::cli::Cli::parse();
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn"));
+        // rmcp's service logs an ERROR for every MCP client that hangs up with
+    // a stream open (a normal end of a listen): not an operator's problem,
+    // so its service log is off; the rest of rmcp logs warnings.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,rmcp=warn,rmcp::service=off"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
