@@ -6,7 +6,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = switchyard::cli::Cli::parse();
-        // rmcp's service logs an ERROR for every MCP client that hangs up with
+    // rmcp's service logs an ERROR for every MCP client that hangs up with
     // a stream open (a normal end of a listen): not an operator's problem,
     // so its service log is off; the rest of rmcp logs warnings.
     let filter = EnvFilter::try_from_default_env()
