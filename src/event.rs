@@ -603,7 +603,12 @@ impl Filter {
 
     /// Whether an event (as JSON) passes.
     pub fn matches_event(&self, event: &Value) -> bool {
-        let head = Attributes::of(event);
+        self.matches_head(&Attributes::of(event), event)
+    }
+
+    /// [`Filter::matches_event`] for a caller that has read the event's
+    /// attributes already.
+    pub fn matches_head(&self, head: &Attributes, event: &Value) -> bool {
         self.matches(&head.ty, head.subject.as_deref())
             && self.expr.as_ref().is_none_or(|expr| expr.passes(event))
     }

@@ -257,37 +257,11 @@ pub async fn run_stream(
         .build()?;
     let stream_url = server.url(&format!("/v1/topics/{TOPIC}/stream"));
     let connected_at = Instant::now();
-    let attempts: Vec<Result<reqwest::Response, String>> =
-        futures::stream::iter(0..params.subscribers)
-            .map(|_| {
-                let request = sse
-                    .get(&stream_url)
-                    .header(reqwest::header::ACCEPT, "text/event-stream");
-                async move {
-                    match tokio::time::timeout(REQUEST_TIMEOUT, request.send()).await {
-                        Ok(Ok(response)) if response.status().is_success() => Ok(response),
-                        Ok(Ok(response)) => Err(format!("{}", response.status())),
-                        Ok(Err(err)) => Err(format!("{err:#}")),
-                        Err(_) => Err(format!("no answer in {REQUEST_TIMEOUT:?}")),
-                    }
-                }
-            })
-            .buffer_unordered(CONNECT_CONCURRENCY)
-            .collect()
-            .await;
-    let mut responses = Vec::with_capacity(params.subscribers);
-    let mut connect_failures = 0;
-    for attempt in attempts {
-        match attempt {
-            Ok(response) => responses.push(response),
-            Err(err) => {
-                if connect_failures == 0 {
-                    eprintln!("  a subscriber could not connect: {err}");
-                }
-                connect_failures += 1;
-            }
-        }
-    }
+    let requests = (0..params.subscribers).map(|_| {
+        sse.get(&stream_url)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+    });
+    let (responses, connect_failures) = open_streams(requests, "subscriber").await;
     let connected = responses.len();
     eprintln!(
         "  {connected} subscribers connected in {:.1}s",
@@ -388,4 +362,45 @@ pub async fn run_stream(
         publish_cpu,
         broker_cpu_s,
     })
+}
+
+/// Sends `requests` (each opening a long-lived stream), a few at a time:
+/// the answers that came with a success status, and how many did not (the
+/// first failure is printed, naming the `what` that could not connect).
+pub async fn open_streams(
+    requests: impl Iterator<Item = reqwest::RequestBuilder>,
+    what: &str,
+) -> (Vec<reqwest::Response>, usize) {
+    let attempts: Vec<Result<reqwest::Response, String>> = futures::stream::iter(requests)
+        .map(|request| async move {
+            match tokio::time::timeout(REQUEST_TIMEOUT, request.send()).await {
+                Ok(Ok(response)) if response.status().is_success() => Ok(response),
+                Ok(Ok(response)) => {
+                    let status = response.status();
+                    Err(format!(
+                        "{status}: {}",
+                        response.text().await.unwrap_or_default()
+                    ))
+                }
+                Ok(Err(err)) => Err(format!("{err:#}")),
+                Err(_) => Err(format!("no answer in {REQUEST_TIMEOUT:?}")),
+            }
+        })
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .collect()
+        .await;
+    let mut responses = Vec::with_capacity(attempts.len());
+    let mut failures = 0;
+    for attempt in attempts {
+        match attempt {
+            Ok(response) => responses.push(response),
+            Err(err) => {
+                if failures == 0 {
+                    eprintln!("  a {what} could not connect: {err}");
+                }
+                failures += 1;
+            }
+        }
+    }
+    (responses, failures)
 }

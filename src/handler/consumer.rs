@@ -400,7 +400,7 @@ impl Consumer {
             }
         };
         let head = Attributes::of(&event);
-        if !worker.wants(&event) || !self.owned[stored.partition] {
+        if !worker.wants(&head, &event) || !self.owned[stored.partition] {
             return;
         }
         if self

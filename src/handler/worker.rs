@@ -369,7 +369,7 @@ impl Worker {
         self.topic
             .validate(&parsed)
             .map_err(|err| err.to_string())?;
-        if !self.wants(event) {
+        if !self.wants(&Attributes::of(event), event) {
             return Err(format!(
                 "type {:?} or its subject is not one this handler takes",
                 parsed.ty
@@ -380,8 +380,8 @@ impl Worker {
 
     /// Whether the handler takes the event (its types, subject prefix and
     /// filter).
-    pub(super) fn wants(&self, event: &Value) -> bool {
-        self.filter.matches_event(event)
+    pub(super) fn wants(&self, head: &Attributes, event: &Value) -> bool {
+        self.filter.matches_head(head, event)
     }
 
     /// Events not yet acked: latest minus committed, over all partitions.

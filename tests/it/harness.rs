@@ -203,6 +203,22 @@ pub fn event(id: &str, n: u64, key: &str) -> Value {
     })
 }
 
+/// Publishes events `{prefix}-{n}` for each `n` of `range` to `url` (a
+/// topic's events URL), one request each, key `k{n % 7}`; each must be
+/// accepted.
+pub async fn publish_numbered(url: &str, prefix: &str, range: std::ops::Range<u64>) {
+    let client = client();
+    for n in range {
+        let (status, body) = publish(
+            &client,
+            url,
+            &event(&format!("{prefix}-{n}"), n, &format!("k{}", n % 7)),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
 /// Publishes one structured event; returns status and body.
 pub async fn publish(client: &reqwest::Client, url: &str, event: &Value) -> (u16, Value) {
     let response = client

@@ -13,7 +13,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::harness::{Server, TokenMinter, Workspace, client, event, get_json, publish};
+use crate::harness::{
+    Server, TokenMinter, Workspace, client, event, get_json, publish, publish_numbered,
+};
 
 const REVISIONS: [(&str, &str); 2] = [("2026-07-28", "2026-07-28"), ("legacy", "2025-11-25")];
 
@@ -270,39 +272,15 @@ async fn an_agent_keeps_its_place_across_its_kill_and_a_switchyard_restart() {
     let server = ws.serve(&[]);
     let cursor_file = ws.path().join("agent.cursor");
     let orders = server.events_url("orders");
-    for n in 0..6 {
-        let (status, body) = publish(
-            &client(),
-            &orders,
-            &event(&format!("o-{n}"), n, &format!("k{n}")),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-    }
+    publish_numbered(&orders, "o", 0..6).await;
     let mut seen = follow(&server, &cursor_file, 6).await;
     let server = server.restart();
     let orders = server.events_url("orders");
-    for n in 6..9 {
-        let (status, body) = publish(
-            &client(),
-            &orders,
-            &event(&format!("o-{n}"), n, &format!("k{n}")),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-    }
+    publish_numbered(&orders, "o", 6..9).await;
     // Three more while the agent waits: its subscription wakes it.
     let later = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(3)).await;
-        for n in 9..12 {
-            let (status, body) = publish(
-                &client(),
-                &orders,
-                &event(&format!("o-{n}"), n, &format!("k{n}")),
-            )
-            .await;
-            assert_eq!(status, 200, "{body}");
-        }
+        publish_numbered(&orders, "o", 9..12).await;
     });
     seen.extend(follow(&server, &cursor_file, 6).await);
     later.await.unwrap();

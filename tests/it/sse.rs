@@ -9,17 +9,7 @@ use serde_json::{Value, json};
 use crate::harness::*;
 
 async fn publish_range(server: &Server, topic: &str, range: std::ops::Range<u64>) {
-    let client = client();
-    let url = server.events_url(topic);
-    for n in range {
-        let (status, body) = publish(
-            &client,
-            &url,
-            &event(&format!("e-{n}"), n, &format!("k{}", n % 7)),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-    }
+    publish_numbered(&server.events_url(topic), "e", range).await;
 }
 
 fn numbers(events: &[SseEvent]) -> Vec<u64> {
@@ -424,19 +414,6 @@ async fn unnamed_events_reach_onmessage() {
     assert_eq!(body["error"]["parameter"], "event", "{body}");
 }
 
-/// Publishes `ids` to `topic`, one request each.
-async fn publish_ids(server: &Server, topic: &str, ids: &[String]) {
-    for (n, id) in ids.iter().enumerate() {
-        let (status, body) = publish(
-            &client(),
-            &server.events_url(topic),
-            &event(id, n as u64, &format!("k{n}")),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-    }
-}
-
 fn ids(prefix: &str, range: std::ops::Range<u64>) -> Vec<String> {
     range.map(|n| format!("{prefix}-{n}")).collect()
 }
@@ -453,9 +430,9 @@ async fn one_stream_over_several_topics_resumes_exactly_across_a_restart() {
         .topic("orders.us", 1, "")
         .topic("audit", 1, "");
     let server = ws.serve(&[]);
-    publish_ids(&server, "orders.eu", &ids("eu", 0..3)).await;
-    publish_ids(&server, "orders.us", &ids("us", 0..3)).await;
-    publish_ids(&server, "audit", &ids("audit", 0..3)).await;
+    publish_numbered(&server.events_url("orders.eu"), "eu", 0..3).await;
+    publish_numbered(&server.events_url("orders.us"), "us", 0..3).await;
+    publish_numbered(&server.events_url("audit"), "audit", 0..3).await;
     let url = |server: &Server| format!("{}/v1/stream?topics=orders.*&from=earliest", server.url);
     let mut sse = Sse::connect(&url(&server), None).await;
     let first = sse.take(6).await;
@@ -483,10 +460,10 @@ async fn one_stream_over_several_topics_resumes_exactly_across_a_restart() {
     server.kill();
     ws.topic("orders.asia", 1, "");
     let server = server.restart();
-    publish_ids(&server, "orders.eu", &ids("eu", 3..5)).await;
-    publish_ids(&server, "orders.asia", &ids("asia", 0..2)).await;
-    publish_ids(&server, "audit", &ids("audit", 3..4)).await;
-    publish_ids(&server, "orders.us", &ids("us", 3..4)).await;
+    publish_numbered(&server.events_url("orders.eu"), "eu", 3..5).await;
+    publish_numbered(&server.events_url("orders.asia"), "asia", 0..2).await;
+    publish_numbered(&server.events_url("audit"), "audit", 3..4).await;
+    publish_numbered(&server.events_url("orders.us"), "us", 3..4).await;
 
     let mut sse = Sse::connect(&url(&server), Some(&resume)).await;
     let rest = sse.take(7).await;

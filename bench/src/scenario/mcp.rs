@@ -48,8 +48,7 @@ use crate::server::{Setup, Switchyard};
 use crate::stats::{Percentiles, median, mib};
 use crate::usage::{CpuSplit, CpuWindow};
 use crate::{
-    CONNECT_CONCURRENCY, CONNECT_TIMEOUT, EVENT_TYPE, KEYS, REQUEST_TIMEOUT, ROUND_PAUSE, SETTLE,
-    STRUCTURED, TOPIC,
+    CONNECT_TIMEOUT, EVENT_TYPE, KEYS, REQUEST_TIMEOUT, ROUND_PAUSE, SETTLE, STRUCTURED, TOPIC,
 };
 
 /// The revision the client speaks: stateless, each request naming it in
@@ -670,42 +669,9 @@ async fn notify_run(server: &Switchyard, params: &McpParams) -> Result<NotifyRun
         .connect_timeout(CONNECT_TIMEOUT)
         .build()?;
     let connected_at = Instant::now();
-    let attempts: Vec<Result<reqwest::Response, String>> =
-        futures::stream::iter(0..params.listeners as u64)
-            .map(|id| {
-                let request = mcp_post(&streams, &mcp_url, "subscriptions/listen", None)
-                    .body(listen_body(id));
-                async move {
-                    match tokio::time::timeout(REQUEST_TIMEOUT, request.send()).await {
-                        Ok(Ok(response)) if response.status().is_success() => Ok(response),
-                        Ok(Ok(response)) => {
-                            let status = response.status();
-                            Err(format!(
-                                "{status}: {}",
-                                response.text().await.unwrap_or_default()
-                            ))
-                        }
-                        Ok(Err(err)) => Err(format!("{err:#}")),
-                        Err(_) => Err(format!("no answer in {REQUEST_TIMEOUT:?}")),
-                    }
-                }
-            })
-            .buffer_unordered(CONNECT_CONCURRENCY)
-            .collect()
-            .await;
-    let mut responses = Vec::with_capacity(params.listeners);
-    let mut connect_failures = 0;
-    for attempt in attempts {
-        match attempt {
-            Ok(response) => responses.push(response),
-            Err(err) => {
-                if connect_failures == 0 {
-                    eprintln!("  a listener could not connect: {err}");
-                }
-                connect_failures += 1;
-            }
-        }
-    }
+    let requests = (0..params.listeners as u64)
+        .map(|id| mcp_post(&streams, &mcp_url, "subscriptions/listen", None).body(listen_body(id)));
+    let (responses, connect_failures) = crate::sse::open_streams(requests, "listener").await;
 
     let epoch = Instant::now();
     let schedule = Arc::new(Schedule {
