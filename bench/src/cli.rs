@@ -39,6 +39,8 @@ pub enum Scenario {
     Webhook(PublishArgs),
     /// Publish with an HS256 bearer token on every request vs the same publish to a server without a key
     Auth(PublishArgs),
+    /// Publish to a topic with its default dedupe window vs one with dedupe_window = "0"
+    Dedupe(PublishArgs),
     /// Handler delivery rate to a local sink vs the same requests from a plain client loop
     Handler(HandlerArgs),
     /// The publish load and publish→SSE latency on each backend (embedded, redis, nats, kafka), with redis-benchmark beside redis

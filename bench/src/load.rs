@@ -300,3 +300,37 @@ fn is_duplicate(body: &[u8]) -> bool {
     const MARK: &[u8] = br#""duplicate":true"#;
     body.windows(MARK.len()).any(|window| window == MARK)
 }
+
+/// Rounds of the publish load against servers of the scenario's own, with
+/// what their logs said and where their data lived.
+#[derive(Default)]
+pub struct FreshRounds {
+    pub rounds: Vec<Round>,
+    pub log_lines: Vec<String>,
+    pub data_fs: String,
+}
+
+impl FreshRounds {
+    /// One round of `load` on a fresh server started with `setup` (and a
+    /// fresh log), so that no round inherits another's segments or memory;
+    /// the server is stopped after it.
+    pub async fn run(
+        &mut self,
+        side: &'static str,
+        load: &Load,
+        (server_args, setup): (&crate::cli::ServerArgs, &crate::server::Setup),
+        round: u32,
+        params: &PublishParams,
+    ) -> Result<()> {
+        let server = crate::server::Switchyard::start(server_args, setup)?;
+        self.data_fs = server.data_filesystem();
+        let url = server.url(&format!("/v1/topics/{}/events", crate::TOPIC));
+        let pid = server.pid();
+        self.rounds
+            .push(drive_publish(side, load, url, round, params, Some(pid)).await?);
+        self.log_lines.extend(server.log_lines());
+        drop(server);
+        tokio::time::sleep(crate::ROUND_PAUSE).await;
+        Ok(())
+    }
+}

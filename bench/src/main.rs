@@ -14,6 +14,8 @@
 //! - `webhook`: signed webhook ingestion against plain publish on one server;
 //! - `auth`: publish with an HS256 bearer token against publish on a server
 //!   that takes none;
+//! - `dedupe`: publish to a topic with its default dedupe window against
+//!   the same publish with dedupe off;
 //! - `handler`: events delivered by a handler to a local sink against the same
 //!   requests made by a plain client loop;
 //! - `backends`: the `publish` load on each backend (embedded, redis, nats,
@@ -69,8 +71,8 @@ use scenario::micro::{criterion_dir, micro_scenario};
 use scenario::scaleout::scaleout_scenario;
 use scenario::stream::{StreamKind, stream_scenario};
 use scenario::{
-    all_scenarios, auth::auth_scenario, handler::handler_scenario, publish::publish_scenario,
-    webhook::webhook_scenario,
+    all_scenarios, auth::auth_scenario, dedupe::dedupe_scenario, handler::handler_scenario,
+    publish::publish_scenario, webhook::webhook_scenario,
 };
 
 /// The topic every scenario publishes to.
@@ -150,6 +152,7 @@ const SINK_POLL: Duration = Duration::from_millis(20);
 const PUBLISH_TARGET_RATIO: f64 = 0.5;
 const WEBHOOK_TARGET_RATIO: f64 = 0.9;
 const AUTH_TARGET_RATIO: f64 = 0.95;
+const DEDUPE_TARGET_RATIO: f64 = 0.9;
 const HANDLER_TARGET_RATIO: f64 = 0.7;
 const PUBLISH_TARGET_CONNECTIONS: usize = 64;
 const LATENCY_TARGET_P99_MS: f64 = 10.0;
@@ -202,6 +205,7 @@ async fn run(cli: Cli) -> Result<()> {
         Scenario::Publish(args) => publish_scenario(&args.params(), &args.server).await,
         Scenario::Webhook(args) => webhook_scenario(&args.params(), &args.server).await,
         Scenario::Auth(args) => auth_scenario(&args.params(), &args.server).await,
+        Scenario::Dedupe(args) => dedupe_scenario(&args.params(), &args.server).await,
         Scenario::Handler(args) => handler_scenario(&args.params(), &args.server).await,
         Scenario::Backends(args) => backends_scenario(&args.params(), &args.publish.server).await,
         Scenario::Scaleout(args) => scaleout_scenario(&args.params(), &args.server_args()).await,

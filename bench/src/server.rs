@@ -92,6 +92,8 @@ pub struct Setup {
     /// Start the server with this HS256 secret, so that it asks every
     /// publish for a bearer token.
     pub jwt_secret: Option<String>,
+    /// Turn the bench topic's dedupe window off (`dedupe_window = "0"`).
+    pub dedupe_off: bool,
 }
 
 /// The real server, running as a child process (started by the test kit)
@@ -115,10 +117,17 @@ impl Switchyard {
                  secrets_env = [\"{WEBHOOK_SECRET_ENV}\"]\ntype = {{ fixed = \"{EVENT_TYPE}\" }}\n"
             )
         });
+        // Top-level keys go before the topic's tables.
+        let dedupe = if setup.dedupe_off {
+            "dedupe_window = \"0\"\n"
+        } else {
+            ""
+        };
         write_topics(
             &topics,
             TOPIC,
             args.partitions,
+            dedupe,
             &webhook,
             setup.handler_outputs,
         )?;
@@ -197,22 +206,23 @@ pub fn temp_dir(root: Option<&Path>) -> Result<tempfile::TempDir> {
     .context("creating a temporary directory")
 }
 
-/// Writes a topic file declaring the bench event type, plus `extra` TOML.
-/// The bench topic `name` (with `extra` TOML lines), the handler outputs'
-/// topics when `outputs`, and the event type's schema, into `topics`.
+/// The bench topic `name` (with `settings`, its own TOML keys, and
+/// `tables`), the handler outputs' topics when `outputs`, and the event
+/// type's schema, into `topics`.
 pub fn write_topics(
     topics: &Path,
     name: &str,
     partitions: usize,
-    extra: &str,
+    settings: &str,
+    tables: &str,
     outputs: bool,
 ) -> Result<()> {
-    write_topic(topics, name, partitions, extra)?;
+    write_topic(topics, name, partitions, settings, tables)?;
     if outputs {
         // Outcome events are stored whatever their type; a topic only
         // needs one declared type to exist.
         for name in [RESULTS_TOPIC, DEAD_LETTER_TOPIC] {
-            write_topic(topics, name, 1, "")?;
+            write_topic(topics, name, 1, "", "")?;
         }
     }
     // Permissive on purpose: the bench measures the bus, not the schema.
@@ -223,13 +233,21 @@ pub fn write_topics(
     Ok(())
 }
 
-fn write_topic(topics: &Path, name: &str, partitions: usize, extra: &str) -> Result<()> {
+/// A topic file declaring the bench event type, with `settings` (TOML
+/// keys) and `tables` (TOML tables) of its own.
+fn write_topic(
+    topics: &Path,
+    name: &str,
+    partitions: usize,
+    settings: &str,
+    tables: &str,
+) -> Result<()> {
     let file = topics.join(format!("{name}.toml"));
     fs::write(
         &file,
         format!(
             "name = \"{name}\"\ndescription = \"switchyard-bench load\"\npartitions = {partitions}\n\
-             key = \"/data/k\"\n\n[types.\"{EVENT_TYPE}\"]\nschema = \"{EVENT_TYPE}.schema.json\"\n{extra}"
+             key = \"/data/k\"\n{settings}\n[types.\"{EVENT_TYPE}\"]\nschema = \"{EVENT_TYPE}.schema.json\"\n{tables}"
         ),
     )
     .with_context(|| format!("writing {}", file.display()))

@@ -39,8 +39,19 @@ pub trait Backend: Sized {
 
     /// Stores `records` (their partitions already checked) and answers where
     /// they landed, in order. `Ok` means durable as the backend promises;
-    /// on `Err` none of them counts as acknowledged.
+    /// on `Err` none of them counts as acknowledged. A record whose identity
+    /// the topic stored within its dedupe window is not stored again: its
+    /// answer is where that one is, marked `duplicate` (unless the backend
+    /// has a [`Backend::shared_index`], which checks before this is called).
     async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>>;
+
+    /// The dedupe index [`super::Broker::append`] keeps for this backend,
+    /// when its appends cannot check for a stored identity themselves
+    /// (`None`: `append` stores each identity once within the topic's
+    /// dedupe window on its own).
+    fn shared_index(&self) -> Option<&super::identities::SharedIndex> {
+        None
+    }
 
     /// Up to `max` events after `from`, in order per partition (see
     /// [`super::merge`]); when there are none yet, waits up to `wait`.

@@ -12,6 +12,7 @@
 
 mod contract;
 pub mod embedded;
+pub mod identities;
 pub mod kafka;
 pub(crate) mod local_leases;
 pub mod membership;
@@ -37,8 +38,9 @@ pub struct Record {
     pub partition: usize,
     /// The partition key ingest hashed (Kafka stores it as the message key).
     pub key: Option<String>,
-    /// `source` and `id`, which name the event: backends with server-side
-    /// dedupe (NATS's `Nats-Msg-Id`) use it.
+    /// `source` and `id`, which name the event ([`identities::identity`]):
+    /// an identity stored within the topic's dedupe window is not stored
+    /// again. Empty: never deduped.
     pub identity: String,
     /// The event in the CloudEvents JSON format.
     pub payload: Bytes,
@@ -49,6 +51,9 @@ pub struct Record {
 pub struct Appended {
     pub partition: usize,
     pub offset: u64,
+    /// The topic stored an event of the same identity within its dedupe
+    /// window: nothing was appended, and this is where that one is.
+    pub duplicate: bool,
 }
 
 /// An event read back from the log.
@@ -262,7 +267,11 @@ impl Broker {
                 record.partition
             )));
         }
-        dispatch!(self, b => b.append(topic, records).await)
+        let store = async |records| dispatch!(self, b => b.append(topic, records).await);
+        match dispatch!(self, b => b.shared_index()) {
+            Some(index) => index.append(self, topic, records, store).await,
+            None => store(records).await,
+        }
     }
 
     /// Reads up to `max` events after `from`, in order per partition. When

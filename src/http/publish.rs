@@ -26,6 +26,10 @@ pub struct PublishQuery {
     ty: Option<String>,
     /// The subject for a plain-JSON publish.
     subject: Option<String>,
+    /// The event id for a plain-JSON publish (default: a new UUIDv7). A
+    /// client that may retry sets it: a second publish of one id within
+    /// the topic's dedupe window stores nothing.
+    id: Option<String>,
 }
 
 /// The request's content mode, decided from its headers.
@@ -148,6 +152,15 @@ pub async fn publish(
             }
             let mut event = CloudEvent::wrap(format!("/topics/{topic}"), ty, parse_json(&bytes)?);
             event.subject = query.subject.filter(|s| !s.is_empty());
+            if let Some(id) = query.id {
+                if id.is_empty() {
+                    return Err(
+                        ApiError::bad_request("invalid_id", "?id= must not be empty")
+                            .with("parameter", "id"),
+                    );
+                }
+                event.id = id;
+            }
             vec![event]
         }
     };

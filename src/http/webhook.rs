@@ -36,7 +36,9 @@ pub async fn receive(
         Admission::Accepted(published) => axum::Json(json!({
             "id": published.id,
             "position": published.position,
-            "duplicate": false,
+            // Another process (or, after a restart, this one) may have
+            // stored the delivery: the topic's dedupe window caught it.
+            "duplicate": published.duplicate,
         }))
         .into_response(),
         Admission::Duplicate { id } => {

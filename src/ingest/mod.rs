@@ -21,6 +21,9 @@ use crate::topic::{TopicError, Topics};
 pub struct Published {
     pub id: String,
     pub position: String,
+    /// The topic had stored an event with this `source` and `id` within
+    /// its dedupe window: nothing was appended; `position` is that one's.
+    pub duplicate: bool,
 }
 
 /// What to do with an event type the topic does not declare.
@@ -125,7 +128,8 @@ impl Ingest {
             }
             let json = event.to_json();
             let key = topic.key_of(&json);
-            let partition = topic.partition_for(key.as_deref());
+            let identity = crate::broker::identities::identity(&event.source, &event.id);
+            let partition = topic.partition_for(key.as_deref(), &identity);
             let payload = serde_json::to_vec(&json).expect("a JSON value always serializes");
             if payload.len() > self.max_event_bytes {
                 return Err(IngestError::TooLarge {
@@ -137,20 +141,21 @@ impl Ingest {
             records.push(Record {
                 partition,
                 key,
-                identity: format!("{} {}", event.source, event.id),
+                identity,
                 payload: Bytes::from(payload),
             });
             ids.push(event.id);
         }
-        let count = records.len() as u64;
+
         // Positions name the other partitions as they were before this
         // append: resuming from one may repeat an event published
         // concurrently, but never skips one.
         let before = self.ends.before_append(topic_name).await?;
         let appended = self.broker.append(topic_name, records).await?;
         self.ends.appended(topic_name, &appended);
+        let stored = appended.iter().filter(|at| !at.duplicate).count() as u64;
         self.metrics
-            .published(topic_name, count, started.elapsed().as_secs_f64());
+            .published(topic_name, stored, started.elapsed().as_secs_f64());
         Ok(ids
             .into_iter()
             .zip(appended)
@@ -160,6 +165,7 @@ impl Ingest {
                 Published {
                     id,
                     position: position.to_string(),
+                    duplicate: at.duplicate,
                 }
             })
             .collect())

@@ -7,7 +7,6 @@ pub mod webhook;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -27,6 +26,9 @@ pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 pub const MIN_SEGMENT_BYTES: u64 = 1024;
 /// Longest topic name.
 pub const MAX_NAME_BYTES: usize = 200;
+/// How long a topic remembers the events published to it, to store a
+/// retried publish once (CloudEvents: `source` + `id` name an event).
+pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// The retention a bad one is shown beside, as an example.
 const RETENTION_EXAMPLE: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -42,6 +44,7 @@ struct RawTopic {
     retention: Option<String>,
     retention_bytes: Option<Size>,
     segment_bytes: Option<Size>,
+    dedupe_window: Option<String>,
     #[serde(default)]
     types: BTreeMap<String, RawEventType>,
     #[serde(default)]
@@ -104,13 +107,14 @@ pub struct Topic {
     pub key: Option<String>,
     pub retention: Retention,
     pub segment_bytes: u64,
+    /// How long a published event's `source` + `id` is remembered: a second
+    /// publish of the pair within it appends nothing (zero: off).
+    pub dedupe_window: Duration,
     pub types: BTreeMap<String, EventType>,
     /// Webhooks that feed this topic.
     pub webhooks: Vec<WebhookSpec>,
     /// Shared consumer groups with settings, by name.
     pub groups: BTreeMap<String, GroupSpec>,
-    /// Spreads events without a key over the partitions.
-    next_unkeyed: AtomicUsize,
 }
 
 /// Why an event does not fit its topic.
@@ -161,16 +165,17 @@ impl Topic {
     }
 
     /// The partition an event goes to: the hash of its key (Kafka's murmur2,
-    /// so keyed events land where a Kafka producer would put them), or the
-    /// next partition in turn when the event has no key.
-    pub fn partition_for(&self, key: Option<&str>) -> usize {
+    /// so keyed events land where a Kafka producer would put them), else the
+    /// hash of its identity (`source` + `id`).
+    pub fn partition_for(&self, key: Option<&str>, identity: &str) -> usize {
         if self.partitions == 1 {
             return 0;
         }
-        match key {
-            Some(key) => (murmur2(key.as_bytes()) & 0x7fff_ffff) as usize % self.partitions,
-            None => self.next_unkeyed.fetch_add(1, Ordering::Relaxed) % self.partitions,
-        }
+        // Without a key, the identity spreads events as evenly, and sends
+        // a retried publish where the first one landed (NATS dedupes per
+        // stream, and so per partition).
+        let hashed = key.unwrap_or(identity);
+        (murmur2(hashed.as_bytes()) & 0x7fff_ffff) as usize % self.partitions
     }
 
     /// The event's partition key: the topic's key pointer, else the
@@ -338,6 +343,12 @@ fn resolve(dir: &Path, file: &Path, raw: RawTopic) -> Result<Topic, Vec<ConfigPr
     }
     let max_age =
         problems.optional_duration("retention", raw.retention.as_deref(), RETENTION_EXAMPLE);
+    let dedupe_window = match raw.dedupe_window.as_deref() {
+        None => DEFAULT_DEDUPE_WINDOW,
+        Some(text) => crate::problem::parse_duration(text, "24h")
+            .map_err(|reason| problems.problem("dedupe_window", reason))
+            .unwrap_or(DEFAULT_DEDUPE_WINDOW),
+    };
     let segment_bytes = raw
         .segment_bytes
         .map_or(DEFAULT_SEGMENT_BYTES, |size| size.0);
@@ -446,10 +457,10 @@ fn resolve(dir: &Path, file: &Path, raw: RawTopic) -> Result<Topic, Vec<ConfigPr
             max_bytes: raw.retention_bytes.map(|size| size.0),
         },
         segment_bytes,
+        dedupe_window,
         types,
         webhooks,
         groups,
-        next_unkeyed: AtomicUsize::new(0),
     })
 }
 

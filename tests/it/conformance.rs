@@ -116,6 +116,7 @@ per_backend!(
         group_extend_and_members,
         group_max_deliveries,
         seek_by_time,
+        idempotent_publish,
     ]
 );
 per_backend!(
@@ -129,6 +130,7 @@ per_backend!(
         group_extend_and_members,
         group_max_deliveries,
         seek_by_time,
+        idempotent_publish,
         two_instances_share_a_backend,
         broker_outage_answers_503_and_loses_nothing_acknowledged,
     ]
@@ -149,6 +151,7 @@ per_backend!(
         group_extend_and_members,
         group_max_deliveries,
         seek_by_time,
+        idempotent_publish,
         two_instances_share_a_backend,
         broker_outage_answers_503_and_loses_nothing_acknowledged,
         broker_messages_are_cloudevents_to_third_party_clients,
@@ -291,9 +294,12 @@ async fn retention(backend: Backend) {
     publish_n(&server, "old", 0..30, 400).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let deadline = Instant::now() + Duration::from_secs(15);
+    let mut newest = 99;
     loop {
-        // New appends drive trimming on Redis; the embedded log trims on its own.
-        publish_n(&server, "old", 100..101, 400).await;
+        // New appends drive trimming on Redis; the embedded log trims on its
+        // own. (A new event each time: the same one again is a duplicate.)
+        newest += 1;
+        publish_n(&server, "old", newest..newest + 1, 400).await;
         let response = client()
             .get(server.events_url("old"))
             .query(&[("from", "0")])
@@ -313,13 +319,13 @@ async fn retention(backend: Backend) {
     }
     let remaining = read_all(&client(), &server.events_url("old")).await;
     assert!(
-        remaining.len() < 31,
+        remaining.len() < 30 + (newest - 99) as usize,
         "{what}: {} events remain",
         remaining.len()
     );
     assert_eq!(
         remaining.last().unwrap()["data"]["n"],
-        100,
+        newest,
         "{what}: the newest stays"
     );
 }
@@ -1069,4 +1075,136 @@ async fn seek_by_time(backend: Backend) {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_cursor", "{what}: {body}");
     assert_eq!(body["error"]["parameter"], "from", "{what}: {body}");
+}
+
+/// A retried publish (same `source` and `id`) within the topic's dedupe
+/// window stores nothing and answers `duplicate` with the first one's
+/// position: in one request, in parallel, after a restart and, on an
+/// external broker, through another Switchyard process. `dedupe_window =
+/// "0"` turns it off.
+async fn idempotent_publish(backend: Backend) {
+    let what = &backend.name();
+    let ws = Workspace::new();
+    // No key in these events: the identity picks the partition.
+    ws.topic("orders", 3, "")
+        .topic("raw", 2, "dedupe_window = \"0\"");
+    let mut server = backend.serve(&ws);
+    let unkeyed = |id: &str| json!({"specversion": "1.0", "id": id, "source": "/shop", "type": "test.event", "data": {"n": 1}});
+    let client = client();
+    let url = server.events_url("orders");
+    let post = |url: String, body: Value, content_type: &'static str| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .post(url)
+                .header("content-type", content_type)
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let one = |url: String, body: Value| post(url, body, "application/cloudevents+json");
+
+    let (status, first) = one(url.clone(), unkeyed("o-1")).await;
+    assert_eq!(status, 200, "{what}: {first}");
+    assert_eq!(first["events"][0]["duplicate"], false, "{what}: {first}");
+    let (status, again) = one(url.clone(), unkeyed("o-1")).await;
+    assert_eq!(status, 200, "{what}: {again}");
+    assert_eq!(again["events"][0]["duplicate"], true, "{what}: {again}");
+    assert_eq!(
+        again["events"][0]["position"], first["events"][0]["position"],
+        "{what}: a duplicate answers the first one's position"
+    );
+    // The same id from another source is another event.
+    let mut other = unkeyed("o-1");
+    other["source"] = json!("/elsewhere");
+    let (_, body) = one(url.clone(), other).await;
+    assert_eq!(body["events"][0]["duplicate"], false, "{what}: {body}");
+
+    // In one batch: the second copy is the first's duplicate.
+    let batch = json!([unkeyed("o-2"), unkeyed("o-2"), unkeyed("o-3")]);
+    let (status, body) = post(url.clone(), batch, "application/cloudevents-batch+json").await;
+    assert_eq!(status, 200, "{what}: {body}");
+    let flags: Vec<&Value> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["duplicate"])
+        .collect();
+    assert_eq!(flags, [false, true, false], "{what}: {body}");
+
+    // Ten attempts at once: one stores it.
+    let attempts = (0..10).map(|_| one(url.clone(), unkeyed("o-4")));
+    let answers = futures::future::join_all(attempts).await;
+    let stored = answers
+        .iter()
+        .filter(|(status, body)| *status == 200 && body["events"][0]["duplicate"] == false)
+        .count();
+    assert!(
+        answers.iter().all(|(status, _)| *status == 200),
+        "{what}: {answers:?}"
+    );
+    assert_eq!(stored, 1, "{what}: {answers:?}");
+
+    // Another process on the same broker, or this one after a restart.
+    let (status, body) = match &backend {
+        Backend::Embedded => {
+            server = server.restart();
+            one(server.events_url("orders"), unkeyed("o-1")).await
+        }
+        Backend::External(_) => {
+            let other_ws = Workspace::new();
+            other_ws
+                .topic("orders", 3, "")
+                .topic("raw", 2, "dedupe_window = \"0\"");
+            let other = backend.serve(&other_ws);
+            let answer = one(other.events_url("orders"), unkeyed("o-3")).await;
+            // And a fresh one there is known here.
+            let (_, fresh) = one(other.events_url("orders"), unkeyed("o-5")).await;
+            assert_eq!(fresh["events"][0]["duplicate"], false, "{what}: {fresh}");
+            let (_, back) = one(server.events_url("orders"), unkeyed("o-5")).await;
+            assert_eq!(back["events"][0]["duplicate"], true, "{what}: {back}");
+            answer
+        }
+    };
+    assert_eq!(status, 200, "{what}: {body}");
+    assert_eq!(body["events"][0]["duplicate"], true, "{what}: {body}");
+
+    let stored: Vec<String> = read_all(&client, &server.events_url("orders"))
+        .await
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["source"].as_str().unwrap(),
+                e["id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let mut expected = vec![
+        "/shop o-1",
+        "/elsewhere o-1",
+        "/shop o-2",
+        "/shop o-3",
+        "/shop o-4",
+    ];
+    if matches!(backend, Backend::External(_)) {
+        expected.push("/shop o-5");
+    }
+    let mut sorted = stored.clone();
+    sorted.sort();
+    expected.sort();
+    assert_eq!(sorted, expected, "{what}: each event stored once");
+
+    // Dedupe off: every publish is stored.
+    let raw = server.events_url("raw");
+    for _ in 0..2 {
+        let (status, body) = one(raw.clone(), unkeyed("r-1")).await;
+        assert_eq!(status, 200, "{what}: {body}");
+        assert_eq!(body["events"][0]["duplicate"], false, "{what}: {body}");
+    }
+    assert_eq!(read_all(&client, &raw).await.len(), 2, "{what}");
 }

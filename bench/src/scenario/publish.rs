@@ -7,8 +7,8 @@ use serde_json::Map;
 use crate::bare::BareServer;
 use crate::cli::{PublishParams, ServerArgs};
 use crate::compare::{Comparison, Report};
-use crate::load::{Load, drive_publish};
-use crate::server::{Setup, Switchyard};
+use crate::load::{FreshRounds, Load, drive_publish};
+use crate::server::Setup;
 use crate::{PUBLISH_TARGET_RATIO, ROUND_PAUSE, TOPIC};
 
 /// The names of the two servers in tables and results.
@@ -19,40 +19,34 @@ pub async fn publish_scenario(params: &PublishParams, server_args: &ServerArgs) 
     let binary = server_args.describe_binary()?;
     let bare = BareServer::start("/v1/topics/{topic}/events", None)?;
     let path = format!("/v1/topics/{TOPIC}/events");
-    let mut rounds = Vec::new();
-    let mut log_lines = Vec::new();
-    let mut data_fs = String::new();
+    let mut fresh = FreshRounds::default();
     eprintln!(
         "publish: {} connections, {}s warm-up + {}s measured, {} rounds per server, fsync {}",
         params.connections, params.warmup_s, params.duration_s, params.rounds, params.fsync
     );
     for round in 1..=params.rounds {
-        rounds
+        fresh
+            .rounds
             .push(drive_publish(BARE, &Load::Publish, bare.url(&path), round, params, None).await?);
         tokio::time::sleep(ROUND_PAUSE).await;
-
-        // A fresh server and log per round, so rounds do not inherit each
-        // other's segments or memory.
-        let server = Switchyard::start(server_args, &Setup::default())?;
-        data_fs = server.data_filesystem();
-        let pid = server.pid();
-        rounds.push(
-            drive_publish(
+        let setup = Setup::default();
+        fresh
+            .run(
                 SWITCHYARD,
                 &Load::Publish,
-                server.url(&path),
+                (server_args, &setup),
                 round,
                 params,
-                Some(pid),
             )
-            .await?,
-        );
-        log_lines.extend(server.log_lines());
-        drop(server);
-        tokio::time::sleep(ROUND_PAUSE).await;
+            .await?;
     }
     drop(bare);
 
+    let FreshRounds {
+        rounds,
+        log_lines,
+        data_fs,
+    } = fresh;
     let comparison = Comparison::of(&rounds, BARE, SWITCHYARD);
     let report = Report {
         scenario: "publish",

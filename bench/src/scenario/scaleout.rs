@@ -304,7 +304,7 @@ impl Cluster {
         let handlers = dir.path().join(HANDLERS_DIR);
         fs::create_dir_all(&topics)?;
         fs::create_dir_all(&handlers)?;
-        write_topics(&topics, topic, ctx.params.partitions, "", true)?;
+        write_topics(&topics, topic, ctx.params.partitions, "", "", true)?;
         if let Some((name, definition)) = handler {
             let file = handlers.join(format!("{name}.toml"));
             fs::write(&file, definition).with_context(|| format!("writing {}", file.display()))?;

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info};
 
 use self::partition::{Partition, PartitionWriter, SegmentFiles};
+use super::identities::IdentityIndex;
 use super::local_leases::LocalLeases;
 use super::{Appended, Backend, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent};
 use crate::cursor::{Cursor, GroupCursor, Place};
@@ -138,10 +139,18 @@ impl Backend for EmbeddedBroker {
             });
             let writer_log = Arc::clone(&log);
             let retention = topic.retention;
+            let dedupe_window = topic.dedupe_window;
             let handle = std::thread::Builder::new()
                 .name(format!("log-{}", topic.name))
                 .spawn(move || {
-                    run_writer(&writer_log, partition_writers, receiver, fsync, retention)
+                    let index = recall_identities(&writer_log, dedupe_window);
+                    let writer = Writer {
+                        log: &writer_log,
+                        partitions: partition_writers,
+                        index,
+                        sync: fsync == FsyncPolicy::Always,
+                    };
+                    run_writer(writer, receiver, retention)
                 })
                 .map_err(|err| unavailable("starting a log writer", err))?;
             writers.push(handle);
@@ -463,14 +472,54 @@ fn read_now(log: &TopicLog, from: &Cursor, max: usize) -> Result<ReadBatch> {
     Ok(ReadBatch { events: out, next })
 }
 
-fn run_writer(
-    log: &TopicLog,
-    mut writers: Vec<PartitionWriter>,
-    mut commands: mpsc::Receiver<Command>,
-    fsync: FsyncPolicy,
-    retention: Retention,
-) {
-    let sync_now = fsync == FsyncPolicy::Always;
+/// A topic's writer thread: its partitions, and the identities stored
+/// within the topic's dedupe window (`None`: dedupe off).
+struct Writer<'a> {
+    log: &'a TopicLog,
+    partitions: Vec<PartitionWriter>,
+    index: Option<IdentityIndex>,
+    sync: bool,
+}
+
+/// The index of the identities stored within `window`, read back from the
+/// log: from the first event of each partition stored since then (found by
+/// a binary search over offsets) to its end.
+fn recall_identities(log: &TopicLog, window: Duration) -> Option<IdentityIndex> {
+    let mut index = IdentityIndex::new(window)?;
+    let since = now_ms().saturating_sub(index.window_ms());
+    let started = std::time::Instant::now();
+    let mut remembered = 0usize;
+    for partition in &log.partitions {
+        let first_at = |offset: u64| -> Option<StoredEvent> {
+            partition.events(offset).ok()?.next_event().ok().flatten()
+        };
+        let (mut low, mut high) = (partition.start(), partition.end());
+        while low < high {
+            let probe = low + (high - low) / 2;
+            match first_at(probe) {
+                None => high = probe,
+                Some(event) if event.offset >= high => high = probe,
+                Some(event) if event.timestamp_ms >= since => high = event.offset,
+                Some(event) => low = event.offset + 1,
+            }
+        }
+        let Ok(mut events) = partition.events(high) else {
+            continue;
+        };
+        while let Ok(Some(event)) = events.next_event() {
+            index.insert_stored(&event, &log.name);
+            remembered += 1;
+        }
+    }
+    if remembered > 0 {
+        info!(topic = %log.name, events = remembered, elapsed_ms = started.elapsed().as_millis() as u64,
+            "dedupe index read back from the log");
+    }
+    Some(index)
+}
+
+fn run_writer(mut writer: Writer, mut commands: mpsc::Receiver<Command>, retention: Retention) {
+    let log = writer.log;
     let mut last_retention = std::time::Instant::now();
     let mut pending: Option<Command> = None;
     loop {
@@ -483,26 +532,28 @@ fn run_writer(
         };
         match command {
             Command::Tick => {
-                if !sync_now {
-                    for writer in &mut writers {
-                        if let Err(err) = writer.sync() {
-                            error!(topic = %log.name, partition = writer.partition.number, error = %err, "periodic fsync failed");
+                if !writer.sync {
+                    for partition in &mut writer.partitions {
+                        if let Err(err) = partition.sync() {
+                            error!(topic = %log.name, partition = partition.partition.number, error = %err, "periodic fsync failed");
                         }
                     }
                 }
                 if last_retention.elapsed() >= RETENTION_INTERVAL {
                     last_retention = std::time::Instant::now();
                     let max_age_ms = retention.max_age.map(|age| age.as_millis() as i64);
-                    for writer in &writers {
-                        writer
-                            .partition
-                            .apply_retention(now_ms(), max_age_ms, retention.max_bytes);
+                    for partition in &writer.partitions {
+                        partition.partition.apply_retention(
+                            now_ms(),
+                            max_age_ms,
+                            retention.max_bytes,
+                        );
                     }
                 }
             }
             Command::Close(done) => {
-                for writer in &mut writers {
-                    let _ = writer.sync();
+                for partition in &mut writer.partitions {
+                    let _ = partition.sync();
                 }
                 let _ = done.send(());
                 break;
@@ -523,7 +574,7 @@ fn run_writer(
                         Err(_) => break,
                     }
                 }
-                commit_batch(log, &mut writers, batch, sync_now);
+                writer.commit_batch(batch);
             }
         }
     }
@@ -531,71 +582,102 @@ fn run_writer(
 
 type Batch = Vec<(Vec<Record>, oneshot::Sender<Result<Vec<Appended>>>)>;
 
-fn commit_batch(log: &TopicLog, writers: &mut [PartitionWriter], batch: Batch, sync: bool) {
-    if log.failed.load(Ordering::Acquire) {
-        // An earlier undo failed (out of file descriptors, or the disk):
-        // retry it before anything new is written.
-        match writers.iter_mut().try_for_each(PartitionWriter::repair) {
+impl Writer<'_> {
+    fn commit_batch(&mut self, batch: Batch) {
+        let log = self.log;
+        let writers = &mut self.partitions;
+        if log.failed.load(Ordering::Acquire) {
+            // An earlier undo failed (out of file descriptors, or the disk):
+            // retry it before anything new is written.
+            match writers.iter_mut().try_for_each(PartitionWriter::repair) {
+                Ok(()) => {
+                    info!(topic = %log.name, "the log is repaired; appends go on");
+                    log.failed.store(false, Ordering::Release);
+                }
+                Err(err) => {
+                    // The OS's reason (no space, no file descriptors) is what
+                    // the client can act on: it is part of the message.
+                    let what = format!(
+                        "the log of topic {:?} could not undo a failed write and still cannot: {err}",
+                        log.name
+                    );
+                    for (_, reply) in batch {
+                        let _ = reply.send(Err(BrokerError::unavailable(what.clone())));
+                    }
+                    return;
+                }
+            }
+        }
+        let now = now_ms();
+        let mut answers = Vec::with_capacity(batch.len());
+        // Identities staged by this commit: remembered once it is durable.
+        let mut fresh: HashMap<&str, Appended> = HashMap::new();
+        let index = &self.index;
+        let staged: io::Result<()> = (|| {
+            for (records, _) in &batch {
+                let mut appended = Vec::with_capacity(records.len());
+                for record in records {
+                    let identity = record.identity.as_str();
+                    if let Some(index) = index.as_ref().filter(|_| !identity.is_empty()) {
+                        let seen = fresh
+                            .get(identity)
+                            .map(|at| Appended {
+                                duplicate: true,
+                                ..*at
+                            })
+                            .or_else(|| index.get(identity, now));
+                        if let Some(seen) = seen {
+                            appended.push(seen);
+                            continue;
+                        }
+                    }
+                    let (offset, _) = writers[record.partition].stage(now, &record.payload)?;
+                    let at = Appended {
+                        partition: record.partition,
+                        offset,
+                        duplicate: false,
+                    };
+                    if index.is_some() && !identity.is_empty() {
+                        fresh.insert(identity, at);
+                    }
+                    appended.push(at);
+                }
+                answers.push(appended);
+            }
+            write_all(writers, self.sync)
+        })();
+        match staged {
             Ok(()) => {
-                info!(topic = %log.name, "the log is repaired; appends go on");
-                log.failed.store(false, Ordering::Release);
+                for writer in writers.iter_mut() {
+                    writer.publish();
+                }
+                if let Some(index) = &mut self.index {
+                    for (identity, at) in fresh {
+                        index.insert(identity, at, now, &log.name);
+                    }
+                }
+                log.write_error.lock().expect("write error lock").take();
+                log.committed.send_modify(|n| *n += 1);
+                for ((_, reply), appended) in batch.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(appended));
+                }
             }
             Err(err) => {
-                // The OS's reason (no space, no file descriptors) is what
-                // the client can act on: it is part of the message.
-                let what = format!(
-                    "the log of topic {:?} could not undo a failed write and still cannot: {err}",
-                    log.name
-                );
+                error!(topic = %log.name, error = %err, "append failed; undoing the partial write");
+                *log.write_error.lock().expect("write error lock") = Some(err.to_string());
+                for writer in writers.iter_mut() {
+                    if let Err(undo) = writer.rollback() {
+                        error!(topic = %log.name, partition = writer.partition.number, error = %undo,
+                            "undoing a failed append failed; the next append retries it");
+                        log.failed.store(true, Ordering::Release);
+                    }
+                }
+                // The OS's reason (no space, no file descriptors) is what the
+                // client can act on: it is part of the message.
+                let what = format!("the log could not store the events: {err}");
                 for (_, reply) in batch {
                     let _ = reply.send(Err(BrokerError::unavailable(what.clone())));
                 }
-                return;
-            }
-        }
-    }
-    let now = now_ms();
-    let mut answers = Vec::with_capacity(batch.len());
-    let staged: io::Result<()> = (|| {
-        for (records, _) in &batch {
-            let mut appended = Vec::with_capacity(records.len());
-            for record in records {
-                let (offset, _) = writers[record.partition].stage(now, &record.payload)?;
-                appended.push(Appended {
-                    partition: record.partition,
-                    offset,
-                });
-            }
-            answers.push(appended);
-        }
-        write_all(writers, sync)
-    })();
-    match staged {
-        Ok(()) => {
-            for writer in writers.iter_mut() {
-                writer.publish();
-            }
-            log.write_error.lock().expect("write error lock").take();
-            log.committed.send_modify(|n| *n += 1);
-            for ((_, reply), appended) in batch.into_iter().zip(answers) {
-                let _ = reply.send(Ok(appended));
-            }
-        }
-        Err(err) => {
-            error!(topic = %log.name, error = %err, "append failed; undoing the partial write");
-            *log.write_error.lock().expect("write error lock") = Some(err.to_string());
-            for writer in writers.iter_mut() {
-                if let Err(undo) = writer.rollback() {
-                    error!(topic = %log.name, partition = writer.partition.number, error = %undo,
-                        "undoing a failed append failed; the next append retries it");
-                    log.failed.store(true, Ordering::Release);
-                }
-            }
-            // The OS's reason (no space, no file descriptors) is what the
-            // client can act on: it is part of the message.
-            let what = format!("the log could not store the events: {err}");
-            for (_, reply) in batch {
-                let _ = reply.send(Err(BrokerError::unavailable(what.clone())));
             }
         }
     }

@@ -25,6 +25,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{Map, Value};
 
 use super::KafkaConfig;
+use crate::broker::identities::SharedIndex;
 use crate::broker::{
     Appended, Backend, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent, check_cursor,
     merge,
@@ -52,6 +53,8 @@ pub struct KafkaBroker {
     groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
     topics: HashMap<String, Arc<Topic>>,
     leases: crate::broker::local_leases::LocalLeases,
+    /// Kafka appends unconditionally: the dedupe window is kept here.
+    dedupe: SharedIndex,
 }
 
 pub(super) fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> BrokerError {
@@ -311,6 +314,7 @@ impl Backend for KafkaBroker {
             watcher: Arc::new(Self::consumer(&config, "switchyard-watcher")?),
             groups: Mutex::new(HashMap::new()),
             leases: Default::default(),
+            dedupe: SharedIndex::new(topics),
             topics: topics
                 .iter()
                 .map(|t| (t.name.clone(), Arc::clone(t)))
@@ -351,6 +355,7 @@ impl Backend for KafkaBroker {
                 .map_err(|_| unavailable("the producer stopped"))?
                 .map_err(|(err, _)| unavailable(err))?;
             appended.push(Appended {
+                duplicate: false,
                 partition: delivered.partition as usize,
                 offset: delivered.offset as u64,
             });
@@ -469,6 +474,10 @@ impl Backend for KafkaBroker {
             }
         }
         Ok(Some(GroupCursor::new(places)))
+    }
+
+    fn shared_index(&self) -> Option<&SharedIndex> {
+        Some(&self.dedupe)
     }
 
     async fn lease(&self, scope: &str, item: &str, holder: &str, ttl: Duration) -> Result<bool> {

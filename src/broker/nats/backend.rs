@@ -9,9 +9,10 @@
 //! partition" form. Retention removes a stream's head: a cursor below the
 //! first sequence has lost events.
 //!
-//! Publishing awaits the JetStream ack and sets `Nats-Msg-Id` to the event's
-//! source and id, so a retried publish within the server's duplicate window
-//! stores the event once. A 2xx means JetStream stored it; its file store
+//! Publishing awaits the JetStream ack and sets `Nats-Msg-Id` to a digest of
+//! the event's source and id, so a retried publish within the stream's
+//! duplicate window (the topic's `dedupe_window`) stores the event once; the
+//! ack names the one stored first. A 2xx means JetStream stored it; its file store
 //! syncs to disk on its own schedule (`sync_interval`).
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
 
 use super::NatsConfig;
+use crate::broker::identities::digest_hex;
 use crate::broker::{
     Appended, Backend, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent, check_cursor,
     merge,
@@ -37,6 +39,8 @@ const READ_CONCURRENCY: usize = 64;
 struct TopicStreams {
     streams: Vec<stream::Stream>,
     subjects: Vec<String>,
+    /// Whether appends carry `Nats-Msg-Id` (the topic's dedupe window).
+    dedupe: bool,
 }
 
 pub struct NatsBroker {
@@ -193,22 +197,41 @@ impl Backend for NatsBroker {
                     config.prefix.to_uppercase(),
                     topic.name.replace('.', "_")
                 );
+                let max_age = topic.retention.max_age.unwrap_or_default();
+                // JetStream keeps a window no longer than the stream's age
+                // limit (a duplicate of an event that aged out is new).
+                let duplicate_window = match topic.dedupe_window {
+                    window if window.is_zero() => Duration::ZERO,
+                    window if max_age.is_zero() => window,
+                    window => window.min(max_age),
+                };
                 let stream_config = stream::Config {
-                    name,
+                    name: name.clone(),
                     subjects: vec![subject.clone()],
                     storage: stream::StorageType::File,
-                    max_age: topic.retention.max_age.unwrap_or_default(),
+                    max_age,
                     max_bytes: topic.retention.max_bytes.map_or(-1, |b| b as i64),
+                    duplicate_window,
                     ..Default::default()
                 };
-                let stream = jetstream
-                    .get_or_create_stream(stream_config)
+                // Created, or brought up to the topic's settings (its
+                // retention and dedupe window may have changed).
+                jetstream
+                    .create_or_update_stream(stream_config)
                     .await
                     .map_err(unavailable)?;
+                let stream = jetstream.get_stream(name).await.map_err(unavailable)?;
                 streams.push(stream);
                 subjects.push(subject);
             }
-            by_name.insert(topic.name.clone(), TopicStreams { streams, subjects });
+            by_name.insert(
+                topic.name.clone(),
+                TopicStreams {
+                    streams,
+                    subjects,
+                    dedupe: !topic.dedupe_window.is_zero(),
+                },
+            );
         }
         let groups = jetstream
             .get_or_create_stream(stream::Config {
@@ -246,7 +269,9 @@ impl Backend for NatsBroker {
         let mut pending = Vec::with_capacity(records.len());
         for record in &records {
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", record.identity.as_str());
+            if streams.dedupe && !record.identity.is_empty() {
+                headers.insert("Nats-Msg-Id", digest_hex(&record.identity).as_str());
+            }
             let ack = self
                 .jetstream
                 .publish_with_headers(
@@ -261,9 +286,11 @@ impl Backend for NatsBroker {
         let mut appended = Vec::with_capacity(records.len());
         for (record, ack) in records.iter().zip(pending) {
             let ack = ack.await.map_err(unavailable)?;
+            // A duplicate's ack names the sequence of the event stored first.
             appended.push(Appended {
                 partition: record.partition,
                 offset: ack.sequence - 1,
+                duplicate: ack.duplicate,
             });
         }
         Ok(appended)

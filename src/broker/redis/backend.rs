@@ -7,7 +7,10 @@
 //! script: it trims each stream's head to the topic's retention and records
 //! the newest id it removed (`<prefix>:trimmed:{<topic>}`), so a cursor at or
 //! below that id has lost events: expired. (Redis 7.0's own
-//! `max-deleted-entry-id` does not count trimming.)
+//! `max-deleted-entry-id` does not count trimming.) The same script keeps
+//! a topic's dedupe window: a key per stored identity
+//! (`<prefix>:seen:{<topic>}:<partition>:<digest>`, expiring with the
+//! window) holds the stream id it was stored at.
 //!
 //! Durability is Redis's: a 2xx means Redis accepted the event. Run Redis
 //! with `appendonly yes` and `appendfsync always` for the embedded log's
@@ -23,6 +26,7 @@ use redis::{AsyncConnectionConfig, Value};
 use tracing::warn;
 
 use super::RedisConfig;
+use crate::broker::identities::digest_hex;
 use crate::broker::{
     Appended, Backend, BrokerError, ReadBatch, Record, Result, Retained, StoredEvent, check_cursor,
     merge,
@@ -37,26 +41,40 @@ const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Appends one unit atomically. KEYS[1]: the trimmed-ids hash; KEYS[2..]:
-/// a stream per record. ARGV[1]: the retention cutoff id, or ""; ARGV[2..]:
-/// the payloads. Exact trimming (not `~`): approximate trimming keeps whole
-/// radix nodes and so would keep expired events.
+/// Appends one unit atomically, each event once within the topic's dedupe
+/// window. KEYS[1]: the trimmed-ids hash; then per record, its stream and
+/// its dedupe key. ARGV[1]: the retention cutoff id, or ""; ARGV[2]: the
+/// dedupe window in ms; then per record, "1" when it is deduped, and its
+/// payload. Answers per record its stream id and 1 when it was a duplicate
+/// (the id is then the one stored first). Exact trimming (not `~`):
+/// approximate trimming keeps whole radix nodes and so would keep expired
+/// events.
 static APPEND: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
         r"
-local ids = {}
-for i = 2, #KEYS do
-  local key = KEYS[i]
-  if ARGV[1] ~= '' then
-    local old = redis.call('XREVRANGE', key, '(' .. ARGV[1], '-', 'COUNT', 1)
-    if #old > 0 then
-      redis.call('HSET', KEYS[1], key, old[1][1])
-      redis.call('XTRIM', key, 'MINID', ARGV[1])
+local answers = {}
+for i = 1, (#KEYS - 1) / 2 do
+  local key, seen_key = KEYS[2 * i], KEYS[2 * i + 1]
+  local dedupe, payload = ARGV[1 + 2 * i] == '1', ARGV[2 + 2 * i]
+  local seen = dedupe and redis.call('GET', seen_key)
+  if seen then
+    answers[#answers + 1] = {seen, 1}
+  else
+    if ARGV[1] ~= '' then
+      local old = redis.call('XREVRANGE', key, '(' .. ARGV[1], '-', 'COUNT', 1)
+      if #old > 0 then
+        redis.call('HSET', KEYS[1], key, old[1][1])
+        redis.call('XTRIM', key, 'MINID', ARGV[1])
+      end
     end
+    local id = redis.call('XADD', key, '*', 'e', payload)
+    if dedupe then
+      redis.call('SET', seen_key, id, 'PX', ARGV[2])
+    end
+    answers[#answers + 1] = {id, 0}
   end
-  ids[#ids + 1] = redis.call('XADD', key, '*', 'e', ARGV[i])
 end
-return ids
+return answers
 ",
     )
 });
@@ -141,6 +159,7 @@ return live
 struct TopicInfo {
     partitions: usize,
     max_age: Option<Duration>,
+    dedupe_window: Duration,
 }
 
 pub struct RedisBroker {
@@ -267,6 +286,7 @@ impl Backend for RedisBroker {
                 TopicInfo {
                     partitions: topic.partitions,
                     max_age: topic.retention.max_age,
+                    dedupe_window: topic.dedupe_window,
                 },
             );
         }
@@ -289,23 +309,34 @@ impl Backend for RedisBroker {
         let mut invocation = APPEND.prepare_invoke();
         invocation.key(self.trimmed_key(topic));
         invocation.arg(min_id.unwrap_or_default());
+        invocation.arg(info.dedupe_window.as_millis() as u64);
         for record in &records {
+            let dedupe = !info.dedupe_window.is_zero() && !record.identity.is_empty();
             invocation.key(self.key(topic, record.partition));
+            // Per partition: a retry lands where the first one did.
+            invocation.key(format!(
+                "{}:seen:{{{topic}}}:{}:{}",
+                self.prefix,
+                record.partition,
+                digest_hex(&record.identity)
+            ));
+            invocation.arg(if dedupe { "1" } else { "0" });
             invocation.arg(record.payload.as_ref());
         }
-        let ids: Vec<String> = invocation
+        let answers: Vec<(String, u8)> = invocation
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
         records
             .iter()
-            .zip(ids)
-            .map(|(record, id)| {
+            .zip(answers)
+            .map(|(record, (id, duplicate))| {
                 let offset =
                     encode(&id).ok_or_else(|| unavailable(format!("unexpected stream id {id}")))?;
                 Ok(Appended {
                     partition: record.partition,
                     offset,
+                    duplicate: duplicate == 1,
                 })
             })
             .collect()

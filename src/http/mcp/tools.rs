@@ -244,7 +244,11 @@ impl Call<'_> {
                 "the publish stored nothing",
             )
         })?;
-        Ok(json!({ "id": published.id, "position": published.position }))
+        Ok(json!({
+            "id": published.id,
+            "position": published.position,
+            "duplicate": published.duplicate,
+        }))
     }
 
     async fn read_events(self) -> ApiResult<Value> {

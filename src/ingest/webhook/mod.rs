@@ -451,6 +451,7 @@ impl Webhooks {
         self.metrics.webhook(name, "received");
         let result = self.receive_from(endpoint, headers, body).await;
         let outcome = match &result {
+            Ok(Admission::Accepted(published)) if published.duplicate => "duplicate",
             Ok(Admission::Accepted(_)) => "accepted",
             Ok(Admission::Duplicate { .. }) => "duplicate",
             Ok(Admission::Challenge(_)) => "challenge",
