@@ -18,6 +18,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod problem;
+pub mod schedule;
 pub mod server;
 pub mod topic;
 

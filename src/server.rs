@@ -126,6 +126,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Arc::clone(&metrics),
         config.max_event_bytes,
     ));
+    if topics.get(crate::topic::SCHEDULE_TOPIC).is_some() {
+        crate::schedule::start(
+            Arc::clone(&broker),
+            Arc::clone(&ingest),
+            &tracker,
+            shutdown.clone(),
+        );
+    }
     let webhooks = Webhooks::new(&topics, Arc::clone(&ingest), Arc::clone(&metrics));
     webhooks.recover(&broker).await?;
     // Handlers' groups are theirs alone: shared groups may not take them.

@@ -177,6 +177,9 @@ impl From<IngestError> for ApiError {
             IngestError::Invalid { index, source } => Self::bad_request("invalid_event", message)
                 .with("index", index)
                 .with("attribute", source.attribute),
+            IngestError::Schedule { index, .. } => Self::bad_request("invalid_schedule", message)
+                .with("index", index)
+                .with("attribute", crate::ingest::DELIVER_AT),
             IngestError::Broker(err) => err.into(),
         }
     }

@@ -377,6 +377,14 @@ fn publishable(state: &AppState, topic: &str) -> ApiResult<()> {
     if state.topics.get(topic).is_none() {
         return Err(ApiError::unknown_topic(topic));
     }
+    if topic == crate::topic::SCHEDULE_TOPIC {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "internal_topic",
+            format!("topic {topic:?} holds scheduled events until they are due: publish to their own topic with a deliverat time or ?delay="),
+        )
+        .with("topic", topic));
+    }
     if let Some(handler) = state.handler_outputs.get(topic) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -30,6 +30,37 @@ pub struct PublishQuery {
     /// client that may retry sets it: a second publish of one id within
     /// the topic's dedupe window stores nothing.
     id: Option<String>,
+    /// Deliver the events this long from now (scheduled; the topic must
+    /// have `schedule = true`).
+    delay: Option<String>,
+    /// Deliver the events at this RFC 3339 time (the same, as a time).
+    deliver_at: Option<String>,
+}
+
+impl PublishQuery {
+    /// The `deliverat` time the query asks for, if any.
+    fn deliver_at(&self) -> ApiResult<Option<String>> {
+        match (&self.delay, &self.deliver_at) {
+            (Some(_), Some(_)) => Err(ApiError::bad_request(
+                "invalid_query",
+                "give ?delay= or ?deliver_at=, not both",
+            )
+            .with("parameter", "delay")),
+            (None, Some(at)) => Ok(Some(at.clone())),
+            (Some(delay), None) => {
+                let delay = crate::problem::parse_duration(delay, "30s").map_err(|why| {
+                    ApiError::bad_request("invalid_duration", format!("delay: {why}"))
+                        .with("parameter", "delay")
+                })?;
+                let due = time::OffsetDateTime::now_utc() + delay;
+                Ok(Some(
+                    due.format(&time::format_description::well_known::Rfc3339)
+                        .expect("a time formats as RFC 3339"),
+                ))
+            }
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// The request's content mode, decided from its headers.
@@ -115,6 +146,7 @@ pub async fn publish(
     super::publishable(&state, &topic)?;
     let Query(query) =
         query.map_err(|err| ApiError::bad_request("invalid_query", err.body_text()))?;
+    let deliver_at = query.deliver_at()?;
     let content_type = media_type(&headers)?;
     let mode = mode(&headers, content_type.as_deref())?;
     let limit = match mode {
@@ -122,7 +154,7 @@ pub async fn publish(
         _ => state.max_event_bytes,
     };
     let bytes = read_body(body, limit).await?;
-    let events = match mode {
+    let mut events = match mode {
         Mode::Structured => vec![CloudEvent::from_json(parse_json(&bytes)?)?],
         Mode::Batch => CloudEvent::batch_from_json(parse_json(&bytes)?)?,
         Mode::Binary => {
@@ -164,6 +196,15 @@ pub async fn publish(
             vec![event]
         }
     };
+    // Scheduled: every event without a due time of its own gets this one.
+    if let Some(due) = deliver_at {
+        for event in &mut events {
+            event
+                .extensions
+                .entry(crate::ingest::DELIVER_AT.to_owned())
+                .or_insert_with(|| Value::String(due.clone()));
+        }
+    }
     // Detached from the connection: a client that hangs up mid-append does
     // not leave part of a batch behind.
     let ingest = Arc::clone(&state.ingest);

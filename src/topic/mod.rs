@@ -45,6 +45,9 @@ struct RawTopic {
     retention_bytes: Option<Size>,
     segment_bytes: Option<Size>,
     dedupe_window: Option<String>,
+    /// Takes scheduled events (a `deliverat` time, or `?delay=`).
+    #[serde(default)]
+    schedule: bool,
     #[serde(default)]
     types: BTreeMap<String, RawEventType>,
     #[serde(default)]
@@ -110,6 +113,9 @@ pub struct Topic {
     /// How long a published event's `source` + `id` is remembered: a second
     /// publish of the pair within it appends nothing (zero: off).
     pub dedupe_window: Duration,
+    /// Whether events may be published for later (`deliverat`): they wait
+    /// in [`SCHEDULE_TOPIC`] until due.
+    pub schedule: bool,
     pub types: BTreeMap<String, EventType>,
     /// Webhooks that feed this topic.
     pub webhooks: Vec<WebhookSpec>,
@@ -294,9 +300,18 @@ impl Topics {
                     "name",
                     format!("topic {:?} is declared twice", topic.name),
                 ));
+            } else if topic.name == SCHEDULE_TOPIC {
+                problems.push(ConfigProblem::new(
+                    &file,
+                    "name",
+                    format!("{SCHEDULE_TOPIC:?} is Switchyard's own topic (scheduled events wait there): pick another name"),
+                ));
             } else {
                 by_name.insert(topic.name.clone(), Arc::new(topic));
             }
+        }
+        if by_name.values().any(|t| t.schedule) {
+            by_name.insert(SCHEDULE_TOPIC.to_owned(), Arc::new(schedule_topic()));
         }
         for (file, group, topic) in dead_letter_topics {
             if !by_name.contains_key(&topic) {
@@ -308,6 +323,45 @@ impl Topics {
             }
         }
         problems.finish(Self { by_name })
+    }
+}
+
+/// Where scheduled events wait until they are due: Switchyard's own topic,
+/// there when a topic has `schedule = true`. Clients may read it (what is
+/// scheduled), not publish to it.
+pub const SCHEDULE_TOPIC: &str = "switchyard.scheduled";
+/// The type of an event in [`SCHEDULE_TOPIC`]: its data is the event to
+/// publish, its subject the topic, its time the due time.
+pub const SCHEDULED_TYPE: &str = "switchyard.scheduled";
+/// How far ahead an event may be scheduled.
+pub const MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn schedule_topic() -> Topic {
+    let schema = serde_json::json!({"type": "object"});
+    let validator = jsonschema::draft202012::new(&schema).expect("a valid schema");
+    let scheduled = EventType {
+        description: "An event waiting for its due time: data is the event, subject its topic"
+            .to_owned(),
+        schema_file: String::new(),
+        schema,
+        validator,
+    };
+    Topic {
+        name: SCHEDULE_TOPIC.to_owned(),
+        description: "Scheduled events waiting for their due time (Switchyard's own)".to_owned(),
+        partitions: 1,
+        key: None,
+        // Kept a week past the longest schedule, so none is removed unmoved.
+        retention: Retention {
+            max_age: Some(MAX_SCHEDULE_AHEAD + Duration::from_secs(7 * 24 * 3600)),
+            max_bytes: None,
+        },
+        segment_bytes: DEFAULT_SEGMENT_BYTES,
+        dedupe_window: DEFAULT_DEDUPE_WINDOW,
+        schedule: false,
+        types: BTreeMap::from([(SCHEDULED_TYPE.to_owned(), scheduled)]),
+        webhooks: Vec::new(),
+        groups: BTreeMap::new(),
     }
 }
 
@@ -458,6 +512,7 @@ fn resolve(dir: &Path, file: &Path, raw: RawTopic) -> Result<Topic, Vec<ConfigPr
         },
         segment_bytes,
         dedupe_window,
+        schedule: raw.schedule,
         types,
         webhooks,
         groups,
