@@ -8,9 +8,9 @@
 //! not moved yet; after a restart it reads on from there and publishes
 //! again what was due, and a publish of an event already moved is a
 //! duplicate (within the topic's dedupe window). With several processes on
-//! one broker, the holder of the lease [`LEASE_SCOPE`] moves them (on Kafka,
-//! whose leases are per process, each process does, and the dedupe window
-//! catches all but racing copies).
+//! one broker, the one that owns the schedule topic's partition in that
+//! group (`crate::broker::membership`, Kafka's own group on Kafka) moves
+//! them.
 //!
 //! Memory: the due time and offset of each waiting event read (not the
 //! event: it is read again when due), at most [`MAX_WAITING`]; beyond that
@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::broker::membership::{Change, Membership};
 use crate::broker::{Broker, BrokerError};
 use crate::cursor::Cursor;
 use crate::event::CloudEvent;
@@ -34,9 +35,6 @@ use crate::topic::SCHEDULE_TOPIC;
 /// The schedule topic's consumer group: its committed cursor is the oldest
 /// waiting event not moved yet.
 pub const GROUP: &str = "switchyard.scheduler";
-/// The lease the process that moves events holds.
-pub const LEASE_SCOPE: &str = "switchyard.scheduler";
-const LEASE_TTL: Duration = Duration::from_secs(10);
 /// How often due events are looked for: a due event is published at most
 /// about this late (plus the publish).
 const TICK: Duration = Duration::from_millis(200);
@@ -49,31 +47,80 @@ const RETRY: Duration = Duration::from_secs(1);
 pub fn start(
     broker: Arc<Broker>,
     ingest: Arc<Ingest>,
+    session: Duration,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) {
     tracker.spawn(async move {
-        let holder = crate::broker::membership::process_name();
+        let ingest = &ingest;
         loop {
-            let leased = broker
-                .lease(LEASE_SCOPE, SCHEDULE_TOPIC, holder, LEASE_TTL)
-                .await;
-            let outcome = match leased {
-                Ok(true) => move_due(&broker, &ingest, &shutdown, holder).await,
-                // Another process moves them; look again later.
-                Ok(false) => Ok(()),
-                Err(err) => Err(err),
+            let joined = Membership::join(Arc::clone(&broker), SCHEDULE_TOPIC, GROUP, session);
+            let (membership, mut changes) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                joined = joined => match joined {
+                    Ok(joined) => joined,
+                    Err(err) => {
+                        warn!(error = %err.detail(), "scheduled events: cannot join the scheduler group; retrying");
+                        tokio::time::sleep(RETRY).await;
+                        continue;
+                    }
+                },
             };
-            if let Err(err) = outcome {
-                warn!(error = %err.detail(), "scheduled events: starting over");
+            // The mover runs while this process owns the schedule topic's
+            // one partition.
+            let mut mover: Option<(CancellationToken, tokio::task::JoinHandle<()>)> = None;
+            let stop_mover = async |mover: &mut Option<(CancellationToken, tokio::task::JoinHandle<()>)>| {
+                if let Some((stop, task)) = mover.take() {
+                    stop.cancel();
+                    let _ = task.await;
+                }
+            };
+            loop {
+                let change = tokio::select! {
+                    _ = shutdown.cancelled() => None,
+                    change = changes.recv() => change,
+                };
+                match change {
+                    Some(Change::Gained(partitions)) if partitions.contains(&0) => {
+                        stop_mover(&mut mover).await;
+                        let stop = shutdown.child_token();
+                        let task = tokio::spawn({
+                            let (broker, ingest, stop) = (Arc::clone(&broker), Arc::clone(ingest), stop.clone());
+                            async move { keep_moving(&broker, &ingest, &stop).await }
+                        });
+                        mover = Some((stop, task));
+                    }
+                    Some(Change::Gained(_)) => {}
+                    Some(Change::Give { done, .. }) => {
+                        stop_mover(&mut mover).await;
+                        let _ = done.send(());
+                    }
+                    Some(Change::Lost(_)) => stop_mover(&mut mover).await,
+                    None => {
+                        stop_mover(&mut mover).await;
+                        break;
+                    }
+                }
             }
+            membership.leave().await;
+            if shutdown.is_cancelled() {
+                return;
+            }
+        }
+    });
+}
+
+/// Moves due events until `stop`, starting over after a broker error.
+async fn keep_moving(broker: &Broker, ingest: &Ingest, stop: &CancellationToken) {
+    while !stop.is_cancelled() {
+        if let Err(err) = move_due(broker, ingest, stop).await {
+            warn!(error = %err.detail(), "scheduled events: starting over");
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(RETRY) => {}
             }
         }
-        let _ = broker.release(LEASE_SCOPE, SCHEDULE_TOPIC, holder).await;
-    });
+    }
 }
 
 /// What the task knows of a waiting event.
@@ -97,13 +144,12 @@ fn now_ms() -> i64 {
 }
 
 /// Reads the schedule from the committed cursor on and publishes each
-/// event when due, while this process holds the lease; returns when it
-/// loses it, at shutdown, or on a broker error.
+/// event when due; returns at `stop` (this process no longer owns the
+/// schedule, or shuts down) or on a broker error.
 async fn move_due(
     broker: &Broker,
     ingest: &Ingest,
-    shutdown: &CancellationToken,
-    holder: &str,
+    stop: &CancellationToken,
 ) -> Result<(), BrokerError> {
     let mut read_to = broker
         .committed_or_start(SCHEDULE_TOPIC, GROUP, true)
@@ -113,20 +159,10 @@ async fn move_due(
     // (due, offset), and the offsets alone (the oldest is the commit).
     let mut by_due: BTreeMap<(i64, u64), ()> = BTreeMap::new();
     let mut offsets: BTreeSet<u64> = BTreeSet::new();
-    let mut renewed = tokio::time::Instant::now();
-    info!("scheduled events: moving them to their topics when due");
+    info!("scheduled events: this process moves them to their topics when due");
     loop {
-        if shutdown.is_cancelled() {
+        if stop.is_cancelled() {
             return Ok(());
-        }
-        if renewed.elapsed() > LEASE_TTL / 3 {
-            if !broker
-                .lease(LEASE_SCOPE, SCHEDULE_TOPIC, holder, LEASE_TTL)
-                .await?
-            {
-                return Ok(());
-            }
-            renewed = tokio::time::Instant::now();
         }
         if offsets.len() < MAX_WAITING {
             let batch = broker.read(SCHEDULE_TOPIC, &read_to, 256, TICK).await?;

@@ -130,6 +130,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         crate::schedule::start(
             Arc::clone(&broker),
             Arc::clone(&ingest),
+            config.groups.session,
             &tracker,
             shutdown.clone(),
         );

@@ -117,6 +117,7 @@ per_backend!(
         group_max_deliveries,
         seek_by_time,
         idempotent_publish,
+        scheduled_events,
     ]
 );
 per_backend!(
@@ -131,6 +132,7 @@ per_backend!(
         group_max_deliveries,
         seek_by_time,
         idempotent_publish,
+        scheduled_events,
         two_instances_share_a_backend,
         broker_outage_answers_503_and_loses_nothing_acknowledged,
     ]
@@ -152,6 +154,7 @@ per_backend!(
         group_max_deliveries,
         seek_by_time,
         idempotent_publish,
+        scheduled_events,
         two_instances_share_a_backend,
         broker_outage_answers_503_and_loses_nothing_acknowledged,
         broker_messages_are_cloudevents_to_third_party_clients,
@@ -1207,4 +1210,70 @@ async fn idempotent_publish(backend: Backend) {
         assert_eq!(body["events"][0]["duplicate"], false, "{what}: {body}");
     }
     assert_eq!(read_all(&client, &raw).await.len(), 2, "{what}");
+}
+
+/// An event published with `?delay=` reaches its topic when due, once,
+/// whichever process of several on one broker moves it.
+async fn scheduled_events(backend: Backend) {
+    let what = &backend.name();
+    let workspace = || {
+        let ws = Workspace::new();
+        ws.topic("later", 2, "schedule = true");
+        ws
+    };
+    let ws = workspace();
+    let server = backend.serve(&ws);
+    let other_ws = workspace();
+    let other = matches!(backend, Backend::External(_)).then(|| backend.serve(&other_ws));
+    let client = client();
+    let published = Instant::now();
+    for (n, server) in [&server, other.as_ref().unwrap_or(&server)]
+        .into_iter()
+        .enumerate()
+    {
+        let url = format!(
+            "{}?type=test.event&delay=2s&id=s-{n}",
+            server.events_url("later")
+        );
+        let response = client
+            .post(&url)
+            .json(&json!({"n": n}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "{what}: {body}");
+        assert!(body["events"][0]["scheduled"].is_string(), "{what}: {body}");
+    }
+    let url = server.events_url("later");
+    if published.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(
+            read_all(&client, &url).await,
+            Vec::<Value>::new(),
+            "{what}: not due yet"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stored = loop {
+        let stored = read_all(&client, &url).await;
+        if stored.len() >= 2 {
+            break stored;
+        }
+        assert!(Instant::now() < deadline, "{what}: {stored:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        published.elapsed() + Duration::from_secs(1) >= Duration::from_secs(2),
+        "{what}: published before due"
+    );
+    // Nothing more comes: each was moved once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut ids: Vec<String> = read_all(&client, &url)
+        .await
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["s-0", "s-1"], "{what}: {stored:?}");
 }
