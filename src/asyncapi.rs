@@ -10,11 +10,13 @@
 use serde_json::{Map, Value, json};
 
 use crate::handler::HandlerSpec;
+use std::sync::Arc;
+
 use crate::topic::{Topic, Topics};
 
 /// What the document describes.
 pub struct Described<'a> {
-    pub topics: Vec<&'a Topic>,
+    pub topics: Vec<Arc<Topic>>,
     pub handlers: Vec<&'a HandlerSpec>,
     /// Where the server is reached (`host:port`), when known.
     pub host: Option<String>,
@@ -26,7 +28,10 @@ impl<'a> Described<'a> {
     /// Everything loaded.
     pub fn all(topics: &'a Topics, handlers: Vec<&'a HandlerSpec>) -> Self {
         Self {
-            topics: topics.iter().map(|topic| &**topic).collect(),
+            topics: topics
+                .iter()
+                .filter(|topic| topic.origin != crate::topic::Origin::Switchyard)
+                .collect(),
             handlers,
             host: None,
             secured: false,

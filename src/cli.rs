@@ -527,7 +527,7 @@ fn check(overrides: Overrides) -> Result<ExitCode> {
         Err(exit) => return Ok(exit),
     };
     let types: usize = topics.iter().map(|t| t.types.len()).sum();
-    let sources: Vec<_> = topics.webhook_sources().collect();
+    let sources = topics.webhook_sources();
     // A missing webhook secret is deployment state, not a file error: the
     // source fails closed, and we say so.
     for source in &sources {

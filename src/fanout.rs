@@ -84,10 +84,10 @@ impl SharedEvent {
 
 type Batch = Arc<[SharedEvent]>;
 
-/// The fan-out hubs, one per topic.
+/// The fan-out hubs, one per topic (one may be added at run time).
 #[derive(Clone, Default)]
 pub struct Hubs {
-    by_topic: Arc<HashMap<String, broadcast::Sender<Batch>>>,
+    by_topic: Arc<std::sync::RwLock<HashMap<String, broadcast::Sender<Batch>>>>,
 }
 
 impl Hubs {
@@ -99,26 +99,47 @@ impl Hubs {
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> Result<Self, BrokerError> {
-        let mut by_topic = HashMap::new();
+        let hubs = Self::default();
         for topic in topics {
-            let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
-            let start = broker.latest(&topic).await?;
-            tracker.spawn(run_hub(
-                topic.clone(),
-                Arc::clone(broker),
-                sender.clone(),
-                start,
-                shutdown.clone(),
-            ));
-            by_topic.insert(topic, sender);
+            hubs.add(&topic, broker, tracker, shutdown).await?;
         }
-        Ok(Self {
-            by_topic: Arc::new(by_topic),
-        })
+        Ok(hubs)
+    }
+
+    /// Starts the hub of `topic` (nothing when it has one).
+    pub async fn add(
+        &self,
+        topic: &str,
+        broker: &Arc<Broker>,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Result<(), BrokerError> {
+        if self.subscribe(topic).is_some() {
+            return Ok(());
+        }
+        let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let start = broker.latest(topic).await?;
+        let mut by_topic = self.by_topic.write().expect("hubs lock poisoned");
+        if by_topic.contains_key(topic) {
+            return Ok(());
+        }
+        tracker.spawn(run_hub(
+            topic.to_owned(),
+            Arc::clone(broker),
+            sender.clone(),
+            start,
+            shutdown.clone(),
+        ));
+        by_topic.insert(topic.to_owned(), sender);
+        Ok(())
     }
 
     fn subscribe(&self, topic: &str) -> Option<broadcast::Receiver<Batch>> {
-        self.by_topic.get(topic).map(broadcast::Sender::subscribe)
+        self.by_topic
+            .read()
+            .expect("hubs lock poisoned")
+            .get(topic)
+            .map(broadcast::Sender::subscribe)
     }
 
     /// Tells when `topic`'s head moves (events appended, by this process or

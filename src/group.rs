@@ -210,8 +210,7 @@ impl Groups {
         let spec = self
             .topics
             .get(topic)
-            .and_then(|t| t.groups.get(group))
-            .cloned();
+            .and_then(|t| t.groups.get(group).cloned());
         let (membership, mut changes) =
             Membership::join(Arc::clone(&self.broker), topic, group, self.limits.session).await?;
         let opened = Arc::new(Group::new(

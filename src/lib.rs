@@ -7,6 +7,7 @@
 pub mod asyncapi;
 pub mod auth;
 pub mod broker;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod cursor;

@@ -108,8 +108,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         crate::broker::membership::set_process_name(name);
     }
     let topics = Topics::load(&config.topics_dir).map_err(StartError::Config)?;
-    let handler_specs = handler::load(&config.handlers_dir, &topics).map_err(StartError::Config)?;
     let broker = Arc::new(Broker::open(&config.broker, &topics).await?);
+    // Topics defined over the API, which handlers may use too.
+    let catalog_end = crate::catalog::recover(&topics, &broker).await?;
+    let handler_specs = handler::load(&config.handlers_dir, &topics).map_err(StartError::Config)?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let metrics = Arc::new(Metrics::default());
@@ -135,6 +137,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             shutdown.clone(),
         );
     }
+    let catalog = crate::catalog::Catalog::new(
+        topics.clone(),
+        Arc::clone(&broker),
+        Arc::clone(&ingest),
+        hubs.clone(),
+        tracker.clone(),
+        shutdown.clone(),
+    );
+    catalog.follow(catalog_end);
     let webhooks = Webhooks::new(&topics, Arc::clone(&ingest), Arc::clone(&metrics));
     webhooks.recover(&broker).await?;
     // Handlers' groups are theirs alone: shared groups may not take them.
@@ -185,6 +196,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         handlers,
         groups: Arc::clone(&groups),
         topics,
+        catalog,
         broker: Arc::clone(&broker),
         hubs,
         metrics,

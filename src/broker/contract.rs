@@ -34,6 +34,10 @@ pub trait Backend: Sized {
     /// Connects (or opens the log), creating what the topics need.
     async fn open(config: Self::Config, topics: &Topics) -> Result<Self>;
 
+    /// Creates what `topic` needs, added at run time, and serves it from
+    /// now on (nothing when it is served already).
+    async fn add_topic(&self, topic: &std::sync::Arc<crate::topic::Topic>) -> Result<()>;
+
     /// Partitions of `topic`.
     fn partitions(&self, topic: &str) -> Result<usize>;
 

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use super::{Appended, Broker, Record, Result, StoredEvent};
 use crate::cursor::Cursor;
-use crate::topic::Topics;
+use crate::topic::{Topic, Topics};
 
 /// Identities remembered per topic at most (about 60 MB).
 pub const MAX_IDENTITIES: usize = 1 << 20;
@@ -159,7 +159,7 @@ fn now_ms() -> i64 {
 /// several processes may share (Kafka): per topic, the index and how far
 /// into the log it has read.
 pub struct SharedIndex {
-    topics: HashMap<String, TopicIndex>,
+    topics: std::sync::RwLock<HashMap<String, Arc<TopicIndex>>>,
 }
 
 struct TopicIndex {
@@ -172,21 +172,29 @@ struct TopicIndex {
 
 impl SharedIndex {
     pub fn new(topics: &Topics) -> Self {
-        let topics = topics
-            .iter()
-            .filter_map(|topic| {
-                let index = IdentityIndex::new(topic.dedupe_window)?;
-                Some((
-                    topic.name.clone(),
-                    TopicIndex {
-                        index: Mutex::new(index),
-                        read_to: tokio::sync::Mutex::new(None),
-                        in_flight: Mutex::new(HashMap::new()),
-                    },
-                ))
+        let index = Self {
+            topics: Default::default(),
+        };
+        for topic in topics.iter() {
+            index.add(&topic);
+        }
+        index
+    }
+
+    /// Keeps the dedupe window of `topic` (nothing when it has none, or
+    /// is kept already).
+    pub fn add(&self, topic: &Topic) {
+        let Some(index) = IdentityIndex::new(topic.dedupe_window) else {
+            return;
+        };
+        let mut topics = self.topics.write().expect("dedupe topics lock");
+        topics.entry(topic.name.clone()).or_insert_with(|| {
+            Arc::new(TopicIndex {
+                index: Mutex::new(index),
+                read_to: tokio::sync::Mutex::new(None),
+                in_flight: Mutex::new(HashMap::new()),
             })
-            .collect();
-        Self { topics }
+        });
     }
 
     /// Appends the records not stored within the topic's window (with
@@ -199,7 +207,13 @@ impl SharedIndex {
         records: Vec<Record>,
         store: impl AsyncFnOnce(Vec<Record>) -> Result<Vec<Appended>>,
     ) -> Result<Vec<Appended>> {
-        let Some(state) = self.topics.get(topic) else {
+        let found = self
+            .topics
+            .read()
+            .expect("dedupe topics lock")
+            .get(topic)
+            .cloned();
+        let Some(state) = found else {
             return store(records).await;
         };
         let _held = state.hold(&records).await;

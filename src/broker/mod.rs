@@ -242,6 +242,11 @@ impl Broker {
         })
     }
 
+    /// See [`Backend::add_topic`].
+    pub async fn add_topic(&self, topic: &Arc<crate::topic::Topic>) -> Result<()> {
+        dispatch!(self, b => b.add_topic(topic).await)
+    }
+
     /// Partitions of `topic`.
     pub fn partitions(&self, topic: &str) -> Result<usize> {
         dispatch!(self, b => b.partitions(topic))

@@ -108,11 +108,9 @@ impl Handlers {
         let workers: Vec<Arc<Worker>> = specs
             .into_iter()
             .map(|spec| {
-                let topic = Arc::clone(
-                    topics
-                        .get(&spec.topic)
-                        .expect("handler topics are checked at load"),
-                );
+                let topic = topics
+                    .get(&spec.topic)
+                    .expect("handler topics are checked at load");
                 Arc::new(Worker::new(spec, topic, services, client.clone()))
             })
             .collect();

@@ -8,6 +8,7 @@ mod guard;
 mod handlers;
 mod mcp;
 mod publish;
+mod topics;
 mod webhook;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +36,7 @@ use crate::topic::Topics;
 /// What every handler may use.
 pub struct AppState {
     pub topics: Topics,
+    pub catalog: Arc<crate::catalog::Catalog>,
     pub broker: Arc<Broker>,
     pub ingest: Arc<Ingest>,
     pub webhooks: Webhooks,
@@ -104,6 +106,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/topics",
             get(list_topics).route_layer(guard(Need::Token)),
+        )
+        .route(
+            "/v1/topics/{topic}",
+            get(topics::get).route_layer(guard(Need::Subscribe)).merge(
+                put(topics::put)
+                    .delete(topics::delete)
+                    .route_layer(guard(Need::Admin)),
+            ),
         )
         .route(
             "/v1/asyncapi.json",
@@ -320,8 +330,8 @@ async fn asyncapi(
     let topics: Vec<_> = state
         .topics
         .iter()
+        .filter(|topic| topic.origin != crate::topic::Origin::Switchyard)
         .filter(|topic| access.sees_topic(&topic.name))
-        .map(|topic| &**topic)
         .collect();
     let described = crate::asyncapi::Described {
         topics,
@@ -340,8 +350,9 @@ fn topics_json(state: &AppState, access: &Access) -> axum::Json<serde_json::Valu
     let topics: Vec<_> = state
         .topics
         .iter()
+        .filter(|topic| topic.origin != crate::topic::Origin::Switchyard)
         .filter(|topic| access.sees_topic(&topic.name))
-        .map(|topic| topic_json(topic))
+        .map(|topic| topic_json(&topic))
         .collect();
     axum::Json(json!({ "topics": topics }))
 }

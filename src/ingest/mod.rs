@@ -182,11 +182,11 @@ impl Ingest {
             if event.time.is_none() {
                 event.time = Some(now_rfc3339());
             }
-            let due = due_later(&event, topic, now_ms)
+            let due = due_later(&event, &topic, now_ms)
                 .map_err(|reason| IngestError::Schedule { index, reason })?;
             if due.is_none() {
                 answers.push((event.id.clone(), Slot::Now(records.len())));
-                records.push(self.record(topic, index, &event)?);
+                records.push(self.record(&topic, index, &event)?);
                 continue;
             }
             let schedule = self
@@ -210,7 +210,7 @@ impl Ingest {
                 extensions: Default::default(),
             };
             answers.push((event.id.clone(), Slot::Later(waiting.len(), due_text)));
-            waiting.push(self.record(schedule, index, &waiting_event)?);
+            waiting.push(self.record(&schedule, index, &waiting_event)?);
         }
         // Positions name the other partitions as they were before this
         // append: resuming from one may repeat an event published

@@ -276,7 +276,7 @@ fn backquoted(keys: &[&str]) -> String {
 
 /// A serde or TOML message in users' words: TOML's names for keys, tables
 /// and lists, and what a value should be instead of a Rust type.
-fn plain(message: &str) -> String {
+pub fn plain(message: &str) -> String {
     let message = message
         .replacen("unknown field", "unknown key", 1)
         .replacen("missing field", "missing key", 1)

@@ -6,7 +6,7 @@ pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -81,9 +81,18 @@ fn default_partitions() -> usize {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEventType {
-    schema: String,
+    schema: RawSchema,
     #[serde(default)]
     description: String,
+}
+
+/// A JSON Schema: a file (relative to the topics directory) in a topic
+/// file, or the schema itself in a topic defined over the API.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawSchema {
+    File(String),
+    Inline(Value),
 }
 
 /// How long and how much a topic keeps. Whole segments are removed, so a
@@ -121,6 +130,21 @@ pub struct Topic {
     pub webhooks: Vec<WebhookSpec>,
     /// Shared consumer groups with settings, by name.
     pub groups: BTreeMap<String, GroupSpec>,
+    /// Where it was declared.
+    pub origin: Origin,
+}
+
+/// Where a topic was declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// A file in `topics/` (read-only over the API; `SIGHUP` reloads it).
+    File,
+    /// `PUT /v1/topics/{name}`, stored in [`CATALOG_TOPIC`].
+    Api,
+    /// Switchyard's own ([`SCHEDULE_TOPIC`], [`CATALOG_TOPIC`]): not
+    /// listed, not published to by clients.
+    Switchyard,
 }
 
 /// Why an event does not fit its topic.
@@ -243,32 +267,56 @@ pub fn is_valid_topic_name(name: &str) -> bool {
         && name.len() <= MAX_NAME_BYTES
 }
 
-/// All topics, by name.
+/// All topics, by name: one registry shared by every clone, so a topic
+/// added at run time (or by a reload) is seen everywhere at once.
 #[derive(Default, Clone)]
 pub struct Topics {
-    by_name: BTreeMap<String, Arc<Topic>>,
+    by_name: Arc<RwLock<BTreeMap<String, Arc<Topic>>>>,
 }
 
 impl Topics {
-    pub fn get(&self, name: &str) -> Option<&Arc<Topic>> {
-        self.by_name.get(name)
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Topic>>> {
+        self.by_name.read().expect("topics lock poisoned")
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Topic>> {
-        self.by_name.values()
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.read().get(name).cloned()
+    }
+
+    /// The topics as they are now, by name.
+    pub fn iter(&self) -> std::vec::IntoIter<Arc<Topic>> {
+        self.read()
+            .values()
+            .cloned()
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 
     pub fn len(&self) -> usize {
-        self.by_name.len()
+        self.read().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
+        self.read().is_empty()
     }
 
     /// Every webhook source of every topic.
-    pub fn webhook_sources(&self) -> impl Iterator<Item = &WebhookSpec> {
-        self.iter().flat_map(|topic| topic.webhooks.iter())
+    pub fn webhook_sources(&self) -> Vec<WebhookSpec> {
+        self.iter()
+            .flat_map(|topic| topic.webhooks.clone())
+            .collect()
+    }
+
+    /// Adds `topic`, or replaces the one of its name.
+    pub fn insert(&self, topic: Arc<Topic>) {
+        let mut by_name = self.by_name.write().expect("topics lock poisoned");
+        by_name.insert(topic.name.clone(), topic);
+    }
+
+    /// Removes the topic `name`.
+    pub fn remove(&self, name: &str) -> Option<Arc<Topic>> {
+        let mut by_name = self.by_name.write().expect("topics lock poisoned");
+        by_name.remove(name)
     }
 
     /// Loads every `*.toml` in `dir`. Reports every problem found, not just
@@ -279,7 +327,7 @@ impl Topics {
         let mut webhooks = std::collections::BTreeSet::new();
         let mut dead_letter_topics = Vec::new();
         for (file, raw) in files::read_dir(dir, "topics", false, &mut problems) {
-            let Some(topic) = problems.take(resolve(dir, &file, raw)) else {
+            let Some(topic) = problems.take(resolve(Some(dir), &file, raw)) else {
                 continue;
             };
             for webhook in &topic.webhooks {
@@ -300,11 +348,11 @@ impl Topics {
                     "name",
                     format!("topic {:?} is declared twice", topic.name),
                 ));
-            } else if topic.name == SCHEDULE_TOPIC {
+            } else if topic.name.starts_with(RESERVED_PREFIX) {
                 problems.push(ConfigProblem::new(
                     &file,
                     "name",
-                    format!("{SCHEDULE_TOPIC:?} is Switchyard's own topic (scheduled events wait there): pick another name"),
+                    format!("names starting with {RESERVED_PREFIX:?} are Switchyard's own (scheduled events, topics defined over the API): pick another name"),
                 ));
             } else {
                 by_name.insert(topic.name.clone(), Arc::new(topic));
@@ -313,6 +361,7 @@ impl Topics {
         if by_name.values().any(|t| t.schedule) {
             by_name.insert(SCHEDULE_TOPIC.to_owned(), Arc::new(schedule_topic()));
         }
+        by_name.insert(CATALOG_TOPIC.to_owned(), Arc::new(catalog_topic()));
         for (file, group, topic) in dead_letter_topics {
             if !by_name.contains_key(&topic) {
                 problems.push(ConfigProblem::new(
@@ -322,7 +371,9 @@ impl Topics {
                 ));
             }
         }
-        problems.finish(Self { by_name })
+        problems.finish(Self {
+            by_name: Arc::new(RwLock::new(by_name)),
+        })
     }
 }
 
@@ -336,38 +387,136 @@ pub const SCHEDULED_TYPE: &str = "switchyard.scheduled";
 /// How far ahead an event may be scheduled.
 pub const MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(30 * 24 * 3600);
 
-fn schedule_topic() -> Topic {
-    let schema = serde_json::json!({"type": "object"});
-    let validator = jsonschema::draft202012::new(&schema).expect("a valid schema");
-    let scheduled = EventType {
-        description: "An event waiting for its due time: data is the event, subject its topic"
-            .to_owned(),
-        schema_file: String::new(),
-        schema,
-        validator,
-    };
+/// Where topics defined over the API are kept: a `switchyard.topic.defined`
+/// event (data: the definition; subject: the name) or
+/// `switchyard.topic.deleted` per change, the newest per name counting.
+/// Every process reads it at start and follows it.
+pub const CATALOG_TOPIC: &str = "switchyard.topics";
+pub const TOPIC_DEFINED_TYPE: &str = "switchyard.topic.defined";
+pub const TOPIC_DELETED_TYPE: &str = "switchyard.topic.deleted";
+/// Topic names that are Switchyard's own.
+pub const RESERVED_PREFIX: &str = "switchyard.";
+
+/// One of Switchyard's own topics: one partition, events of `types` with
+/// any object as data, kept for `retention` (`None`: for ever).
+fn own_topic(
+    name: &str,
+    description: &str,
+    types: &[(&str, &str)],
+    retention: Option<Duration>,
+) -> Topic {
+    let types = types
+        .iter()
+        .map(|(ty, description)| {
+            let schema = serde_json::json!({"type": "object"});
+            let validator = jsonschema::draft202012::new(&schema).expect("a valid schema");
+            let event_type = EventType {
+                description: (*description).to_owned(),
+                schema_file: String::new(),
+                schema,
+                validator,
+            };
+            ((*ty).to_owned(), event_type)
+        })
+        .collect();
     Topic {
-        name: SCHEDULE_TOPIC.to_owned(),
-        description: "Scheduled events waiting for their due time (Switchyard's own)".to_owned(),
+        name: name.to_owned(),
+        description: description.to_owned(),
         partitions: 1,
         key: None,
-        // Kept a week past the longest schedule, so none is removed unmoved.
         retention: Retention {
-            max_age: Some(MAX_SCHEDULE_AHEAD + Duration::from_secs(7 * 24 * 3600)),
+            max_age: retention,
             max_bytes: None,
         },
         segment_bytes: DEFAULT_SEGMENT_BYTES,
         dedupe_window: DEFAULT_DEDUPE_WINDOW,
         schedule: false,
-        types: BTreeMap::from([(SCHEDULED_TYPE.to_owned(), scheduled)]),
+        types,
         webhooks: Vec::new(),
         groups: BTreeMap::new(),
+        origin: Origin::Switchyard,
+    }
+}
+
+fn schedule_topic() -> Topic {
+    own_topic(
+        SCHEDULE_TOPIC,
+        "Scheduled events waiting for their due time (Switchyard's own)",
+        &[(
+            SCHEDULED_TYPE,
+            "An event waiting for its due time: data is the event, subject its topic",
+        )],
+        // Kept a week past the longest schedule, so none is removed unmoved.
+        Some(MAX_SCHEDULE_AHEAD + Duration::from_secs(7 * 24 * 3600)),
+    )
+}
+
+fn catalog_topic() -> Topic {
+    own_topic(
+        CATALOG_TOPIC,
+        "Topics defined over the API (Switchyard's own)",
+        &[
+            (
+                TOPIC_DEFINED_TYPE,
+                "A topic defined or redefined: data is the definition",
+            ),
+            (TOPIC_DELETED_TYPE, "A topic deleted: subject is its name"),
+        ],
+        None,
+    )
+}
+
+impl Topic {
+    /// A topic defined over the API (`PUT /v1/topics/{name}`): the topic
+    /// file's content as JSON, schemas inline, checked exactly like a file;
+    /// problems are named under `what` (the request).
+    pub fn from_api(
+        name: &str,
+        mut definition: Value,
+        what: &Path,
+    ) -> Result<Topic, Vec<ConfigProblem>> {
+        let problem = |key: &str, reason: String| vec![ConfigProblem::new(what, key, reason)];
+        let Value::Object(fields) = &mut definition else {
+            return Err(problem(
+                "",
+                "a topic definition is a JSON object".to_owned(),
+            ));
+        };
+        match fields.get("name") {
+            None => {
+                fields.insert("name".to_owned(), Value::String(name.to_owned()));
+            }
+            Some(Value::String(given)) if given == name => {}
+            Some(given) => {
+                return Err(problem(
+                    "name",
+                    format!("{given} is not the name in the path ({name:?})"),
+                ));
+            }
+        }
+        let raw: RawTopic = serde_json::from_value(definition)
+            .map_err(|err| problem("", crate::problem::files::plain(&err.to_string())))?;
+        if !raw.webhooks.is_empty() {
+            return Err(problem(
+                "webhooks",
+                "webhook sources are declared in topic files (their secrets come from the environment)".to_owned(),
+            ));
+        }
+        if raw.name.starts_with(RESERVED_PREFIX) {
+            return Err(problem(
+                "name",
+                format!("names starting with {RESERVED_PREFIX:?} are Switchyard's own"),
+            ));
+        }
+        let mut topic = resolve(None, what, raw)?;
+        topic.origin = Origin::Api;
+        Ok(topic)
     }
 }
 
 /// Validates the topic read from `file` in `dir` (schema files are relative
-/// to `dir`).
-fn resolve(dir: &Path, file: &Path, raw: RawTopic) -> Result<Topic, Vec<ConfigProblem>> {
+/// to `dir`; without one, schemas must be inline).
+fn resolve(dir: Option<&Path>, file: &Path, raw: RawTopic) -> Result<Topic, Vec<ConfigProblem>> {
     let mut problems = Problems::new(file);
     if !is_valid_topic_name(&raw.name) {
         problems.problem(
@@ -418,18 +567,33 @@ fn resolve(dir: &Path, file: &Path, raw: RawTopic) -> Result<Topic, Vec<ConfigPr
     let mut types = BTreeMap::new();
     for (name, raw_type) in raw.types {
         let key = format!("types.{name:?}.schema");
-        let path = dir.join(&raw_type.schema);
-        let schema = match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
-                Ok(schema) => schema,
-                Err(err) => {
-                    problems.problem(&key, format!("{} is not valid JSON: {err}", path.display()));
+        let (schema, schema_file, shown) = match raw_type.schema {
+            RawSchema::Inline(schema) => (schema, String::new(), "the schema".to_owned()),
+            RawSchema::File(file) => {
+                let Some(dir) = dir else {
+                    problems.problem(
+                        &key,
+                        "give the JSON Schema itself (an object), not a file name",
+                    );
                     continue;
+                };
+                let path = dir.join(&file);
+                match std::fs::read(&path) {
+                    Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                        Ok(schema) => (schema, file, path.display().to_string()),
+                        Err(err) => {
+                            problems.problem(
+                                &key,
+                                format!("{} is not valid JSON: {err}", path.display()),
+                            );
+                            continue;
+                        }
+                    },
+                    Err(err) => {
+                        problems.problem(&key, format!("cannot read {}: {err}", path.display()));
+                        continue;
+                    }
                 }
-            },
-            Err(err) => {
-                problems.problem(&key, format!("cannot read {}: {err}", path.display()));
-                continue;
             }
         };
         match jsonschema::draft202012::new(&schema) {
@@ -438,7 +602,7 @@ fn resolve(dir: &Path, file: &Path, raw: RawTopic) -> Result<Topic, Vec<ConfigPr
                     name,
                     EventType {
                         description: raw_type.description,
-                        schema_file: raw_type.schema,
+                        schema_file,
                         schema,
                         validator,
                     },
@@ -446,10 +610,7 @@ fn resolve(dir: &Path, file: &Path, raw: RawTopic) -> Result<Topic, Vec<ConfigPr
             }
             Err(err) => problems.problem(
                 &key,
-                format!(
-                    "{} is not a valid JSON Schema 2020-12: {err}",
-                    path.display()
-                ),
+                format!("{shown} is not a valid JSON Schema 2020-12: {err}"),
             ),
         }
     }
@@ -516,6 +677,7 @@ fn resolve(dir: &Path, file: &Path, raw: RawTopic) -> Result<Topic, Vec<ConfigPr
         types,
         webhooks,
         groups,
+        origin: Origin::File,
     })
 }
 

@@ -118,6 +118,7 @@ per_backend!(
         seek_by_time,
         idempotent_publish,
         scheduled_events,
+        runtime_topics,
     ]
 );
 per_backend!(
@@ -133,6 +134,7 @@ per_backend!(
         seek_by_time,
         idempotent_publish,
         scheduled_events,
+        runtime_topics,
         two_instances_share_a_backend,
         broker_outage_answers_503_and_loses_nothing_acknowledged,
     ]
@@ -155,6 +157,7 @@ per_backend!(
         seek_by_time,
         idempotent_publish,
         scheduled_events,
+        runtime_topics,
         two_instances_share_a_backend,
         broker_outage_answers_503_and_loses_nothing_acknowledged,
         broker_messages_are_cloudevents_to_third_party_clients,
@@ -1276,4 +1279,203 @@ async fn scheduled_events(backend: Backend) {
         .collect();
     ids.sort();
     assert_eq!(ids, ["s-0", "s-1"], "{what}: {stored:?}");
+}
+
+/// A topic defined over the API is checked like a file, takes events at
+/// once, survives a restart and is seen by another process on the broker;
+/// file topics stay read-only.
+async fn runtime_topics(backend: Backend) {
+    let what = &backend.name();
+    let workspace = || {
+        let ws = Workspace::new();
+        ws.topic("filed", 1, "");
+        ws
+    };
+    let ws = workspace();
+    let mut server = backend.serve(&ws);
+    let client = client();
+    let send = |method: reqwest::Method, url: String, body: Option<Value>| {
+        let client = client.clone();
+        async move {
+            let request = client.request(method, url);
+            let request = match body {
+                Some(body) => request.json(&body),
+                None => request,
+            };
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let topic_url = |server: &Server, name: &str| format!("{}/v1/topics/{name}", server.url);
+    let definition = json!({
+        "description": "made at run time",
+        "partitions": 2,
+        "key": "/data/k",
+        "types": {"test.event": {"schema": {
+            "type": "object", "properties": {"n": {"type": "integer"}}
+        }}},
+    });
+    let (status, body) = send(
+        reqwest::Method::PUT,
+        topic_url(&server, "made.live"),
+        Some(definition.clone()),
+    )
+    .await;
+    assert_eq!(status, 201, "{what}: {body}");
+    assert_eq!(body["origin"], "api", "{what}: {body}");
+    assert_eq!(body["partitions"], 2, "{what}: {body}");
+    let (status, body) = publish(
+        &client,
+        &server.events_url("made.live"),
+        &event("r-1", 1, "a"),
+    )
+    .await;
+    assert_eq!(status, 200, "{what}: {body}");
+    let mut bad = event("r-2", 1, "a");
+    bad["data"]["n"] = json!("one");
+    let (status, body) = publish(&client, &server.events_url("made.live"), &bad).await;
+    assert_eq!(status, 422, "{what}: {body}");
+    assert_eq!(body["error"]["code"], "schema_violation", "{what}: {body}");
+    let listed = get_json(&format!("{}/v1/topics", server.url)).await;
+    let names: Vec<&str> = listed["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["filed", "made.live"], "{what}: {listed}");
+
+    // Redefined: the same partitions, a new description.
+    let mut redefined = definition.clone();
+    redefined["description"] = json!("redefined");
+    let (status, body) = send(
+        reqwest::Method::PUT,
+        topic_url(&server, "made.live"),
+        Some(redefined),
+    )
+    .await;
+    assert_eq!(status, 200, "{what}: {body}");
+    assert_eq!(body["description"], "redefined", "{what}: {body}");
+
+    // Refusals name the problem.
+    let mut more = definition.clone();
+    more["partitions"] = json!(3);
+    let refusals = [
+        ("made.live", more, 409, "partitions_fixed", ""),
+        ("filed", definition.clone(), 409, "topic_read_only", ""),
+        ("empty", json!({"types": {}}), 422, "invalid_topic", "types"),
+        (
+            "filename",
+            json!({"types": {"test.event": {"schema": "test.schema.json"}}}),
+            422,
+            "invalid_topic",
+            "types.\"test.event\".schema",
+        ),
+        (
+            "typo",
+            json!({"partitons": 2, "types": {}}),
+            422,
+            "invalid_topic",
+            "",
+        ),
+        (
+            "switchyard.mine",
+            definition.clone(),
+            422,
+            "invalid_topic",
+            "name",
+        ),
+    ];
+    for (name, body, status, code, key) in refusals {
+        let (got, answer) = send(reqwest::Method::PUT, topic_url(&server, name), Some(body)).await;
+        assert_eq!(got, status, "{what}: {name}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{what}: {name}: {answer}");
+        if !key.is_empty() {
+            assert_eq!(
+                answer["error"]["problems"][0]["key"], key,
+                "{what}: {name}: {answer}"
+            );
+        }
+    }
+
+    // Another process on the broker sees it, and one defined while it runs;
+    // the embedded log's one process sees it after a restart.
+    match &backend {
+        Backend::Embedded => server = server.restart(),
+        Backend::External(_) => {
+            let other_ws = workspace();
+            let other = backend.serve(&other_ws);
+            let (status, body) =
+                send(reqwest::Method::GET, topic_url(&other, "made.live"), None).await;
+            assert_eq!(status, 200, "{what}: {body}");
+            assert_eq!(
+                read_all(&client, &other.events_url("made.live"))
+                    .await
+                    .len(),
+                1,
+                "{what}"
+            );
+            let (status, body) = send(
+                reqwest::Method::PUT,
+                topic_url(&server, "made.later"),
+                Some(definition.clone()),
+            )
+            .await;
+            assert_eq!(status, 201, "{what}: {body}");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let (status, body) = publish(
+                    &client,
+                    &other.events_url("made.later"),
+                    &event("l-1", 1, "a"),
+                )
+                .await;
+                if status == 200 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: never seen by the other process: {body}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let (status, body) = send(reqwest::Method::GET, topic_url(&server, "made.live"), None).await;
+    assert_eq!(status, 200, "{what}: {body}");
+    assert_eq!(body["description"], "redefined", "{what}: {body}");
+    assert_eq!(
+        read_all(&client, &server.events_url("made.live"))
+            .await
+            .len(),
+        1,
+        "{what}"
+    );
+
+    // Deleted: gone; a file topic cannot be.
+    let (status, body) = send(
+        reqwest::Method::DELETE,
+        topic_url(&server, "made.live"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "{what}: {body}");
+    let (status, _) = send(reqwest::Method::GET, topic_url(&server, "made.live"), None).await;
+    assert_eq!(status, 404, "{what}");
+    let (status, _) = publish(
+        &client,
+        &server.events_url("made.live"),
+        &event("r-3", 1, "a"),
+    )
+    .await;
+    assert_eq!(status, 404, "{what}");
+    let (status, body) = send(reqwest::Method::DELETE, topic_url(&server, "filed"), None).await;
+    assert_eq!(status, 409, "{what}: {body}");
+    let server = server.restart();
+    let (status, _) = send(reqwest::Method::GET, topic_url(&server, "made.live"), None).await;
+    assert_eq!(status, 404, "{what}: deleted for good");
 }

@@ -71,7 +71,11 @@ struct TopicLog {
 
 pub struct EmbeddedBroker {
     data_dir: PathBuf,
-    topics: HashMap<String, Arc<TopicLog>>,
+    fsync: FsyncPolicy,
+    /// What the partitions' segment files share (the cache of open ones).
+    files: Arc<SegmentFiles>,
+    /// Topics by name; one may be added at run time.
+    topics: Arc<std::sync::RwLock<HashMap<String, Arc<TopicLog>>>>,
     writers: Mutex<Vec<std::thread::JoinHandle<()>>>,
     ticker: tokio::task::JoinHandle<()>,
     closed: AtomicBool,
@@ -94,10 +98,20 @@ fn unavailable(context: &str, err: impl std::fmt::Display) -> BrokerError {
 }
 
 impl EmbeddedBroker {
-    fn log(&self, topic: &str) -> Result<&Arc<TopicLog>> {
-        self.topics
+    fn log(&self, topic: &str) -> Result<Arc<TopicLog>> {
+        self.logs()
             .get(topic)
+            .cloned()
             .ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))
+    }
+
+    fn logs(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<TopicLog>>> {
+        self.topics.read().expect("topics lock poisoned")
+    }
+
+    /// Every topic's log, as they are now.
+    fn all_logs(&self) -> Vec<Arc<TopicLog>> {
+        self.logs().values().cloned().collect()
     }
 
     fn group_path(&self, topic: &str, group: &str) -> PathBuf {
@@ -116,43 +130,16 @@ impl Backend for EmbeddedBroker {
     async fn open(config: EmbeddedConfig, topics: &Topics) -> Result<Self> {
         let fsync = config.fsync;
         let data_dir = config.data_dir.clone();
-        let topics: Vec<_> = topics.iter().cloned().collect();
+        let topics: Vec<_> = topics.iter().collect();
         let opened = tokio::task::spawn_blocking(move || open_all(&data_dir, &topics))
             .await
             .map_err(|err| unavailable("opening the log", err))?
             .map_err(|err| unavailable("opening the log", err))?;
-        let (lock, logs) = opened;
+        let (lock, files, logs) = opened;
         let mut by_name = HashMap::new();
         let mut writers = Vec::new();
         for (topic, partition_writers) in logs {
-            let (commands, receiver) = mpsc::channel(APPEND_QUEUE_CAPACITY);
-            let log = Arc::new(TopicLog {
-                name: topic.name.clone(),
-                partitions: partition_writers
-                    .iter()
-                    .map(|w| Arc::clone(&w.partition))
-                    .collect(),
-                commands,
-                committed: watch::Sender::new(0),
-                failed: AtomicBool::new(false),
-                write_error: Mutex::new(None),
-            });
-            let writer_log = Arc::clone(&log);
-            let retention = topic.retention;
-            let dedupe_window = topic.dedupe_window;
-            let handle = std::thread::Builder::new()
-                .name(format!("log-{}", topic.name))
-                .spawn(move || {
-                    let index = recall_identities(&writer_log, dedupe_window);
-                    let writer = Writer {
-                        log: &writer_log,
-                        partitions: partition_writers,
-                        index,
-                        sync: fsync == FsyncPolicy::Always,
-                    };
-                    run_writer(writer, receiver, retention)
-                })
-                .map_err(|err| unavailable("starting a log writer", err))?;
+            let (log, handle) = start_writer(&topic, partition_writers, fsync)?;
             writers.push(handle);
             by_name.insert(topic.name.clone(), log);
         }
@@ -160,12 +147,19 @@ impl Backend for EmbeddedBroker {
             FsyncPolicy::Always => RETENTION_INTERVAL,
             FsyncPolicy::Interval(interval) => interval.min(RETENTION_INTERVAL),
         };
-        let senders: Vec<_> = by_name.values().map(|log| log.commands.clone()).collect();
+        let topics = Arc::new(std::sync::RwLock::new(by_name));
+        let ticked = Arc::clone(&topics);
         let ticker = tokio::spawn(async move {
             let mut interval = tokio::time::interval(tick);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 interval.tick().await;
+                let senders: Vec<_> = ticked
+                    .read()
+                    .expect("topics lock poisoned")
+                    .values()
+                    .map(|log| log.commands.clone())
+                    .collect();
                 for sender in &senders {
                     // A full queue means the writer is busy and will get to
                     // syncing anyway; skip rather than wait.
@@ -173,10 +167,13 @@ impl Backend for EmbeddedBroker {
                 }
             }
         });
-        info!(data_dir = %config.data_dir.display(), topics = by_name.len(), "embedded log open");
+        let count = topics.read().expect("topics lock poisoned").len();
+        info!(data_dir = %config.data_dir.display(), topics = count, "embedded log open");
         Ok(Self {
             data_dir: config.data_dir,
-            topics: by_name,
+            fsync,
+            files,
+            topics,
             writers: Mutex::new(writers),
             ticker,
             closed: AtomicBool::new(false),
@@ -206,7 +203,7 @@ impl Backend for EmbeddedBroker {
         max: usize,
         wait: Duration,
     ) -> Result<ReadBatch> {
-        let log = Arc::clone(self.log(topic)?);
+        let log = self.log(topic)?;
         check_cursor(&log, from)?;
         if let Some(only) = only {
             // The others read from their end (nothing), and keep their place.
@@ -287,7 +284,7 @@ impl Backend for EmbeddedBroker {
         for (partition, place) in places {
             cursor.set(*partition, place.clone());
         }
-        check_cursor(log, &cursor.cursor())?;
+        check_cursor(&log, &cursor.cursor())?;
         let path = self.group_path(topic, group);
         let text = cursor.to_string();
         tokio::task::spawn_blocking(move || write_atomically(&path, text.as_bytes()))
@@ -322,21 +319,42 @@ impl Backend for EmbeddedBroker {
         Ok(self.leases.leases(scope))
     }
 
+    async fn add_topic(&self, topic: &Arc<crate::topic::Topic>) -> Result<()> {
+        if self.logs().contains_key(&topic.name) {
+            return Ok(());
+        }
+        let (data_dir, files, opened) = (
+            self.data_dir.clone(),
+            Arc::clone(&self.files),
+            Arc::clone(topic),
+        );
+        let partition_writers =
+            tokio::task::spawn_blocking(move || open_topic(&data_dir, &opened, &files))
+                .await
+                .map_err(|err| unavailable("opening a topic's log", err))?
+                .map_err(|err| unavailable("opening a topic's log", err))?;
+        let (log, handle) = start_writer(topic, partition_writers, self.fsync)?;
+        self.writers
+            .lock()
+            .expect("writers lock poisoned")
+            .push(handle);
+        let mut topics = self.topics.write().expect("topics lock poisoned");
+        topics.entry(topic.name.clone()).or_insert(log);
+        Ok(())
+    }
+
     async fn health(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(BrokerError::unavailable("the broker is shutting down"));
         }
-        if let Some(log) = self
-            .topics
-            .values()
-            .find(|log| log.failed.load(Ordering::Acquire))
-        {
+        let logs = self.all_logs();
+        if let Some(log) = logs.iter().find(|log| log.failed.load(Ordering::Acquire)) {
             return Err(BrokerError::unavailable(format!(
                 "the log of topic {:?} failed a write it could not undo",
                 log.name
             )));
         }
-        for log in self.topics.values() {
+        for log in &logs {
             if let Some(err) = log.write_error.lock().expect("write error lock").as_ref() {
                 return Err(BrokerError::unavailable(format!(
                     "the last append to topic {:?} failed ({err}); ready again once an append succeeds",
@@ -352,7 +370,7 @@ impl Backend for EmbeddedBroker {
             return;
         }
         self.ticker.abort();
-        for log in self.topics.values() {
+        for log in self.all_logs() {
             let (done, wait) = oneshot::channel();
             if log.commands.send(Command::Close(done)).await.is_ok() {
                 let _ = wait.await;
@@ -386,7 +404,11 @@ fn check_cursor(log: &TopicLog, cursor: &Cursor) -> Result<()> {
     Ok(())
 }
 
-type OpenedLogs = (File, Vec<(Arc<crate::topic::Topic>, Vec<PartitionWriter>)>);
+type OpenedLogs = (
+    File,
+    Arc<SegmentFiles>,
+    Vec<(Arc<crate::topic::Topic>, Vec<PartitionWriter>)>,
+);
 
 fn open_all(data_dir: &Path, topics: &[Arc<crate::topic::Topic>]) -> io::Result<OpenedLogs> {
     fs::create_dir_all(data_dir)?;
@@ -403,20 +425,65 @@ fn open_all(data_dir: &Path, topics: &[Arc<crate::topic::Topic>]) -> io::Result<
     let files = Arc::new(SegmentFiles::new(SEGMENT_FILES_OPEN));
     let mut logs = Vec::new();
     for topic in topics {
-        let topic_dir = data_dir.join("topics").join(&topic.name);
-        let writers = (0..topic.partitions)
-            .map(|number| {
-                PartitionWriter::open(
-                    topic_dir.join(number.to_string()),
-                    number,
-                    topic.segment_bytes,
-                    Arc::clone(&files),
-                )
-            })
-            .collect::<io::Result<Vec<_>>>()?;
-        logs.push((Arc::clone(topic), writers));
+        logs.push((Arc::clone(topic), open_topic(data_dir, topic, &files)?));
     }
-    Ok((lock, logs))
+    Ok((lock, files, logs))
+}
+
+/// Opens (or creates) the partitions of one topic's log.
+fn open_topic(
+    data_dir: &Path,
+    topic: &crate::topic::Topic,
+    files: &Arc<SegmentFiles>,
+) -> io::Result<Vec<PartitionWriter>> {
+    let topic_dir = data_dir.join("topics").join(&topic.name);
+    (0..topic.partitions)
+        .map(|number| {
+            PartitionWriter::open(
+                topic_dir.join(number.to_string()),
+                number,
+                topic.segment_bytes,
+                Arc::clone(files),
+            )
+        })
+        .collect()
+}
+
+/// Starts the writer thread of one topic's log.
+fn start_writer(
+    topic: &Arc<crate::topic::Topic>,
+    partition_writers: Vec<PartitionWriter>,
+    fsync: FsyncPolicy,
+) -> Result<(Arc<TopicLog>, std::thread::JoinHandle<()>)> {
+    let (commands, receiver) = mpsc::channel(APPEND_QUEUE_CAPACITY);
+    let log = Arc::new(TopicLog {
+        name: topic.name.clone(),
+        partitions: partition_writers
+            .iter()
+            .map(|w| Arc::clone(&w.partition))
+            .collect(),
+        commands,
+        committed: watch::Sender::new(0),
+        failed: AtomicBool::new(false),
+        write_error: Mutex::new(None),
+    });
+    let writer_log = Arc::clone(&log);
+    let retention = topic.retention;
+    let dedupe_window = topic.dedupe_window;
+    let handle = std::thread::Builder::new()
+        .name(format!("log-{}", topic.name))
+        .spawn(move || {
+            let index = recall_identities(&writer_log, dedupe_window);
+            let writer = Writer {
+                log: &writer_log,
+                partitions: partition_writers,
+                index,
+                sync: fsync == FsyncPolicy::Always,
+            };
+            run_writer(writer, receiver, retention)
+        })
+        .map_err(|err| unavailable("starting a log writer", err))?;
+    Ok((log, handle))
 }
 
 /// Reads up to `max` events across partitions, merged by store time (the

@@ -44,14 +44,17 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct KafkaBroker {
     config: KafkaConfig,
     producer: FutureProducer,
+    /// Creates topics, also ones added at run time.
+    admin: AdminClient<DefaultClientContext>,
     /// One reading consumer per topic; reads take turns on it.
-    readers: HashMap<String, Arc<Mutex<BaseConsumer>>>,
+    readers: std::sync::RwLock<HashMap<String, Arc<Mutex<BaseConsumer>>>>,
     /// Asks for watermarks (thread-safe, never assigned), so that finding
     /// the ends of a topic does not wait for a read in progress.
     watcher: Arc<BaseConsumer>,
     /// Committing consumers per (topic, group).
     groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
-    topics: HashMap<String, Arc<Topic>>,
+    /// Topics by name; one may be added at run time.
+    topics: std::sync::RwLock<HashMap<String, Arc<Topic>>>,
     leases: crate::broker::local_leases::LocalLeases,
     /// Kafka appends unconditionally: the dedupe window is kept here.
     dedupe: SharedIndex,
@@ -130,9 +133,12 @@ impl KafkaBroker {
         )
     }
 
-    fn topic(&self, topic: &str) -> Result<&Arc<Topic>> {
+    fn topic(&self, topic: &str) -> Result<Arc<Topic>> {
         self.topics
+            .read()
+            .expect("topics lock poisoned")
             .get(topic)
+            .cloned()
             .ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))
     }
 
@@ -163,7 +169,13 @@ impl KafkaBroker {
         counts: Vec<u64>,
         max: usize,
     ) -> Result<ReadBatch> {
-        let reader = Arc::clone(self.readers.get(topic).expect("a reader per topic"));
+        let reader = Arc::clone(
+            self.readers
+                .read()
+                .expect("readers lock poisoned")
+                .get(topic)
+                .expect("a reader per topic"),
+        );
         let topic_name = topic.to_owned();
         let from_offsets = from.offsets().to_vec();
         let events = tokio::task::spawn_blocking(move || -> Result<Vec<StoredEvent>> {
@@ -260,39 +272,50 @@ impl Backend for KafkaBroker {
             ],
         )?;
         let admin: AdminClient<DefaultClientContext> = Self::create(&config, &[])?;
-        // Topic configs as strings, kept alive for the NewTopic borrows.
-        let settings: Vec<Vec<(&str, String)>> = topics
-            .iter()
-            .map(|t| {
-                let mut settings = vec![
-                    ("max.message.bytes", MAX_MESSAGE_BYTES.to_string()),
-                    // Kafka's default, stated: retention deletes old records.
-                    ("cleanup.policy", "delete".to_owned()),
-                ];
-                if let Some(age) = t.retention.max_age {
-                    settings.push(("retention.ms", age.as_millis().to_string()));
-                }
-                if let Some(bytes) = t.retention.max_bytes {
-                    settings.push(("retention.bytes", bytes.to_string()));
-                }
-                settings.push(("segment.bytes", t.segment_bytes.to_string()));
-                settings
-            })
-            .collect();
-        let wanted: Vec<NewTopic> = topics
-            .iter()
-            .zip(&settings)
-            .map(|(t, settings)| {
-                let replication = TopicReplication::Fixed(config.replication_factor);
-                let topic = NewTopic::new(&t.name, t.partitions as i32, replication);
-                settings
-                    .iter()
-                    .fold(topic, |topic, (key, value)| topic.set(key, value))
-            })
-            .collect();
+        let broker = Self {
+            producer,
+            admin,
+            readers: Default::default(),
+            watcher: Arc::new(Self::consumer(&config, "switchyard-watcher")?),
+            groups: Mutex::new(HashMap::new()),
+            leases: Default::default(),
+            dedupe: SharedIndex::new(topics),
+            topics: Default::default(),
+            config,
+        };
+        for topic in topics.iter() {
+            broker.add_topic(&topic).await?;
+        }
+        Ok(broker)
+    }
+
+    /// Creates the Kafka topic (one that exists is kept as it is) and its
+    /// reading consumer.
+    async fn add_topic(&self, topic: &Arc<Topic>) -> Result<()> {
+        if self.topic(&topic.name).is_ok() {
+            return Ok(());
+        }
+        let mut settings = vec![
+            ("max.message.bytes", MAX_MESSAGE_BYTES.to_string()),
+            // Kafka's default, stated: retention deletes old records.
+            ("cleanup.policy", "delete".to_owned()),
+        ];
+        if let Some(age) = topic.retention.max_age {
+            settings.push(("retention.ms", age.as_millis().to_string()));
+        }
+        if let Some(bytes) = topic.retention.max_bytes {
+            settings.push(("retention.bytes", bytes.to_string()));
+        }
+        settings.push(("segment.bytes", topic.segment_bytes.to_string()));
+        let replication = TopicReplication::Fixed(self.config.replication_factor);
+        let wanted = settings.iter().fold(
+            NewTopic::new(&topic.name, topic.partitions as i32, replication),
+            |wanted, (key, value)| wanted.set(key, value),
+        );
         let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
-        for result in admin
-            .create_topics(&wanted, &options)
+        for result in self
+            .admin
+            .create_topics([&wanted], &options)
             .await
             .map_err(unavailable)?
         {
@@ -303,24 +326,19 @@ impl Backend for KafkaBroker {
                 }
             }
         }
-        let mut readers = HashMap::new();
-        for topic in topics.iter() {
-            let reader = Self::consumer(&config, &format!("switchyard-reader-{}", topic.name))?;
-            readers.insert(topic.name.clone(), Arc::new(Mutex::new(reader)));
-        }
-        Ok(Self {
-            producer,
-            readers,
-            watcher: Arc::new(Self::consumer(&config, "switchyard-watcher")?),
-            groups: Mutex::new(HashMap::new()),
-            leases: Default::default(),
-            dedupe: SharedIndex::new(topics),
-            topics: topics
-                .iter()
-                .map(|t| (t.name.clone(), Arc::clone(t)))
-                .collect(),
-            config,
-        })
+        let reader = Self::consumer(&self.config, &format!("switchyard-reader-{}", topic.name))?;
+        self.readers
+            .write()
+            .expect("readers lock poisoned")
+            .entry(topic.name.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(reader)));
+        self.dedupe.add(topic);
+        self.topics
+            .write()
+            .expect("topics lock poisoned")
+            .entry(topic.name.clone())
+            .or_insert_with(|| Arc::clone(topic));
+        Ok(())
     }
 
     async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {

@@ -16,6 +16,7 @@
 //! syncs to disk on its own schedule (`sync_interval`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
@@ -50,7 +51,8 @@ pub struct NatsBroker {
     /// Lease tables, one message per scope (`<prefix>.leases.<hex scope>`).
     leases: stream::Stream,
     prefix: String,
-    topics: HashMap<String, TopicStreams>,
+    /// Topics by name; one may be added at run time.
+    topics: std::sync::RwLock<HashMap<String, Arc<TopicStreams>>>,
 }
 
 fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> BrokerError {
@@ -58,9 +60,12 @@ fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Brok
 }
 
 impl NatsBroker {
-    fn topic(&self, topic: &str) -> Result<&TopicStreams> {
+    fn topic(&self, topic: &str) -> Result<Arc<TopicStreams>> {
         self.topics
+            .read()
+            .expect("topics lock poisoned")
             .get(topic)
+            .cloned()
             .ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))
     }
 
@@ -186,53 +191,6 @@ impl Backend for NatsBroker {
             .await
             .map_err(unavailable)?;
         let jetstream = jetstream::new(client.clone());
-        let mut by_name = HashMap::new();
-        for topic in topics.iter() {
-            let mut streams = Vec::new();
-            let mut subjects = Vec::new();
-            for partition in 0..topic.partitions {
-                let subject = format!("{}.{}.{partition}", config.prefix, topic.name);
-                let name = format!(
-                    "{}_{}_{partition}",
-                    config.prefix.to_uppercase(),
-                    topic.name.replace('.', "_")
-                );
-                let max_age = topic.retention.max_age.unwrap_or_default();
-                // JetStream keeps a window no longer than the stream's age
-                // limit (a duplicate of an event that aged out is new).
-                let duplicate_window = match topic.dedupe_window {
-                    window if window.is_zero() => Duration::ZERO,
-                    window if max_age.is_zero() => window,
-                    window => window.min(max_age),
-                };
-                let stream_config = stream::Config {
-                    name: name.clone(),
-                    subjects: vec![subject.clone()],
-                    storage: stream::StorageType::File,
-                    max_age,
-                    max_bytes: topic.retention.max_bytes.map_or(-1, |b| b as i64),
-                    duplicate_window,
-                    ..Default::default()
-                };
-                // Created, or brought up to the topic's settings (its
-                // retention and dedupe window may have changed).
-                jetstream
-                    .create_or_update_stream(stream_config)
-                    .await
-                    .map_err(unavailable)?;
-                let stream = jetstream.get_stream(name).await.map_err(unavailable)?;
-                streams.push(stream);
-                subjects.push(subject);
-            }
-            by_name.insert(
-                topic.name.clone(),
-                TopicStreams {
-                    streams,
-                    subjects,
-                    dedupe: !topic.dedupe_window.is_zero(),
-                },
-            );
-        }
         let groups = jetstream
             .get_or_create_stream(stream::Config {
                 name: format!("{}_GROUPS", config.prefix.to_uppercase()),
@@ -253,14 +211,68 @@ impl Backend for NatsBroker {
             })
             .await
             .map_err(unavailable)?;
-        Ok(Self {
+        let broker = Self {
             client,
             jetstream,
             groups,
             leases,
             prefix: config.prefix,
-            topics: by_name,
-        })
+            topics: Default::default(),
+        };
+        for topic in topics.iter() {
+            broker.add_topic(&topic).await?;
+        }
+        Ok(broker)
+    }
+
+    /// A stream per partition, created or brought up to the topic's
+    /// settings (its retention and dedupe window may have changed).
+    async fn add_topic(&self, topic: &Arc<crate::topic::Topic>) -> Result<()> {
+        if self.topic(&topic.name).is_ok() {
+            return Ok(());
+        }
+        let mut streams = Vec::new();
+        let mut subjects = Vec::new();
+        for partition in 0..topic.partitions {
+            let subject = format!("{}.{}.{partition}", self.prefix, topic.name);
+            let name = format!(
+                "{}_{}_{partition}",
+                self.prefix.to_uppercase(),
+                topic.name.replace('.', "_")
+            );
+            let max_age = topic.retention.max_age.unwrap_or_default();
+            // JetStream keeps a window no longer than the stream's age
+            // limit (a duplicate of an event that aged out is new).
+            let duplicate_window = match topic.dedupe_window {
+                window if window.is_zero() => Duration::ZERO,
+                window if max_age.is_zero() => window,
+                window => window.min(max_age),
+            };
+            let stream_config = stream::Config {
+                name: name.clone(),
+                subjects: vec![subject.clone()],
+                storage: stream::StorageType::File,
+                max_age,
+                max_bytes: topic.retention.max_bytes.map_or(-1, |b| b as i64),
+                duplicate_window,
+                ..Default::default()
+            };
+            self.jetstream
+                .create_or_update_stream(stream_config)
+                .await
+                .map_err(unavailable)?;
+            let stream = self.jetstream.get_stream(name).await.map_err(unavailable)?;
+            streams.push(stream);
+            subjects.push(subject);
+        }
+        let streams = Arc::new(TopicStreams {
+            streams,
+            subjects,
+            dedupe: !topic.dedupe_window.is_zero(),
+        });
+        let mut topics = self.topics.write().expect("topics lock poisoned");
+        topics.entry(topic.name.clone()).or_insert(streams);
+        Ok(())
     }
 
     async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {

@@ -156,6 +156,7 @@ return live
     )
 });
 
+#[derive(Clone, Copy)]
 struct TopicInfo {
     partitions: usize,
     max_age: Option<Duration>,
@@ -166,7 +167,8 @@ pub struct RedisBroker {
     client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
-    topics: HashMap<String, TopicInfo>,
+    /// Topics by name; one may be added at run time.
+    topics: std::sync::RwLock<HashMap<String, TopicInfo>>,
 }
 
 /// A stream's bounds, from `XINFO STREAM`.
@@ -197,9 +199,12 @@ fn decode(offset: u64) -> String {
 }
 
 impl RedisBroker {
-    fn topic(&self, topic: &str) -> Result<&TopicInfo> {
+    fn topic(&self, topic: &str) -> Result<TopicInfo> {
         self.topics
+            .read()
+            .expect("topics lock poisoned")
             .get(topic)
+            .copied()
             .ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))
     }
 
@@ -276,26 +281,31 @@ impl Backend for RedisBroker {
             .get_connection_manager_with_config(manager_config)
             .await
             .map_err(unavailable)?;
-        let mut info = HashMap::new();
-        for topic in topics.iter() {
-            if topic.retention.max_bytes.is_some() {
-                warn!(topic = %topic.name, "retention_bytes is not supported on Redis; only the age limit applies");
-            }
-            info.insert(
-                topic.name.clone(),
-                TopicInfo {
-                    partitions: topic.partitions,
-                    max_age: topic.retention.max_age,
-                    dedupe_window: topic.dedupe_window,
-                },
-            );
-        }
-        Ok(Self {
+        let broker = Self {
             client,
             conn,
             prefix: config.prefix,
-            topics: info,
-        })
+            topics: Default::default(),
+        };
+        for topic in topics.iter() {
+            broker.add_topic(&topic).await?;
+        }
+        Ok(broker)
+    }
+
+    /// Streams are created by their first append: only the settings.
+    async fn add_topic(&self, topic: &std::sync::Arc<crate::topic::Topic>) -> Result<()> {
+        if topic.retention.max_bytes.is_some() {
+            warn!(topic = %topic.name, "retention_bytes is not supported on Redis; only the age limit applies");
+        }
+        let info = TopicInfo {
+            partitions: topic.partitions,
+            max_age: topic.retention.max_age,
+            dedupe_window: topic.dedupe_window,
+        };
+        let mut topics = self.topics.write().expect("topics lock poisoned");
+        topics.entry(topic.name.clone()).or_insert(info);
+        Ok(())
     }
 
     async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {

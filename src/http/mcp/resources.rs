@@ -205,7 +205,7 @@ pub(super) async fn describe(state: &AppState, topic: &str) -> ApiResult<Value> 
         .topics
         .get(topic)
         .ok_or_else(|| ApiError::unknown_topic(topic))?;
-    let mut described = super::super::topic_json(found);
+    let mut described = super::super::topic_json(&found);
     described["head"] = state.broker.latest(topic).await?.to_string().into();
     Ok(described)
 }

@@ -365,6 +365,7 @@ impl Webhooks {
     pub fn new(topics: &Topics, ingest: Arc<Ingest>, metrics: Arc<Metrics>) -> Self {
         let endpoints = topics
             .webhook_sources()
+            .into_iter()
             .map(|spec| (spec.name.clone(), Endpoint::resolve(spec.clone())))
             .collect();
         Self {
