@@ -9,24 +9,24 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::handler::HandlerSpec;
 use std::sync::Arc;
 
+use crate::handler::HandlerSpec;
 use crate::topic::{Topic, Topics};
 
 /// What the document describes.
-pub struct Described<'a> {
+pub struct Described {
     pub topics: Vec<Arc<Topic>>,
-    pub handlers: Vec<&'a HandlerSpec>,
+    pub handlers: Vec<HandlerSpec>,
     /// Where the server is reached (`host:port`), when known.
     pub host: Option<String>,
     /// Whether requests need a bearer token.
     pub secured: bool,
 }
 
-impl<'a> Described<'a> {
+impl Described {
     /// Everything loaded.
-    pub fn all(topics: &'a Topics, handlers: Vec<&'a HandlerSpec>) -> Self {
+    pub fn all(topics: &Topics, handlers: Vec<HandlerSpec>) -> Self {
         Self {
             topics: topics
                 .iter()

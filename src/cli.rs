@@ -511,7 +511,7 @@ fn asyncapi(overrides: Overrides, host: Option<String>) -> Result<ExitCode> {
         Ok(loaded) => loaded,
         Err(exit) => return Ok(exit),
     };
-    let mut described = crate::asyncapi::Described::all(&topics, handlers.iter().collect());
+    let mut described = crate::asyncapi::Described::all(&topics, handlers);
     described.host = Some(host.unwrap_or_else(|| config.listen.to_string()));
     described.secured = config.keys.is_set();
     println!(

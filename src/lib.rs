@@ -19,6 +19,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod problem;
+pub mod reload;
 pub mod schedule;
 pub mod server;
 pub mod topic;

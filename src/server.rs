@@ -128,7 +128,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Arc::clone(&metrics),
         config.max_event_bytes,
     ));
-    if topics.get(crate::topic::SCHEDULE_TOPIC).is_some() {
+    let scheduling = topics.get(crate::topic::SCHEDULE_TOPIC).is_some();
+    if scheduling {
         crate::schedule::start(
             Arc::clone(&broker),
             Arc::clone(&ingest),
@@ -146,7 +147,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown.clone(),
     );
     catalog.follow(catalog_end);
-    let webhooks = Webhooks::new(&topics, Arc::clone(&ingest), Arc::clone(&metrics));
+    let webhooks = Arc::new(Webhooks::new(
+        &topics,
+        Arc::clone(&ingest),
+        Arc::clone(&metrics),
+    ));
     webhooks.recover(&broker).await?;
     // Handlers' groups are theirs alone: shared groups may not take them.
     let reserved = handler_specs
@@ -164,14 +169,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         reserved,
         config.groups,
     ));
-    let handler_outputs = handler_specs
-        .iter()
-        .flat_map(|spec| {
-            spec.outputs()
-                .into_iter()
-                .map(|topic| (topic.to_owned(), spec.name.clone()))
-        })
-        .collect();
     let services = handler::Services {
         broker: Arc::clone(&broker),
         ingest: Arc::clone(&ingest),
@@ -180,6 +177,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         session: config.groups.session,
     };
     let handlers = Handlers::start(handler_specs, &topics, &services, &tracker);
+    let reloader = Arc::new(crate::reload::Reloader {
+        topics_dir: config.topics_dir.clone(),
+        handlers_dir: config.handlers_dir.clone(),
+        topics: topics.clone(),
+        hubs: hubs.clone(),
+        handlers: handlers.clone(),
+        webhooks: Arc::clone(&webhooks),
+        services: services.clone(),
+        tracker: tracker.clone(),
+        scheduling: scheduling.into(),
+        running: Default::default(),
+    });
+    reloader.on_sighup();
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -197,6 +207,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         groups: Arc::clone(&groups),
         topics,
         catalog,
+        reloader,
         broker: Arc::clone(&broker),
         hubs,
         metrics,
@@ -208,7 +219,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics_open: config.metrics_open,
         cors_origins: config.cors_origins.clone(),
         port: addr.port(),
-        handler_outputs,
     });
     let limits = Limits {
         header_timeout: config.header_timeout,

@@ -66,6 +66,7 @@ pub struct Replay {
 }
 
 /// What every handler of the process works with.
+#[derive(Clone)]
 pub struct Services {
     pub broker: Arc<Broker>,
     pub ingest: Arc<Ingest>,
@@ -76,24 +77,32 @@ pub struct Services {
     pub session: Duration,
 }
 
-/// All running handlers.
+/// All running handlers. A reload (`SIGHUP`) replaces the whole set: the
+/// old one drains (stops taking events, finishes what is in flight,
+/// commits) before the new one starts, so no group has two consumers here.
 #[derive(Clone, Default)]
 pub struct Handlers {
-    workers: Vec<Arc<Worker>>,
+    running: Arc<std::sync::RwLock<Arc<Generation>>>,
+    /// One reload at a time.
+    reloading: Arc<tokio::sync::Mutex<()>>,
     broker: Option<Arc<Broker>>,
     tracker: TaskTracker,
     /// Dead letters being replayed now (a second replay skips them).
     replaying: Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
-impl Handlers {
-    /// The running handlers' definitions.
-    pub fn specs(&self) -> Vec<&HandlerSpec> {
-        self.workers.iter().map(|worker| &worker.spec).collect()
-    }
+/// One set of handlers, started together and stopped together.
+#[derive(Default)]
+struct Generation {
+    workers: Vec<Arc<Worker>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
 
-    /// Starts a worker per handler, each spawned on `tracker`.
-    pub fn start(
+impl Generation {
+    /// Starts a worker per handler; their tasks count on `tracker` too
+    /// (the process waits for them at shutdown).
+    fn start(
         specs: Vec<HandlerSpec>,
         topics: &Topics,
         services: &Services,
@@ -105,35 +114,103 @@ impl Handlers {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .expect("the HTTP client builds");
+        let stop = services.shutdown.child_token();
+        let services = Services {
+            shutdown: stop.clone(),
+            ..services.clone()
+        };
         let workers: Vec<Arc<Worker>> = specs
             .into_iter()
             .map(|spec| {
                 let topic = topics
                     .get(&spec.topic)
                     .expect("handler topics are checked at load");
-                Arc::new(Worker::new(spec, topic, services, client.clone()))
+                Arc::new(Worker::new(spec, topic, &services, client.clone()))
             })
             .collect();
+        let tasks = TaskTracker::new();
         for worker in &workers {
-            tracker.spawn(consumer::run(Arc::clone(worker)));
+            let run = tasks.track_future(consumer::run(Arc::clone(worker)));
+            tracker.spawn(run);
         }
+        tasks.close();
         Self {
             workers,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Stops taking events and waits until every worker has finished.
+    async fn drain(&self) {
+        self.stop.cancel();
+        self.tasks.wait().await;
+    }
+}
+
+impl Handlers {
+    fn workers(&self) -> Vec<Arc<Worker>> {
+        self.running
+            .read()
+            .expect("handlers lock poisoned")
+            .workers
+            .clone()
+    }
+
+    /// The running handlers' definitions.
+    pub fn specs(&self) -> Vec<HandlerSpec> {
+        self.workers()
+            .iter()
+            .map(|worker| worker.spec.clone())
+            .collect()
+    }
+
+    /// Which handler writes each output topic: clients may not publish
+    /// there.
+    pub fn output_of(&self, topic: &str) -> Option<String> {
+        self.workers()
+            .iter()
+            .find(|worker| worker.spec.outputs().contains(&topic))
+            .map(|worker| worker.spec.name.clone())
+    }
+
+    /// Starts a worker per handler, each spawned on `tracker`.
+    pub fn start(
+        specs: Vec<HandlerSpec>,
+        topics: &Topics,
+        services: &Services,
+        tracker: &TaskTracker,
+    ) -> Self {
+        let generation = Generation::start(specs, topics, services, tracker);
+        Self {
+            running: Arc::new(std::sync::RwLock::new(Arc::new(generation))),
+            reloading: Arc::default(),
             broker: Some(Arc::clone(&services.broker)),
             tracker: tracker.clone(),
             replaying: Arc::default(),
         }
     }
 
-    fn worker(&self, name: &str) -> Option<&Arc<Worker>> {
-        self.workers.iter().find(|w| w.spec.name == name)
+    /// Replaces the running handlers with `specs`: the old ones drain
+    /// first, then the new ones start.
+    pub async fn reload(&self, specs: Vec<HandlerSpec>, topics: &Topics, services: &Services) {
+        let _one = self.reloading.lock().await;
+        let old = Arc::clone(&self.running.read().expect("handlers lock poisoned"));
+        old.drain().await;
+        let generation = Generation::start(specs, topics, services, &self.tracker);
+        *self.running.write().expect("handlers lock poisoned") = Arc::new(generation);
+    }
+
+    fn worker(&self, name: &str) -> Option<Arc<Worker>> {
+        self.workers().into_iter().find(|w| w.spec.name == name)
     }
 
     /// Per handler: lag, in flight, breakers, success rate, latency, last
     /// error and health.
     pub async fn status(&self) -> Value {
-        let mut handlers = Vec::with_capacity(self.workers.len());
-        for worker in &self.workers {
+        let workers = self.workers();
+        let mut handlers = Vec::with_capacity(workers.len());
+        for worker in &workers {
             let stats = &worker.stats;
             let success_rate = stats.success_rate();
             let health = match success_rate {
@@ -252,7 +329,7 @@ impl Handlers {
         let ids: Vec<String> = chosen.iter().map(|(id, _)| id.clone()).collect();
         for (id, event) in chosen {
             replaying.insert(id.clone());
-            let worker = Arc::clone(worker);
+            let worker = Arc::clone(&worker);
             let replaying = Arc::clone(&self.replaying);
             self.tracker.spawn(async move {
                 worker.redrive(id.clone(), event).await;

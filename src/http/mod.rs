@@ -37,9 +37,10 @@ use crate::topic::Topics;
 pub struct AppState {
     pub topics: Topics,
     pub catalog: Arc<crate::catalog::Catalog>,
+    pub reloader: Arc<crate::reload::Reloader>,
     pub broker: Arc<Broker>,
     pub ingest: Arc<Ingest>,
-    pub webhooks: Webhooks,
+    pub webhooks: Arc<Webhooks>,
     pub handlers: Handlers,
     pub groups: Arc<Groups>,
     pub hubs: Hubs,
@@ -56,9 +57,6 @@ pub struct AppState {
     pub cors_origins: Vec<String>,
     /// The port this server listens on.
     pub port: u16,
-    /// Output topics of handlers (results, dead letters) and the handler
-    /// that writes each: clients may not publish there.
-    pub handler_outputs: std::collections::HashMap<String, String>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -128,6 +126,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/handlers",
             get(handlers::status).route_layer(guard(Need::Admin)),
+        )
+        .route(
+            "/v1/reload",
+            post(topics::reload).route_layer(guard(Need::Admin)),
         )
         .route(
             "/v1/handlers/{name}/replay",
@@ -396,7 +398,7 @@ fn publishable(state: &AppState, topic: &str) -> ApiResult<()> {
         )
         .with("topic", topic));
     }
-    if let Some(handler) = state.handler_outputs.get(topic) {
+    if let Some(handler) = state.handlers.output_of(topic) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "handler_output",

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, ApiResult, AppState};
 use crate::catalog::CatalogError;
+use crate::reload::ReloadError;
 use crate::topic::Origin;
 
 /// The largest topic definition taken (schemas inline).
@@ -118,4 +119,28 @@ pub async fn delete(
     let catalog = Arc::clone(&state.catalog);
     super::detached(async move { catalog.delete(&topic).await.map_err(ApiError::from) }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /v1/reload`: what `SIGHUP` does, answered: what changed, or 422
+/// `invalid_config` with every problem (nothing changed).
+pub async fn reload(State(state): State<Arc<AppState>>) -> ApiResult<Response> {
+    let reloader = Arc::clone(&state.reloader);
+    let reloaded = super::detached(async move {
+        reloader.reload_and_log().await.map_err(|err| {
+            let message = err.to_string();
+            match err {
+                ReloadError::Invalid(problems) => {
+                    let problems: Vec<Value> = problems
+                        .iter()
+                        .map(|p| json!({"file": p.file.display().to_string(), "key": p.key, "reason": p.reason, "text": p.to_string()}))
+                        .collect();
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", message)
+                        .with("problems", problems)
+                }
+                ReloadError::Broker(err) => err.into(),
+            }
+        })
+    })
+    .await?;
+    Ok(axum::Json(json!({ "reloaded": reloaded })).into_response())
 }

@@ -16,6 +16,7 @@ mod mcp;
 mod processes;
 mod publish;
 mod read;
+mod reload;
 mod schedule;
 mod sink;
 mod sse;

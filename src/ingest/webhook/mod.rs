@@ -348,7 +348,8 @@ pub enum Admission {
 }
 
 pub struct Webhooks {
-    endpoints: HashMap<String, Endpoint>,
+    /// By source name; a reload replaces them.
+    endpoints: std::sync::RwLock<HashMap<String, Arc<Endpoint>>>,
     dedupe: Dedupe,
     ingest: Arc<Ingest>,
     metrics: Arc<Metrics>,
@@ -366,10 +367,10 @@ impl Webhooks {
         let endpoints = topics
             .webhook_sources()
             .into_iter()
-            .map(|spec| (spec.name.clone(), Endpoint::resolve(spec.clone())))
+            .map(|spec| (spec.name.clone(), Arc::new(Endpoint::resolve(spec))))
             .collect();
         Self {
-            endpoints,
+            endpoints: std::sync::RwLock::new(endpoints),
             dedupe: Dedupe::default(),
             ingest,
             metrics,
@@ -378,15 +379,41 @@ impl Webhooks {
 
     /// The body limit of a source, or `None` when there is no such source.
     pub fn max_body_bytes(&self, source: &str) -> Option<usize> {
-        self.endpoints.get(source).map(|s| s.spec.max_body_bytes)
+        self.endpoint(source).map(|s| s.spec.max_body_bytes)
+    }
+
+    fn endpoint(&self, source: &str) -> Option<Arc<Endpoint>> {
+        self.endpoints
+            .read()
+            .expect("endpoints lock poisoned")
+            .get(source)
+            .cloned()
+    }
+
+    /// Serves the webhook sources `topics` declare from now on (a reload);
+    /// what each source has seen stays remembered.
+    pub fn reload(&self, topics: &Topics) {
+        let endpoints = topics
+            .webhook_sources()
+            .into_iter()
+            .map(|spec| (spec.name.clone(), Arc::new(Endpoint::resolve(spec))))
+            .collect();
+        *self.endpoints.write().expect("endpoints lock poisoned") = endpoints;
     }
 
     /// Rebuilds the dedupe index from the events in the log that are still
     /// inside their source's window.
     pub async fn recover(&self, broker: &Broker) -> Result<(), crate::broker::BrokerError> {
         let (_, now_ms) = now();
+        let endpoints: Vec<Arc<Endpoint>> = self
+            .endpoints
+            .read()
+            .expect("endpoints lock poisoned")
+            .values()
+            .cloned()
+            .collect();
         let mut by_topic: HashMap<&str, Vec<&Endpoint>> = HashMap::new();
-        for endpoint in self.endpoints.values() {
+        for endpoint in &endpoints {
             by_topic
                 .entry(endpoint.spec.topic.as_str())
                 .or_default()
@@ -446,11 +473,10 @@ impl Webhooks {
         body: Bytes,
     ) -> Result<Admission, WebhookError> {
         let endpoint = self
-            .endpoints
-            .get(name)
+            .endpoint(name)
             .ok_or_else(|| WebhookError::UnknownSource(name.to_owned()))?;
         self.metrics.webhook(name, "received");
-        let result = self.receive_from(endpoint, headers, body).await;
+        let result = self.receive_from(&endpoint, headers, body).await;
         let outcome = match &result {
             Ok(Admission::Accepted(published)) if published.duplicate => "duplicate",
             Ok(Admission::Accepted(_)) => "accepted",
