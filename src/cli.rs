@@ -30,6 +30,14 @@ pub struct Cli {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum GroupAction {
+    /// Move the group's committed cursor to --to
+    Reset,
+    /// Remove the group's committed cursor
+    Delete,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -80,6 +88,25 @@ enum Command {
     },
     /// List the server's topics and their event types
     Topics {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List a topic's consumer groups with their lag, or reset or delete one
+    /// (needs the admin scope)
+    #[command(
+        after_help = "Examples:\n  switchyard groups orders                                   list groups, lag per partition, who is active\n  switchyard groups orders reset billing --to earliest       deliver everything retained again\n  switchyard groups orders reset billing --to 2026-12-01T09:00:00Z\n  switchyard groups orders reset billing --to latest         skip everything stored so far\n  switchyard groups orders delete billing                    forget the group; the next receive starts it afresh\n\nReset and delete are refused (409 group_active) while a member holds a lease or waits in a receive, or another Switchyard process serves the group."
+    )]
+    Groups {
+        /// Topic whose groups to list or change
+        topic: String,
+        /// What to do with one group (without it: list them all)
+        #[arg(value_enum, requires = "group")]
+        action: Option<GroupAction>,
+        /// The group to reset or delete
+        group: Option<String>,
+        /// Where reset moves the group: earliest, latest, an RFC 3339 time (the first event stored then or later) or a cursor
+        #[arg(long)]
+        to: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -220,6 +247,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             client,
         } => tail(&client, &topic, from, [types, subject, filter], cursors).await,
         Command::Topics { client } => topics(&client).await,
+        Command::Groups {
+            topic,
+            action,
+            group,
+            to,
+            client,
+        } => groups(&client, &topic, action.zip(group), to).await,
         Command::Replay {
             handler,
             ids,
@@ -404,6 +438,73 @@ async fn topics(args: &ClientArgs) -> Result<ExitCode> {
             topic["partitions"],
             types.join(", ")
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `switchyard groups`: the list, or one group reset or deleted.
+async fn groups(
+    args: &ClientArgs,
+    topic: &str,
+    action: Option<(GroupAction, String)>,
+    to: Option<String>,
+) -> Result<ExitCode> {
+    let http = args.http()?;
+    let base = args.endpoint(&format!("/v1/topics/{topic}/groups"));
+    let request = match (&action, to) {
+        (None, None) => http.get(&base),
+        (Some((GroupAction::Reset, group)), Some(to)) => http
+            .post(format!("{base}/{group}/reset"))
+            .json(&serde_json::json!({ "to": to })),
+        (Some((GroupAction::Reset, _)), None) => {
+            anyhow::bail!("reset needs --to earliest|latest|<RFC 3339 time>|<cursor>")
+        }
+        (Some((GroupAction::Delete, group)), None) => http.delete(format!("{base}/{group}")),
+        (_, Some(_)) => anyhow::bail!("--to is for reset only"),
+    };
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {}", args.url))?;
+    if !response.status().is_success() {
+        return fail_with(response).await;
+    }
+    let body: Value = response.json().await?;
+    match action {
+        Some((GroupAction::Reset, group)) => {
+            println!(
+                "group {group} reset to {}",
+                body["committed"].as_str().unwrap_or("")
+            );
+        }
+        Some((GroupAction::Delete, group)) => println!("group {group} deleted"),
+        None => {
+            println!(
+                "{:<24} {:>8} {:<8} {:<24} COMMITTED",
+                "GROUP", "LAG", "ACTIVE", "MEMBERS"
+            );
+            for group in body["groups"].as_array().into_iter().flatten() {
+                let members: Vec<&str> = group["members"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .chain(group["processes"].as_array().into_iter().flatten())
+                    .filter_map(Value::as_str)
+                    .collect();
+                println!(
+                    "{:<24} {:>8} {:<8} {:<24} {}",
+                    group["name"].as_str().unwrap_or(""),
+                    group["lag"],
+                    if group["active"] == true { "yes" } else { "no" },
+                    if members.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        members.join(",")
+                    },
+                    group["committed"].as_str().unwrap_or("")
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

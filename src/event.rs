@@ -635,6 +635,14 @@ impl std::fmt::Debug for Expr {
     }
 }
 
+/// Two expressions are the same when their text is (a consumer group's
+/// filter is compared this way).
+impl PartialEq for Expr {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
 /// Why an expression does not compile, and where (1-based).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the filter is not a valid CEL expression: at line {line}, column {column}: {message}")]

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use crate::broker::membership::{Change, Membership};
 use crate::broker::{Broker, BrokerError};
 use crate::cursor::{GroupCursor, Pending};
-use crate::event::Attributes;
+use crate::event::{Attributes, Expr};
 use crate::ingest::{Ingest, IngestError, Undeclared};
 use crate::topic::{GroupSpec, Topics};
 
@@ -87,8 +87,63 @@ pub enum GroupError {
         "topic {topic:?} has {limit} consumer groups loaded already (the most per topic); an idle group leaves memory after the group idle time"
     )]
     TooMany { topic: String, limit: usize },
+    #[error(
+        "group {group:?} was created with {}; this receive asks for filter {given:?} (a group's filter is fixed when it is created: use another group name, or delete the group first)",
+        fixed.as_deref().map_or("no filter".to_owned(), |f| format!("filter {f:?}"))
+    )]
+    FilterMismatch {
+        group: String,
+        fixed: Option<String>,
+        given: String,
+    },
+    #[error(
+        "group {group:?} on topic {topic:?} is in use ({}); stop its workers (and let other processes unload it) first",
+        activity.describe()
+    )]
+    Active {
+        topic: String,
+        group: String,
+        activity: Activity,
+    },
+    #[error("group {group:?} has never consumed topic {topic:?}")]
+    Unknown { topic: String, group: String },
     #[error(transparent)]
     Broker(#[from] BrokerError),
+}
+
+/// Who uses a group now, as far as this process can see: what keeps a
+/// reset or a delete from going ahead.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Activity {
+    /// Members (of this process) holding a live lease or waiting in a
+    /// receive.
+    pub members: Vec<String>,
+    /// Live leases in this process.
+    pub leased: usize,
+    /// Other Switchyard processes serving the group (they have it loaded,
+    /// whether or not their members hold leases: this process cannot see
+    /// those).
+    pub processes: Vec<String>,
+}
+
+impl Activity {
+    pub fn is_active(&self) -> bool {
+        !self.members.is_empty() || self.leased > 0 || !self.processes.is_empty()
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.members.is_empty() {
+            parts.push(format!("members {}", self.members.join(", ")));
+        }
+        if self.leased > 0 {
+            parts.push(format!("{} events leased", self.leased));
+        }
+        if !self.processes.is_empty() {
+            parts.push(format!("served by processes {}", self.processes.join(", ")));
+        }
+        parts.join("; ")
+    }
 }
 
 /// One event handed to one member.
@@ -175,25 +230,43 @@ impl Groups {
 
     /// The group, loaded from its committed cursor, or created at `start`
     /// (and that position committed, so that a restart keeps it).
+    /// `filter`: the receive's; the group's own is fixed when it is loaded
+    /// (its file's, else the first receive's), and a receive that names
+    /// another one is refused.
     pub async fn open(
         &self,
         topic: &str,
         group: &str,
         start: Start,
+        filter: Option<Expr>,
     ) -> Result<Arc<Group>, GroupError> {
         let key = (topic.to_owned(), group.to_owned());
-        if let Some(handler) = self.reserved.get(&key) {
-            return Err(GroupError::Reserved {
-                topic: key.0,
-                group: key.1,
-                handler: handler.clone(),
-            });
-        }
+        self.not_reserved(&key)?;
+        let spec = self
+            .topics
+            .get(topic)
+            .and_then(|t| t.groups.get(group).cloned());
+        let mismatch = |fixed: Option<&Expr>| match &filter {
+            Some(given) if fixed != Some(given) => Err(GroupError::FilterMismatch {
+                group: group.to_owned(),
+                fixed: fixed.map(|f| f.source().to_owned()),
+                given: given.source().to_owned(),
+            }),
+            _ => Ok(()),
+        };
         let mut groups = self.groups.lock().await;
         if let Some(found) = groups.get(&key) {
+            mismatch(found.filter.as_ref())?;
             found.touch();
             return Ok(Arc::clone(found));
         }
+        let filter = match &spec {
+            Some(spec) => {
+                mismatch(spec.filter.as_ref())?;
+                spec.filter.clone()
+            }
+            None => filter,
+        };
         let now = Instant::now();
         groups.retain(|_, group| !group.evictable(now, self.limits.idle));
         let loaded = groups.keys().filter(|(t, _)| t == topic).count();
@@ -207,16 +280,13 @@ impl Groups {
             .broker
             .committed_or_start(topic, group, start == Start::Earliest)
             .await?;
-        let spec = self
-            .topics
-            .get(topic)
-            .and_then(|t| t.groups.get(group).cloned());
         let (membership, mut changes) =
             Membership::join(Arc::clone(&self.broker), topic, group, self.limits.session).await?;
         let opened = Arc::new(Group::new(
             Arc::clone(&self.broker),
             Arc::clone(&self.ingest),
             spec,
+            filter,
             &key,
             committed,
             membership,
@@ -247,6 +317,118 @@ impl Groups {
         found.touch();
         Some(found)
     }
+
+    fn not_reserved(&self, key: &(String, String)) -> Result<(), GroupError> {
+        match self.reserved.get(key) {
+            Some(handler) => Err(GroupError::Reserved {
+                topic: key.0.clone(),
+                group: key.1.clone(),
+                handler: handler.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The handler that consumes in this group, if one does.
+    pub fn handler_of(&self, topic: &str, group: &str) -> Option<&str> {
+        self.reserved
+            .get(&(topic.to_owned(), group.to_owned()))
+            .map(String::as_str)
+    }
+
+    /// The filter a group has, or would have if loaded now: its file's, or
+    /// the one it was loaded with here.
+    pub async fn filter_of(&self, topic: &str, group: &str) -> Option<String> {
+        if let Some(spec) = self
+            .topics
+            .get(topic)
+            .and_then(|t| t.groups.get(group).cloned())
+        {
+            return spec.filter.map(|f| f.source().to_owned());
+        }
+        let key = (topic.to_owned(), group.to_owned());
+        let groups = self.groups.lock().await;
+        groups
+            .get(&key)?
+            .filter
+            .as_ref()
+            .map(|f| f.source().to_owned())
+    }
+
+    /// Who uses the group now: this process's members and leases, and the
+    /// other processes that serve it.
+    pub async fn activity(&self, topic: &str, group: &str) -> Result<Activity, GroupError> {
+        let loaded = {
+            let key = (topic.to_owned(), group.to_owned());
+            self.groups.lock().await.get(&key).cloned()
+        };
+        self.activity_of(topic, group, loaded.as_deref()).await
+    }
+
+    async fn activity_of(
+        &self,
+        topic: &str,
+        group: &str,
+        loaded: Option<&Group>,
+    ) -> Result<Activity, GroupError> {
+        let mut activity = loaded.map(Group::activity).unwrap_or_default();
+        let ownership =
+            crate::broker::membership::ownership(&self.broker, topic, group, None).await;
+        match ownership {
+            Ok(ownership) => {
+                activity.processes = ownership
+                    .processes
+                    .into_keys()
+                    .filter(|process| *process != ownership.this_process)
+                    .collect();
+            }
+            // A Kafka-protocol broker that cannot describe groups (tansu):
+            // only this process is seen.
+            Err(_) if self.broker.kind() == "kafka" => {}
+            Err(err) => return Err(err.into()),
+        }
+        Ok(activity)
+    }
+
+    /// Sets the group's committed cursor to `to` (`None`: removes it, so
+    /// that the next receive creates the group afresh at its `start`), when
+    /// nobody uses the group. The loaded group (if any) is unloaded first,
+    /// so that nothing it held is committed over the new cursor; the next
+    /// receive loads the group from it. Answers whether the group had a
+    /// committed cursor.
+    pub async fn replace(
+        &self,
+        topic: &str,
+        group: &str,
+        to: Option<&crate::cursor::Cursor>,
+    ) -> Result<bool, GroupError> {
+        let key = (topic.to_owned(), group.to_owned());
+        self.not_reserved(&key)?;
+        // Held throughout: no receive loads the group meanwhile.
+        let mut groups = self.groups.lock().await;
+        let loaded = groups.get(&key).cloned();
+        let activity = self.activity_of(topic, group, loaded.as_deref()).await?;
+        if activity.is_active() {
+            return Err(GroupError::Active {
+                topic: key.0,
+                group: key.1,
+                activity,
+            });
+        }
+        if let Some(loaded) = loaded {
+            groups.remove(&key);
+            // Commits nothing after this: its partitions are handed back.
+            loaded.leave().await;
+        }
+        match to {
+            Some(cursor) => {
+                let existed = self.broker.committed_places(topic, group).await?.is_some();
+                self.broker.commit(topic, group, cursor).await?;
+                Ok(existed)
+            }
+            None => Ok(self.broker.delete_group(topic, group).await?),
+        }
+    }
 }
 
 /// A shared consumer group on one topic.
@@ -255,6 +437,9 @@ pub struct Group {
     ingest: Arc<Ingest>,
     /// Its settings, when its topic's file declares it.
     spec: Option<GroupSpec>,
+    /// Only events this is true of are delivered; the others count as
+    /// settled. Fixed when the group is loaded.
+    filter: Option<Expr>,
     topic: String,
     name: String,
     partitions: usize,
@@ -278,6 +463,8 @@ pub struct Group {
 struct State {
     /// When each member last received.
     members: HashMap<Arc<str>, Instant>,
+    /// Members waiting in a receive now, and how many receives each.
+    receiving: HashMap<Arc<str>, usize>,
     /// The latest dead-lettered events (partition, offset), oldest first.
     dead_lettered: std::collections::VecDeque<(usize, u64)>,
     /// How far the broker was read, and what is read and not yet acked.
@@ -336,6 +523,8 @@ impl State {
 /// Group status for `GET /v1/topics/{topic}/groups/{group}`.
 #[derive(Debug, serde::Serialize)]
 pub struct GroupStatus {
+    /// The CEL filter fixed when the group was created, if any.
+    pub filter: Option<String>,
     pub committed: String,
     pub read: String,
     pub outstanding: usize,
@@ -364,6 +553,7 @@ impl Group {
         broker: Arc<Broker>,
         ingest: Arc<Ingest>,
         spec: Option<GroupSpec>,
+        filter: Option<Expr>,
         key: &(String, String),
         committed: GroupCursor,
         membership: Membership,
@@ -372,12 +562,14 @@ impl Group {
             broker,
             ingest,
             spec,
+            filter,
             topic: key.0.clone(),
             name: key.1.clone(),
             partitions: committed.partitions(),
             epoch: unguessable() as u32,
             state: Mutex::new(State {
                 members: HashMap::new(),
+                receiving: HashMap::new(),
                 dead_lettered: std::collections::VecDeque::new(),
                 owned: vec![false; committed.partitions()],
                 moves: vec![0; committed.partitions()],
@@ -515,6 +707,7 @@ impl Group {
     ) -> Result<Vec<LeasedEvent>, GroupError> {
         let member: Arc<str> = Arc::from(member);
         self.seen(&member);
+        let _receiving = Receiving::new(self, &member);
         let deadline = Instant::now() + wait;
         loop {
             let changed = self.changed.notified();
@@ -579,7 +772,11 @@ impl Group {
         let mut state = self.state();
         let mut taken = Vec::new();
         let mut exhausted = false;
-        let max_deliveries = self.spec.as_ref().map(|spec| spec.max_deliveries);
+        let max_deliveries = self
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.limit.as_ref())
+            .map(|limit| limit.max_deliveries);
         let mut next_due: Option<Instant> = None;
         let epochs: Vec<u32> = (0..self.partitions)
             .map(|p| state.epoch(self.epoch, p))
@@ -706,7 +903,7 @@ impl Group {
         deliveries: u32,
         payload: &Bytes,
     ) -> bool {
-        let Some(spec) = &self.spec else {
+        let Some(spec) = self.spec.as_ref().and_then(|spec| spec.limit.as_ref()) else {
             return true;
         };
         let input: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
@@ -752,6 +949,7 @@ impl Group {
 
     /// One broker read into the outstanding set (the caller holds `reading`).
     async fn fill(&self, wait: Duration) -> Result<(), GroupError> {
+        let mut skipped = false;
         let (from, room, moves, owned) = {
             let state = self.state();
             let room = MAX_OUTSTANDING_BYTES.saturating_sub(state.outstanding_bytes);
@@ -775,10 +973,25 @@ impl Group {
             .await
         {
             Ok(batch) => {
+                // Evaluated before the state is locked: a filter costs.
+                let passes: Vec<bool> = batch
+                    .events
+                    .iter()
+                    .map(|event| {
+                        self.filter.as_ref().is_none_or(|filter| {
+                            serde_json::from_slice(&event.payload)
+                                .is_ok_and(|json| filter.passes(&json))
+                        })
+                    })
+                    .collect();
+                skipped = passes.iter().any(|passes| !passes);
                 let now = Instant::now();
                 let mut state = self.state();
-                for event in batch.events {
-                    if !state.owned[event.partition]
+                for (event, passes) in batch.events.into_iter().zip(passes) {
+                    // One the filter refuses is never inserted: read and
+                    // not outstanding, it counts as settled.
+                    if !passes
+                        || !state.owned[event.partition]
                         || state.moves[event.partition] != moves[event.partition]
                         || state.outstanding.settled(event.partition, event.offset)
                     {
@@ -813,6 +1026,11 @@ impl Group {
             Err(err) => return Err(err.into()),
         }
         self.changed.notify_waiters();
+        // Events the filter refused are settled: committed now, so that
+        // the group's lag drops and a restart does not read them again.
+        if skipped && let Err(err) = self.commit().await {
+            tracing::warn!(topic = %self.topic, group = %self.name, error = %crate::error_chain(&err), "cannot commit past filtered events; the next ack commits");
+        }
         Ok(())
     }
 
@@ -1060,6 +1278,7 @@ impl Group {
             }
         }
         GroupStatus {
+            filter: self.filter.as_ref().map(|f| f.source().to_owned()),
             committed,
             read: state.outstanding.read_cursor().to_string(),
             outstanding: state.outstanding.len(),
@@ -1067,6 +1286,67 @@ impl Group {
             members,
             processes,
             processes_unknown,
+        }
+    }
+}
+
+impl Group {
+    /// Members holding a live lease or waiting in a receive, and the live
+    /// leases (dead letters being stored count as leased: their task
+    /// commits when done).
+    fn activity(&self) -> Activity {
+        let now = Instant::now();
+        let state = self.state();
+        let mut members: std::collections::BTreeSet<String> =
+            state.receiving.keys().map(|m| m.to_string()).collect();
+        let mut leased = 0;
+        for entry in state.outstanding.values() {
+            match &entry.lease {
+                Lease::Held { until, member, .. } if *until > now => {
+                    leased += 1;
+                    members.insert(member.to_string());
+                }
+                Lease::DeadLettering => leased += 1,
+                _ => {}
+            }
+        }
+        Activity {
+            members: members.into_iter().collect(),
+            leased,
+            processes: Vec::new(),
+        }
+    }
+}
+
+/// A member's receive in progress, listed in its group's state while it
+/// lasts (a reset waits for none).
+struct Receiving<'a> {
+    group: &'a Group,
+    member: Arc<str>,
+}
+
+impl<'a> Receiving<'a> {
+    fn new(group: &'a Group, member: &Arc<str>) -> Self {
+        *group
+            .state()
+            .receiving
+            .entry(Arc::clone(member))
+            .or_default() += 1;
+        Self {
+            group,
+            member: Arc::clone(member),
+        }
+    }
+}
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        let mut state = self.group.state();
+        if let Some(count) = state.receiving.get_mut(&self.member) {
+            *count -= 1;
+            if *count == 0 {
+                state.receiving.remove(&self.member);
+            }
         }
     }
 }

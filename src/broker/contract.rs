@@ -30,6 +30,10 @@ pub trait Backend: Sized {
     /// Whether [`Backend::retained`] is answered in-process (else it costs a
     /// round trip, worth caching).
     const LOCAL_POSITIONS: bool;
+    /// Whether a partition's offsets are dense (each event one more than
+    /// the one before), so that the events between two offsets are their
+    /// difference; else they are counted by reading.
+    const DENSE_OFFSETS: bool;
 
     /// Connects (or opens the log), creating what the topics need.
     async fn open(config: Self::Config, topics: &Topics) -> Result<Self>;
@@ -81,6 +85,15 @@ pub trait Backend: Sized {
 
     /// The group's last committed places, if it ever committed.
     async fn committed(&self, topic: &str, group: &str) -> Result<Option<GroupCursor>>;
+
+    /// The names of the groups that have a committed cursor on `topic`, in
+    /// any order (handlers' groups too: they commit like any other).
+    async fn groups(&self, topic: &str) -> Result<Vec<String>>;
+
+    /// Removes the group's committed cursor: `committed` answers `None`
+    /// afterwards, and a `commit` starts the group afresh. True when there
+    /// was one. Leases (membership) are not touched.
+    async fn delete_group(&self, topic: &str, group: &str) -> Result<bool>;
 
     /// Takes, or renews, the lease on `item` in `scope` for `holder`, for
     /// `ttl` from now: true when `holder` has it, false when another holder

@@ -4,6 +4,7 @@
 //! append(topic, records) -> positions         durable when it returns
 //! read(topic, from, max, wait) -> events      replay, catch-up and tailing
 //! commit / committed(topic, group)            durable consumer-group cursors
+//! groups(topic) / delete_group(topic, group)  list and remove group cursors
 //! earliest / latest / health / close
 //! ```
 //!
@@ -466,6 +467,67 @@ impl Broker {
         }
     }
 
+    /// Checks that `cursor` fits `topic` and lies in its retained log.
+    pub async fn check(&self, topic: &str, cursor: &Cursor) -> Result<()> {
+        let retained = dispatch!(self, b => b.retained(topic).await)?;
+        check_cursor(cursor, &retained)
+    }
+
+    /// The events of `partition` from `place` up to `end` that are not
+    /// settled (a group's lag there), counting at most `cap` of them where
+    /// offsets are not dense: (lag, whether the count stopped at `cap`).
+    pub async fn lag(
+        &self,
+        topic: &str,
+        partition: usize,
+        place: &Place,
+        end: u64,
+        cap: u64,
+    ) -> Result<(u64, bool)> {
+        let settled = |below: u64| -> u64 {
+            place
+                .done
+                .iter()
+                .map(|range| range.end.min(below).saturating_sub(range.start))
+                .sum()
+        };
+        if kind!(self, B => B::DENSE_OFFSETS) {
+            let between = end.saturating_sub(place.next);
+            return Ok((between.saturating_sub(settled(end)), false));
+        }
+        let partitions = self.partitions(topic)?;
+        let mut only = vec![false; partitions];
+        only[partition] = true;
+        let mut from = self.latest(topic).await?;
+        from.set(partition, place.next);
+        let mut counted = 0u64;
+        loop {
+            let batch = match self
+                .read_only(topic, &from, Some(&only), SCAN_BATCH, Duration::ZERO)
+                .await
+            {
+                Ok(batch) => batch,
+                // Expired unread: what is retained is what lags.
+                Err(BrokerError::CursorExpired { oldest, .. }) => {
+                    from = oldest;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let done = batch.events.is_empty();
+            for event in &batch.events {
+                let settled = place.done.iter().any(|range| range.contains(&event.offset));
+                if event.partition == partition && event.offset < end && !settled {
+                    counted += 1;
+                }
+            }
+            if done || counted >= cap || batch.next.next(partition) >= end {
+                return Ok((counted.min(cap), counted >= cap));
+            }
+            from = batch.next;
+        }
+    }
+
     /// The cursor before the oldest retained event of every partition.
     pub async fn earliest(&self, topic: &str) -> Result<Cursor> {
         let retained = dispatch!(self, b => b.retained(topic).await)?;
@@ -558,6 +620,20 @@ impl Broker {
     pub async fn committed_places(&self, topic: &str, group: &str) -> Result<Option<GroupCursor>> {
         check_group_name(group)?;
         dispatch!(self, b => b.committed(topic, group).await)
+    }
+
+    /// The groups with a committed cursor on `topic`, sorted.
+    pub async fn groups(&self, topic: &str) -> Result<Vec<String>> {
+        let mut names = dispatch!(self, b => b.groups(topic).await)?;
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Removes the group's committed cursor; true when it had one.
+    pub async fn delete_group(&self, topic: &str, group: &str) -> Result<bool> {
+        check_group_name(group)?;
+        dispatch!(self, b => b.delete_group(topic, group).await)
     }
 
     /// The group's committed cursor; a group that never committed starts at
@@ -666,7 +742,7 @@ pub fn merge(from: &Cursor, mut events: Vec<StoredEvent>, max: usize) -> ReadBat
     ReadBatch { events, next }
 }
 
-fn check_group_name(group: &str) -> Result<()> {
+pub(crate) fn check_group_name(group: &str) -> Result<()> {
     let valid = !group.is_empty()
         && group.len() <= 200
         && !group.starts_with('.')

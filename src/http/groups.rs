@@ -1,6 +1,8 @@
 //! Shared consumer groups over HTTP (workers elsewhere consuming a topic as
 //! a queue): `POST …/groups/{group}/receive`, `…/ack`, `…/nack`,
-//! `…/extend`, and `GET …/groups/{group}` for status.
+//! `…/extend`, and `GET …/groups/{group}` for status; and their admin:
+//! `GET …/groups` (list with lag), `POST …/groups/{group}/reset`,
+//! `DELETE …/groups/{group}`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +47,24 @@ impl From<GroupError> for ApiError {
                     .with("topic", topic)
                     .with("limit", limit)
             }
+            GroupError::FilterMismatch {
+                group,
+                fixed,
+                given,
+            } => ApiError::new(StatusCode::CONFLICT, "group_filter_mismatch", message)
+                .with("group", group)
+                .with("filter", fixed)
+                .with("given", given),
+            GroupError::Active {
+                group, activity, ..
+            } => ApiError::new(StatusCode::CONFLICT, "group_active", message)
+                .with("group", group)
+                .with("members", activity.members)
+                .with("leased", activity.leased)
+                .with("processes", activity.processes),
+            GroupError::Unknown { group, .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_group", message).with("group", group)
+            }
             GroupError::Broker(err) => err.into(),
         }
     }
@@ -81,9 +101,15 @@ fn known_topic(state: &AppState, topic: &str) -> ApiResult<()> {
     }
 }
 
-async fn open(state: &AppState, topic: &str, group: &str, start: Start) -> ApiResult<Arc<Group>> {
+async fn open(
+    state: &AppState,
+    topic: &str,
+    group: &str,
+    start: Start,
+    filter: Option<crate::event::Expr>,
+) -> ApiResult<Arc<Group>> {
     known_topic(state, topic)?;
-    Ok(state.groups.open(topic, group, start).await?)
+    Ok(state.groups.open(topic, group, start, filter).await?)
 }
 
 /// The group if this process serves it. Receipts of a group that is not
@@ -102,6 +128,9 @@ pub struct ReceiveQuery {
     lease: Option<String>,
     wait: Option<String>,
     start: Option<String>,
+    /// A CEL expression, fixed when the receive creates the group: only
+    /// the events it is true of are delivered.
+    filter: Option<String>,
 }
 
 /// Leases up to `max` events: `{"deliveries": [{"receipt", "attempt", "event"}]}`.
@@ -140,7 +169,12 @@ pub async fn receive(
     };
     let member = query.member.as_deref().unwrap_or(DEFAULT_MEMBER);
     check_member(member)?;
-    let group = open(&state, &topic, &group, start).await?;
+    let filter = query
+        .filter
+        .as_deref()
+        .map(|text| super::events::compile_filter(text, "filter"))
+        .transpose()?;
+    let group = open(&state, &topic, &group, start, filter).await?;
     let deliveries = tokio::select! {
         deliveries = group.receive(member, max, lease, wait) => deliveries?,
         _ = state.shutdown.cancelled() => Vec::new(),
@@ -354,16 +388,122 @@ pub async fn status(
     }
     match state.broker.committed(&topic, &group).await? {
         Some(cursor) => Ok(axum::Json(json!({
+            "filter": state.groups.filter_of(&topic, &group).await,
             "committed": cursor.to_string(),
             "outstanding": 0,
             "leased": 0,
             "members": {},
         }))),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_group",
-            format!("group {group:?} has never consumed topic {topic:?}"),
-        )
-        .with("group", group)),
+        None => Err(GroupError::Unknown { topic, group }.into()),
     }
+}
+
+/// Events counted at most per partition where offsets are not dense
+/// (Redis stream ids), so that listing a far-behind group stays cheap.
+const MAX_LAG_COUNT: u64 = 10_000;
+
+/// Every group with a committed cursor on the topic: per partition its
+/// committed offset, the latest and the lag (events between them not
+/// settled yet), and who uses it now.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Path(topic): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    known_topic(&state, &topic)?;
+    let latest = state.broker.latest(&topic).await?;
+    let mut groups = Vec::new();
+    for name in state.broker.groups(&topic).await? {
+        // Deleted meanwhile: not listed.
+        let Some(committed) = state.broker.committed_places(&topic, &name).await? else {
+            continue;
+        };
+        let mut partitions = Vec::new();
+        let mut total = 0;
+        for partition in 0..committed.partitions() {
+            let place = committed.place(partition);
+            let (lag, capped) = state
+                .broker
+                .lag(
+                    &topic,
+                    partition,
+                    place,
+                    latest.next(partition),
+                    MAX_LAG_COUNT,
+                )
+                .await?;
+            total += lag;
+            let mut entry = json!({
+                "partition": partition,
+                "committed": place.next,
+                "latest": latest.next(partition),
+                "lag": lag,
+            });
+            if capped {
+                entry["lag_at_least"] = json!(true);
+            }
+            partitions.push(entry);
+        }
+        let activity = state.groups.activity(&topic, &name).await?;
+        let handler = state.groups.handler_of(&topic, &name);
+        groups.push(json!({
+            "name": name,
+            "committed": committed.cursor().to_string(),
+            "lag": total,
+            "partitions": partitions,
+            // A handler's group is in use while its handler is loaded.
+            "active": activity.is_active() || handler.is_some(),
+            "members": activity.members,
+            "leased": activity.leased,
+            "processes": activity.processes,
+            "filter": state.groups.filter_of(&topic, &name).await,
+            "handler": handler,
+        }));
+    }
+    Ok(axum::Json(json!({ "topic": topic, "groups": groups })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetBody {
+    /// `earliest`, `latest`, an RFC 3339 time or a cursor.
+    to: String,
+}
+
+/// Moves the group's committed cursor (`{"to": …}`), while nobody uses the
+/// group; the next receive goes on from there.
+pub async fn reset(
+    State(state): State<Arc<AppState>>,
+    Path((topic, group)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let Some(partitions) = state.topics.get(&topic).map(|t| t.partitions) else {
+        return Err(ApiError::unknown_topic(&topic));
+    };
+    let body: ResetBody = serde_json::from_slice(&body).map_err(|err| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("expected {{\"to\": \"earliest\" | \"latest\" | \"<RFC 3339 time>\" | \"<cursor>\"}}: {err}"),
+        )
+    })?;
+    let cursor = super::events::resolve_from(&state, &topic, partitions, &body.to, "to").await?;
+    // A cursor outside the retained log is refused as reads refuse it.
+    state.broker.check(&topic, &cursor).await?;
+    state.groups.replace(&topic, &group, Some(&cursor)).await?;
+    Ok(axum::Json(json!({
+        "group": group,
+        "committed": cursor.to_string(),
+    })))
+}
+
+/// Removes the group's committed cursor, while nobody uses the group; a
+/// receive afterwards creates it afresh from its `start`.
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path((topic, group)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    known_topic(&state, &topic)?;
+    if !state.groups.replace(&topic, &group, None).await? {
+        return Err(GroupError::Unknown { topic, group }.into());
+    }
+    Ok(axum::Json(json!({ "deleted": group })))
 }

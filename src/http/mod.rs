@@ -18,7 +18,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -82,8 +82,18 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(events::stream_many).route_layer(guard(Need::Token)),
         )
         .route(
+            "/v1/topics/{topic}/groups",
+            get(groups::list).route_layer(guard(Need::Admin)),
+        )
+        .route(
             "/v1/topics/{topic}/groups/{group}",
-            get(groups::status).route_layer(guard(Need::Consume)),
+            get(groups::status)
+                .route_layer(guard(Need::Consume))
+                .merge(delete(groups::delete).route_layer(guard(Need::Admin))),
+        )
+        .route(
+            "/v1/topics/{topic}/groups/{group}/reset",
+            post(groups::reset).route_layer(guard(Need::Admin)),
         )
         .route(
             "/v1/topics/{topic}/groups/{group}/receive",

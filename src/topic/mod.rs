@@ -61,15 +61,25 @@ struct RawTopic {
 #[serde(deny_unknown_fields)]
 struct RawGroup {
     name: String,
-    max_deliveries: u32,
-    dead_letters: String,
+    max_deliveries: Option<u32>,
+    dead_letters: Option<String>,
+    filter: Option<String>,
 }
 
-/// A shared consumer group declared in its topic's file: an event
-/// delivered `max_deliveries` times without an ack goes to the
-/// `dead_letters` topic (and is acked). Groups not declared have no limit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A shared consumer group declared in its topic's file.
+#[derive(Debug, Clone, PartialEq)]
 pub struct GroupSpec {
+    /// Events delivered this often without an ack go to a dead-letter
+    /// topic (and are acked). Groups without one have no limit.
+    pub limit: Option<DeliveryLimit>,
+    /// Only the events this CEL expression is true of are delivered; the
+    /// others count as settled. Declared here, it holds across restarts.
+    pub filter: Option<crate::event::Expr>,
+}
+
+/// `max_deliveries` and `dead_letters` of a declared group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryLimit {
     pub max_deliveries: u32,
     pub dead_letters: String,
 }
@@ -340,7 +350,13 @@ impl Topics {
                 }
             }
             for (name, group) in &topic.groups {
-                dead_letter_topics.push((file.clone(), name.clone(), group.dead_letters.clone()));
+                if let Some(limit) = &group.limit {
+                    dead_letter_topics.push((
+                        file.clone(),
+                        name.clone(),
+                        limit.dead_letters.clone(),
+                    ));
+                }
             }
             if by_name.contains_key(&topic.name) {
                 problems.push(ConfigProblem::new(
@@ -642,19 +658,47 @@ fn resolve(dir: Option<&Path>, file: &Path, raw: RawTopic) -> Result<Topic, Vec<
                 ),
             );
         }
-        if group.max_deliveries == 0 {
-            problems.problem(&key("max_deliveries"), "must be at least 1");
-        }
-        if group.dead_letters == raw.name {
-            problems.problem(
-                &key("dead_letters"),
-                "must be another topic (a dead letter would come back to the group)",
-            );
-        }
-        let spec = GroupSpec {
-            max_deliveries: group.max_deliveries,
-            dead_letters: group.dead_letters,
+        let limit = match (group.max_deliveries, group.dead_letters) {
+            (Some(max_deliveries), Some(dead_letters)) => {
+                if max_deliveries == 0 {
+                    problems.problem(&key("max_deliveries"), "must be at least 1");
+                }
+                if dead_letters == raw.name {
+                    problems.problem(
+                        &key("dead_letters"),
+                        "must be another topic (a dead letter would come back to the group)",
+                    );
+                }
+                Some(DeliveryLimit {
+                    max_deliveries,
+                    dead_letters,
+                })
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                problems.problem(
+                    &key("dead_letters"),
+                    "is required with max_deliveries (where the events go after their last delivery)",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                problems.problem(
+                    &key("max_deliveries"),
+                    "is required with dead_letters (how often an event is delivered before it goes there)",
+                );
+                None
+            }
         };
+        let filter = match group.filter.as_deref().map(crate::event::Expr::compile) {
+            Some(Err(err)) => {
+                problems.problem(&key("filter"), err.to_string());
+                None
+            }
+            Some(Ok(expr)) => Some(expr),
+            None => None,
+        };
+        let spec = GroupSpec { limit, filter };
         if groups.insert(group.name.clone(), spec).is_some() {
             problems.problem(
                 &key("name"),

@@ -95,6 +95,19 @@ fn routes() -> Vec<(
         ),
         ("GET", "/v1/topics", None, Some("token")),
         ("GET", "/v1/handlers", None, Some("admin")),
+        ("GET", "/v1/topics/orders/groups", None, Some("admin")),
+        (
+            "POST",
+            "/v1/topics/orders/groups/billing/reset",
+            Some(json!({"to": "latest"})),
+            Some("admin"),
+        ),
+        (
+            "DELETE",
+            "/v1/topics/orders/groups/billing",
+            None,
+            Some("admin"),
+        ),
         ("POST", "/v1/handlers/copy/replay", None, Some("admin")),
         ("GET", "/metrics", None, Some("admin")),
         ("GET", "/healthz", None, None),
@@ -114,6 +127,7 @@ async fn call(
     let url = format!("{}{path}", server.url);
     let mut request = match *method {
         "GET" => client().get(&url),
+        "DELETE" => client().delete(&url),
         _ => client().post(&url),
     };
     if let Some(token) = token {

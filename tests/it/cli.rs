@@ -48,6 +48,8 @@ fn check_accepts_the_demo_topics_and_names_file_key_and_reason() {
             "zero",
             "{ name = \"g\", max_deliveries = 0, dead_letters = \"fine\" }",
         ),
+        ("filtered", "{ name = \"g\", filter = \"data.n >\" }"),
+        ("half", "{ name = \"g\", max_deliveries = 2 }"),
     ] {
         std::fs::write(
             ws.topics_dir().join(format!("{name}.toml")),
@@ -78,6 +80,95 @@ fn check_accepts_the_demo_topics_and_names_file_key_and_reason() {
     assert!(
         stderr.contains("grouped.toml: groups.g.dead_letters: no topic named \"nowhere\""),
         "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "filtered.toml: groups[0].filter: the filter is not a valid CEL expression: at line 1, column"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("half.toml: groups[0].dead_letters: is required with max_deliveries"),
+        "{stderr}"
+    );
+}
+
+/// `switchyard groups` lists a topic's groups with their lag, resets one
+/// and deletes one, against a running server.
+#[tokio::test]
+async fn groups_lists_resets_and_deletes() {
+    let ws = Workspace::new();
+    ws.topic("jobs", 2, "");
+    let server = ws.serve(&[]);
+    publish_numbered(&server.events_url("jobs"), "j", 0..5).await;
+    let group = format!("{}/v1/topics/jobs/groups/w", server.url);
+    let got: serde_json::Value = client()
+        .post(format!("{group}/receive?start=earliest&max=10&wait=2s"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let receipts: Vec<&str> = got["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["receipt"].as_str().unwrap())
+        .collect();
+    assert_eq!(receipts.len(), 5, "{got}");
+    let acked = client()
+        .post(format!("{group}/ack"))
+        .json(&serde_json::json!({ "receipts": receipts }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(acked.status(), 200);
+
+    let url = server.url.clone();
+    let run = move |args: &[&str]| {
+        let mut all: Vec<&str> = vec!["groups", "jobs"];
+        all.extend(args);
+        all.extend(["--url", &url]);
+        let out = switchyard(&all, std::env::temp_dir().as_path());
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let lag_of_w = |listing: &str| -> Option<u64> {
+        let line = listing.lines().find(|l| l.starts_with("w "))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    let (ok, listing, err) = run(&[]);
+    assert!(ok, "{err}");
+    assert!(listing.starts_with("GROUP"), "{listing}");
+    assert_eq!(lag_of_w(&listing), Some(0), "{listing}");
+
+    let (ok, out, err) = run(&["reset", "w", "--to", "earliest"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("group w reset to 0.0"), "{out}");
+    assert_eq!(lag_of_w(&run(&[]).1), Some(5));
+
+    let (ok, _, err) = run(&["reset", "w"]);
+    assert!(!ok && err.contains("--to"), "{err}");
+
+    let (ok, out, err) = run(&["delete", "w"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("group w deleted"), "{out}");
+    assert_eq!(lag_of_w(&run(&[]).1), None);
+    let (ok, _, err) = run(&["delete", "w"]);
+    assert!(
+        !ok && err.contains("404") && err.contains("never consumed"),
+        "{err}"
+    );
+
+    let help = switchyard(&["groups", "--help"], std::env::temp_dir().as_path());
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("reset") && help.contains("group_active"),
+        "{help}"
     );
 }
 

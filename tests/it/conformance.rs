@@ -119,6 +119,7 @@ per_backend!(
         idempotent_publish,
         scheduled_events,
         runtime_topics,
+        group_admin,
     ]
 );
 per_backend!(
@@ -135,6 +136,7 @@ per_backend!(
         idempotent_publish,
         scheduled_events,
         runtime_topics,
+        group_admin,
         two_instances_share_a_backend,
         broker_outage_answers_503_and_loses_nothing_acknowledged,
     ]
@@ -158,6 +160,7 @@ per_backend!(
         idempotent_publish,
         scheduled_events,
         runtime_topics,
+        group_admin,
         two_instances_share_a_backend,
         broker_outage_answers_503_and_loses_nothing_acknowledged,
         broker_messages_are_cloudevents_to_third_party_clients,
@@ -1478,4 +1481,223 @@ async fn runtime_topics(backend: Backend) {
     let server = server.restart();
     let (status, _) = send(reqwest::Method::GET, topic_url(&server, "made.live"), None).await;
     assert_eq!(status, 404, "{what}: deleted for good");
+}
+
+/// Receives and acks until a receive waiting `wait` brings nothing: the
+/// numbers of the events, sorted.
+async fn drain(member: &Member, wait: &str) -> Vec<u64> {
+    let mut got = Vec::new();
+    loop {
+        let batch = member.receive(&format!("max=50&wait={wait}")).await;
+        if batch.is_empty() {
+            got.sort();
+            return got;
+        }
+        let (status, body) = member.ack(&receipts(&batch)).await;
+        assert_eq!(status, 200, "{body}");
+        got.extend(
+            batch
+                .iter()
+                .map(|(_, _, e)| e["data"]["n"].as_u64().unwrap()),
+        );
+    }
+}
+
+/// Every byte but letters and digits percent-encoded, for a query.
+pub(crate) fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// POSTs `body` (or DELETEs, without one) as an admin call: status, body.
+async fn admin(url: &str, body: Option<Value>) -> (u16, Value) {
+    let request = match body {
+        Some(body) => client().post(url).json(&body),
+        None => client().delete(url),
+    };
+    let response = request.send().await.unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// The listed group `name` of `list` (`GET …/groups`), if listed.
+fn listed<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
+    list["groups"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .find(|g| g["name"] == name)
+}
+
+/// Group admin on every backend (each lists and deletes group cursors its
+/// own way): the list shows lag; reset to earliest, a time and latest
+/// redeliver from there; reset and delete are refused while a member holds
+/// a lease; a deleted group starts afresh; a filtered group delivers only
+/// what passes, and its lag reaches 0.
+async fn group_admin(backend: Backend) {
+    let what = &backend.name();
+    let ws = Workspace::new();
+    ws.topic("ledger", 2, "");
+    let server = backend.serve(&ws);
+    for (status, body) in publish_n(&server, "ledger", 0..10, 0).await {
+        assert_eq!(status, 200, "{what}: {body}");
+    }
+    let groups = format!("{}/v1/topics/ledger/groups", server.url);
+    let billing = Member::new(&server, "ledger", "billing");
+    let first = billing.receive("start=earliest&max=4").await;
+    assert_eq!(first.len(), 4, "{what}");
+    assert_eq!(billing.ack(&receipts(&first)).await.0, 200, "{what}");
+    let list = get_json(&groups).await;
+    let group =
+        listed(&list, "billing").unwrap_or_else(|| panic!("{what}: {list}\n{}", server.log()));
+    assert_eq!(group["lag"], 6, "{what}: {list}");
+    assert_eq!(group["partitions"].as_array().unwrap().len(), 2, "{what}");
+    assert_eq!(group["active"], false, "{what}: {list}");
+
+    // A lease held: reset and delete are refused, naming the member.
+    let held = billing.receive("max=1&lease=30s").await;
+    assert_eq!(held.len(), 1, "{what}");
+    let list = get_json(&groups).await;
+    assert_eq!(
+        listed(&list, "billing").unwrap()["active"],
+        true,
+        "{what}: {list}"
+    );
+    let (status, body) = admin(
+        &format!("{groups}/billing/reset"),
+        Some(json!({"to": "earliest"})),
+    )
+    .await;
+    assert_eq!(status, 409, "{what}: {body}");
+    assert_eq!(body["error"]["code"], "group_active", "{what}: {body}");
+    assert_eq!(
+        body["error"]["members"],
+        json!(["default"]),
+        "{what}: {body}"
+    );
+    let (status, body) = admin(&format!("{groups}/billing"), None).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("group_active")),
+        "{what}: {body}"
+    );
+    assert_eq!(billing.ack(&receipts(&held)).await.0, 200, "{what}");
+
+    // Reset to earliest: everything again, also what was acked.
+    let (status, body) = admin(
+        &format!("{groups}/billing/reset"),
+        Some(json!({"to": "earliest"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{what}: {body}");
+    assert_eq!(
+        drain(&billing, "2s").await,
+        (0..10).collect::<Vec<u64>>(),
+        "{what}"
+    );
+    let list = get_json(&groups).await;
+    assert_eq!(
+        listed(&list, "billing").unwrap()["lag"],
+        0,
+        "{what}: {list}"
+    );
+
+    // Reset to a time: the events stored from then on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cut = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publish_n(&server, "ledger", 10..13, 0).await;
+    assert_eq!(drain(&billing, "2s").await, [10, 11, 12], "{what}");
+    let (status, body) = admin(&format!("{groups}/billing/reset"), Some(json!({"to": cut}))).await;
+    assert_eq!(status, 200, "{what}: {body}");
+    assert_eq!(
+        drain(&billing, "2s").await,
+        [10, 11, 12],
+        "{what}: from {cut}"
+    );
+
+    // Reset to latest: what is stored now is skipped.
+    publish_n(&server, "ledger", 13..15, 0).await;
+    let (status, body) = admin(
+        &format!("{groups}/billing/reset"),
+        Some(json!({"to": "latest"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{what}: {body}");
+    publish_n(&server, "ledger", 15..16, 0).await;
+    assert_eq!(drain(&billing, "2s").await, [15], "{what}");
+
+    // Deleted: unlisted, unknown, and a receive starts it afresh.
+    let (status, body) = admin(&format!("{groups}/billing"), None).await;
+    assert_eq!(status, 200, "{what}: {body}");
+    assert!(
+        listed(&get_json(&groups).await, "billing").is_none(),
+        "{what}"
+    );
+    let (status, body) = admin(&format!("{groups}/billing"), None).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (404, &json!("unknown_group")),
+        "{what}: {body}"
+    );
+    let status = client().get(&billing.base).send().await.unwrap().status();
+    assert_eq!(status, 404, "{what}");
+    let again = billing.receive("start=earliest&max=50&wait=2s").await;
+    assert_eq!(again.len(), 16, "{what}: every event, from the start");
+    assert_eq!(billing.ack(&receipts(&again)).await.0, 200, "{what}");
+
+    // A filtered group: only what passes, the rest settled (lag 0).
+    let big = Member::new(&server, "ledger", "big");
+    let filter = "data.n >= 12 && data.k != \"k4\"";
+    let got = big
+        .receive(&format!(
+            "start=earliest&max=50&wait=2s&filter={}",
+            percent(filter)
+        ))
+        .await;
+    assert!(!got.is_empty(), "{what}");
+    assert_eq!(big.ack(&receipts(&got)).await.0, 200, "{what}");
+    let mut numbers: Vec<u64> = got
+        .iter()
+        .map(|(_, _, e)| e["data"]["n"].as_u64().unwrap())
+        .collect();
+    numbers.extend(drain(&big, "1s").await);
+    numbers.sort();
+    assert_eq!(numbers, [12, 13, 15], "{what}: 14 is k4");
+    let list = get_json(&groups).await;
+    let group = listed(&list, "big").unwrap_or_else(|| panic!("{what}: {list}"));
+    assert_eq!(group["lag"], 0, "{what}: {list}");
+    assert_eq!(group["filter"], filter, "{what}: {list}");
+    assert_eq!(get_json(&big.base).await["filter"], filter, "{what}");
+    // Later events too: only the passing ones come; one that does not
+    // pass is settled by the read alone (no ack moves the cursor past it).
+    publish_n(&server, "ledger", 16..18, 0).await;
+    assert_eq!(drain(&big, "1s").await, [16, 17], "{what}");
+    let late = event("late", 19, "k4");
+    publish(&client(), &server.events_url("ledger"), &late).await;
+    assert!(big.receive("max=50&wait=1s").await.is_empty(), "{what}");
+    let list = get_json(&groups).await;
+    assert_eq!(listed(&list, "big").unwrap()["lag"], 0, "{what}: {list}");
+    // Another filter on the same group: refused, naming both.
+    let response = client()
+        .post(format!("{}/receive?filter=data.n%20%3E%201", big.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409, "{what}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["error"]["code"], "group_filter_mismatch",
+        "{what}: {body}"
+    );
+    assert_eq!(body["error"]["filter"], filter, "{what}: {body}");
+    assert_eq!(body["error"]["given"], "data.n > 1", "{what}: {body}");
 }

@@ -53,6 +53,7 @@ per_backend!(
         a_handler_in_three_processes_calls_once_per_event_in_key_order,
         nack_delay_extend_and_max_deliveries_with_three_processes,
         two_processes_given_one_name_still_split_the_work,
+        group_reset_waits_for_the_other_processes,
     ]
 );
 
@@ -393,6 +394,73 @@ async fn a_stopped_process_hands_its_share_back_at_once(backend: Backend) {
     rescued.sort();
     held_by_b.sort();
     assert_eq!(rescued, held_by_b, "{what}");
+}
+
+/// A reset or delete on one process is refused while another process
+/// serves the group (it cannot see that process's leases), naming it; once
+/// that process has stopped, the reset goes ahead and the group is
+/// delivered again from the new cursor.
+async fn group_reset_waits_for_the_other_processes(backend: Backend) {
+    let what = backend.name();
+    let ws = Workspace::new();
+    ws.topic("work", 2, "");
+    let p1 = start(&backend, &ws, "p1", "60s");
+    let mut p2 = start(&backend, &ws, "p2", "60s");
+    let (a, b) = (
+        Member::new(&p1, "work", "workers"),
+        Member::new(&p2, "work", "workers"),
+    );
+    assert!(a.receive("max=1&start=earliest").await.is_empty());
+    assert!(b.receive("max=1").await.is_empty());
+    wait_for_split(&[&p1, &p2], "work", "workers", &[("p1", 1), ("p2", 1)]).await;
+    publish_batches(&p1, "work", 0..10).await;
+    let groups = format!("{}/v1/topics/work/groups", p1.url);
+    let reset = || async {
+        let response = client()
+            .post(format!("{groups}/workers/reset"))
+            .json(&serde_json::json!({"to": "earliest"}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap())
+    };
+    let (status, body) = reset().await;
+    assert_eq!(status, 409, "{what}: {body}");
+    assert_eq!(body["error"]["code"], "group_active", "{what}: {body}");
+    assert_eq!(
+        body["error"]["processes"],
+        serde_json::json!(["p2"]),
+        "{what}: {body}"
+    );
+    let list = get_json(&groups).await;
+    assert_eq!(list["groups"][0]["active"], true, "{what}: {list}");
+    assert_eq!(
+        list["groups"][0]["processes"],
+        serde_json::json!(["p2"]),
+        "{what}: {list}"
+    );
+    let response = client()
+        .delete(format!("{groups}/workers"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409, "{what}");
+
+    // p2 stops (hands its share back): p1 alone, idle, may reset.
+    assert!(p2.terminate().success(), "{what}");
+    let (status, body) = reset().await;
+    assert_eq!(status, 200, "{what}: {body}");
+    let mut got = Vec::new();
+    loop {
+        let batch = a.receive("max=20&wait=2s").await;
+        if batch.is_empty() {
+            break;
+        }
+        assert_eq!(a.ack(&receipts(&batch)).await.0, 200, "{what}");
+        got.extend(ids(&batch));
+    }
+    assert_eq!(got.len(), 10, "{what}: {got:?}");
 }
 
 /// The same handler in three processes, ordered by key, calls a target

@@ -126,6 +126,7 @@ impl Backend for EmbeddedBroker {
     type Config = EmbeddedConfig;
     const KIND: &'static str = "embedded";
     const LOCAL_POSITIONS: bool = true;
+    const DENSE_OFFSETS: bool = true;
 
     async fn open(config: EmbeddedConfig, topics: &Topics) -> Result<Self> {
         let fsync = config.fsync;
@@ -304,6 +305,49 @@ impl Backend for EmbeddedBroker {
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(unavailable("reading a group cursor", err)),
         }
+    }
+
+    async fn groups(&self, topic: &str) -> Result<Vec<String>> {
+        self.log(topic)?;
+        let dir = self.data_dir.join("groups").join(topic);
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(unavailable("listing group cursors", err)),
+        };
+        let mut names = Vec::new();
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|err| unavailable("listing group cursors", err))?
+        {
+            if let Some(name) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".cursor"))
+            {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
+    }
+
+    async fn delete_group(&self, topic: &str, group: &str) -> Result<bool> {
+        self.log(topic)?;
+        let _one = self.commits.lock().await;
+        let path = self.group_path(topic, group);
+        tokio::task::spawn_blocking(move || match fs::remove_file(&path) {
+            Ok(()) => {
+                let dir = path.parent().expect("group paths have a parent");
+                File::open(dir)?.sync_all()?;
+                Ok(true)
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(err) => Err(err),
+        })
+        .await
+        .map_err(|err| unavailable("deleting a group cursor", err))?
+        .map_err(|err| unavailable("deleting a group cursor", err))
     }
 
     async fn lease(&self, scope: &str, item: &str, holder: &str, ttl: Duration) -> Result<bool> {

@@ -342,3 +342,43 @@ async fn a_partition_out_of_range_is_an_internal_error() {
     assert_eq!(ends, Cursor::start(PARTITIONS));
     broker.close().await;
 }
+
+#[tokio::test]
+async fn groups_are_listed_until_deleted_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = write_topic(dir.path());
+    let broker = open(dir.path(), &topics).await;
+    assert!(broker.groups(TOPIC).await.unwrap().is_empty());
+    for group in ["billing", "mail.eu"] {
+        broker
+            .commit(TOPIC, group, &[(1, Place::at(0))])
+            .await
+            .unwrap();
+    }
+    let mut listed = broker.groups(TOPIC).await.unwrap();
+    listed.sort();
+    assert_eq!(listed, ["billing", "mail.eu"]);
+    broker.close().await;
+    drop(broker);
+
+    let broker = open(dir.path(), &topics).await;
+    assert!(broker.delete_group(TOPIC, "billing").await.unwrap());
+    assert!(
+        !broker.delete_group(TOPIC, "billing").await.unwrap(),
+        "gone already"
+    );
+    assert_eq!(broker.groups(TOPIC).await.unwrap(), ["mail.eu"]);
+    assert!(broker.committed(TOPIC, "billing").await.unwrap().is_none());
+    // Committed again: a new group, its other partitions from 0.
+    broker
+        .commit(TOPIC, "billing", &[(2, Place::at(0))])
+        .await
+        .unwrap();
+    let cursor = broker.committed(TOPIC, "billing").await.unwrap().unwrap();
+    assert_eq!(cursor.cursor(), Cursor::new(vec![0, 0, 0]));
+    assert!(matches!(
+        broker.groups("nope").await,
+        Err(BrokerError::UnknownTopic(_))
+    ));
+    broker.close().await;
+}

@@ -9,7 +9,7 @@
 //! replica has the event. Consumers are `BaseConsumer`s driven on blocking
 //! threads (dropping a `StreamConsumer` can hang, rust-rdkafka issue 509).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +40,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024 + 64 * 1024;
 /// How long a read polls for messages it knows are there.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The Kafka topic that lists the groups with committed offsets, as
+/// `groups` answers them (Kafka's ListGroups would, but tansu does not
+/// answer it): a record per group that commits (key `<topic>\n<group>`,
+/// value `1`) or is deleted (empty value), read whole. Not a Switchyard
+/// topic name (those have no `_`).
+const GROUPS_TOPIC: &str = "_switchyard_groups";
 
 pub struct KafkaBroker {
     config: KafkaConfig,
@@ -58,6 +64,8 @@ pub struct KafkaBroker {
     leases: crate::broker::local_leases::LocalLeases,
     /// Kafka appends unconditionally: the dedupe window is kept here.
     dedupe: SharedIndex,
+    /// Groups this process has listed on `GROUPS_TOPIC` (`<topic>\n<group>`).
+    registered: Mutex<HashSet<String>>,
 }
 
 pub(super) fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> BrokerError {
@@ -131,6 +139,25 @@ impl KafkaBroker {
                 ),
             ],
         )
+    }
+
+    /// Creates a Kafka topic; one that exists is kept as it is.
+    async fn create_topic(&self, wanted: &NewTopic<'_>) -> Result<()> {
+        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        for result in self
+            .admin
+            .create_topics([wanted], &options)
+            .await
+            .map_err(unavailable)?
+        {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(unavailable(format!("creating topic {topic}: {code}")));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn topic(&self, topic: &str) -> Result<Arc<Topic>> {
@@ -240,6 +267,77 @@ impl KafkaBroker {
         Ok(merge(from, events, max))
     }
 
+    /// Notes on `GROUPS_TOPIC` that the group exists (once per process) or
+    /// was deleted.
+    async fn list_group(&self, topic: &str, group: &str, exists: bool) -> Result<()> {
+        let key = format!("{topic}\n{group}");
+        let known = self
+            .registered
+            .lock()
+            .expect("registered lock poisoned")
+            .contains(&key);
+        if known && exists {
+            return Ok(());
+        }
+        let value: &[u8] = if exists { b"1" } else { b"" };
+        let record = FutureRecord::<String, [u8]>::to(GROUPS_TOPIC)
+            .partition(0)
+            .key(&key)
+            .payload(value);
+        self.producer
+            .send(record, REQUEST_TIMEOUT)
+            .await
+            .map_err(|(err, _)| unavailable(err))?;
+        let mut registered = self.registered.lock().expect("registered lock poisoned");
+        if exists {
+            registered.insert(key);
+        } else {
+            registered.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// Every `<topic>\n<group>` that `GROUPS_TOPIC` lists as existing.
+    async fn listed_groups(&self) -> Result<Vec<String>> {
+        let reader: BaseConsumer = Self::consumer(&self.config, "switchyard-groups-reader")?;
+        tokio::task::spawn_blocking(move || {
+            let (low, high) = reader
+                .fetch_watermarks(GROUPS_TOPIC, 0, REQUEST_TIMEOUT)
+                .map_err(unavailable)?;
+            let mut listed = BTreeMap::new();
+            if high > low {
+                let mut assignment = TopicPartitionList::new();
+                assignment
+                    .add_partition_offset(GROUPS_TOPIC, 0, Offset::Offset(low))
+                    .map_err(unavailable)?;
+                reader.assign(&assignment).map_err(unavailable)?;
+                let deadline = std::time::Instant::now() + FETCH_TIMEOUT;
+                let mut next = low;
+                while next < high {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(unavailable(format!(
+                            "{GROUPS_TOPIC} did not arrive within {FETCH_TIMEOUT:?}"
+                        )));
+                    }
+                    let Some(Ok(message)) = reader.poll(Duration::from_millis(100)) else {
+                        continue;
+                    };
+                    next = message.offset() + 1;
+                    if let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                        let exists = message.payload().is_some_and(|v| !v.is_empty());
+                        listed.insert(key.to_owned(), exists);
+                    }
+                }
+            }
+            Ok(listed
+                .into_iter()
+                .filter_map(|(key, exists)| exists.then_some(key))
+                .collect())
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
     fn group(&self, topic: &str, group: &str) -> Result<Arc<BaseConsumer>> {
         let key = format!("{topic}\n{group}");
         let mut groups = self.groups.lock().expect("groups lock poisoned");
@@ -259,6 +357,7 @@ impl Backend for KafkaBroker {
     type Config = KafkaConfig;
     const KIND: &'static str = "kafka";
     const LOCAL_POSITIONS: bool = false;
+    const DENSE_OFFSETS: bool = true;
 
     async fn open(config: KafkaConfig, topics: &Topics) -> Result<Self> {
         let producer: FutureProducer = Self::create(
@@ -280,9 +379,20 @@ impl Backend for KafkaBroker {
             groups: Mutex::new(HashMap::new()),
             leases: Default::default(),
             dedupe: SharedIndex::new(topics),
+            registered: Mutex::new(HashSet::new()),
             topics: Default::default(),
             config,
         };
+        // Where groups are listed (tansu answers no ListGroups): one
+        // partition, kept whole (a group's record may be years old).
+        let listing = NewTopic::new(
+            GROUPS_TOPIC,
+            1,
+            TopicReplication::Fixed(broker.config.replication_factor),
+        )
+        .set("retention.ms", "-1")
+        .set("retention.bytes", "-1");
+        broker.create_topic(&listing).await?;
         for topic in topics.iter() {
             broker.add_topic(&topic).await?;
         }
@@ -312,20 +422,7 @@ impl Backend for KafkaBroker {
             NewTopic::new(&topic.name, topic.partitions as i32, replication),
             |wanted, (key, value)| wanted.set(key, value),
         );
-        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
-        for result in self
-            .admin
-            .create_topics([&wanted], &options)
-            .await
-            .map_err(unavailable)?
-        {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => {
-                    return Err(unavailable(format!("creating topic {topic}: {code}")));
-                }
-            }
-        }
+        self.create_topic(&wanted).await?;
         let reader = Self::consumer(&self.config, &format!("switchyard-reader-{}", topic.name))?;
         self.readers
             .write()
@@ -438,6 +535,8 @@ impl Backend for KafkaBroker {
 
     async fn commit(&self, topic: &str, group: &str, places: &[(usize, Place)]) -> Result<()> {
         self.topic(topic)?;
+        // Listed first: a group with committed offsets is always listed.
+        self.list_group(topic, group, true).await?;
         let consumer = self.group(topic, group)?;
         let offsets = {
             let mut list = TopicPartitionList::new();
@@ -496,6 +595,50 @@ impl Backend for KafkaBroker {
 
     fn shared_index(&self) -> Option<&SharedIndex> {
         Some(&self.dedupe)
+    }
+
+    async fn groups(&self, topic: &str) -> Result<Vec<String>> {
+        self.topic(topic)?;
+        let prefix = format!("{topic}\n");
+        let listed: Vec<String> = self
+            .listed_groups()
+            .await?
+            .into_iter()
+            .filter_map(|key| key.strip_prefix(&prefix).map(str::to_owned))
+            .collect();
+        // Listed, then deleted by another process, or never committed.
+        let mut names = Vec::new();
+        for group in listed {
+            if self.committed(topic, &group).await?.is_some() {
+                names.push(group);
+            }
+        }
+        Ok(names)
+    }
+
+    /// Kafka's DeleteGroups: the group id and its committed offsets go.
+    async fn delete_group(&self, topic: &str, group: &str) -> Result<bool> {
+        self.topic(topic)?;
+        if self.committed(topic, group).await?.is_none() {
+            return Ok(false);
+        }
+        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        let id = format!("switchyard.{topic}.{group}");
+        for result in self
+            .admin
+            .delete_groups(&[&id], &options)
+            .await
+            .map_err(unavailable)?
+        {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::GroupIdNotFound)) => {}
+                Err((group, code)) => {
+                    return Err(unavailable(format!("deleting group {group}: {code}")));
+                }
+            }
+        }
+        self.list_group(topic, group, false).await?;
+        Ok(true)
     }
 
     async fn lease(&self, scope: &str, item: &str, holder: &str, ttl: Duration) -> Result<bool> {

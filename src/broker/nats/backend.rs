@@ -181,6 +181,7 @@ impl Backend for NatsBroker {
     type Config = NatsConfig;
     const KIND: &'static str = "nats";
     const LOCAL_POSITIONS: bool = false;
+    const DENSE_OFFSETS: bool = true;
 
     async fn open(config: NatsConfig, topics: &Topics) -> Result<Self> {
         let client = async_nats::ConnectOptions::new()
@@ -480,6 +481,45 @@ impl Backend for NatsBroker {
             .map_err(|e| BrokerError::Corrupt(format!("group cursor: {e}")))
     }
 
+    async fn groups(&self, topic: &str) -> Result<Vec<String>> {
+        self.topic(topic)?;
+        let root = format!("{}.groups.", self.prefix);
+        let mut subjects = self
+            .groups
+            .info_with_subjects(format!("{root}{topic}.>"))
+            .await
+            .map_err(unavailable)?;
+        let mut qualified = Vec::new();
+        while let Some(entry) = subjects.next().await {
+            let (subject, _) = entry.map_err(unavailable)?;
+            if let Some(name) = subject.strip_prefix(&root) {
+                qualified.push(name.to_owned());
+            }
+        }
+        let known: Vec<String> = self
+            .topics
+            .read()
+            .expect("topics lock poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        Ok(groups_of(
+            topic,
+            known.iter().map(String::as_str),
+            qualified,
+        ))
+    }
+
+    async fn delete_group(&self, topic: &str, group: &str) -> Result<bool> {
+        self.topic(topic)?;
+        self.groups
+            .purge()
+            .filter(self.group_subject(topic, group))
+            .await
+            .map(|purged| purged.purged > 0)
+            .map_err(unavailable)
+    }
+
     async fn health(&self) -> Result<()> {
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(unavailable("not connected"));
@@ -492,5 +532,60 @@ impl Backend for NatsBroker {
             .await
             .map(|_| ())
             .map_err(unavailable)
+    }
+}
+
+/// The groups of `topic` among `qualified` names `<topic>.<group>` (how
+/// the groups stream's subjects name them). Topic and group names may both
+/// hold dots, so a name belongs to the longest known topic it starts
+/// with: `orders.eu.x` is group `x` of topic `orders.eu` when that topic
+/// exists, else group `eu.x` of `orders`.
+fn groups_of<'a>(
+    topic: &str,
+    known_topics: impl Iterator<Item = &'a str> + Clone,
+    qualified: impl IntoIterator<Item = String>,
+) -> Vec<String> {
+    let prefix = format!("{topic}.");
+    qualified
+        .into_iter()
+        .filter_map(|name| {
+            let group = name.strip_prefix(&prefix)?;
+            let longer = known_topics.clone().any(|other| {
+                other.len() > topic.len()
+                    && other.starts_with(&prefix)
+                    && name.starts_with(&format!("{other}."))
+            });
+            (!longer && crate::broker::check_group_name(group).is_ok()).then(|| group.to_owned())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::groups_of;
+
+    #[test]
+    fn a_qualified_group_name_belongs_to_the_longest_known_topic() {
+        let known = ["orders", "orders.eu", "shop"];
+        let qualified = || {
+            [
+                "orders.billing",
+                "orders.eu.mail",
+                "orders.eu",
+                "shop.x",
+                "orders..bad",
+            ]
+            .map(String::from)
+        };
+        let mut of_orders = groups_of("orders", known.iter().copied(), qualified());
+        of_orders.sort();
+        // `orders.eu` alone is group `eu` of `orders` (topic `orders.eu`
+        // would need a group after it).
+        assert_eq!(of_orders, ["billing", "eu"]);
+        assert_eq!(
+            groups_of("orders.eu", known.iter().copied(), qualified()),
+            ["mail"]
+        );
+        assert_eq!(groups_of("shop", known.iter().copied(), qualified()), ["x"]);
     }
 }

@@ -269,6 +269,7 @@ impl Backend for RedisBroker {
     type Config = RedisConfig;
     const KIND: &'static str = "redis";
     const LOCAL_POSITIONS: bool = false;
+    const DENSE_OFFSETS: bool = false;
 
     async fn open(config: RedisConfig, topics: &Topics) -> Result<Self> {
         let client = redis::Client::open(config.url.as_str()).map_err(unavailable)?;
@@ -511,6 +512,26 @@ impl Backend for RedisBroker {
                 .map_err(|e| BrokerError::Corrupt(format!("group cursor: {e}")))
         })
         .transpose()
+    }
+
+    async fn groups(&self, topic: &str) -> Result<Vec<String>> {
+        self.topic(topic)?;
+        redis::cmd("HKEYS")
+            .arg(self.groups_key(topic))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn delete_group(&self, topic: &str, group: &str) -> Result<bool> {
+        self.topic(topic)?;
+        redis::cmd("HDEL")
+            .arg(self.groups_key(topic))
+            .arg(group)
+            .query_async::<i64>(&mut self.conn.clone())
+            .await
+            .map(|removed| removed > 0)
+            .map_err(unavailable)
     }
 
     async fn health(&self) -> Result<()> {

@@ -68,7 +68,8 @@ impl Call<'_> {
                 ))
             }
             "receive" => {
-                let (topic, group) = self.group(&["member", "max", "lease", "wait", "start"])?;
+                let (topic, group) =
+                    self.group(&["member", "max", "lease", "wait", "start", "filter"])?;
                 let query = serde_json::from_value(self.rest(&["topic", "group"]))
                     .map_err(|err| ApiError::bad_request("invalid_arguments", err.to_string()))?;
                 super::super::groups::receive(State(state), Path((topic, group)), Ok(Query(query)))
@@ -509,6 +510,7 @@ fn catalogue() -> Vec<Tool> {
                     "lease": { "type": "string", "description": "How long the events stay leased, e.g. 30s." },
                     "wait": { "type": "string", "description": "How long to wait for events when there are none, e.g. 5s." },
                     "start": { "type": "string", "enum": ["earliest", "latest"], "description": "Where a new group starts." },
+                    "filter": { "type": "string", "description": "A CEL expression over the event, fixed when this receive creates the group: only the events it is true of are delivered, e.g. data.amount > 100." },
                 },
                 "required": ["topic", "group"],
             }),
