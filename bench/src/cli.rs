@@ -43,6 +43,8 @@ pub enum Scenario {
     Dedupe(PublishArgs),
     /// Handler delivery rate to a local sink vs the same requests from a plain client loop
     Handler(HandlerArgs),
+    /// A CEL filter passing 10% vs none: a handler draining a backlog, and SSE fan-out to 100 subscribers
+    Filter(HandlerArgs),
     /// The publish load and publish→SSE latency on each backend (embedded, redis, nats, kafka), with redis-benchmark beside redis
     Backends(BackendsArgs),
     /// Three switchyard processes against one on one broker (nats, redis): a handler calling a 20 ms sink, and queue receive/ack throughput

@@ -18,6 +18,8 @@
 //!   the same publish with dedupe off;
 //! - `handler`: events delivered by a handler to a local sink against the same
 //!   requests made by a plain client loop;
+//! - `filter`: a CEL filter passing one event in ten against none, a
+//!   handler draining a backlog and SSE fan-out to 100 subscribers;
 //! - `backends`: the `publish` load on each backend (embedded, redis, nats,
 //!   kafka), each real broker started here, beside `redis-benchmark`;
 //! - `scaleout`: three switchyard processes against one on one external
@@ -206,6 +208,9 @@ async fn run(cli: Cli) -> Result<()> {
         Scenario::Webhook(args) => webhook_scenario(&args.params(), &args.server).await,
         Scenario::Auth(args) => auth_scenario(&args.params(), &args.server).await,
         Scenario::Dedupe(args) => dedupe_scenario(&args.params(), &args.server).await,
+        Scenario::Filter(args) => {
+            scenario::filter::filter_scenario(&args.params(), &args.server).await
+        }
         Scenario::Handler(args) => handler_scenario(&args.params(), &args.server).await,
         Scenario::Backends(args) => backends_scenario(&args.params(), &args.publish.server).await,
         Scenario::Scaleout(args) => scaleout_scenario(&args.params(), &args.server_args()).await,

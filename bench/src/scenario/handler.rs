@@ -57,7 +57,7 @@ fn handler_definition(sink_url: &str) -> String {
 /// Sends `count` requests from `concurrency` workers claiming numbers
 /// 0..count from a shared counter, until done or `deadline`; `send` makes
 /// request `n`. Returns the requests answered 2xx and the first failure.
-async fn send_all<F>(
+pub(crate) async fn send_all<F>(
     count: u64,
     concurrency: usize,
     deadline: Instant,

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod backends;
 pub mod dedupe;
+pub mod filter;
 pub mod handler;
 pub mod mcp;
 pub mod micro;
@@ -24,6 +25,7 @@ use crate::{FANOUT_DEFAULT_RATE, LATENCY_TARGET_RATE};
 use auth::auth_scenario;
 use backends::backends_scenario;
 use dedupe::dedupe_scenario;
+use filter::filter_scenario;
 use handler::handler_scenario;
 use mcp::mcp_scenario;
 use micro::{criterion_dir, micro_scenario};
@@ -33,9 +35,9 @@ use stream::{StreamKind, stream_scenario};
 use webhook::webhook_scenario;
 
 /// The scenarios `all` runs, in order, and the rows of the summary table.
-pub const ALL_SCENARIOS: [&str; 11] = [
-    "publish", "latency", "fanout", "webhook", "auth", "dedupe", "handler", "backends", "scaleout",
-    "mcp", "micro",
+pub const ALL_SCENARIOS: [&str; 12] = [
+    "publish", "latency", "fanout", "webhook", "auth", "dedupe", "handler", "filter", "backends",
+    "scaleout", "mcp", "micro",
 ];
 
 pub async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
@@ -88,6 +90,7 @@ pub async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
             "auth" => auth_scenario(&publish.params(), server).await,
             "dedupe" => dedupe_scenario(&publish.params(), server).await,
             "handler" => handler_scenario(&handler.params(), server).await,
+            "filter" => filter_scenario(&handler.params(), server).await,
             "backends" => backends_scenario(&backends.params(), server).await,
             "scaleout" => scaleout_scenario(&scaleout.params(), &scaleout.server_args()).await,
             "mcp" => mcp_scenario(&mcp.params(), server).await,
