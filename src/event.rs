@@ -583,7 +583,7 @@ pub struct Filter {
 impl Filter {
     /// Whether an event of type `ty` with `subject` passes the type and
     /// subject parts (the expression needs the event: see
-    /// [`Filter::matches_payload`]).
+    /// [`Filter::matches_prepared`]).
     pub fn matches(&self, ty: &str, subject: Option<&str>) -> bool {
         self.types.as_ref().is_none_or(|types| types.contains(ty))
             && self
@@ -592,13 +592,21 @@ impl Filter {
                 .is_none_or(|prefix| subject.is_some_and(|s| s.starts_with(prefix)))
     }
 
-    /// Whether a stored event passes: its type and subject first (cheap),
-    /// then, when there is an expression, the event itself.
-    pub fn matches_payload(&self, ty: &str, subject: Option<&str>, payload: &[u8]) -> bool {
+    /// Whether an event passes: its type and subject first (cheap), then,
+    /// when there is an expression, the event as CEL values from
+    /// `prepared`, asked only then (so that many filters can share one
+    /// conversion).
+    pub fn matches_prepared<'a>(
+        &self,
+        ty: &str,
+        subject: Option<&str>,
+        prepared: impl FnOnce() -> Option<std::borrow::Cow<'a, CelEvent>>,
+    ) -> bool {
         self.matches(ty, subject)
-            && self.expr.as_ref().is_none_or(|expr| {
-                serde_json::from_slice::<Value>(payload).is_ok_and(|event| expr.passes(&event))
-            })
+            && self
+                .expr
+                .as_ref()
+                .is_none_or(|expr| prepared().is_some_and(|event| expr.passes_prepared(&event)))
     }
 
     /// Whether an event (as JSON) passes.
@@ -680,18 +688,62 @@ impl Expr {
     }
 
     pub fn passes(&self, event: &Value) -> bool {
+        self.passes_prepared(&CelEvent::of(event))
+    }
+
+    /// Whether an event already converted for CEL passes (one conversion
+    /// serves every expression evaluated on it: SSE subscribers share it).
+    pub fn passes_prepared(&self, event: &CelEvent) -> bool {
         let mut context = cel::Context::with_env(std::sync::Arc::clone(&CEL));
-        if let Some(attributes) = event.as_object() {
-            for (name, value) in attributes {
-                if let Ok(value) = cel::to_value(value) {
-                    context.add_variable_from_value(name.clone(), value);
-                }
-            }
+        for (name, value) in &event.attributes {
+            context.add_variable_from_value(name.clone(), value.clone());
         }
-        if let Ok(whole) = cel::to_value(event) {
-            context.add_variable_from_value("event", whole);
-        }
+        context.add_variable_from_value("event", event.whole.clone());
         matches!(self.program.execute(&context), Ok(cel::Value::Bool(true)))
+    }
+}
+
+/// An event as CEL values: each attribute (and `data`) converted once, and
+/// the whole event as a map of the same values (which share their contents).
+#[derive(Debug, Clone)]
+pub struct CelEvent {
+    attributes: Vec<(String, cel::Value)>,
+    whole: cel::Value,
+}
+
+impl CelEvent {
+    pub fn of(event: &Value) -> Self {
+        let attributes: Vec<(String, cel::Value)> = event
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, value)| Some((name.clone(), cel::to_value(value).ok()?)))
+            .collect();
+        let whole = cel::objects::Map {
+            map: std::sync::Arc::new(
+                attributes
+                    .iter()
+                    .map(|(name, value)| {
+                        (
+                            cel::objects::Key::String(std::sync::Arc::new(name.clone())),
+                            value.clone(),
+                        )
+                    })
+                    .collect(),
+            ),
+        };
+        Self {
+            attributes,
+            whole: cel::Value::Map(whole),
+        }
+    }
+
+    /// The stored event (CloudEvent JSON) as CEL values; `None` when it is
+    /// not JSON.
+    pub fn parse(payload: &[u8]) -> Option<Self> {
+        serde_json::from_slice::<Value>(payload)
+            .ok()
+            .map(|event| Self::of(&event))
     }
 }
 

@@ -52,6 +52,9 @@ pub struct SharedEvent {
     pub payload: Bytes,
     /// `event: <type>\ndata: <json>\n\n`, the part every subscriber shares.
     pub frame_tail: Bytes,
+    /// The event as CEL values, made by the first subscriber with a filter
+    /// expression and shared by the others.
+    cel: std::sync::OnceLock<Option<crate::event::CelEvent>>,
 }
 
 impl SharedEvent {
@@ -78,16 +81,39 @@ impl SharedEvent {
             subject: head.subject,
             payload: event.payload,
             frame_tail: tail.freeze(),
+            cel: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Whether it passes `filter` (converting it for CEL once, for all).
+    fn passes(&self, filter: &crate::event::Filter) -> bool {
+        filter.matches_prepared(&self.ty, self.subject.as_deref(), || {
+            self.cel
+                .get_or_init(|| crate::event::CelEvent::parse(&self.payload))
+                .as_ref()
+                .map(std::borrow::Cow::Borrowed)
+        })
     }
 }
 
 type Batch = Arc<[SharedEvent]>;
 
 /// The fan-out hubs, one per topic (one may be added at run time).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Hubs {
     by_topic: Arc<std::sync::RwLock<HashMap<String, broadcast::Sender<Batch>>>>,
+    /// Counts the hubs added, so that a stream over topic patterns hears
+    /// of a topic created while it runs.
+    added: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for Hubs {
+    fn default() -> Self {
+        Self {
+            by_topic: Arc::default(),
+            added: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
 }
 
 impl Hubs {
@@ -131,7 +157,15 @@ impl Hubs {
             shutdown.clone(),
         ));
         by_topic.insert(topic.to_owned(), sender);
+        drop(by_topic);
+        self.added.send_modify(|added| *added += 1);
         Ok(())
+    }
+
+    /// Changes each time a hub is added (a topic created at run time): the
+    /// topics are then worth listing again.
+    pub fn added(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.added.subscribe()
     }
 
     fn subscribe(&self, topic: &str) -> Option<broadcast::Receiver<Batch>> {
@@ -388,11 +422,7 @@ impl Subscription {
                 break;
             }
             self.cursor.advance(delivery.partition, delivery.offset);
-            if self.filter.matches_payload(
-                &delivery.ty,
-                delivery.subject.as_deref(),
-                &delivery.payload,
-            ) {
+            if delivery.passes(&self.filter) {
                 self.write_frame(out, &delivery.frame_tail);
                 delivered += 1;
             }
@@ -448,11 +478,7 @@ impl Subscription {
                 for event in batch.events {
                     let delivery = SharedEvent::from_stored(event);
                     self.cursor.advance(delivery.partition, delivery.offset);
-                    if self.filter.matches_payload(
-                        &delivery.ty,
-                        delivery.subject.as_deref(),
-                        &delivery.payload,
-                    ) {
+                    if delivery.passes(&self.filter) {
                         self.write_frame(&mut out, &delivery.frame_tail);
                         delivered += 1;
                     }

@@ -22,6 +22,7 @@ pub mod problem;
 pub mod reload;
 pub mod schedule;
 pub mod server;
+pub mod telemetry;
 pub mod topic;
 
 /// An error and every source below it, joined by ": ": what logs show (a

@@ -41,6 +41,8 @@ pub enum Scenario {
     Auth(PublishArgs),
     /// Publish to a topic with its default dedupe window vs one with dedupe_window = "0"
     Dedupe(PublishArgs),
+    /// Publish with OpenTelemetry traces exported over OTLP/HTTP vs no exporter
+    Tracing(PublishArgs),
     /// Handler delivery rate to a local sink vs the same requests from a plain client loop
     Handler(HandlerArgs),
     /// A CEL filter passing 10% vs none: a handler draining a backlog, and SSE fan-out to 100 subscribers

@@ -16,6 +16,8 @@
 //!   that takes none;
 //! - `dedupe`: publish to a topic with its default dedupe window against
 //!   the same publish with dedupe off;
+//! - `tracing`: publish with traces exported over OTLP against the same
+//!   publish with no exporter;
 //! - `handler`: events delivered by a handler to a local sink against the same
 //!   requests made by a plain client loop;
 //! - `filter`: a CEL filter passing one event in ten against none, a
@@ -155,6 +157,7 @@ const PUBLISH_TARGET_RATIO: f64 = 0.5;
 const WEBHOOK_TARGET_RATIO: f64 = 0.9;
 const AUTH_TARGET_RATIO: f64 = 0.95;
 const DEDUPE_TARGET_RATIO: f64 = 0.9;
+const TRACING_TARGET_RATIO: f64 = 0.95;
 const HANDLER_TARGET_RATIO: f64 = 0.7;
 const PUBLISH_TARGET_CONNECTIONS: usize = 64;
 const LATENCY_TARGET_P99_MS: f64 = 10.0;
@@ -208,6 +211,9 @@ async fn run(cli: Cli) -> Result<()> {
         Scenario::Webhook(args) => webhook_scenario(&args.params(), &args.server).await,
         Scenario::Auth(args) => auth_scenario(&args.params(), &args.server).await,
         Scenario::Dedupe(args) => dedupe_scenario(&args.params(), &args.server).await,
+        Scenario::Tracing(args) => {
+            scenario::tracing::tracing_scenario(&args.params(), &args.server).await
+        }
         Scenario::Filter(args) => {
             scenario::filter::filter_scenario(&args.params(), &args.server).await
         }

@@ -94,6 +94,8 @@ pub struct Setup {
     pub jwt_secret: Option<String>,
     /// Turn the bench topic's dedupe window off (`dedupe_window = "0"`).
     pub dedupe_off: bool,
+    /// Export traces to this OTLP/HTTP endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The real server, running as a child process (started by the test kit)
@@ -148,6 +150,9 @@ impl Switchyard {
         }
         if let Some(secret) = &setup.jwt_secret {
             serve = serve.env(JWT_SECRET_ENV, secret);
+        }
+        if let Some(endpoint) = &setup.otlp_endpoint {
+            serve = serve.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
         }
         Ok(Self {
             process: serve.start()?,

@@ -153,10 +153,11 @@ impl Outcome {
 
 /// One call's record in a dead letter's attempt history.
 pub fn attempt_record(attempt: u32, result: &CallResult, duration: Duration) -> Value {
-    let (status, error) = match result {
-        CallResult::Success { status, .. } => (Some(*status), None),
-        CallResult::Retryable { reason, status, .. } | CallResult::Permanent { reason, status } => {
-            (*status, Some(reason.clone()))
+    let status = result.status();
+    let error = match result {
+        CallResult::Success { .. } => None,
+        CallResult::Retryable { reason, .. } | CallResult::Permanent { reason, .. } => {
+            Some(reason.clone())
         }
     };
     json!({

@@ -13,7 +13,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{Instrument, warn};
 
 use super::action::{self, CallResult};
 use super::config::HandlerSpec;
@@ -104,6 +104,7 @@ impl Worker {
         let mut attempts = Vec::new();
         let keep_headers = self.spec.action.result_headers();
         for attempt in 1..=policy.max_attempts {
+            let attempt_span = tracing::info_span!("attempt", attempt);
             let prepared = match self.spec.action.prepare(&self.client, event, payload) {
                 Ok(prepared) => prepared,
                 Err(reason) => {
@@ -115,22 +116,46 @@ impl Worker {
                 }
             };
             let target = prepared.target.clone();
-            self.wait_for_breaker(&target).await?;
-            if let Some(limiter) = &self.limiter {
+            let permit = async {
+                self.wait_for_breaker(&target).await?;
+                if let Some(limiter) = &self.limiter {
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return None,
+                        _ = limiter.until_ready() => {}
+                    }
+                }
                 tokio::select! {
-                    _ = self.shutdown.cancelled() => return None,
-                    _ = limiter.until_ready() => {}
+                    _ = self.shutdown.cancelled() => None,
+                    permit = self.concurrency.acquire() => Some(permit.expect("the semaphore is never closed")),
                 }
             }
-            let permit = tokio::select! {
-                _ = self.shutdown.cancelled() => return None,
-                permit = self.concurrency.acquire() => permit.expect("the semaphore is never closed"),
-            };
+            .instrument(attempt_span.clone())
+            .await?;
+            let call_span = tracing::info_span!(
+                parent: &attempt_span,
+                "call",
+                otel.kind = "client",
+                server.address = %target,
+                http.response.status_code = tracing::field::Empty,
+            );
+            // The target joins the trace: this call's context, or (not
+            // exporting) the event's own.
+            let mut prepared = prepared;
+            if let Some(traceparent) = crate::telemetry::traceparent(&call_span)
+                .or_else(|| event["traceparent"].as_str().map(str::to_owned))
+            {
+                prepared.request = prepared.request.header("traceparent", traceparent);
+            }
             let call_started = Instant::now();
             let result = tokio::select! {
                 _ = self.shutdown.cancelled() => return None,
-                result = action::call(prepared, policy.timeout, keep_headers) => result,
+                result = action::call(prepared, policy.timeout, keep_headers).instrument(call_span.clone()) => result,
             };
+            if let Some(status) = result.status() {
+                call_span.record("http.response.status_code", i64::from(status));
+            }
+            drop(call_span);
+            drop(attempt_span);
             drop(permit);
             let took = call_started.elapsed();
             self.stats.record_latency(took.as_secs_f64() * 1000.0);
@@ -255,15 +280,42 @@ impl Worker {
     }
 
     /// Handles one event to a durable outcome; false when interrupted.
-    pub(super) async fn handle(&self, event: Value, payload: Bytes, head: Attributes) -> bool {
+    pub(super) async fn handle(&self, event: Value, payload: Bytes, mut head: Attributes) -> bool {
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        let outcome = self.deliver(&event, &payload).await;
-        let acked = match outcome {
-            Some(outcome) => self.store_outcome(&event, &head, outcome).await,
-            None => false,
-        };
+        let span = self.delivery_span(&mut head);
+        let acked = async {
+            match self.deliver(&event, &payload).await {
+                Some(outcome) => self.store_outcome(&event, &head, outcome).await,
+                None => false,
+            }
+        }
+        .instrument(span)
+        .await;
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         acked
+    }
+
+    /// The span of one event's delivery, continuing the event's trace; its
+    /// outcome (in `head`) continues from it.
+    fn delivery_span(&self, head: &mut Attributes) -> tracing::Span {
+        let span = tracing::info_span!(
+            "handler",
+            otel.kind = "consumer",
+            handler = %self.spec.name,
+            event = %head.id,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        crate::telemetry::continue_trace(
+            &span,
+            head.traceparent.as_deref(),
+            head.tracestate.as_deref(),
+        );
+        crate::telemetry::record_ids(&span);
+        if let Some(traceparent) = crate::telemetry::traceparent(&span) {
+            head.traceparent = Some(traceparent);
+        }
+        span
     }
 
     /// Stores the outcome, retrying until it is durable or shutdown.
@@ -318,14 +370,19 @@ impl Worker {
     /// dead-letter topic), so that replay does not send it again.
     pub async fn redrive(self: Arc<Self>, letter: String, event: Value) {
         let payload = Bytes::from(serde_json::to_vec(&event).expect("JSON serializes"));
-        let head = Attributes::of(&event);
+        let mut head = Attributes::of(&event);
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        if let Some(outcome) = self.deliver(&event, &payload).await {
-            let succeeded = outcome.succeeded();
-            if self.store_outcome(&event, &head, outcome).await {
-                self.resolve(&letter, &head, succeeded).await;
+        let span = self.delivery_span(&mut head);
+        async {
+            if let Some(outcome) = self.deliver(&event, &payload).await {
+                let succeeded = outcome.succeeded();
+                if self.store_outcome(&event, &head, outcome).await {
+                    self.resolve(&letter, &head, succeeded).await;
+                }
             }
         }
+        .instrument(span)
+        .await;
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 

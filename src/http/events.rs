@@ -2,6 +2,7 @@
 //! cursor) and `GET /v1/topics/{topic}/stream` (SSE with exact resume);
 //! several topics: `GET /v1/stream?topics=…` (one SSE stream, one id).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -186,7 +187,17 @@ pub async fn stream(
         stream: None,
     };
     let subscription = subscribe(&state, params)?;
-    Ok(event_stream(chunks(subscription)))
+    let span = sse_span(&topic);
+    Ok(event_stream(chunks(subscription, span)))
+}
+
+/// The span of one SSE connection (its delivery, from connect to close):
+/// only when traces are exported, since it lives as long as the client.
+fn sse_span(topics: &str) -> tracing::Span {
+    match crate::telemetry::exporting() {
+        true => tracing::info_span!("sse", otel.kind = "server", topics),
+        false => tracing::Span::none(),
+    }
 }
 
 /// Fails now, with a status, rather than inside the stream, when `cursor`
@@ -206,13 +217,19 @@ async fn not_ahead(state: &AppState, topic: &str, cursor: &Cursor) -> ApiResult<
 /// A subscription's SSE chunks.
 fn chunks(
     subscription: Subscription,
+    span: tracing::Span,
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> + Send {
-    futures::stream::unfold(subscription, |mut subscription| async move {
-        subscription
-            .next_chunk()
-            .await
-            .map(|chunk| (Ok(chunk), subscription))
-    })
+    use tracing::Instrument;
+    futures::stream::unfold(
+        (subscription, span),
+        |(mut subscription, span)| async move {
+            subscription
+                .next_chunk()
+                .instrument(span.clone())
+                .await
+                .map(|chunk| (Ok(chunk), (subscription, span)))
+        },
+    )
 }
 
 fn subscribe(state: &Arc<AppState>, params: SubscribeParams) -> ApiResult<Subscription> {
@@ -434,37 +451,115 @@ pub async fn stream_many(
         "retry: {}\nid: {position}\n\n",
         crate::fanout::RETRY_HINT_MS
     ));
-    let shared = Arc::new(std::sync::Mutex::new(position.clone()));
-    let mut streams = Vec::with_capacity(topics.len());
+    let mut many = Many {
+        added: state.hubs.added(),
+        state,
+        access,
+        patterns: patterns
+            .iter()
+            .filter(|p| p.contains(['*', '>']))
+            .map(|p| (*p).to_owned())
+            .collect(),
+        joined: HashSet::new(),
+        streams: futures::stream::SelectAll::new(),
+        filter,
+        unnamed,
+        shared: Arc::new(std::sync::Mutex::new(position.clone())),
+        span: sse_span(&patterns.join(",")),
+    };
     for (i, (topic, _)) in topics.iter().enumerate() {
+        let cursor = position
+            .get(topic)
+            .cloned()
+            .unwrap_or_else(|| Cursor::start(0));
+        // One heartbeat for the stream, not one per topic.
+        many.join(topic, cursor, i == 0)?;
+    }
+    let merged = futures::stream::unfold(many, |mut many| async move {
+        many.next().await.map(|chunk| (chunk, many))
+    });
+    let greeting = futures::stream::once(async move { Ok(greeting) });
+    Ok(event_stream(greeting.chain(merged)))
+}
+
+type Chunk = Result<bytes::Bytes, std::convert::Infallible>;
+
+/// One topic's chunks, then `None` when its subscription ends.
+type TopicChunks = std::pin::Pin<Box<dyn futures::Stream<Item = Option<Chunk>> + Send>>;
+
+/// A stream over several topics: their subscriptions merged, and topics
+/// created later that match one of its patterns joined as they appear.
+struct Many {
+    state: Arc<AppState>,
+    access: crate::auth::Access,
+    /// The wildcard patterns (names given in full never change).
+    patterns: Vec<String>,
+    joined: HashSet<String>,
+    streams: futures::stream::SelectAll<TopicChunks>,
+    added: tokio::sync::watch::Receiver<u64>,
+    filter: Filter,
+    unnamed: bool,
+    shared: crate::fanout::SharedStreamCursor,
+    span: tracing::Span,
+}
+
+impl Many {
+    fn join(&mut self, topic: &str, cursor: Cursor, heartbeat: bool) -> ApiResult<()> {
         let params = SubscribeParams {
-            topic: topic.clone(),
-            cursor: position
-                .get(topic)
-                .cloned()
-                .unwrap_or_else(|| Cursor::start(0)),
-            filter: filter.clone(),
-            // One heartbeat for the stream, not one per topic.
-            heartbeat: if i == 0 {
-                state.heartbeat
+            topic: topic.to_owned(),
+            cursor,
+            filter: self.filter.clone(),
+            heartbeat: if heartbeat {
+                self.state.heartbeat
             } else {
                 Duration::from_secs(24 * 3600)
             },
-            unnamed,
-            stream: Some(Arc::clone(&shared)),
+            unnamed: self.unnamed,
+            stream: Some(Arc::clone(&self.shared)),
         };
         // Each topic's end (`None`) ends the whole stream: a topic that
         // lagged past retention closes it, as on a single topic.
-        let topic_chunks = chunks(subscribe(&state, params)?)
+        let chunks = chunks(subscribe(&self.state, params)?, self.span.clone())
             .map(Some)
             .chain(futures::stream::once(async { None }));
-        streams.push(Box::pin(topic_chunks));
+        self.streams.push(Box::pin(chunks));
+        self.joined.insert(topic.to_owned());
+        Ok(())
     }
-    let merged = futures::stream::select_all(streams)
-        .take_while(|chunk| std::future::ready(chunk.is_some()))
-        .filter_map(std::future::ready);
-    let greeting = futures::stream::once(async move { Ok(greeting) });
-    Ok(event_stream(greeting.chain(merged)))
+
+    /// Joins the topics created since that match a pattern, from their
+    /// earliest event (all of a new topic is new to the client).
+    async fn join_created(&mut self) {
+        for topic in self.state.topics.iter() {
+            if self.joined.contains(&topic.name)
+                || !self
+                    .patterns
+                    .iter()
+                    .any(|p| matches_pattern(p, &topic.name))
+                || self.access.may_subscribe(&topic.name).is_err()
+            {
+                continue;
+            }
+            let joined = match self.state.broker.earliest(&topic.name).await {
+                Ok(cursor) => self.join(&topic.name, cursor, false),
+                Err(err) => Err(err.into()),
+            };
+            if let Err(err) = joined {
+                tracing::warn!(topic = %topic.name, error = ?err, "a new topic could not join a stream; it will be tried again when the next one appears");
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Option<Chunk> {
+        loop {
+            tokio::select! {
+                chunk = self.streams.next() => return chunk.flatten(),
+                Ok(()) = self.added.changed(), if !self.patterns.is_empty() => {
+                    self.join_created().await;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::{ApiError, ApiResult, AppState};
 use crate::event::{CloudEvent, is_json_media_type, media_type_essence};
@@ -205,13 +206,35 @@ pub async fn publish(
                 .or_insert_with(|| Value::String(due.clone()));
         }
     }
+    // The request's trace (W3C `traceparent`): the parent of this publish,
+    // whose context the events carry; without an exporter, the events
+    // carry the request's own.
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let span = tracing::info_span!(
+        "publish",
+        otel.kind = "server",
+        topic = %topic,
+        events = events.len(),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    crate::telemetry::continue_trace(&span, header("traceparent"), header("tracestate"));
+    crate::telemetry::record_ids(&span);
+    if !crate::telemetry::exporting()
+        && let Some(traceparent) = header("traceparent")
+        && crate::telemetry::is_traceparent(traceparent)
+    {
+        for event in &mut events {
+            crate::telemetry::inherit(event, traceparent, header("tracestate"));
+        }
+    }
     // Detached from the connection: a client that hangs up mid-append does
     // not leave part of a batch behind.
     let ingest = Arc::clone(&state.ingest);
-    let published =
-        super::detached(
-            async move { ingest.publish(&topic, events).await.map_err(ApiError::from) },
-        )
-        .await?;
+    let published = super::detached(
+        async move { ingest.publish(&topic, events).await.map_err(ApiError::from) }
+            .instrument(span),
+    )
+    .await?;
     Ok(axum::Json(serde_json::json!({ "events": published })))
 }

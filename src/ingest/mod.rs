@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use serde::Serialize;
+use tracing::Instrument;
 
 use self::ends::KnownEnds;
 use crate::broker::{Broker, BrokerError, Record};
@@ -169,7 +170,13 @@ impl Ingest {
         let mut answers: Vec<(String, Slot)> = Vec::new();
         let mut records = Vec::with_capacity(events.len());
         let mut waiting = Vec::new();
+        // Events without a trace of their own join the one being recorded
+        // (a publish request's, a webhook delivery's).
+        let trace = crate::telemetry::traceparent(&tracing::Span::current());
         for (index, mut event) in events.into_iter().enumerate() {
+            if let Some(trace) = &trace {
+                crate::telemetry::inherit(&mut event, trace, None);
+            }
             event
                 .check_stored_form()
                 .map_err(|source| IngestError::Invalid { index, source })?;
@@ -218,7 +225,11 @@ impl Ingest {
         let mut positions = Vec::new();
         if !records.is_empty() {
             let before = self.ends.before_append(topic_name).await?;
-            let appended = self.broker.append(topic_name, records).await?;
+            let appended = self
+                .broker
+                .append(topic_name, records)
+                .instrument(tracing::info_span!("append", topic = topic_name))
+                .await?;
             self.ends.appended(topic_name, &appended);
             let stored = appended.iter().filter(|at| !at.duplicate).count() as u64;
             self.metrics

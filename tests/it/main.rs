@@ -20,4 +20,5 @@ mod reload;
 mod schedule;
 mod sink;
 mod sse;
+mod telemetry;
 mod webhook;

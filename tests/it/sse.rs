@@ -422,7 +422,8 @@ fn ids(prefix: &str, range: std::ops::Range<u64>) -> Vec<String> {
 /// one stream (not the others), each id the position of the whole set;
 /// resumed with Last-Event-ID after a server restart, during which a new
 /// matching topic appeared, it delivers exactly what was not seen, the new
-/// topic's events included.
+/// topic's events included. A matching topic created over the API while
+/// the stream runs joins it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_stream_over_several_topics_resumes_exactly_across_a_restart() {
     let ws = Workspace::new();
@@ -449,6 +450,29 @@ async fn one_stream_over_several_topics_resumes_exactly_across_a_restart() {
             event.id
         );
     }
+    // A topic created over the API while the stream runs joins it.
+    let created = client()
+        .put(format!("{}/v1/topics/orders.live", server.url))
+        .json(&serde_json::json!({
+            "partitions": 1,
+            "types": {"test.event": {"schema": {"type": "object"}}},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    publish_numbered(&server.events_url("orders.live"), "live", 0..2).await;
+    let joined = sse.take(2).await;
+    let got: Vec<&str> = joined
+        .iter()
+        .map(|e| e.data["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        ["live-0", "live-1"],
+        "a matching topic created later joins"
+    );
+    assert!(joined[1].id.contains("orders.live:"), "{}", joined[1].id);
     // Seen: the first four; then the server goes down.
     let resume = first[3].id.clone();
     let seen: HashSet<String> = first[..4]
@@ -466,7 +490,8 @@ async fn one_stream_over_several_topics_resumes_exactly_across_a_restart() {
     publish_numbered(&server.events_url("orders.us"), "us", 3..4).await;
 
     let mut sse = Sse::connect(&url(&server), Some(&resume)).await;
-    let rest = sse.take(7).await;
+    // 7, and the live topic's two: the resumed id predates it.
+    let rest = sse.take(9).await;
     let got: Vec<String> = rest
         .iter()
         .map(|e| e.data["id"].as_str().unwrap().to_owned())
@@ -475,6 +500,7 @@ async fn one_stream_over_several_topics_resumes_exactly_across_a_restart() {
         .into_iter()
         .chain(ids("us", 0..4))
         .chain(ids("asia", 0..2))
+        .chain(ids("live", 0..2))
         .filter(|id| !seen.contains(id))
         .collect();
     let mut sorted_got = got.clone();

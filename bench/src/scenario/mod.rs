@@ -11,6 +11,7 @@ pub mod micro;
 pub mod publish;
 pub mod scaleout;
 pub mod stream;
+pub mod tracing;
 pub mod webhook;
 
 use std::time::Instant;
@@ -35,9 +36,9 @@ use stream::{StreamKind, stream_scenario};
 use webhook::webhook_scenario;
 
 /// The scenarios `all` runs, in order, and the rows of the summary table.
-pub const ALL_SCENARIOS: [&str; 12] = [
-    "publish", "latency", "fanout", "webhook", "auth", "dedupe", "handler", "filter", "backends",
-    "scaleout", "mcp", "micro",
+pub const ALL_SCENARIOS: [&str; 13] = [
+    "publish", "latency", "fanout", "webhook", "auth", "dedupe", "tracing", "handler", "filter",
+    "backends", "scaleout", "mcp", "micro",
 ];
 
 pub async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
@@ -89,6 +90,7 @@ pub async fn all_scenarios(quick: bool, server: &ServerArgs) -> Result<()> {
             "webhook" => webhook_scenario(&publish.params(), server).await,
             "auth" => auth_scenario(&publish.params(), server).await,
             "dedupe" => dedupe_scenario(&publish.params(), server).await,
+            "tracing" => tracing::tracing_scenario(&publish.params(), server).await,
             "handler" => handler_scenario(&handler.params(), server).await,
             "filter" => filter_scenario(&handler.params(), server).await,
             "backends" => backends_scenario(&backends.params(), server).await,

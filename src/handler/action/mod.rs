@@ -72,6 +72,16 @@ pub enum CallResult {
     },
 }
 
+impl CallResult {
+    /// The target's answer status, when it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Success { status, .. } => Some(*status),
+            Self::Retryable { status, .. } | Self::Permanent { status, .. } => *status,
+        }
+    }
+}
+
 /// What a handler does with each event: one variant per kind, each
 /// resolved from its `[action]` table and turned into a request in its own
 /// file (`http.rs`, `webhook.rs`). A new kind is a file, a variant and the

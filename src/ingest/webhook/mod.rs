@@ -30,7 +30,7 @@ use axum::http::HeaderMap;
 use base64::Engine;
 use bytes::Bytes;
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use self::dedupe::Dedupe;
 use super::{Ingest, IngestError, Published, Undeclared};
@@ -476,7 +476,20 @@ impl Webhooks {
             .endpoint(name)
             .ok_or_else(|| WebhookError::UnknownSource(name.to_owned()))?;
         self.metrics.webhook(name, "received");
-        let result = self.receive_from(&endpoint, headers, body).await;
+        let span = tracing::info_span!(
+            "webhook",
+            otel.kind = "server",
+            source = name,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        crate::telemetry::continue_trace(&span, header("traceparent"), header("tracestate"));
+        crate::telemetry::record_ids(&span);
+        let result = self
+            .receive_from(&endpoint, headers, body)
+            .instrument(span)
+            .await;
         let outcome = match &result {
             Ok(Admission::Accepted(published)) if published.duplicate => "duplicate",
             Ok(Admission::Accepted(_)) => "accepted",
@@ -504,8 +517,8 @@ impl Webhooks {
             return Err(WebhookError::NotConfigured);
         }
         let (now_s, now_ms) = now();
-        let request = Request::new(headers, body)
-            .verify(endpoint, now_s)
+        let request = tracing::info_span!("verify")
+            .in_scope(|| Request::new(headers, body).verify(endpoint, now_s))
             .map_err(WebhookError::Rejected)?;
         // Only now is the body looked at.
         if let Some(content_type) = request
@@ -542,6 +555,7 @@ impl Webhooks {
                 let slot = self
                     .dedupe
                     .lock(&body_key(&endpoint.spec.name), &digest)
+                    .instrument(tracing::info_span!("dedupe"))
                     .await;
                 if let Some(expires_ms) = *slot
                     && expires_ms > now_ms
@@ -572,7 +586,11 @@ impl Webhooks {
         };
         // One delivery id at a time: a concurrent redelivery waits for the
         // first attempt and then sees its outcome.
-        let mut seen = self.dedupe.lock(&endpoint.spec.name, &delivery_id).await;
+        let mut seen = self
+            .dedupe
+            .lock(&endpoint.spec.name, &delivery_id)
+            .instrument(tracing::info_span!("dedupe"))
+            .await;
         if let Some(expires_ms) = *seen
             && expires_ms > now_ms
         {
