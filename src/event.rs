@@ -600,13 +600,13 @@ impl Filter {
         &self,
         ty: &str,
         subject: Option<&str>,
-        prepared: impl FnOnce() -> Option<std::borrow::Cow<'a, CelEvent>>,
+        prepared: impl FnOnce() -> Option<&'a CelEvent>,
     ) -> bool {
         self.matches(ty, subject)
             && self
                 .expr
                 .as_ref()
-                .is_none_or(|expr| prepared().is_some_and(|event| expr.passes_prepared(&event)))
+                .is_none_or(|expr| prepared().is_some_and(|event| expr.passes_prepared(event)))
     }
 
     /// Whether an event (as JSON) passes.
@@ -693,35 +693,35 @@ impl Expr {
 
     /// Whether an event already converted for CEL passes (one conversion
     /// serves every expression evaluated on it: SSE subscribers share it).
+    /// The expression reads its variables from the event in place.
     pub fn passes_prepared(&self, event: &CelEvent) -> bool {
         let mut context = cel::Context::with_env(std::sync::Arc::clone(&CEL));
-        for (name, value) in &event.attributes {
-            context.add_variable_from_value(name.clone(), value.clone());
-        }
-        context.add_variable_from_value("event", event.whole.clone());
+        context.set_variable_resolver(event);
         matches!(self.program.execute(&context), Ok(cel::Value::Bool(true)))
     }
 }
 
-/// An event as CEL values: each attribute (and `data`) converted once, and
-/// the whole event as a map of the same values (which share their contents).
-#[derive(Debug, Clone)]
+type CelVal = Box<dyn cel::common::value::Val>;
+
+/// An event as CEL values, converted once: each attribute (and `data`) as
+/// a variable, and the whole event as `event`.
+#[derive(Debug)]
 pub struct CelEvent {
-    attributes: Vec<(String, cel::Value)>,
-    whole: cel::Value,
+    attributes: Vec<(String, CelVal)>,
+    whole: CelVal,
 }
 
 impl CelEvent {
     pub fn of(event: &Value) -> Self {
-        let attributes: Vec<(String, cel::Value)> = event
+        let values: Vec<(String, cel::Value)> = event
             .as_object()
             .into_iter()
             .flatten()
             .filter_map(|(name, value)| Some((name.clone(), cel::to_value(value).ok()?)))
             .collect();
-        let whole = cel::objects::Map {
+        let whole = cel::Value::Map(cel::objects::Map {
             map: std::sync::Arc::new(
-                attributes
+                values
                     .iter()
                     .map(|(name, value)| {
                         (
@@ -731,10 +731,15 @@ impl CelEvent {
                     })
                     .collect(),
             ),
-        };
+        });
+        let attributes = values
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, CelVal::try_from(value).ok()?)))
+            .collect();
         Self {
             attributes,
-            whole: cel::Value::Map(whole),
+            whole: CelVal::try_from(whole)
+                .unwrap_or_else(|_| CelVal::try_from(cel::Value::Null).expect("null converts")),
         }
     }
 
@@ -744,6 +749,16 @@ impl CelEvent {
         serde_json::from_slice::<Value>(payload)
             .ok()
             .map(|event| Self::of(&event))
+    }
+}
+
+impl cel::context::VariableResolver for CelEvent {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<cel::common::value::CowVal<'b, 'b>> {
+        let value = match variable {
+            "event" => &self.whole,
+            name => &self.attributes.iter().find(|(n, _)| n == name)?.1,
+        };
+        Some(cel::common::value::CowVal::Borrowed(value.as_ref()))
     }
 }
 

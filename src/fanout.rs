@@ -91,7 +91,6 @@ impl SharedEvent {
             self.cel
                 .get_or_init(|| crate::event::CelEvent::parse(&self.payload))
                 .as_ref()
-                .map(std::borrow::Cow::Borrowed)
         })
     }
 }
