@@ -194,9 +194,15 @@ impl Console {
             .collect()
     }
 
+    /// Saves a screenshot in the test's directory (and, with
+    /// `CONSOLE_SCREENSHOTS=<dir>`, a copy there to look at).
     fn screenshot(&mut self, page: &str, name: &str) -> PathBuf {
         let path = self.dir.join(name);
         self.browser.screenshot(page, &path);
+        if let Some(dir) = std::env::var_os("CONSOLE_SCREENSHOTS") {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::copy(&path, Path::new(&dir).join(name)).unwrap();
+        }
         path
     }
 
@@ -456,6 +462,16 @@ async fn a_dead_letter_is_listed_and_replayed_from_the_console() {
     let results = crate::handler::outcomes(&server, "results", crate::handler::RESULT, 1).await;
     assert_eq!(results[0]["causationid"], "job-1");
     console.screenshot("main", "handlers.png");
+
+    // The handler's consumer group, on the groups page.
+    console.goto("main", &format!("{}/#/groups", server.url));
+    let groups = console.wait_for(
+        "the handler's group listed",
+        |c| c.texts("main", "#groups [data-topic='jobs'] tr[data-group]"),
+        |g| !g.is_empty(),
+    );
+    assert!(groups[0].contains("(handler billing)"), "{groups:?}");
+    console.screenshot("main", "groups.png");
     assert_eq!(console.errors("main"), Vec::<String>::new());
 }
 

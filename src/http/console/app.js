@@ -286,6 +286,7 @@ function renderTopics() {
         stat(duration(topic.retention.max_age_seconds), "retention (age)"),
         stat(bytes(topic.retention.max_bytes), "retention (size)")),
       sparkline(rate),
+      el("span", { class: "hint", text: "publish rate, last two minutes" }),
       el("h3", { text: `Event types (${Object.keys(topic.types).length})` }),
       el("ul", { class: "types" }, types),
       live.may_subscribe
@@ -475,6 +476,7 @@ function tailPage() {
   box.replaceChildren(...readable.map((name) =>
     el("label", {}, el("input", { type: "checkbox", value: name, checked: checked.has(name) }), ` ${name}`)));
   if (!readable.length) box.replaceChildren(el("span", { class: "muted", text: "This token may read no topic." }));
+  if (readable.length === 1) box.querySelector("input").checked = true;
   // A link from the topics page starts the tail at once.
   if (wanted.length && chosenTopics().join(",") !== tail.topics.join(",")) startTail();
 }
@@ -563,9 +565,15 @@ function renderHandlers(handlers, letters) {
         ? el("p", {}, "Breakers: ", breakers.map(([target, state]) =>
           el("span", {}, el("code", { text: target }), " ", el("span", { class: `badge ${state}`, text: state }), " ")))
         : null,
-      handler.last_error ? el("p", { class: "error", text: `last error: ${handler.last_error}` }) : null,
+      handler.last_error ? el("p", { class: "error", text: lastError(handler.last_error) }) : null,
       deadLetterList(handler, letters[i], ticked, open));
   }));
+}
+
+function lastError(error) {
+  if (typeof error !== "object") return `last error: ${error}`;
+  const at = error.at ? ` (${new Date(error.at).toLocaleString()})` : "";
+  return `last error${at}: ${error.error ?? JSON.stringify(error)}`;
 }
 
 function deadLetterList(handler, letters, ticked, open) {
