@@ -355,6 +355,29 @@ async fn the_console_signs_in_lists_topics_and_tails_across_a_restart() {
         |c| c.tail_rows("main"),
         |rows| rows.len() == 9,
     );
+
+    // A type filter on the same topics goes on from the last event seen:
+    // of what comes next, only the type asked for.
+    console.type_text("main", "#tail-types", "test.other");
+    console.click("main", "#tail-start");
+    console.wait_for(
+        "the filtered tail connecting",
+        |c| c.texts("main", "#tail-status"),
+        |s| s.iter().any(|s| s.starts_with("live")),
+    );
+    publish_ok(&writer, &server, "orders", "o8", 8).await;
+    let mut other = event("x1", 1, "a");
+    other["type"] = json!("test.other");
+    let (status, body) = publish(&writer, &server.events_url("audit"), &other).await;
+    assert_eq!(status, 200, "{body}");
+    let rows = console.wait_for(
+        "the other type shown",
+        |c| c.tail_rows("main"),
+        |rows| rows.len() >= 10,
+    );
+    assert_eq!(rows[0], ("audit".to_owned(), "x1".to_owned()), "{rows:?}");
+    assert!(!rows.iter().any(|(_, id)| id == "o8"), "{rows:?}");
+
     console.click("main", "#tail-events tr[data-event-id='o7']");
     let path = console.screenshot("main", "tail.png");
     maybe_update_docs(&path);
@@ -417,8 +440,14 @@ async fn a_dead_letter_is_listed_and_replayed_from_the_console() {
         "",
         "max_attempts = 2",
     );
+    // A webhook source too, for the webhooks page.
+    ws.topic(
+        "hooks",
+        1,
+        "[[webhooks]]\nsource = \"gh\"\nscheme = \"github\"\nsecrets_env = [\"T_GH\"]\n",
+    );
     // No key configured: the console needs no sign-in.
-    let server = ws.serve(&[]);
+    let server = ws.serve_with(&[], &[("T_GH", "a-github-webhook-secret")]);
     let (status, body) = publish(
         &client(),
         &server.events_url("jobs"),
@@ -472,6 +501,26 @@ async fn a_dead_letter_is_listed_and_replayed_from_the_console() {
     );
     assert!(groups[0].contains("(handler billing)"), "{groups:?}");
     console.screenshot("main", "groups.png");
+
+    // An unsigned webhook delivery is rejected, and counted on its page.
+    let response = client()
+        .post(format!("{}/v1/webhooks/gh", server.url))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    console.goto("main", &format!("{}/#/webhooks", server.url));
+    let stats = console.wait_for(
+        "the rejected delivery counted",
+        |c| c.texts("main", "#webhooks [data-source='gh'] .stat"),
+        |s| s.iter().any(|s| s == "1rejected"),
+    );
+    assert!(stats.iter().any(|s| s == "1received"), "{stats:?}");
+    assert!(stats.iter().any(|s| s == "0accepted"), "{stats:?}");
+    console.screenshot("main", "webhooks.png");
     assert_eq!(console.errors("main"), Vec::<String>::new());
 }
 
