@@ -305,6 +305,7 @@ function stat(value, label) {
 const tail = {
   source: null,
   topics: [],
+  from: "",
   paused: false,
   held: [], // events while paused
   dropped: 0,
@@ -315,14 +316,16 @@ const tail = {
   filterKey: "",
   retry: 0,
 
-  /** Opens the stream of `topics`. With the same topics as before, it goes
-   *  on from the last event seen (a new filter misses nothing between). */
+  /** Opens the stream of `topics`. With the same topics and start as
+   *  before, it goes on from the last event seen (a new filter misses
+   *  nothing between). */
   start(topics, from, types, subject) {
-    const sameTopics = topics.join(",") === this.topics.join(",");
-    const resumeFrom = sameTopics ? this.lastId : "";
+    const same = topics.join(",") === this.topics.join(",") && from === this.from;
+    const resumeFrom = same ? this.lastId : "";
     this.stop();
     this.topics = topics;
-    if (!sameTopics) this.lastId = "";
+    this.from = from;
+    if (!same) this.lastId = "";
     if (!topics.length) return status("choose at least one topic", "trouble");
     const query = new URLSearchParams({ topics: topics.join(","), event: "topic" });
     if (resumeFrom) query.set("last_event_id", resumeFrom);
@@ -342,7 +345,13 @@ const tail = {
     status("connecting…");
     source.onopen = () => status(this.paused ? "paused" : "live", "live");
     for (const topic of this.topics) source.addEventListener(topic, (e) => this.receive(e));
-    source.addEventListener("lagged", () => status("fell behind the topic's retention; start again", "trouble"));
+    // The server ends a stream whose position retention removed; the
+    // browser would reconnect to the same end, so stop here.
+    source.addEventListener("lagged", () => {
+      this.stop();
+      this.lastId = "";
+      status("fell behind the topics' retention: events were removed before they were shown; Start again", "trouble");
+    });
     source.onerror = (e) => {
       if (e.data) status(`stream error: ${e.data}`, "trouble");
       if (source.readyState === EventSource.CONNECTING) status("reconnecting…", "trouble");
