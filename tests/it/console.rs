@@ -602,3 +602,61 @@ async fn only_the_console_s_own_origin_writes_with_the_cookie() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+/// A burst far above what a person reads: the tail counts every event
+/// (the page keeps the newest rows only), the newest on top. The rate it
+/// kept up with is printed, not asserted (tests never assert timings).
+#[tokio::test]
+async fn the_live_tail_keeps_up_with_a_burst() {
+    const EVENTS: u64 = 5000;
+    const BATCH: u64 = 250;
+    let ws = Workspace::new();
+    ws.topic("burst", 2, "");
+    let server = ws.serve(&[]);
+    let mut console = Console::start(ws.path());
+    console.open("main", &format!("{}/#/tail?topics=burst", server.url));
+    console.wait_for(
+        "the live tail connecting",
+        |c| c.texts("main", "#tail-status"),
+        |s| s.iter().any(|s| s.starts_with("live")),
+    );
+    let started = Instant::now();
+    let http = client();
+    for first in (0..EVENTS).step_by(BATCH as usize) {
+        let batch: Vec<Value> = (first..first + BATCH)
+            .map(|n| event(&format!("b{n}"), n, &format!("k{}", n % 2)))
+            .collect();
+        let response = http
+            .post(server.events_url("burst"))
+            .header("content-type", "application/cloudevents-batch+json")
+            .body(Value::from(batch).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let published = started.elapsed();
+    let status = console.wait_for(
+        "every event counted",
+        |c| c.texts("main", "#tail-status"),
+        |s| s.iter().any(|s| s == &format!("live: {EVENTS} events")),
+    );
+    let shown = started.elapsed();
+    println!(
+        "live tail: {EVENTS} events published in {published:?}, all shown after {shown:?} ({:.0} events/s)",
+        EVENTS as f64 / shown.as_secs_f64()
+    );
+    // Nothing more comes (each event counted once).
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(console.texts("main", "#tail-status"), status);
+    let rows = console.tail_rows("main");
+    assert_eq!(rows.len(), 500, "the page keeps the newest 500 rows");
+    let distinct: BTreeSet<&String> = rows.iter().map(|(_, id)| id).collect();
+    assert_eq!(distinct.len(), 500);
+    assert!(
+        rows.iter()
+            .all(|(_, id)| id[1..].parse::<u64>().unwrap() >= EVENTS - 500 - 250),
+        "old rows on the page: {rows:?}"
+    );
+    console.screenshot("main", "burst.png");
+}

@@ -415,7 +415,8 @@ const tail = {
     this.frame = 0;
     const body = $("#tail-events");
     const rows = document.createDocumentFragment();
-    for (const item of this.pending.splice(0)) rows.prepend(eventRow(item));
+    // Rows that would leave the page at once are never built.
+    for (const item of this.pending.splice(0).slice(-MAX_ROWS)) rows.prepend(eventRow(item));
     body.prepend(rows);
     while (body.rows.length > MAX_ROWS) body.deleteRow(-1);
     if (this.source) status(`live: ${this.received} events`, "live");
