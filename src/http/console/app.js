@@ -10,8 +10,10 @@ const MAX_ROWS = 500;
 const MAX_PAUSED = 10000;
 /** Samples in a topic's rate chart. */
 const SPARK_SAMPLES = 60;
-/** Pages of 1,000 events read from a dead-letter topic at most. */
+/** Pages of 1,000 events read from a dead-letter topic per refresh. */
 const DEAD_LETTER_PAGES = 20;
+/** Dead letters kept per handler (the newest). */
+const MAX_DEAD_LETTERS = 5000;
 
 const $ = (selector, root = document) => root.querySelector(selector);
 
@@ -523,24 +525,47 @@ function handlersPage() {
   });
 }
 
-/** The handler's dead letters, each with its resolution if there is one. */
+/** What has been read of each handler's dead-letter topic: each poll
+ *  reads on from where the last one stopped. */
+const deadLetterCache = new Map();
+
+/** The handler's dead letters, newest first, each with its resolution if
+ *  there is one. */
 async function deadLetters(handler) {
+  let cache = deadLetterCache.get(handler.name);
+  if (!cache || cache.topic !== handler.dead_letters) {
+    cache = { topic: handler.dead_letters, from: "earliest", letters: [], resolutions: new Map() };
+    deadLetterCache.set(handler.name, cache);
+  }
+  // One reader at a time per cache (a refresh of a page left and shown
+  // again may overlap the last one): each event is taken once.
+  cache.reading = (cache.reading || Promise.resolve()).catch(() => {}).then(() => readOn(cache, handler));
+  await cache.reading;
+  for (const id of cache.resolutions.keys()) replaying.delete(id);
+  return [...cache.letters].reverse().map((letter) => ({ letter, resolution: cache.resolutions.get(letter.id) }));
+}
+
+async function readOn(cache, handler) {
   const url = `/v1/topics/${encodeURIComponent(handler.dead_letters)}/events`;
-  const letters = [];
-  const resolutions = new Map();
-  let from = "earliest";
   for (let page = 0; page < DEAD_LETTER_PAGES; page++) {
-    const answer = await api(`${url}?${new URLSearchParams({ from, limit: "1000" })}`);
+    let answer;
+    try {
+      answer = await api(`${url}?${new URLSearchParams({ from: cache.from, limit: "1000" })}`);
+    } catch (err) {
+      // Retention removed what the cursor points at: read it all again.
+      if (err.code === "cursor_expired") deadLetterCache.delete(handler.name);
+      throw err;
+    }
     for (const event of answer.events) {
       if (event.data?.handler !== handler.name) continue;
-      if (event.type === "switchyard.handler.failed") letters.push(event);
-      if (event.type === "switchyard.handler.resolved") resolutions.set(event.data.dead_letter, event);
+      if (event.type === "switchyard.handler.failed") cache.letters.push(event);
+      if (event.type === "switchyard.handler.resolved") cache.resolutions.set(event.data.dead_letter, event);
     }
-    if (!answer.events.length || answer.next === from) break;
-    from = answer.next;
+    if (cache.letters.length > MAX_DEAD_LETTERS) cache.letters.splice(0, cache.letters.length - MAX_DEAD_LETTERS);
+    const moved = answer.next !== cache.from;
+    cache.from = answer.next;
+    if (!answer.events.length || !moved) break;
   }
-  for (const id of resolutions.keys()) replaying.delete(id);
-  return letters.reverse().map((letter) => ({ letter, resolution: resolutions.get(letter.id) }));
 }
 
 function percent(rate) {
