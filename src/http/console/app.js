@@ -262,6 +262,7 @@ function sparkline(values) {
 
 function renderTopics() {
   const box = $("#topics");
+  const open = new Set([...box.querySelectorAll("details[open]")].map((d) => d.dataset.key));
   if (!app.topics.length) {
     box.replaceChildren(el("p", { class: "muted", text: "This token sees no topics." }));
     return;
@@ -272,7 +273,7 @@ function renderTopics() {
     const current = rate.length ? rate[rate.length - 1] : 0;
     const types = Object.entries(topic.types).map(([name, type]) =>
       el("li", {},
-        el("details", {},
+        el("details", { dataset: { key: `${topic.name}/${name}` }, open: open.has(`${topic.name}/${name}`) },
           el("summary", {}, el("code", { text: name }), type.description ? ` ${type.description}` : ""),
           el("pre", { text: JSON.stringify(type.schema, null, 2) }))));
     return el("article", { class: "card topic", dataset: { topic: topic.name } },
@@ -572,8 +573,15 @@ function percent(rate) {
   return rate === null || rate === undefined ? "–" : `${(rate * 100).toFixed(1)}%`;
 }
 
+let handlersShown = "";
+
 function renderHandlers(handlers, letters) {
   const box = $("#handlers");
+  // Unchanged: the page stays as it is (nothing moves under the pointer).
+  const shown = JSON.stringify([handlers, [...replaying], [...replayMessages],
+    letters.map((list) => list.map(({ letter, resolution }) => [letter.id, resolution?.id]))]);
+  if (shown === handlersShown && box.isConnected && box.childElementCount) return;
+  handlersShown = shown;
   if (!handlers.length) {
     box.replaceChildren(el("p", { class: "muted", text: "No handlers are loaded." }));
     return;
