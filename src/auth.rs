@@ -420,11 +420,18 @@ pub fn claims_for(scopes: Scopes, subject: Option<String>, ttl: std::time::Durat
     }
 }
 
+/// The header the console sends with every write it makes with the
+/// cookie (see [`token_of`]).
+pub const CONSOLE_HEADER: &str = "x-switchyard-console";
+
 /// Finds the token of a request: `Authorization: Bearer`, else (for reads
 /// only: GET and HEAD) the cookie, else the `access_token` query parameter.
 /// A cookie or a link rides along on requests that other sites make a
 /// browser send, so neither may publish, consume or administer: that takes
 /// the header, which no other site can set (cross-site request forgery).
+/// The one exception is the console's own page (served by this server):
+/// its writes carry the cookie with the [`CONSOLE_HEADER`] and an `Origin`
+/// naming this very host (see [`console_write`]).
 pub fn token_of(
     method: &axum::http::Method,
     headers: &axum::http::HeaderMap,
@@ -438,7 +445,8 @@ pub fn token_of(
             .eq_ignore_ascii_case("bearer")
             .then(|| token.trim().to_owned());
     }
-    if method != Method::GET && method != Method::HEAD {
+    let read = method == Method::GET || method == Method::HEAD;
+    if !read && !console_write(headers) {
         return None;
     }
     let from_cookie = headers
@@ -449,6 +457,9 @@ pub fn token_of(
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == COOKIE)
         .map(|(_, value)| value.to_owned());
+    if !read {
+        return from_cookie;
+    }
     from_cookie.or_else(|| {
         query?
             .split('&')
@@ -460,6 +471,26 @@ pub fn token_of(
                     .into_owned()
             })
     })
+}
+
+/// A write sent by a page of this very server (the console): it carries
+/// the [`CONSOLE_HEADER`], which a page of another origin cannot send
+/// without a CORS preflight, and an `Origin` whose host is the `Host` the
+/// request was sent to. The second matters because `SameSite=Lax` still
+/// sends the cookie from a page on another port of the same host (same
+/// site, other origin), and a listed CORS origin may pass the preflight.
+fn console_write(headers: &axum::http::HeaderMap) -> bool {
+    use axum::http::header;
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    if !headers.contains_key(CONSOLE_HEADER) {
+        return false;
+    }
+    match (text(header::ORIGIN), text(header::HOST)) {
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host)),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -570,5 +601,39 @@ mod tests {
         );
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic xyz"));
         assert_eq!(token_of(get, &headers, None), None);
+    }
+
+    #[test]
+    fn the_console_writes_with_the_cookie_only_from_its_own_origin() {
+        use axum::http::{HeaderMap, HeaderValue, Method, header};
+        let post = &Method::POST;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("switchyard_token=c.d"),
+        );
+        headers.insert(header::HOST, HeaderValue::from_static("bus.example:8080"));
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://bus.example:8080"),
+        );
+        // Same origin, but no console header (a plain form post): refused.
+        assert_eq!(token_of(post, &headers, None), None);
+        headers.insert(CONSOLE_HEADER, HeaderValue::from_static("1"));
+        assert_eq!(token_of(post, &headers, None).as_deref(), Some("c.d"));
+        // Never the query parameter for a write.
+        headers.remove(header::COOKIE);
+        assert_eq!(token_of(post, &headers, Some("access_token=a")), None);
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("switchyard_token=c.d"),
+        );
+        // Another port of the same host is the same site, not the same origin.
+        for origin in ["http://bus.example:3000", "null", "http://evil.example"] {
+            headers.insert(header::ORIGIN, HeaderValue::from_static(origin));
+            assert_eq!(token_of(post, &headers, None), None, "{origin}");
+        }
+        headers.remove(header::ORIGIN);
+        assert_eq!(token_of(post, &headers, None), None);
     }
 }

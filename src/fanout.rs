@@ -282,7 +282,7 @@ pub struct Subscription {
     receiver: broadcast::Receiver<Batch>,
     cursor: Cursor,
     filter: Filter,
-    unnamed: bool,
+    naming: Naming,
     stream: Option<SharedStreamCursor>,
     catching_up: bool,
     greeted: bool,
@@ -306,12 +306,24 @@ pub struct SubscribeParams {
     pub cursor: Cursor,
     pub filter: Filter,
     pub heartbeat: Duration,
-    /// Events go out without their `event:` line (SSE's default type,
-    /// `message`), for clients that only listen to `onmessage`.
-    pub unnamed: bool,
+    /// What each event's `event:` line says.
+    pub naming: Naming,
     /// In a stream over several topics: the position of all of them,
     /// which each event's id gives (and which the stream greets with).
     pub stream: Option<SharedStreamCursor>,
+}
+
+/// The SSE event name (`event:` line) each event goes out with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// Its CloudEvent type (the default).
+    Type,
+    /// None: SSE's default type, `message`, for clients that only listen
+    /// to `onmessage`.
+    Message,
+    /// Its topic's name: a client of a stream over several topics (the
+    /// console's live tail) learns which topic each event came from.
+    Topic,
 }
 
 /// The position of a stream over several topics, shared by the
@@ -342,7 +354,7 @@ impl Subscription {
             receiver,
             cursor: params.cursor,
             filter: params.filter,
-            unnamed: params.unnamed,
+            naming: params.naming,
             stream: params.stream,
             catching_up: true,
             greeted: false,
@@ -446,12 +458,18 @@ impl Subscription {
         out.put_u8(b'\n');
         let tail = match frame_tail.strip_prefix(b"event: ".as_slice()) {
             // The shared frame without its first line.
-            Some(named) if self.unnamed => {
+            Some(named) if self.naming != Naming::Type => {
                 let end = named.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
                 &named[end..]
             }
             _ => frame_tail,
         };
+        if self.naming == Naming::Topic {
+            // Topic names are dot-separated words: never a line break.
+            out.put_slice(b"event: ");
+            out.put_slice(self.topic.as_bytes());
+            out.put_u8(b'\n');
+        }
         out.put_slice(tail);
     }
 

@@ -34,6 +34,14 @@ pub struct HandlerOutcomeLabel {
     pub outcome: String,
 }
 
+/// A topic's live numbers (see [`Metrics::topic_counts`]).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct TopicCounts {
+    pub published: u64,
+    pub delivered: u64,
+    pub subscribers: i64,
+}
+
 type HistogramFamily = Family<TopicLabel, Histogram, fn() -> Histogram>;
 type HandlerHistogramFamily = Family<HandlerLabel, Histogram, fn() -> Histogram>;
 
@@ -45,6 +53,9 @@ pub struct Metrics {
     subscribers: Family<TopicLabel, Gauge>,
     errors: Family<ErrorLabel, Counter>,
     webhooks: Family<WebhookLabel, Counter>,
+    /// The (source, outcome) pairs `webhooks` has counted: a family cannot
+    /// list its labels, and the console shows every one.
+    webhook_labels: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
     handler_outcomes: Family<HandlerOutcomeLabel, Counter>,
     handler_breaker: Family<HandlerOutcomeLabel, Counter>,
     handler_call_seconds: HandlerHistogramFamily,
@@ -117,6 +128,7 @@ impl Default for Metrics {
             subscribers,
             errors,
             webhooks,
+            webhook_labels: Default::default(),
             handler_outcomes,
             handler_breaker,
             handler_call_seconds,
@@ -160,6 +172,43 @@ impl Metrics {
             outcome: outcome.to_owned(),
         };
         self.webhooks.get_or_create(&label).inc();
+        self.webhook_labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((label.source, label.outcome));
+    }
+
+    /// A topic's live numbers, for the console: events published and
+    /// delivered to SSE subscribers since this process started, and the
+    /// SSE streams open now.
+    pub fn topic_counts(&self, name: &str) -> TopicCounts {
+        let label = topic(name);
+        TopicCounts {
+            published: self.published.get(&label).map_or(0, |c| c.get()),
+            delivered: self.delivered.get(&label).map_or(0, |c| c.get()),
+            subscribers: self.subscribers.get(&label).map_or(0, |g| g.get()),
+        }
+    }
+
+    /// Webhook deliveries counted per (source, outcome) since this process
+    /// started.
+    pub fn webhook_counts(&self) -> Vec<(String, String, u64)> {
+        let labels = self
+            .webhook_labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        labels
+            .into_iter()
+            .map(|(source, outcome)| {
+                let label = WebhookLabel {
+                    source: source.clone(),
+                    outcome: outcome.clone(),
+                };
+                let count = self.webhooks.get(&label).map_or(0, |c| c.get());
+                (source, outcome, count)
+            })
+            .collect()
     }
 
     pub fn handler_outcome(&self, handler: &str, outcome: &str) {

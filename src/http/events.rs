@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::{ApiError, ApiResult, AppState};
 use crate::cursor::{Cursor, StreamCursor};
 use crate::event::Filter;
-use crate::fanout::{SubscribeParams, Subscription};
+use crate::fanout::{Naming, SubscribeParams, Subscription};
 
 /// Events in a page when `limit` is not given, and the most it may ask for.
 const DEFAULT_PAGE_LIMIT: usize = 100;
@@ -142,7 +142,8 @@ pub struct StreamQuery {
     /// A CEL expression over the event: only those it is true of.
     filter: Option<String>,
     /// `message`: events go out unnamed (`EventSource.onmessage` gets
-    /// them all); `type` (the default): named by their event type.
+    /// them all); `type` (the default): named by their event type;
+    /// `topic`: named by their topic.
     event: Option<String>,
 }
 
@@ -156,7 +157,7 @@ pub async fn stream(
         return Err(ApiError::unknown_topic(&topic));
     };
     let Query(query) = query.map_err(bad_query)?;
-    let unnamed = unnamed(query.event.as_deref())?;
+    let naming = naming(query.event.as_deref())?;
     let header_id = last_event_id(&headers)?;
     // Precedence: the Last-Event-ID header (what reconnecting clients send),
     // then ?last_event_id=, then ?from= (default latest).
@@ -183,7 +184,7 @@ pub async fn stream(
         cursor,
         filter: filter(query.types, query.subject, query.filter.as_deref())?,
         heartbeat: state.heartbeat,
-        unnamed,
+        naming,
         stream: None,
     };
     let subscription = subscribe(&state, params)?;
@@ -245,15 +246,17 @@ fn subscribe(state: &Arc<AppState>, params: SubscribeParams) -> ApiResult<Subscr
 }
 
 /// `?event=`: `message` sends events unnamed (`EventSource.onmessage`
-/// gets them all), `type` (the default) names them by their type.
-fn unnamed(event: Option<&str>) -> ApiResult<bool> {
+/// gets them all), `type` (the default) names them by their type, `topic`
+/// by their topic.
+fn naming(event: Option<&str>) -> ApiResult<Naming> {
     match event {
-        None | Some("type") => Ok(false),
-        Some("message") => Ok(true),
+        None | Some("type") => Ok(Naming::Type),
+        Some("message") => Ok(Naming::Message),
+        Some("topic") => Ok(Naming::Topic),
         Some(other) => Err(ApiError::bad_request(
             "invalid_query",
             format!(
-                "event must be \"message\" (unnamed events, for EventSource.onmessage) or \"type\" (named by event type, the default), got {other:?}"
+                "event must be \"message\" (unnamed events, for EventSource.onmessage), \"type\" (named by event type, the default) or \"topic\" (named by topic), got {other:?}"
             ),
         )
         .with("parameter", "event")),
@@ -356,7 +359,7 @@ pub async fn stream_many(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(bad_query)?;
-    let unnamed = unnamed(query.event.as_deref())?;
+    let naming = naming(query.event.as_deref())?;
     let filter = filter(query.types, query.subject, query.filter.as_deref())?;
     let patterns: Vec<&str> = query
         .topics
@@ -463,7 +466,7 @@ pub async fn stream_many(
         joined: HashSet::new(),
         streams: futures::stream::SelectAll::new(),
         filter,
-        unnamed,
+        naming,
         shared: Arc::new(std::sync::Mutex::new(position.clone())),
         span: sse_span(&patterns.join(",")),
     };
@@ -498,7 +501,7 @@ struct Many {
     streams: futures::stream::SelectAll<TopicChunks>,
     added: tokio::sync::watch::Receiver<u64>,
     filter: Filter,
-    unnamed: bool,
+    naming: Naming,
     shared: crate::fanout::SharedStreamCursor,
     span: tracing::Span,
 }
@@ -514,7 +517,7 @@ impl Many {
             } else {
                 Duration::from_secs(24 * 3600)
             },
-            unnamed: self.unnamed,
+            naming: self.naming,
             stream: Some(Arc::clone(&self.shared)),
         };
         // Each topic's end (`None`) ends the whole stream: a topic that

@@ -1,6 +1,7 @@
 //! The HTTP API (v1): routes, shared state, and the small endpoints.
 //! Handlers translate between HTTP and the core; they hold no policy.
 
+mod console;
 mod error;
 mod events;
 mod groups;
@@ -155,6 +156,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/.well-known/oauth-protected-resource/{*resource}",
             get(guard::protected_resource),
+        )
+        // The console: its page and assets are open (they hold no data);
+        // everything it shows comes from the API, with the session cookie.
+        .route("/", get(console::index))
+        .route("/console/{file}", get(console::file))
+        .route(
+            "/v1/overview",
+            get(console::overview).route_layer(guard(Need::Token)),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

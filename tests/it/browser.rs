@@ -17,10 +17,12 @@ use crate::harness::{Server, TokenMinter, Workspace, client, event, publish};
 const SECRET: &str = "a-browser-test-secret-0123456789";
 
 /// Generous: nothing here asserts how long anything takes.
-const WAIT: Duration = Duration::from_secs(90);
+pub(crate) const WAIT: Duration = Duration::from_secs(90);
 
-/// Chromium with the test page served on `pages` loopback origins.
-struct Browser {
+/// Chromium, driven by a puppeteer-core script of tests/browser (here
+/// eventsource.mjs, with the test page served on loopback origins; the
+/// console's test drives console.mjs).
+pub(crate) struct Browser {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
@@ -32,6 +34,21 @@ struct Browser {
 
 impl Browser {
     fn start(dir: &Path, pages: usize) -> Browser {
+        let (mut browser, ready) =
+            Browser::launch(dir, "eventsource.mjs", &["--pages", &pages.to_string()]);
+        browser.origins = ready["origins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(browser.origins.len(), pages);
+        browser
+    }
+
+    /// Starts `node <script> <args> --profile <dir>/chromium-profile` in
+    /// tests/browser; returns it with its first line (`ready`).
+    pub(crate) fn launch(dir: &Path, script: &str, args: &[&str]) -> (Browser, Value) {
         let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
         assert!(
             scripts.join("node_modules/puppeteer-core").exists()
@@ -40,8 +57,8 @@ impl Browser {
         );
         let log = dir.join("browser.log");
         let mut child = Command::new("node")
-            .arg("eventsource.mjs")
-            .args(["--pages", &pages.to_string()])
+            .arg(script)
+            .args(args)
             .arg("--profile")
             .arg(dir.join("chromium-profile"))
             .current_dir(&scripts)
@@ -49,7 +66,7 @@ impl Browser {
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
-            .expect("start node tests/browser/eventsource.mjs");
+            .unwrap_or_else(|err| panic!("start node tests/browser/{script}: {err}"));
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
@@ -72,14 +89,12 @@ impl Browser {
         let ready = browser.answer("start");
         assert_eq!(ready["ready"], true, "{ready}");
         browser.browser_pid = ready["browser_pid"].as_i64().map(|pid| pid as i32);
-        browser.origins = ready["origins"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o.as_str().unwrap().to_owned())
-            .collect();
-        assert_eq!(browser.origins.len(), pages);
-        browser
+        (browser, ready)
+    }
+
+    /// The browser's log (what its pages printed), for failure messages.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     fn answer(&self, what: &str) -> Value {
@@ -92,7 +107,7 @@ impl Browser {
         }
     }
 
-    fn call(&mut self, request: Value) -> Value {
+    pub(crate) fn call(&mut self, request: Value) -> Value {
         let stdin = self.stdin.as_mut().unwrap();
         writeln!(stdin, "{request}").unwrap();
         stdin.flush().unwrap();
@@ -141,7 +156,7 @@ impl Browser {
         }
     }
 
-    fn screenshot(&mut self, page: &str, path: &Path) {
+    pub(crate) fn screenshot(&mut self, page: &str, path: &Path) {
         self.call(json!({"cmd": "screenshot", "page": page, "path": path}));
         let png = std::fs::read(path).unwrap();
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");

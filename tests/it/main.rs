@@ -7,6 +7,7 @@ mod bounds;
 mod browser;
 mod cli;
 mod conformance;
+mod console;
 mod crash;
 mod filter;
 mod groups;

@@ -414,6 +414,53 @@ async fn unnamed_events_reach_onmessage() {
     assert_eq!(body["error"]["parameter"], "event", "{body}");
 }
 
+/// `?event=topic` on a stream over several topics: each event is named by
+/// the topic it came from (caught up and live alike), so one connection
+/// tells them apart (the console's live tail).
+#[tokio::test]
+async fn events_named_by_topic_on_a_stream_over_several() {
+    let ws = Workspace::new();
+    ws.topic("left", 2, "").topic("right", 1, "");
+    let server = ws.serve(&[]);
+    let client = client();
+    assert_eq!(
+        publish(&client, &server.events_url("left"), &event("l1", 1, "a"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        publish(&client, &server.events_url("right"), &event("r1", 1, "a"))
+            .await
+            .0,
+        200
+    );
+    let mut sse = Sse::connect(
+        &format!(
+            "{}/v1/stream?topics=left,right&from=earliest&event=topic",
+            server.url
+        ),
+        None,
+    )
+    .await;
+    let mut seen = sse.take(2).await;
+    publish(&client, &server.events_url("right"), &event("r2", 2, "a")).await;
+    seen.extend(sse.take(1).await);
+    let mut named: Vec<(String, String)> = seen
+        .iter()
+        .map(|e| (e.event.clone(), e.data["id"].as_str().unwrap().to_owned()))
+        .collect();
+    named.sort();
+    assert_eq!(
+        named,
+        [
+            ("left".to_owned(), "l1".to_owned()),
+            ("right".to_owned(), "r1".to_owned()),
+            ("right".to_owned(), "r2".to_owned())
+        ]
+    );
+}
+
 fn ids(prefix: &str, range: std::ops::Range<u64>) -> Vec<String> {
     range.map(|n| format!("{prefix}-{n}")).collect()
 }
