@@ -583,30 +583,13 @@ pub struct Filter {
 impl Filter {
     /// Whether an event of type `ty` with `subject` passes the type and
     /// subject parts (the expression needs the event: see
-    /// [`Filter::matches_prepared`]).
+    /// [`Expr::passes_prepared`]).
     pub fn matches(&self, ty: &str, subject: Option<&str>) -> bool {
         self.types.as_ref().is_none_or(|types| types.contains(ty))
             && self
                 .subject_prefix
                 .as_deref()
                 .is_none_or(|prefix| subject.is_some_and(|s| s.starts_with(prefix)))
-    }
-
-    /// Whether an event passes: its type and subject first (cheap), then,
-    /// when there is an expression, the event as CEL values from
-    /// `prepared`, asked only then (so that many filters can share one
-    /// conversion).
-    pub fn matches_prepared<'a>(
-        &self,
-        ty: &str,
-        subject: Option<&str>,
-        prepared: impl FnOnce() -> Option<&'a CelEvent>,
-    ) -> bool {
-        self.matches(ty, subject)
-            && self
-                .expr
-                .as_ref()
-                .is_none_or(|expr| prepared().is_some_and(|event| expr.passes_prepared(event)))
     }
 
     /// Whether an event (as JSON) passes.
@@ -661,6 +644,12 @@ pub struct ExprError {
 }
 
 impl Expr {
+    /// The expression's text, shared: equal texts give equal verdicts on
+    /// one event.
+    pub fn shared_source(&self) -> &std::sync::Arc<str> {
+        &self.source
+    }
+
     pub fn compile(source: &str) -> Result<Self, ExprError> {
         if source.trim().is_empty() {
             return Err(ExprError {

@@ -55,6 +55,10 @@ pub struct SharedEvent {
     /// The event as CEL values, made by the first subscriber with a filter
     /// expression and shared by the others.
     cel: std::sync::OnceLock<Option<crate::event::CelEvent>>,
+    /// The verdicts of the expressions evaluated on it so far, by their
+    /// text: subscribers with the same filter (a dashboard open many
+    /// times) evaluate it once per event. At most [`VERDICTS`] are kept.
+    verdicts: std::sync::Mutex<Vec<(Arc<str>, bool)>>,
 }
 
 impl SharedEvent {
@@ -82,18 +86,51 @@ impl SharedEvent {
             payload: event.payload,
             frame_tail: tail.freeze(),
             cel: std::sync::OnceLock::new(),
+            verdicts: std::sync::Mutex::default(),
         }
     }
 
-    /// Whether it passes `filter` (converting it for CEL once, for all).
+    /// Whether it passes `filter`: type and subject first; then its
+    /// expression, evaluated once per event for all the subscribers that
+    /// have the same one, on the event converted for CEL once for all.
     fn passes(&self, filter: &crate::event::Filter) -> bool {
-        filter.matches_prepared(&self.ty, self.subject.as_deref(), || {
-            self.cel
-                .get_or_init(|| crate::event::CelEvent::parse(&self.payload))
-                .as_ref()
-        })
+        if !filter.matches(&self.ty, self.subject.as_deref()) {
+            return false;
+        }
+        let Some(expr) = &filter.expr else {
+            return true;
+        };
+        let key = expr.shared_source();
+        let known = |verdicts: &[(Arc<str>, bool)]| {
+            verdicts
+                .iter()
+                .find(|(text, _)| Arc::ptr_eq(text, key) || text == key)
+                .map(|&(_, verdict)| verdict)
+        };
+        let lock = || {
+            self.verdicts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(verdict) = known(&lock()) {
+            return verdict;
+        }
+        let verdict = self
+            .cel
+            .get_or_init(|| crate::event::CelEvent::parse(&self.payload))
+            .as_ref()
+            .is_some_and(|event| expr.passes_prepared(event));
+        let mut verdicts = lock();
+        if verdicts.len() < VERDICTS && known(&verdicts).is_none() {
+            verdicts.push((Arc::clone(key), verdict));
+        }
+        verdict
     }
 }
+
+/// The most filter verdicts an event in the fan-out keeps (see
+/// [`SharedEvent::passes`]); more distinct filters are evaluated each time.
+const VERDICTS: usize = 16;
 
 type Batch = Arc<[SharedEvent]>;
 
@@ -521,5 +558,42 @@ impl Subscription {
                 Some(Bytes::from(format!("event: error\ndata: {data}\n\n")))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Expr, Filter};
+
+    fn filter(expr: &str) -> Filter {
+        Filter {
+            expr: Some(Expr::compile(expr).unwrap()),
+            ..Filter::default()
+        }
+    }
+
+    /// Verdicts are shared by the expression's text only: another
+    /// expression on the same event gets its own, and a type filter still
+    /// applies before a remembered verdict.
+    #[test]
+    fn one_event_remembers_each_expression_s_verdict_apart() {
+        let event = SharedEvent::from_stored(StoredEvent {
+            partition: 0,
+            offset: 0,
+            timestamp_ms: 0,
+            payload: Bytes::from_static(
+                br#"{"specversion":"1.0","id":"1","source":"/t","type":"a","data":{"n":5}}"#,
+            ),
+        });
+        for _ in 0..2 {
+            assert!(event.passes(&filter("data.n > 1")));
+            assert!(!event.passes(&filter("data.n > 9")));
+            assert!(event.passes(&filter("type == 'a'")));
+        }
+        let mut other_type = filter("data.n > 1");
+        other_type.types = Some(["b".to_owned()].into());
+        assert!(!event.passes(&other_type));
+        assert_eq!(event.verdicts.lock().unwrap().len(), 3);
     }
 }
