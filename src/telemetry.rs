@@ -29,6 +29,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// Whether traces are exported (set once, at start).
 static EXPORTING: AtomicBool = AtomicBool::new(false);
+/// Whether log lines are JSON, which name the trace (set once, at start).
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
 
 /// Whether spans carry OpenTelemetry contexts worth propagating.
 pub fn exporting() -> bool {
@@ -57,6 +59,7 @@ fn configured(name: &str) -> bool {
 /// Starts logging (and exporting traces when configured). Call before the
 /// async runtime starts; keep the answer until it has stopped.
 pub fn init(json: bool) -> Telemetry {
+    JSON_LOGS.store(json, Ordering::Relaxed);
     // rmcp's service logs an ERROR for every MCP client that hangs up with
     // a stream open (a normal end of a listen): not an operator's problem,
     // so its service log is off; the rest of rmcp logs warnings.
@@ -163,16 +166,24 @@ pub fn traceparent(span: &Span) -> Option<String> {
     if !exporting() {
         return None;
     }
-    let mut carrier = HashMap::new();
-    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
-    carrier.remove("traceparent")
+    let context = span.context();
+    let ids = context.span().span_context().clone();
+    ids.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            ids.trace_id(),
+            ids.span_id(),
+            ids.trace_flags().to_u8()
+        )
+    })
 }
 
 /// Records `span`'s trace and span ids in its `trace_id` and `span_id`
 /// fields (declared empty by the span), so that JSON log lines written
-/// within it carry them; nothing when traces are not exported.
+/// within it carry them; nothing when traces are not exported or logs
+/// are text.
 pub fn record_ids(span: &Span) {
-    if !exporting() {
+    if !exporting() || !JSON_LOGS.load(Ordering::Relaxed) {
         return;
     }
     let context = span.context();
