@@ -524,6 +524,72 @@ async fn a_dead_letter_is_listed_and_replayed_from_the_console() {
     assert_eq!(console.errors("main"), Vec::<String>::new());
 }
 
+/// The handlers page draws each handler's latency over the last refreshes
+/// and lists its breaker's changes (published to its results topic): a
+/// target failing its first three calls opens the breaker, which closes
+/// again once a probe succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handlers_page_charts_latency_and_lists_breaker_changes() {
+    let sink = crate::sink::Sink::start().await;
+    let ws = crate::handler::workspace();
+    crate::handler::handler(
+        &ws,
+        "guarded",
+        &format!("{}/fail-first/3", sink.url),
+        "",
+        "max_attempts = 6\nmax_concurrency = 1\n[policy.breaker]\nconsecutive_failures = 3\nopen_for = \"1s\"\nhalf_open_probes = 1",
+    );
+    let server = ws.serve(&[]);
+    let (status, body) = publish(
+        &client(),
+        &server.events_url("jobs"),
+        &event("job-1", 1, "a"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    crate::handler::outcomes(&server, "results", crate::handler::RESULT, 1).await;
+
+    let mut console = Console::start(ws.path());
+    console.open("main", &format!("{}/#/handlers", server.url));
+    let chart = console
+        .wait_for(
+            "the latency chart",
+            |c| {
+                (
+                    c.values(
+                        "main",
+                        "[data-handler='guarded'] .latency svg",
+                        "aria-label",
+                    ),
+                    c.texts("main", "#notice"),
+                    c.texts("main", "[data-handler='guarded'] h2"),
+                )
+            },
+            |(labels, _, _)| !labels.is_empty(),
+        )
+        .0;
+    assert!(chart[0].contains("latency p99"), "{chart:?}");
+    console.wait_for(
+        "the breaker history",
+        |c| c.texts("main", "[data-handler='guarded'] .breaker-history summary"),
+        |s| s.iter().any(|s| s.contains("(3)")),
+    );
+    console.click("main", "[data-handler='guarded'] .breaker-history summary");
+    let changes = console.wait_for(
+        "the breaker's changes, newest first",
+        |c| {
+            c.values(
+                "main",
+                "[data-handler='guarded'] tr.breaker-change",
+                "data-to",
+            )
+        },
+        |to| to.len() == 3,
+    );
+    assert_eq!(changes, ["closed", "half_open", "open"]);
+    console.screenshot("main", "breakers.png");
+}
+
 /// The console's writes (replay) take the cookie; nothing else's does:
 /// not without the console's header, not from another origin (another
 /// port of the same host is the same site, so `SameSite` lets the cookie

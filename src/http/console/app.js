@@ -243,14 +243,14 @@ function rates(samples) {
   return out;
 }
 
-function sparkline(values) {
+function sparkline(values, label = "publish rate over the last two minutes") {
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("class", "spark");
   svg.setAttribute("viewBox", `0 0 ${SPARK_SAMPLES} 36`);
   svg.setAttribute("preserveAspectRatio", "none");
   svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", "publish rate over the last two minutes");
+  svg.setAttribute("aria-label", label);
   const max = Math.max(1, ...values);
   const offset = SPARK_SAMPLES - values.length;
   const points = values.map((v, i) => `${offset + i},${(34 - (v / max) * 32).toFixed(1)}`).join(" ");
@@ -522,8 +522,78 @@ function handlersPage() {
   poll(async () => {
     const status = await api("/v1/handlers");
     const letters = await Promise.all(status.handlers.map((h) => deadLetters(h)));
-    renderHandlers(status.handlers, letters);
+    const histories = await Promise.all(status.handlers.map((h) => breakerHistory(h)));
+    for (const handler of status.handlers) sampleLatency(handler);
+    renderHandlers(status.handlers, letters, histories);
   });
+}
+
+/** Each handler's latency (p50, p99) at each refresh, for its chart. */
+const latencySamples = new Map();
+
+function sampleLatency(handler) {
+  const samples = latencySamples.get(handler.name) || [];
+  samples.push(handler.latency_ms ? { p50: handler.latency_ms.p50, p99: handler.latency_ms.p99 } : { p50: 0, p99: 0 });
+  while (samples.length > SPARK_SAMPLES) samples.shift();
+  latencySamples.set(handler.name, samples);
+}
+
+/** The breaker changes each handler has published (to its results topic,
+ *  else its dead letters), read on from where the last refresh stopped;
+ *  the newest BREAKER_HISTORY are kept. */
+const breakerCache = new Map();
+const BREAKER_HISTORY = 20;
+
+async function breakerHistory(handler) {
+  const topic = handler.results ?? handler.dead_letters;
+  let cache = breakerCache.get(handler.name);
+  if (!cache || cache.topic !== topic) {
+    cache = { topic, from: "earliest", changes: [] };
+    breakerCache.set(handler.name, cache);
+  }
+  const url = `/v1/topics/${encodeURIComponent(topic)}/events`;
+  for (let page = 0; page < DEAD_LETTER_PAGES; page++) {
+    let answer;
+    try {
+      answer = await api(`${url}?${new URLSearchParams({ from: cache.from, limit: "1000", filter: 'type == "switchyard.handler.breaker"' })}`);
+    } catch (err) {
+      if (err.code === "cursor_expired") breakerCache.delete(handler.name);
+      throw err;
+    }
+    for (const event of answer.events) {
+      if (event.data?.handler === handler.name) cache.changes.push(event);
+    }
+    cache.changes.splice(0, Math.max(0, cache.changes.length - BREAKER_HISTORY));
+    const moved = answer.next !== cache.from;
+    cache.from = answer.next;
+    if (!answer.events.length || !moved) break;
+  }
+  return [...cache.changes].reverse();
+}
+
+/** A handler's breaker changes, newest first (kept open across refreshes). */
+function breakerList(handler, changes, open) {
+  if (!changes.length) return null;
+  const key = `breakers/${handler.name}`;
+  return el("details", { class: "breaker-history", dataset: { key }, open: open.has(key) },
+    el("summary", { text: `Breaker history (${changes.length})` }),
+    el("table", {},
+      el("thead", {}, el("tr", {}, el("th", { text: "time" }), el("th", { text: "target" }), el("th", { text: "change" }))),
+      el("tbody", {}, ...changes.map((event) =>
+        el("tr", { class: "breaker-change", dataset: { to: event.data.to } },
+          el("td", { text: event.time ? new Date(event.time).toLocaleString() : "–" }),
+          el("td", {}, el("code", { text: event.data.target })),
+          el("td", {}, el("span", { class: `badge ${event.data.from}`, text: event.data.from }), " → ",
+            el("span", { class: `badge ${event.data.to}`, text: event.data.to })))))));
+}
+
+/** A handler's latency over the last refreshes: p99 drawn, p50 and p99 named. */
+function latencyChart(handler) {
+  const samples = latencySamples.get(handler.name) || [];
+  if (!samples.length) return null;
+  return el("div", { class: "latency" },
+    el("span", { class: "muted", text: `latency p99 over the last ${samples.length} refreshes` }),
+    sparkline(samples.map((s) => s.p99), `${handler.name}: latency p99 over the last refreshes`));
 }
 
 /** What has been read of each handler's dead-letter topic: each poll
@@ -575,11 +645,12 @@ function percent(rate) {
 
 let handlersShown = "";
 
-function renderHandlers(handlers, letters) {
+function renderHandlers(handlers, letters, histories) {
   const box = $("#handlers");
   // Unchanged: the page stays as it is (nothing moves under the pointer).
   const shown = JSON.stringify([handlers, [...replaying], [...replayMessages],
-    letters.map((list) => list.map(({ letter, resolution }) => [letter.id, resolution?.id]))]);
+    letters.map((list) => list.map(({ letter, resolution }) => [letter.id, resolution?.id])),
+    histories.map((list) => list.map((event) => event.id))]);
   if (shown === handlersShown && box.isConnected && box.childElementCount) return;
   handlersShown = shown;
   if (!handlers.length) {
@@ -608,7 +679,9 @@ function renderHandlers(handlers, letters) {
         ? el("p", {}, "Breakers: ", breakers.map(([target, state]) =>
           el("span", {}, el("code", { text: target }), " ", el("span", { class: `badge ${state}`, text: state }), " ")))
         : null,
+      latencyChart(handler),
       handler.last_error ? el("p", { class: "error", text: lastError(handler.last_error) }) : null,
+      breakerList(handler, histories[i], open),
       deadLetterList(handler, letters[i], ticked, open));
   }));
 }
