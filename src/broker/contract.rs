@@ -107,6 +107,13 @@ pub trait Backend: Sized {
     /// The live leases in `scope`: (item, holder), sorted by item.
     async fn leases(&self, scope: &str) -> Result<Vec<(String, String)>>;
 
+    /// The bytes `topic` takes in storage, when the backend can tell
+    /// cheaply (the embedded log's segments, a NATS stream's state); `None`
+    /// when it cannot (Redis, Kafka).
+    async fn stored_bytes(&self, _topic: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// `Ok` when the backend can take writes.
     async fn health(&self) -> Result<()>;
 

@@ -248,6 +248,11 @@ impl Broker {
         dispatch!(self, b => b.add_topic(topic).await)
     }
 
+    /// See [`Backend::stored_bytes`].
+    pub async fn stored_bytes(&self, topic: &str) -> Result<Option<u64>> {
+        dispatch!(self, b => b.stored_bytes(topic).await)
+    }
+
     /// Partitions of `topic`.
     pub fn partitions(&self, topic: &str) -> Result<usize> {
         dispatch!(self, b => b.partitions(topic))

@@ -68,30 +68,35 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 /// `GET /v1/overview`: whether tokens are needed at all, what this one may
 /// do, and per topic it may see, the events published and delivered over
-/// SSE since this process started and the SSE streams open now; for an
+/// SSE since this process started, the SSE streams open now and its size
+/// in storage where the broker tells it; for an
 /// admin also the webhook sources with their deliveries per outcome.
 pub async fn overview(
     State(state): State<Arc<AppState>>,
     axum::Extension(access): axum::Extension<Access>,
 ) -> impl IntoResponse {
-    let topics: Vec<Value> = state
+    let mut topics: Vec<Value> = Vec::new();
+    for topic in state
         .topics
         .iter()
         .filter(|topic| topic.origin != crate::topic::Origin::Switchyard)
         .filter(|topic| access.sees_topic(&topic.name))
-        .map(|topic| {
-            let counts = state.metrics.topic_counts(&topic.name);
-            json!({
-                "name": topic.name,
-                "published": counts.published,
-                "delivered": counts.delivered,
-                "subscribers": counts.subscribers,
-                "handler": state.handlers.output_of(&topic.name),
-                "may_subscribe": access.may_subscribe(&topic.name).is_ok(),
-                "may_publish": access.may_publish(&topic.name).is_ok(),
-            })
-        })
-        .collect();
+    {
+        let counts = state.metrics.topic_counts(&topic.name);
+        // What the broker can tell of its size (null when it cannot, or
+        // cannot now: the page shows a dash).
+        let stored_bytes = state.broker.stored_bytes(&topic.name).await.ok().flatten();
+        topics.push(json!({
+            "name": topic.name,
+            "published": counts.published,
+            "delivered": counts.delivered,
+            "subscribers": counts.subscribers,
+            "stored_bytes": stored_bytes,
+            "handler": state.handlers.output_of(&topic.name),
+            "may_subscribe": access.may_subscribe(&topic.name).is_ok(),
+            "may_publish": access.may_publish(&topic.name).is_ok(),
+        }));
+    }
     let admin = access.may_admin().is_ok();
     let mut overview = json!({
         "auth": if state.verifier.is_some() { "token" } else { "none" },

@@ -638,7 +638,27 @@ async fn only_the_console_s_own_origin_writes_with_the_cookie() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
-    // The overview says what the cookie's token may do.
+    // The overview says what the cookie's token may do, and what each
+    // topic takes on disk (the embedded log's segments).
+    let stored = |overview: &Value| overview["topics"][0]["stored_bytes"].as_u64();
+    let before: Value = client()
+        .get(format!("{}/v1/overview", server.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let published = client()
+        .post(server.events_url("orders"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/cloudevents+json")
+        .body(event("o1", 1, "a").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 200);
     let overview: Value = client()
         .get(format!("{}/v1/overview", server.url))
         .header("cookie", &cookie)
@@ -651,6 +671,8 @@ async fn only_the_console_s_own_origin_writes_with_the_cookie() {
     assert_eq!(overview["auth"], "token", "{overview}");
     assert_eq!(overview["admin"], true, "{overview}");
     assert_eq!(overview["topics"][0]["name"], "orders", "{overview}");
+    let (before, after) = (stored(&before).unwrap(), stored(&overview).unwrap());
+    assert!(after > before, "stored bytes {before} then {after}");
     // The page is served with a policy that keeps it to its own origin.
     let page = client()
         .get(format!("{}/", server.url))

@@ -275,6 +275,11 @@ impl Backend for EmbeddedBroker {
             .collect())
     }
 
+    async fn stored_bytes(&self, topic: &str) -> Result<Option<u64>> {
+        let log = self.log(topic)?;
+        Ok(Some(log.partitions.iter().map(|p| p.bytes()).sum()))
+    }
+
     async fn commit(&self, topic: &str, group: &str, places: &[(usize, Place)]) -> Result<()> {
         let log = self.log(topic)?;
         let _one = self.commits.lock().await;

@@ -181,6 +181,12 @@ impl Partition {
         self.end.load(Ordering::Acquire)
     }
 
+    /// The bytes of its segment files.
+    pub fn bytes(&self) -> u64 {
+        let state = self.state.read().expect("partition lock poisoned");
+        state.segments.iter().map(|s| s.size).sum()
+    }
+
     /// The committed events from `from` on, read lazily.
     pub fn events(&self, from: u64) -> Result<Events, BrokerError> {
         // Plan the reads under the lock, do the I/O without it.

@@ -520,6 +520,21 @@ impl Backend for NatsBroker {
             .map_err(unavailable)
     }
 
+    async fn stored_bytes(&self, topic: &str) -> Result<Option<u64>> {
+        let streams = self.topic(topic)?;
+        let mut bytes = 0;
+        for stream in &streams.streams {
+            bytes += stream
+                .clone()
+                .info()
+                .await
+                .map_err(unavailable)?
+                .state
+                .bytes;
+        }
+        Ok(Some(bytes))
+    }
+
     async fn health(&self) -> Result<()> {
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return Err(unavailable("not connected"));

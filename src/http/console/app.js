@@ -285,6 +285,7 @@ function renderTopics() {
         stat(live.published ?? 0, "published"),
         stat(live.subscribers ?? 0, "SSE subscribers"),
         stat(live.delivered ?? 0, "delivered over SSE"),
+        stat(live.stored_bytes === null || live.stored_bytes === undefined ? "–" : bytes(live.stored_bytes), "stored"),
         stat(topic.partitions, "partitions"),
         stat(duration(topic.retention.max_age_seconds), "retention (age)"),
         stat(bytes(topic.retention.max_bytes), "retention (size)")),
