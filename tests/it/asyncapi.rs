@@ -11,11 +11,11 @@ use serde_json::{Value, json};
 
 use crate::harness::*;
 
-fn repo() -> &'static Path {
+pub(crate) fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
@@ -29,7 +29,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// What the demo topic files declare: topics, `topic/type`s, webhook sources.
-fn declared() -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>) {
+pub(crate) fn declared() -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>) {
     let (mut topics, mut types, mut sources) = Default::default();
     for entry in std::fs::read_dir(repo().join("topics")).unwrap() {
         let path = entry.unwrap().path();

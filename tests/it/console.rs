@@ -590,6 +590,30 @@ async fn the_handlers_page_charts_latency_and_lists_breaker_changes() {
     console.screenshot("main", "breakers.png");
 }
 
+/// The console of the demo (the topics and handlers the README's run
+/// command serves): the topics page lists every demo topic, and only them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topics_page_lists_the_demo_topics() {
+    use crate::asyncapi::{copy_dir, declared, repo};
+    let ws = Workspace::new();
+    copy_dir(&repo().join("topics"), &ws.topics_dir());
+    copy_dir(&repo().join("handlers"), &ws.path().join("handlers"));
+    let server = ws.serve(&[]);
+    let (topics, _, _) = declared();
+    let mut console = Console::start(ws.path());
+    console.open("main", &format!("{}/#/topics", server.url));
+    let shown: BTreeSet<String> = console
+        .wait_for(
+            "the demo topics listed",
+            |c| c.values("main", "#topics article.topic", "data-topic"),
+            |shown| shown.len() >= topics.len(),
+        )
+        .into_iter()
+        .collect();
+    assert_eq!(shown, topics);
+    console.screenshot("main", "demo-topics.png");
+}
+
 /// The console's writes (replay) take the cookie; nothing else's does:
 /// not without the console's header, not from another origin (another
 /// port of the same host is the same site, so `SameSite` lets the cookie
