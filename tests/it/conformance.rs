@@ -247,6 +247,26 @@ async fn append_read_resume(backend: Backend) {
     // Live: a new event reaches the open stream.
     publish_n(&server, "c", 50..51, 0).await;
     assert_eq!(sse.take(1).await[0].data["data"]["n"], 50, "{what}");
+
+    // Its size in storage, where the backend tells it (the console's
+    // topics page): the embedded log and NATS do, Redis and Kafka do not.
+    let overview = get_json(&format!("{}/v1/overview", server.url)).await;
+    let stored = overview["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "c")
+        .map(|t| t["stored_bytes"].clone())
+        .unwrap_or_else(|| panic!("{what}: {overview}"));
+    if what.starts_with("embedded") || what.starts_with("nats") {
+        // 51 events of about 150 bytes each, at least.
+        assert!(
+            stored.as_u64().is_some_and(|b| b > 51 * 100),
+            "{what}: {stored}"
+        );
+    } else {
+        assert_eq!(stored, Value::Null, "{what}");
+    }
 }
 
 /// Concurrent publishers, and events close to the size limit.

@@ -520,6 +520,36 @@ async fn a_dead_letter_is_listed_and_replayed_from_the_console() {
     );
     assert!(stats.iter().any(|s| s == "1received"), "{stats:?}");
     assert!(stats.iter().any(|s| s == "0accepted"), "{stats:?}");
+    // Rejected over time: another rejection while the page is open rises
+    // above the chart's baseline (y = 34).
+    let response = client()
+        .post(format!("{}/v1/webhooks/gh", server.url))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let rising = |points: &str| {
+        points
+            .split(' ')
+            .filter_map(|p| p.split_once(',')?.1.parse::<f64>().ok())
+            .any(|y| y < 34.0)
+    };
+    let chart = "#webhooks [data-source='gh'] .over-time[data-outcome='rejected'] polyline";
+    let points = console.wait_for(
+        "the rejection charted",
+        |c| c.values("main", chart, "points"),
+        |p| p.iter().any(|p| rising(p)),
+    );
+    assert_eq!(points.len(), 1, "{points:?}");
+    let accepted = "#webhooks [data-source='gh'] .over-time[data-outcome='accepted'] polyline";
+    let flat = console.values("main", accepted, "points");
+    assert!(
+        !flat.iter().any(|p| rising(p)),
+        "nothing accepted: {flat:?}"
+    );
     console.screenshot("main", "webhooks.png");
     assert_eq!(console.errors("main"), Vec::<String>::new());
 }

@@ -234,14 +234,6 @@ function topicsPage() {
 }
 
 /** Events per second between consecutive samples. */
-function rates(samples) {
-  const out = [];
-  for (let i = 1; i < samples.length; i++) {
-    const seconds = (samples[i].at - samples[i - 1].at) / 1000;
-    out.push(seconds > 0 ? Math.max(0, samples[i].published - samples[i - 1].published) / seconds : 0);
-  }
-  return out;
-}
 
 function sparkline(values, label = "publish rate over the last two minutes") {
   const ns = "http://www.w3.org/2000/svg";
@@ -269,7 +261,7 @@ function renderTopics() {
   }
   const cards = app.topics.map((topic) => {
     const live = overviewOf(topic.name);
-    const rate = rates(app.samples.get(topic.name) || []);
+    const rate = countRates(app.samples.get(topic.name) || [], "published");
     const current = rate.length ? rate[rate.length - 1] : 0;
     const types = Object.entries(topic.types).map(([name, type]) =>
       el("li", {},
@@ -786,6 +778,19 @@ function memberText(members) {
 
 // ---------------------------------------------------------------- webhooks
 
+/** Each webhook source's counts at each refresh, for its charts. */
+const webhookSamples = new Map();
+
+/** Per second between samples, of the count `key`. */
+function countRates(samples, key) {
+  const out = [];
+  for (let i = 1; i < samples.length; i++) {
+    const seconds = (samples[i].at - samples[i - 1].at) / 1000;
+    out.push(seconds > 0 ? Math.max(0, samples[i][key] - samples[i - 1][key]) / seconds : 0);
+  }
+  return out;
+}
+
 function webhooksPage() {
   poll(async () => {
     app.overview = await api("/v1/overview");
@@ -798,13 +803,21 @@ function webhooksPage() {
     box.replaceChildren(el("div", { class: "grid" }, sources.map((source) => {
       const { received = 0, accepted = 0, duplicate = 0, ...rest } = source.outcomes;
       const rejected = Object.entries(rest).filter(([outcome]) => outcome !== "challenge");
+      const rejectedCount = rejected.reduce((sum, [, n]) => sum + n, 0);
+      const samples = webhookSamples.get(source.source) || [];
+      samples.push({ at: Date.now(), received, accepted, duplicate, rejected: rejectedCount });
+      while (samples.length > SPARK_SAMPLES + 1) samples.shift();
+      webhookSamples.set(source.source, samples);
       return el("article", { class: "card", dataset: { source: source.source } },
         el("h2", { text: source.source }),
         el("p", { class: "muted" }, `${source.scheme} signatures, into `, el("code", { text: source.topic }),
           `; POST /v1/webhooks/${source.source}`),
         el("div", { class: "stats" },
           stat(received, "received"), stat(accepted, "accepted"), stat(duplicate, "duplicate"),
-          stat(rejected.reduce((sum, [, n]) => sum + n, 0), "rejected")),
+          stat(rejectedCount, "rejected")),
+        ...["accepted", "rejected"].map((outcome) => el("div", { class: "over-time", dataset: { outcome } },
+          sparkline(countRates(samples, outcome), `${source.source}: ${outcome} per second, last two minutes`),
+          el("span", { class: "hint", text: `${outcome} per second, last two minutes` }))),
         rejected.length
           ? el("table", {}, el("tbody", {}, rejected.map(([reason, n]) => el("tr", {}, el("td", {}, el("code", { text: reason })), el("td", { text: String(n) })))))
           : null);
