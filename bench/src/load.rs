@@ -311,6 +311,30 @@ pub struct FreshRounds {
 }
 
 impl FreshRounds {
+    /// The `publish` load on two sides that differ in their server's
+    /// `Setup`, rounds alternating, each on a fresh server (`scenario`
+    /// names the run in its progress line).
+    pub async fn alternate(
+        scenario: &str,
+        sides: [(&'static str, &crate::server::Setup); 2],
+        server_args: &crate::cli::ServerArgs,
+        params: &PublishParams,
+    ) -> Result<Self> {
+        eprintln!(
+            "{scenario}: {} connections, {}s warm-up + {}s measured, {} rounds of each, fsync {}",
+            params.connections, params.warmup_s, params.duration_s, params.rounds, params.fsync
+        );
+        let mut fresh = Self::default();
+        for round in 1..=params.rounds {
+            for (side, setup) in sides {
+                fresh
+                    .run(side, &Load::Publish, (server_args, setup), round, params)
+                    .await?;
+            }
+        }
+        Ok(fresh)
+    }
+
     /// One round of `load` on a fresh server started with `setup` (and a
     /// fresh log), so that no round inherits another's segments or memory;
     /// the server is stopped after it.

@@ -20,51 +20,12 @@
 //          ancestor hidden)
 //   {"cmd": "errors", "page": NAME}  -> {"ok": true, "errors": [...]}: script
 //          errors and console errors (a CSP refusal is one) so far
-//   {"cmd": "cookies"}  -> {"ok": true, "cookies": [{"name", "domain", "http_only", "same_site"}]}
-//   {"cmd": "screenshot", "page": NAME, "path": FILE}  -> {"ok": true}
-//   {"cmd": "quit"}  (or end of stdin) closes Chromium and exits.
-// A failed request answers {"ok": false, "error": "..."}.
-import readline from "node:readline";
-import puppeteer from "puppeteer-core";
+// and cookies, screenshot and quit (driver.mjs).
+import { drive } from "./driver.mjs";
 
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-
-function option(name, fallback) {
-  const at = process.argv.indexOf(`--${name}`);
-  return at >= 0 ? process.argv[at + 1] : fallback;
-}
-
-const browser = await puppeteer.launch({
-  executablePath: CHROMIUM,
-  headless: true, // with the arguments below: Chromium's own --headless=new
-  args: ["--no-sandbox", "--headless=new", "--disable-dev-shm-usage"],
-  userDataDir: option("profile", undefined),
-  handleSIGINT: true,
-  handleSIGTERM: true,
-  handleSIGHUP: true,
-});
-const pages = new Map();
 const errors = new Map();
 
-let quitting = false;
-async function quit(code) {
-  if (quitting) return;
-  quitting = true;
-  try {
-    await browser.close();
-  } catch {
-    browser.process()?.kill("SIGKILL");
-  }
-  process.exit(code);
-}
-
-function page(name) {
-  const found = pages.get(name);
-  if (!found) throw new Error(`no page named ${name}`);
-  return found;
-}
-
-async function handle(request) {
+async function handle(request, { browser, pages, page }) {
   switch (request.cmd) {
     case "open": {
       const tab = await browser.newPage();
@@ -118,47 +79,9 @@ async function handle(request) {
     }
     case "errors":
       return { ok: true, errors: errors.get(request.page) ?? [] };
-    case "cookies": {
-      const cookies = await browser.defaultBrowserContext().cookies();
-      return {
-        ok: true,
-        cookies: cookies.map((c) => ({
-          name: c.name,
-          domain: c.domain,
-          http_only: c.httpOnly,
-          same_site: c.sameSite ?? null,
-        })),
-      };
-    }
-    case "screenshot":
-      await page(request.page).screenshot({ path: request.path, fullPage: true });
-      return { ok: true };
-    case "quit":
-      await quit(0);
-      return { ok: true };
     default:
-      throw new Error(`unknown command ${request.cmd}`);
+      return undefined;
   }
 }
 
-process.stdout.write(
-  JSON.stringify({
-    ready: true,
-    browser_pid: browser.process()?.pid ?? null,
-    browser_version: await browser.version(),
-  }) + "\n",
-);
-
-const lines = readline.createInterface({ input: process.stdin });
-for await (const line of lines) {
-  if (line.trim() === "") continue;
-  let answer;
-  try {
-    answer = await handle(JSON.parse(line));
-  } catch (err) {
-    answer = { ok: false, error: String(err?.stack ?? err) };
-  }
-  process.stdout.write(JSON.stringify(answer) + "\n");
-}
-// End of stdin: the test is done with us, or died.
-await quit(0);
+await drive({ handle });

@@ -18,20 +18,9 @@
 //       -> {"ok": true}
 //   {"cmd": "state", "page": NAME}
 //       -> {"ok": true, "state": {"session", "ready_state", "opens", "errors", "events": [{"id", "type", "data"}]}}
-//   {"cmd": "cookies"}  -> {"ok": true, "cookies": [{"name", "domain", "http_only", "same_site"}]}
-//   {"cmd": "screenshot", "page": NAME, "path": FILE}  -> {"ok": true}
-//   {"cmd": "quit"}  (or end of stdin) closes Chromium and exits.
-// A failed request answers {"ok": false, "error": "..."}.
+// and cookies, screenshot and quit (driver.mjs).
 import http from "node:http";
-import readline from "node:readline";
-import puppeteer from "puppeteer-core";
-
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-
-function option(name, fallback) {
-  const at = process.argv.indexOf(`--${name}`);
-  return at >= 0 ? process.argv[at + 1] : fallback;
-}
+import { drive, option } from "./driver.mjs";
 
 // The page: everything it learns goes into window.state, and on screen.
 const PAGE = `<!doctype html>
@@ -113,38 +102,7 @@ const count = Number(option("pages", "1"));
 const served = [];
 for (let i = 0; i < count; i++) served.push(await servePage());
 
-const browser = await puppeteer.launch({
-  executablePath: CHROMIUM,
-  headless: true, // with the arguments below: Chromium's own --headless=new
-  args: ["--no-sandbox", "--headless=new", "--disable-dev-shm-usage"],
-  userDataDir: option("profile", undefined),
-  // The test ends us by closing stdin (see below); never leave Chromium behind.
-  handleSIGINT: true,
-  handleSIGTERM: true,
-  handleSIGHUP: true,
-});
-const pages = new Map();
-
-let quitting = false;
-async function quit(code) {
-  if (quitting) return;
-  quitting = true;
-  try {
-    await browser.close();
-  } catch {
-    browser.process()?.kill("SIGKILL");
-  }
-  for (const { server } of served) server.close();
-  process.exit(code);
-}
-
-function page(name) {
-  const found = pages.get(name);
-  if (!found) throw new Error(`no page named ${name}`);
-  return found;
-}
-
-async function handle(request) {
+async function handle(request, { browser, pages, page }) {
   switch (request.cmd) {
     case "open": {
       const tab = await browser.newPage();
@@ -163,48 +121,15 @@ async function handle(request) {
     }
     case "state":
       return { ok: true, state: await page(request.page).evaluate(() => window.state) };
-    case "cookies": {
-      const cookies = await browser.defaultBrowserContext().cookies();
-      return {
-        ok: true,
-        cookies: cookies.map((c) => ({
-          name: c.name,
-          domain: c.domain,
-          http_only: c.httpOnly,
-          same_site: c.sameSite ?? null,
-        })),
-      };
-    }
-    case "screenshot":
-      await page(request.page).screenshot({ path: request.path, fullPage: true });
-      return { ok: true };
-    case "quit":
-      await quit(0);
-      return { ok: true };
     default:
-      throw new Error(`unknown command ${request.cmd}`);
+      return undefined;
   }
 }
 
-process.stdout.write(
-  JSON.stringify({
-    ready: true,
-    origins: served.map((s) => s.origin),
-    browser_pid: browser.process()?.pid ?? null,
-    browser_version: await browser.version(),
-  }) + "\n",
-);
-
-const lines = readline.createInterface({ input: process.stdin });
-for await (const line of lines) {
-  if (line.trim() === "") continue;
-  let answer;
-  try {
-    answer = await handle(JSON.parse(line));
-  } catch (err) {
-    answer = { ok: false, error: String(err?.stack ?? err) };
-  }
-  process.stdout.write(JSON.stringify(answer) + "\n");
-}
-// End of stdin: the test is done with us, or died.
-await quit(0);
+await drive({
+  handle,
+  ready: { origins: served.map((s) => s.origin) },
+  onQuit: () => {
+    for (const { server } of served) server.close();
+  },
+});

@@ -503,15 +503,18 @@ async fn a_dead_letter_is_listed_and_replayed_from_the_console() {
     console.screenshot("main", "groups.png");
 
     // An unsigned webhook delivery is rejected, and counted on its page.
-    let response = client()
-        .post(format!("{}/v1/webhooks/gh", server.url))
-        .header("content-type", "application/json")
-        .header("x-github-event", "push")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
+    let unsigned = || async {
+        let response = client()
+            .post(format!("{}/v1/webhooks/gh", server.url))
+            .header("content-type", "application/json")
+            .header("x-github-event", "push")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    };
+    unsigned().await;
     console.goto("main", &format!("{}/#/webhooks", server.url));
     let stats = console.wait_for(
         "the rejected delivery counted",
@@ -522,15 +525,7 @@ async fn a_dead_letter_is_listed_and_replayed_from_the_console() {
     assert!(stats.iter().any(|s| s == "0accepted"), "{stats:?}");
     // Rejected over time: another rejection while the page is open rises
     // above the chart's baseline (y = 34).
-    let response = client()
-        .post(format!("{}/v1/webhooks/gh", server.url))
-        .header("content-type", "application/json")
-        .header("x-github-event", "push")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
+    unsigned().await;
     let rising = |points: &str| {
         points
             .split(' ')

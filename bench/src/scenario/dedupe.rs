@@ -8,7 +8,7 @@ use serde_json::Map;
 use crate::DEDUPE_TARGET_RATIO;
 use crate::cli::{PublishParams, ServerArgs};
 use crate::compare::{Comparison, Report};
-use crate::load::{FreshRounds, Load};
+use crate::load::FreshRounds;
 use crate::server::Setup;
 
 const OFF_SIDE: &str = "dedupe off";
@@ -25,18 +25,13 @@ pub async fn dedupe_scenario(params: &PublishParams, server_args: &ServerArgs) -
         ..Setup::default()
     };
     let on = Setup::default();
-    let mut fresh = FreshRounds::default();
-    eprintln!(
-        "dedupe: {} connections, {}s warm-up + {}s measured, {} rounds of each, fsync {}",
-        params.connections, params.warmup_s, params.duration_s, params.rounds, params.fsync
-    );
-    for round in 1..=params.rounds {
-        for (side, setup) in [(OFF_SIDE, &off), (ON_SIDE, &on)] {
-            fresh
-                .run(side, &Load::Publish, (server_args, setup), round, params)
-                .await?;
-        }
-    }
+    let fresh = FreshRounds::alternate(
+        "dedupe",
+        [(OFF_SIDE, &off), (ON_SIDE, &on)],
+        server_args,
+        params,
+    )
+    .await?;
     let FreshRounds {
         rounds,
         log_lines,

@@ -13,7 +13,7 @@ use crate::TRACING_TARGET_RATIO;
 use crate::bare::{BareServer, Hits};
 use crate::cli::{PublishParams, ServerArgs};
 use crate::compare::{Comparison, Report};
-use crate::load::{FreshRounds, Load};
+use crate::load::FreshRounds;
 use crate::server::Setup;
 
 const OFF_SIDE: &str = "tracing off";
@@ -31,18 +31,13 @@ pub async fn tracing_scenario(params: &PublishParams, server_args: &ServerArgs) 
         otlp_endpoint: Some(collector.url("")),
         ..Setup::default()
     };
-    let mut fresh = FreshRounds::default();
-    eprintln!(
-        "tracing: {} connections, {}s warm-up + {}s measured, {} rounds of each, fsync {}",
-        params.connections, params.warmup_s, params.duration_s, params.rounds, params.fsync
-    );
-    for round in 1..=params.rounds {
-        for (side, setup) in [(OFF_SIDE, &off), (ON_SIDE, &on)] {
-            fresh
-                .run(side, &Load::Publish, (server_args, setup), round, params)
-                .await?;
-        }
-    }
+    let fresh = FreshRounds::alternate(
+        "tracing",
+        [(OFF_SIDE, &off), (ON_SIDE, &on)],
+        server_args,
+        params,
+    )
+    .await?;
     let FreshRounds {
         rounds,
         log_lines,
