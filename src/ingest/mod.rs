@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use serde::Serialize;
-use tracing::Instrument;
 
 use self::ends::KnownEnds;
 use crate::broker::{Broker, BrokerError, Record};
@@ -225,11 +224,7 @@ impl Ingest {
         let mut positions = Vec::new();
         if !records.is_empty() {
             let before = self.ends.before_append(topic_name).await?;
-            let appended = self
-                .broker
-                .append(topic_name, records)
-                .instrument(tracing::info_span!("append", topic = topic_name))
-                .await?;
+            let appended = self.broker.append(topic_name, records).await?;
             self.ends.appended(topic_name, &appended);
             let stored = appended.iter().filter(|at| !at.duplicate).count() as u64;
             self.metrics

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::handler::{handler, outcomes, workspace};
-use crate::harness::client;
+use crate::harness::{Signer, SignerLang, client, sign_request};
 use crate::sink::Sink;
 
 const RESULT: &str = "switchyard.handler.succeeded";
@@ -147,7 +147,7 @@ async fn publish_traced(url: &str, id: &str) -> Value {
 
 /// A publish carrying a `traceparent`, the handler's outbound call and the
 /// result event are one trace: the receiver gets its spans (publish,
-/// append, handler, attempt, call) linked parent to child; the target sees
+/// handler, attempt, call) linked parent to child; the target sees
 /// the call's span in its `traceparent`; the result carries the handler's,
 /// and so does a dead letter, whose JSON log line names trace and span.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,7 +184,7 @@ async fn one_trace_links_a_publish_the_outbound_call_and_the_result() {
     assert_eq!(ids(sent).0, TRACE, "the target sees the trace");
 
     let spans = receiver
-        .trace(TRACE, &["publish", "append", "handler", "attempt", "call"])
+        .trace(TRACE, &["publish", "handler", "attempt", "call"])
         .await;
     for span in &spans {
         assert_eq!(span["service"], "switchyard-under-test", "{span}");
@@ -192,11 +192,6 @@ async fn one_trace_links_a_publish_the_outbound_call_and_the_result() {
     let publish = one(&spans, "publish");
     assert_eq!(publish["parent_span_id"], PRODUCER_SPAN, "{publish}");
     assert_eq!(publish["kind"], 2, "server: {publish}");
-    let append = &spans
-        .iter()
-        .find(|s| s["name"] == "append")
-        .expect("append");
-    assert_eq!(append["parent_span_id"], publish["span_id"], "{append}");
     // The stored event carries the publish span; the handler continues it.
     let handler = spans
         .iter()
@@ -247,6 +242,64 @@ async fn one_trace_links_a_publish_the_outbound_call_and_the_result() {
         .unwrap_or_else(|| panic!("no JSON log line about the dead letter: {log}"));
     assert_eq!(line["span"]["trace_id"], TRACE, "{line}");
     assert_eq!(line["span"]["span_id"], ids(dead_trace).1, "{line}");
+}
+
+/// A webhook delivery carrying a `traceparent` is one `webhook` span (a
+/// server span, child of the sender's) with its steps `verify`, `dedupe`
+/// and `append` as children; the stored event carries the delivery's span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_delivery_is_a_span_with_verify_dedupe_and_append() {
+    const HOOK_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    const SECRET: &str = "a-github-webhook-secret";
+    let receiver = Receiver::start();
+    let ws = workspace();
+    ws.topic(
+        "hooks",
+        1,
+        "[[webhooks]]\nsource = \"gh\"\nscheme = \"github\"\nsecrets_env = [\"T_GH\"]\n",
+    );
+    let endpoint = receiver.endpoint();
+    let server = ws.serve_with(
+        &[],
+        &[
+            ("T_GH", SECRET),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    // Typed `test.event` by GitHub's rule: X-GitHub-Event "." action.
+    let body = json!({"action": "event", "n": 1, "k": "a"}).to_string();
+    let mut signer = Signer::new(SignerLang::Node);
+    let signature = signer.sign(&sign_request("github", SECRET, &body, 0, "d-1"));
+    let mut request = client()
+        .post(format!("{}/v1/webhooks/gh", server.url))
+        .header("content-type", "application/json")
+        .header("x-github-event", "test")
+        .header("x-github-delivery", "d-1")
+        .header("traceparent", format!("00-{HOOK_TRACE}-{PRODUCER_SPAN}-01"));
+    for (name, value) in signature {
+        request = request.header(name, value);
+    }
+    let response = request.body(body).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+
+    let spans = receiver
+        .trace(HOOK_TRACE, &["webhook", "verify", "dedupe", "append"])
+        .await;
+    let webhook = one(&spans, "webhook");
+    assert_eq!(webhook["parent_span_id"], PRODUCER_SPAN, "{webhook}");
+    assert_eq!(webhook["kind"], 2, "server: {webhook}");
+    for step in ["verify", "dedupe", "append"] {
+        let span = one(&spans, step);
+        assert_eq!(span["parent_span_id"], webhook["span_id"], "{step}: {span}");
+    }
+    let stored = crate::harness::read_all(&client(), &server.events_url("hooks")).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let trace = stored[0]["traceparent"].as_str().expect("a traceparent");
+    assert_eq!(
+        ids(trace),
+        (HOOK_TRACE, webhook["span_id"].as_str().unwrap())
+    );
 }
 
 /// Without an exporter no span is built, and the request's `traceparent`

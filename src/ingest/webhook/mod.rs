@@ -574,10 +574,16 @@ impl Webhooks {
         } else {
             Undeclared::Refuse
         };
+        // The event joins the delivery's trace (not its `append` step's).
+        if let Some(trace) = crate::telemetry::traceparent(&tracing::Span::current()) {
+            crate::telemetry::inherit(&mut event, &trace, None);
+        }
+        let append = || tracing::info_span!("append", topic = %endpoint.spec.topic);
         let Some(delivery_id) = delivery_id else {
             let published = self
                 .ingest
                 .publish_checked(&endpoint.spec.topic, vec![event], undeclared)
+                .instrument(append())
                 .await?;
             if let Some(mut body_slot) = body_slot {
                 *body_slot = Some(expires_ms);
@@ -599,6 +605,7 @@ impl Webhooks {
         let published = self
             .ingest
             .publish_checked(&endpoint.spec.topic, vec![event], undeclared)
+            .instrument(append())
             .await?;
         *seen = Some(expires_ms);
         if let Some(mut body_slot) = body_slot {
