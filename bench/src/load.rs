@@ -314,9 +314,9 @@ impl FreshRounds {
     /// The `publish` load on two sides that differ in their server's
     /// `Setup`, rounds alternating, each on a fresh server (`scenario`
     /// names the run in its progress line).
-    pub async fn alternate(
+    pub async fn alternate<const SIDES: usize>(
         scenario: &str,
-        sides: [(&'static str, &crate::server::Setup); 2],
+        sides: [(&'static str, &crate::server::Setup); SIDES],
         server_args: &crate::cli::ServerArgs,
         params: &PublishParams,
     ) -> Result<Self> {

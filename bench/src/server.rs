@@ -82,7 +82,7 @@ pub fn newest_modification(path: &Path) -> Option<SystemTime> {
 }
 
 /// What a scenario needs declared beyond the bench topic.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Setup {
     /// Declare the webhook source `bench` on the bench topic, signed with
     /// this `whsec_…` secret.
@@ -96,6 +96,9 @@ pub struct Setup {
     pub dedupe_off: bool,
     /// Export traces to this OTLP/HTTP endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`).
     pub otlp_endpoint: Option<String>,
+    /// Sample this share of new traces (the SDK's
+    /// `parentbased_traceidratio` sampler); all of them when `None`.
+    pub trace_sample_ratio: Option<f64>,
 }
 
 /// The real server, running as a child process (started by the test kit)
@@ -153,6 +156,11 @@ impl Switchyard {
         }
         if let Some(endpoint) = &setup.otlp_endpoint {
             serve = serve.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint);
+        }
+        if let Some(ratio) = setup.trace_sample_ratio {
+            serve = serve
+                .env("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+                .env("OTEL_TRACES_SAMPLER_ARG", ratio.to_string());
         }
         Ok(Self {
             process: serve.start()?,

@@ -1,8 +1,10 @@
 //! `tracing`: publish with traces exported over OTLP/HTTP (to a local
 //! endpoint that answers every export at once) against the same publish
 //! with no exporter configured: what OpenTelemetry costs when it is on.
-//! With it off, a publish's spans are disabled callsites (the bench
-//! server logs at `warn`), so the off side is the plain publish path.
+//! A third side samples a tenth of the traces (the SDK's own
+//! `parentbased_traceidratio` sampler), the usual setting at high rates.
+//! With it off, a publish's span is a disabled callsite (the bench server
+//! logs at `warn`), so the off side is the plain publish path.
 
 use std::sync::Arc;
 
@@ -18,10 +20,13 @@ use crate::server::Setup;
 
 const OFF_SIDE: &str = "tracing off";
 const ON_SIDE: &str = "tracing on";
+const SAMPLED_SIDE: &str = "tracing 10%";
+/// The sampled side's share of traces.
+const SAMPLE_RATIO: f64 = 0.1;
 
 /// The same load, fresh servers per round, rounds alternating: one side
-/// exports every publish's spans (`publish`, `append`) to a collector on
-/// loopback, the other has no endpoint.
+/// exports every publish's span to a collector on loopback, one exports a
+/// tenth of them, the third has no endpoint.
 pub async fn tracing_scenario(params: &PublishParams, server_args: &ServerArgs) -> Result<()> {
     let binary = server_args.describe_binary()?;
     let exports = Arc::new(Hits::new());
@@ -31,9 +36,13 @@ pub async fn tracing_scenario(params: &PublishParams, server_args: &ServerArgs) 
         otlp_endpoint: Some(collector.url("")),
         ..Setup::default()
     };
+    let sampled = Setup {
+        trace_sample_ratio: Some(SAMPLE_RATIO),
+        ..on.clone()
+    };
     let fresh = FreshRounds::alternate(
         "tracing",
-        [(OFF_SIDE, &off), (ON_SIDE, &on)],
+        [(OFF_SIDE, &off), (ON_SIDE, &on), (SAMPLED_SIDE, &sampled)],
         server_args,
         params,
     )
@@ -45,26 +54,46 @@ pub async fn tracing_scenario(params: &PublishParams, server_args: &ServerArgs) 
     } = fresh;
     let exported = exports.count();
     let comparison = Comparison::of(&rounds, OFF_SIDE, ON_SIDE);
+    let sampling = Comparison::of(&rounds, OFF_SIDE, SAMPLED_SIDE);
+    let cpu = |c: &Comparison| {
+        c.measured
+            .server_cpu_us_per_request
+            .map_or_else(|| "-".to_owned(), |us| format!("{us:.0} µs"))
+    };
     let mut results = Map::new();
     results.insert("otlp_exports".into(), json!(exported));
+    results.insert("sampled_ratio".into(), json!(sampling.ratio));
+    results.insert("sampled_round_ratios".into(), json!(sampling.round_ratios));
+    results.insert(
+        "sampled_server_cpu_us_per_request".into(),
+        json!(sampling.measured.server_cpu_us_per_request),
+    );
     let report = Report {
         scenario: "tracing",
         sent: "structured events, each with a new id".into(),
         notes: vec![
             "tracing on: OTEL_EXPORTER_OTLP_ENDPOINT names a local collector (an axum route \
              answering each export at once), spans go out in the SDK's default batches; \
-             tracing off: no endpoint"
+             tracing 10%: the same with OTEL_TRACES_SAMPLER=parentbased_traceidratio and \
+             OTEL_TRACES_SAMPLER_ARG=0.1; tracing off: no endpoint"
                 .into(),
             "a fresh server per round".into(),
         ],
-        findings: vec![format!(
-            "the collector received {exported} OTLP exports from the tracing-on rounds"
-        )],
+        findings: vec![
+            format!("the collector received {exported} OTLP exports from the tracing-on rounds"),
+            format!(
+                "{SAMPLED_SIDE} / {OFF_SIDE}: {} (server CPU per request {} vs {} with every \
+                 trace exported)",
+                sampling.measured_text(),
+                cpu(&sampling),
+                cpu(&comparison),
+            ),
+        ],
         target: TRACING_TARGET_RATIO,
         condition: None,
         verdict_text: format!("tracing on ≥ {TRACING_TARGET_RATIO}× tracing off"),
         headline_target: format!("publish with traces exported ≥ {TRACING_TARGET_RATIO}× without"),
-        measured_extra: String::new(),
+        measured_extra: format!("; {:.2}× with 10% of traces sampled", sampling.ratio),
         keys: ("tracing_off", "tracing_on"),
         results,
     };
