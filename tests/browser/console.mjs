@@ -20,6 +20,8 @@
 //          ancestor hidden)
 //   {"cmd": "errors", "page": NAME}  -> {"ok": true, "errors": [...]}: script
 //          errors and console errors (a CSP refusal is one) so far
+//   {"cmd": "widths", "page": NAME}  -> {"ok": true, "content": W, "viewport": V}:
+//          how wide the page's content is, and the window
 // and cookies, screenshot and quit (driver.mjs).
 import { drive } from "./driver.mjs";
 
@@ -79,6 +81,14 @@ async function handle(request, { browser, pages, page }) {
     }
     case "errors":
       return { ok: true, errors: errors.get(request.page) ?? [] };
+    case "widths":
+      return {
+        ok: true,
+        ...(await page(request.page).evaluate(() => ({
+          content: document.documentElement.scrollWidth,
+          viewport: window.innerWidth,
+        }))),
+      };
     default:
       return undefined;
   }

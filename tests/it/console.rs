@@ -209,6 +209,17 @@ impl Console {
     /// Script errors and console errors (a refused CSP is one) so far,
     /// but for failed requests: the page meets 401s before sign-in and
     /// refused connections while the server restarts, and handles both.
+    /// Whether the page's content fits the window's width (nothing to
+    /// scroll sideways); answers both widths when it does not.
+    fn overflow(&mut self, page: &str) -> Option<(u64, u64)> {
+        let widths = self.browser.call(json!({"cmd": "widths", "page": page}));
+        let (content, viewport) = (
+            widths["content"].as_u64().unwrap(),
+            widths["viewport"].as_u64().unwrap(),
+        );
+        (content > viewport).then_some((content, viewport))
+    }
+
     fn errors(&mut self, page: &str) -> Vec<String> {
         let errors = self.browser.call(json!({"cmd": "errors", "page": page}))["errors"].take();
         errors
@@ -401,6 +412,11 @@ async fn a_token_limited_to_one_topic_sees_only_that_topic() {
         |t| !t.is_empty(),
     );
     assert_eq!(listed, BTreeSet::from(["orders".into()]));
+    assert_eq!(
+        console.overflow("phone"),
+        None,
+        "the topics page is wider than the phone"
+    );
     // Nor does the live tail offer the others, nor the admin pages show.
     console.goto("phone", &format!("{}/#/tail", server.url));
     let choices = console.wait_for(
@@ -411,6 +427,11 @@ async fn a_token_limited_to_one_topic_sees_only_that_topic() {
     assert_eq!(choices, ["orders"]);
     let nav = console.texts("phone", "#nav a");
     assert_eq!(nav, ["Topics", "Live tail"]);
+    assert_eq!(
+        console.overflow("phone"),
+        None,
+        "the live tail is wider than the phone"
+    );
     console.screenshot("phone", "one-topic.png");
 
     // A bad token is refused on the form, with the server's reason.
@@ -616,7 +637,8 @@ async fn the_handlers_page_charts_latency_and_lists_breaker_changes() {
 }
 
 /// The console of the demo (the topics and handlers the README's run
-/// command serves): the topics page lists every demo topic, and only them.
+/// command serves): the topics page lists every demo topic, and only them;
+/// every page fits a phone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_topics_page_lists_the_demo_topics() {
     use crate::asyncapi::{copy_dir, declared, repo};
@@ -637,6 +659,30 @@ async fn the_topics_page_lists_the_demo_topics() {
         .collect();
     assert_eq!(shown, topics);
     console.screenshot("main", "demo-topics.png");
+
+    // Every page, filled with the demo's topics, handler and webhook
+    // source, fits a phone's width: nothing to scroll sideways.
+    console.open_sized("phone", &format!("{}/#/topics", server.url), 390, 844);
+    for (page, filled) in [
+        ("topics", "#topics article"),
+        ("tail", "#tail-topics input"),
+        ("handlers", "#handlers article"),
+        ("groups", "#groups > *"),
+        ("webhooks", "#webhooks article"),
+    ] {
+        console.goto("phone", &format!("{}/#/{page}", server.url));
+        console.wait_for(
+            &format!("the {page} page filled"),
+            |c| c.read("phone", filled, &[]).iter().any(|f| f.visible),
+            |filled| *filled,
+        );
+        assert_eq!(
+            console.overflow("phone"),
+            None,
+            "the {page} page is wider than a phone"
+        );
+    }
+    console.screenshot("phone", "demo-phone.png");
 }
 
 /// The console's writes (replay) take the cookie; nothing else's does:
