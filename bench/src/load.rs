@@ -311,8 +311,8 @@ pub struct FreshRounds {
 }
 
 impl FreshRounds {
-    /// The `publish` load on two sides that differ in their server's
-    /// `Setup`, rounds alternating, each on a fresh server (`scenario`
+    /// The `publish` load on sides that differ in their server's `Setup`,
+    /// rounds alternating, each on a fresh server (`scenario`
     /// names the run in its progress line).
     pub async fn alternate<const SIDES: usize>(
         scenario: &str,

@@ -206,9 +206,6 @@ impl Console {
         path
     }
 
-    /// Script errors and console errors (a refused CSP is one) so far,
-    /// but for failed requests: the page meets 401s before sign-in and
-    /// refused connections while the server restarts, and handles both.
     /// Whether the page's content fits the window's width (nothing to
     /// scroll sideways); answers both widths when it does not.
     fn overflow(&mut self, page: &str) -> Option<(u64, u64)> {
@@ -220,6 +217,9 @@ impl Console {
         (content > viewport).then_some((content, viewport))
     }
 
+    /// Script errors and console errors (a refused CSP is one) so far,
+    /// but for failed requests: the page meets 401s before sign-in and
+    /// refused connections while the server restarts, and handles both.
     fn errors(&mut self, page: &str) -> Vec<String> {
         let errors = self.browser.call(json!({"cmd": "errors", "page": page}))["errors"].take();
         errors

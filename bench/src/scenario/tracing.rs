@@ -72,11 +72,12 @@ pub async fn tracing_scenario(params: &PublishParams, server_args: &ServerArgs) 
         scenario: "tracing",
         sent: "structured events, each with a new id".into(),
         notes: vec![
-            "tracing on: OTEL_EXPORTER_OTLP_ENDPOINT names a local collector (an axum route \
-             answering each export at once), spans go out in the SDK's default batches; \
-             tracing 10%: the same with OTEL_TRACES_SAMPLER=parentbased_traceidratio and \
-             OTEL_TRACES_SAMPLER_ARG=0.1; tracing off: no endpoint"
-                .into(),
+            format!(
+                "{ON_SIDE}: OTEL_EXPORTER_OTLP_ENDPOINT names a local collector (an axum route \
+                 answering each export at once), spans go out in the SDK's default batches; \
+                 {SAMPLED_SIDE}: the same with OTEL_TRACES_SAMPLER=parentbased_traceidratio and \
+                 OTEL_TRACES_SAMPLER_ARG={SAMPLE_RATIO}; {OFF_SIDE}: no endpoint"
+            ),
             "a fresh server per round".into(),
         ],
         findings: vec![
@@ -93,7 +94,11 @@ pub async fn tracing_scenario(params: &PublishParams, server_args: &ServerArgs) 
         condition: None,
         verdict_text: format!("tracing on ≥ {TRACING_TARGET_RATIO}× tracing off"),
         headline_target: format!("publish with traces exported ≥ {TRACING_TARGET_RATIO}× without"),
-        measured_extra: format!("; {:.2}× with 10% of traces sampled", sampling.ratio),
+        measured_extra: format!(
+            "; {:.2}× with {:.0}% of traces sampled",
+            sampling.ratio,
+            SAMPLE_RATIO * 100.0
+        ),
         keys: ("tracing_off", "tracing_on"),
         results,
     };

@@ -233,8 +233,6 @@ function topicsPage() {
   });
 }
 
-/** Events per second between consecutive samples. */
-
 function sparkline(values, label = "publish rate over the last two minutes") {
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
